@@ -1,0 +1,58 @@
+"""Face embedding for the server: image bytes in, face embeddings out.
+
+    pixels = decode_image(data, ImageLimits())
+    embedder = DlibEmbedder()            # loads and verifies model weights
+    [face] = embedder.embed(pixels, FaceSelection.SINGLE)
+
+Backends implement ``Embedder``; callers depend on that protocol and on the
+model manifest (``embedder.model``), never on a backend's internals.
+Importing this package loads no native code and no model.
+"""
+
+from faces.dlib_embedder import DlibEmbedder
+from faces.embedder import DetectedFace, Embedder, FaceBox, FaceSelection
+from faces.errors import (
+    FacesError,
+    ImageDecodeError,
+    ImageTooLarge,
+    ImageTooSmall,
+    ModelFileMissing,
+    ModelIntegrityError,
+    MultipleFacesFound,
+    NoFaceFound,
+)
+from faces.image import ImageLimits, decode_image
+from faces.model import (
+    DLIB_FIVE_POINT_LANDMARKS,
+    DLIB_RESNET_V1,
+    EmbeddingModel,
+    Metric,
+    WeightsFile,
+    file_sha256,
+    verify_weights,
+)
+
+__all__ = [
+    "DLIB_FIVE_POINT_LANDMARKS",
+    "DLIB_RESNET_V1",
+    "DetectedFace",
+    "DlibEmbedder",
+    "Embedder",
+    "EmbeddingModel",
+    "FaceBox",
+    "FaceSelection",
+    "FacesError",
+    "ImageDecodeError",
+    "ImageLimits",
+    "ImageTooLarge",
+    "ImageTooSmall",
+    "Metric",
+    "ModelFileMissing",
+    "ModelIntegrityError",
+    "MultipleFacesFound",
+    "NoFaceFound",
+    "WeightsFile",
+    "decode_image",
+    "file_sha256",
+    "verify_weights",
+]

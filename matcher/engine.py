@@ -1,0 +1,328 @@
+"""The matcher: galleries, their indexes, and 1:1, 1:N and 1:few search.
+
+The store is the source of truth; every mutation is committed there first
+(that commit is the acknowledgement) and then applied to the in-memory index.
+A crash between the two loses nothing: at start-up each index is loaded from
+a snapshot only if it matches the store exactly, and rebuilt otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+import store
+from matcher import snapshot
+from matcher.errors import InvalidSearch, SnapshotRejected, TooManyReferences
+from matcher.gallery import (
+    Candidate,
+    GalleryInfo,
+    GalleryPurpose,
+    GallerySpec,
+    Identification,
+    Verification,
+    check_threshold,
+)
+from matcher.index import FlatIndex
+from matcher.metric import Metric, normalise_rows
+from matcher.search import pairwise_score
+from matcher.vectors import as_matrix, as_vector, check_gallery_id, check_reference_id
+from safepassage_core.errors import SafePassageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    max_top_k: int = 100
+    max_restrict_to: int = 10_000
+    max_batch: int = 10_000
+
+
+@dataclass
+class _LiveGallery:
+    spec: GallerySpec
+    created_at: float
+    index: FlatIndex
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Matcher:
+    def __init__(
+        self,
+        template_store: store.TemplateStore,
+        snapshot_dir: Path,
+        snapshot_key: bytes,
+        limits: SearchLimits = SearchLimits(),
+    ) -> None:
+        self._store = template_store
+        self._snapshot_dir = snapshot_dir
+        self._snapshot_key = snapshot_key
+        self.limits = limits
+        self._galleries: dict[str, _LiveGallery] = {}
+        self._lock = threading.Lock()
+
+    # -- start-up and shutdown -------------------------------------------------
+
+    def load(self) -> None:
+        """Bring every gallery of the store into memory, from a verified snapshot or a rebuild."""
+        for record in self._store.list_galleries():
+            spec = _spec_of(record)
+            index = self._load_index(spec)
+            self._galleries[spec.gallery_id] = _LiveGallery(spec, record.created_at, index)
+        log.info("matcher loaded %d galleries", len(self._galleries))
+
+    def _snapshot_path(self, gallery_id: str) -> Path:
+        return self._snapshot_dir / f"{gallery_id}.snapshot"
+
+    def _expected_header(self, spec: GallerySpec) -> snapshot.SnapshotHeader:
+        state = self._store.state(spec.gallery_id)
+        return snapshot.SnapshotHeader(
+            gallery_id=spec.gallery_id,
+            generation=state.generation,
+            size=state.size,
+            digest=state.digest.hex(),
+            dimension=spec.dimension,
+            metric=spec.metric.value,
+        )
+
+    def _load_index(self, spec: GallerySpec) -> FlatIndex:
+        path = self._snapshot_path(spec.gallery_id)
+        if path.exists():
+            try:
+                index = snapshot.load(
+                    path, self._snapshot_key, self._expected_header(spec), self._digest_of
+                )
+                log.info("gallery %s: index loaded from verified snapshot (%d templates)", spec.gallery_id, index.size)
+                return index
+            except SnapshotRejected as error:
+                log.warning("gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error)
+        return self._rebuild(spec)
+
+    def _rebuild(self, spec: GallerySpec) -> FlatIndex:
+        started = time.monotonic()
+        index = FlatIndex(spec.dimension, spec.metric)
+        for ids, vectors in self._store.iter_templates(spec.gallery_id):
+            index.add(ids, vectors)
+        log.info(
+            "gallery %s: index rebuilt from the store (%d templates, %.1f s)",
+            spec.gallery_id, index.size, time.monotonic() - started,
+        )
+        return index
+
+    def _digest_of(self, index: FlatIndex) -> bytes:
+        ids, vectors = index.contents()
+        return store.gallery_digest(self._store.sealer, ids, vectors)
+
+    def save_snapshots(self) -> int:
+        """Snapshot every gallery (at shutdown, or periodically); returns how many were written."""
+        written = 0
+        for gallery_id in list(self._galleries):
+            live = self._galleries.get(gallery_id)
+            if live is None:
+                continue
+            with live.lock:
+                try:
+                    header = self._expected_header(live.spec)
+                except store.GalleryNotFound:
+                    continue
+                snapshot.save(self._snapshot_path(gallery_id), header, live.index, self._snapshot_key)
+                written += 1
+        return written
+
+    # -- galleries -------------------------------------------------------------
+
+    def _live(self, gallery_id: str) -> _LiveGallery:
+        check_gallery_id(gallery_id)
+        live = self._galleries.get(gallery_id)
+        if live is None:
+            raise store.GalleryNotFound(f"gallery {gallery_id!r} does not exist")
+        return live
+
+    def create_gallery(self, spec: GallerySpec) -> GalleryInfo:
+        check_gallery_id(spec.gallery_id)
+        check_threshold(spec.threshold, spec.metric)
+        with self._lock:
+            created_at = time.time()
+            self._store.create_gallery(
+                store.GalleryRecord(
+                    gallery_id=spec.gallery_id,
+                    purpose=spec.purpose.value,
+                    model_name=spec.model_name,
+                    dimension=spec.dimension,
+                    metric=spec.metric.value,
+                    threshold=spec.threshold,
+                    created_at=created_at,
+                )
+            )
+            self._galleries[spec.gallery_id] = _LiveGallery(
+                spec, created_at, FlatIndex(spec.dimension, spec.metric)
+            )
+        log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
+        return GalleryInfo(spec, 0, created_at)
+
+    def describe(self, gallery_id: str) -> GalleryInfo:
+        live = self._live(gallery_id)
+        return GalleryInfo(live.spec, live.index.size, live.created_at)
+
+    def list_galleries(self) -> list[GalleryInfo]:
+        return [self.describe(g) for g in sorted(self._galleries)]
+
+    def delete_gallery(self, gallery_id: str) -> int:
+        live = self._live(gallery_id)
+        with self._lock, live.lock:
+            erased = self._store.delete_gallery(gallery_id)
+            del self._galleries[gallery_id]
+            self._snapshot_path(gallery_id).unlink(missing_ok=True)
+        log.info("gallery %s deleted with %d templates", gallery_id, erased)
+        return erased
+
+    # -- templates -------------------------------------------------------------
+
+    def _template(self, spec: GallerySpec, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        checked = as_vector(vector, spec.dimension)
+        if spec.metric is Metric.COSINE:
+            # Cosine galleries keep unit vectors, so the store and the index agree bit for bit.
+            checked = normalise_rows(checked[None, :])[0]
+        return checked
+
+    def insert(self, gallery_id: str, reference_id: str, vector: npt.ArrayLike) -> None:
+        live = self._live(gallery_id)
+        check_reference_id(reference_id)
+        template = self._template(live.spec, vector)
+        with live.lock:
+            (template_id,) = self._store.insert_templates(gallery_id, [(reference_id, template)])
+            live.index.add(np.array([template_id], np.int64), template[None, :])
+
+    def insert_many(
+        self, gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]
+    ) -> list[SafePassageError | None]:
+        """Insert a batch; each item succeeds or fails on its own (None = inserted)."""
+        live = self._live(gallery_id)
+        if len(items) > self.limits.max_batch:
+            raise TooManyReferences(f"batch of {len(items)} exceeds the limit of {self.limits.max_batch}")
+        outcomes: list[SafePassageError | None] = [None] * len(items)
+        accepted: list[tuple[int, str, npt.NDArray[np.float32]]] = []
+        seen: set[str] = set()
+        for position, (reference_id, vector) in enumerate(items):
+            try:
+                check_reference_id(reference_id)
+                template = self._template(live.spec, vector)
+                if reference_id in seen:
+                    raise store.DuplicateReference(
+                        f"reference {reference_id!r} appears twice in this batch"
+                    )
+            except SafePassageError as error:
+                outcomes[position] = error
+                continue
+            seen.add(reference_id)
+            accepted.append((position, reference_id, template))
+        with live.lock:
+            existing = self._store.template_ids(gallery_id, [r for _, r, _ in accepted])
+            fresh = []
+            for position, reference_id, template in accepted:
+                if reference_id in existing:
+                    outcomes[position] = store.DuplicateReference(
+                        f"reference {reference_id!r} already exists in gallery {gallery_id!r}"
+                    )
+                else:
+                    fresh.append((position, reference_id, template))
+            if fresh:
+                ids = self._store.insert_templates(gallery_id, [(r, t) for _, r, t in fresh])
+                live.index.add(np.asarray(ids, np.int64), np.stack([t for _, _, t in fresh]))
+        return outcomes
+
+    def delete(self, gallery_id: str, reference_id: str) -> None:
+        live = self._live(gallery_id)
+        check_reference_id(reference_id)
+        with live.lock:
+            template_id = self._store.delete_template(gallery_id, reference_id)
+            live.index.remove(np.array([template_id], np.int64))
+
+    def count(self, gallery_id: str) -> int:
+        return self._live(gallery_id).index.size
+
+    # -- search ------------------------------------------------------------------
+
+    def identify(
+        self,
+        gallery_id: str,
+        probes: npt.ArrayLike,
+        top_k: int = 5,
+        restrict_to: Sequence[str] | None = None,
+        threshold: float | None = None,
+    ) -> list[Identification]:
+        """1:N open-set search of each probe; 1:few when restrict_to is given."""
+        live = self._live(gallery_id)
+        spec = live.spec
+        if not 1 <= top_k <= self.limits.max_top_k:
+            raise InvalidSearch(f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
+        used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
+        matrix = as_matrix(probes, spec.dimension)
+        if len(matrix) > self.limits.max_batch:
+            raise TooManyReferences(f"{len(matrix)} probes exceed the limit of {self.limits.max_batch}")
+        subset = None
+        if restrict_to:
+            if len(restrict_to) > self.limits.max_restrict_to:
+                raise TooManyReferences(
+                    f"restrict_to names {len(restrict_to)} references; the limit is {self.limits.max_restrict_to}"
+                )
+            for reference_id in restrict_to:
+                check_reference_id(reference_id)
+            known = self._store.template_ids(gallery_id, list(restrict_to))
+            subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
+        with live.lock:
+            hits = live.index.search(matrix, top_k, subset)
+        found = [int(i) for i in np.unique(hits.ids) if i >= 0]
+        names = self._store.reference_ids(gallery_id, found) if found else {}
+        results = []
+        for scores, ids in zip(hits.scores, hits.ids, strict=True):
+            candidates = []
+            for score, template_id in zip(scores, ids, strict=True):
+                reference_id = names.get(int(template_id))
+                if reference_id is None:  # empty slot, or deleted since the search
+                    continue
+                candidates.append(
+                    Candidate(
+                        reference_id=reference_id,
+                        score=float(score),
+                        rank=len(candidates) + 1,
+                        match=spec.metric.is_match(float(score), used),
+                    )
+                )
+            results.append(Identification(tuple(candidates), spec.metric, used))
+        return results
+
+    def verify(
+        self,
+        gallery_id: str,
+        reference_id: str,
+        probe: npt.ArrayLike,
+        threshold: float | None = None,
+    ) -> Verification:
+        """1:1: the probe against the template of one reference id."""
+        live = self._live(gallery_id)
+        spec = live.spec
+        check_reference_id(reference_id)
+        used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
+        vector = as_vector(probe, spec.dimension)
+        _, template = self._store.get_template(gallery_id, reference_id)
+        return Verification(pairwise_score(vector, template, spec.metric), spec.metric, used)
+
+
+def _spec_of(record: store.GalleryRecord) -> GallerySpec:
+    return GallerySpec(
+        gallery_id=record.gallery_id,
+        purpose=GalleryPurpose(record.purpose),
+        model_name=record.model_name,
+        dimension=record.dimension,
+        metric=Metric(record.metric),
+        threshold=record.threshold,
+    )

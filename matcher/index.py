@@ -1,0 +1,119 @@
+"""Vector indexes behind one small interface, and the exact FAISS index.
+
+An index holds (template id, vector) pairs of one gallery and answers k-NN
+queries, optionally restricted to a subset of ids (1:few). Later index types
+(IVF, HNSW, quantised stores) plug in behind `VectorIndex`; each must be
+checked against `matcher.search.exact_search`.
+
+Indexes are not thread-safe for mutation; `Matcher` serialises access.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from matcher.metric import Metric, normalise_rows
+from matcher.search import Hits
+
+
+class VectorIndex(Protocol):
+    metric: Metric
+    dimension: int
+
+    @property
+    def size(self) -> int: ...
+
+    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None: ...
+
+    def remove(self, ids: npt.NDArray[np.int64]) -> int: ...
+
+    def search(
+        self,
+        probes: npt.NDArray[np.float32],
+        k: int,
+        subset: npt.NDArray[np.int64] | None = None,
+    ) -> Hits: ...
+
+    def contents(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """All (ids, vectors) in the index, for verification and snapshots."""
+        ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+class FlatIndex:
+    """Exact search with FAISS (IndexFlatL2 or IndexFlatIP over unit vectors).
+
+    Vectors are stored as given for L2 and unit-normalised for cosine, so
+    `contents()` returns normalised vectors for cosine galleries.
+    """
+
+    def __init__(self, dimension: int, metric: Metric, _index: faiss.Index | None = None) -> None:
+        self.dimension = dimension
+        self.metric = metric
+        if _index is None:
+            flat = faiss.IndexFlatIP(dimension) if metric is Metric.COSINE else faiss.IndexFlatL2(dimension)
+            _index = faiss.IndexIDMap2(flat)
+        self._index = _index
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dimension: int, metric: Metric) -> FlatIndex:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.d != dimension or not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"snapshot holds a {type(index).__name__} of dimension {index.d}")
+        return cls(dimension, metric, index)
+
+    @property
+    def size(self) -> int:
+        return int(self._index.ntotal)
+
+    def _prepare(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.metric is Metric.COSINE:
+            return normalise_rows(vectors)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        self._index.add_with_ids(self._prepare(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: npt.NDArray[np.int64]) -> int:
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+        return int(self._index.remove_ids(selector))
+
+    def search(
+        self,
+        probes: npt.NDArray[np.float32],
+        k: int,
+        subset: npt.NDArray[np.int64] | None = None,
+    ) -> Hits:
+        q = probes.shape[0]
+        if self.size == 0 or (subset is not None and len(subset) == 0):
+            return Hits(
+                np.full((q, k), self.metric.worst_score(), dtype=np.float32),
+                np.full((q, k), -1, dtype=np.int64),
+            )
+        params = None
+        if subset is not None:
+            params = faiss.SearchParameters(
+                sel=faiss.IDSelectorBatch(np.ascontiguousarray(subset, dtype=np.int64))
+            )
+        raw, ids = self._index.search(self._prepare(probes), k, params=params)
+        if self.metric is Metric.L2:
+            # IndexFlatL2 reports squared distances.
+            scores = np.sqrt(np.maximum(raw, 0.0))
+        else:
+            scores = raw
+        scores = np.where(ids < 0, self.metric.worst_score(), scores).astype(np.float32)
+        return Hits(scores, ids.astype(np.int64))
+
+    def contents(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        n = self.size
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        vectors = self._index.index.reconstruct_n(0, n) if n else np.zeros((0, self.dimension), np.float32)
+        return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def to_bytes(self) -> bytes:
+        return bytes(faiss.serialize_index(self._index))

@@ -1,0 +1,152 @@
+"""Encrypted, authenticated snapshots of a gallery's index.
+
+A snapshot spares the server a full decrypt-and-rebuild at start-up, but it
+is never trusted on its own: `load` returns an index only when the file
+decrypts and authenticates, and its generation, size and content digest equal
+the store's. Anything else raises SnapshotRejected and the caller rebuilds.
+
+Snapshots hold templates, so they are encrypted like the store (AES-256-GCM).
+The body is split into chunks, each sealed with its index and a last-chunk
+flag in the associated data (so chunks cannot be dropped, reordered or
+truncated) along with a hash of the header.
+
+File layout::
+
+    b"SPSNAP" version(1 byte) header_length(u32 LE) header(JSON)
+    then per chunk: length(u32 LE) nonce(12) ciphertext+tag
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from matcher.errors import SnapshotRejected
+from matcher.index import FlatIndex
+from matcher.metric import Metric
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SPSNAP"
+VERSION = 1
+CHUNK_BYTES = 64 * 1024 * 1024
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    gallery_id: str
+    generation: int
+    size: int
+    digest: str  # hex of the store's content digest when the snapshot was taken
+    dimension: int
+    metric: str
+    index_kind: str = "flat"
+
+
+def _chunk_aad(header_hash: bytes, position: int, last: bool) -> bytes:
+    return header_hash + _U32.pack(position) + (b"\x01" if last else b"\x00")
+
+
+def _chunks(body: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    count = max(1, -(-len(body) // CHUNK_BYTES))
+    for position in range(count):
+        yield position, body[position * CHUNK_BYTES : (position + 1) * CHUNK_BYTES], position == count - 1
+
+
+def save(path: Path, header: SnapshotHeader, index: FlatIndex, key: bytes) -> None:
+    """Write the snapshot atomically: a crash leaves the old file or the new one."""
+    aead = AESGCM(key)
+    header_bytes = json.dumps(asdict(header), sort_keys=True).encode()
+    prefix = MAGIC + bytes([VERSION]) + _U32.pack(len(header_bytes)) + header_bytes
+    header_hash = hashlib.sha256(prefix).digest()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(prefix)
+        for position, chunk, last in _chunks(index.to_bytes()):
+            nonce = os.urandom(12)
+            sealed = aead.encrypt(nonce, chunk, _chunk_aad(header_hash, position, last))
+            out.write(_U32.pack(len(sealed)) + nonce + sealed)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    log.info("saved index snapshot of gallery %s: %d templates", header.gallery_id, header.size)
+
+
+def _read_exact(data: bytes, offset: int, length: int) -> bytes:
+    if offset + length > len(data):
+        raise SnapshotRejected("snapshot is truncated")
+    return data[offset : offset + length]
+
+
+def load(
+    path: Path,
+    key: bytes,
+    expected: SnapshotHeader,
+    digest_of: Callable[[FlatIndex], bytes],
+) -> FlatIndex:
+    """Return the snapshot's index if it matches `expected` in every respect.
+
+    `digest_of` recomputes the store's content digest from the loaded index,
+    so a snapshot whose vectors differ from the store's is rejected even when
+    its counters agree.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SnapshotRejected(f"snapshot cannot be read: {error.strerror}") from None
+    if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 5:
+        raise SnapshotRejected("not a SafePassage index snapshot")
+    if data[len(MAGIC)] != VERSION:
+        raise SnapshotRejected(f"snapshot version {data[len(MAGIC)]} is not supported")
+    offset = len(MAGIC) + 1
+    (header_length,) = _U32.unpack(_read_exact(data, offset, 4))
+    offset += 4
+    header_bytes = _read_exact(data, offset, header_length)
+    offset += header_length
+    header_hash = hashlib.sha256(data[:offset]).digest()
+    try:
+        header = SnapshotHeader(**json.loads(header_bytes))
+    except (ValueError, TypeError) as error:
+        raise SnapshotRejected(f"snapshot header is unreadable: {error}") from None
+    if header != expected:
+        raise SnapshotRejected(
+            f"snapshot is of generation {header.generation} with {header.size} templates;"
+            f" the store is at generation {expected.generation} with {expected.size}"
+        )
+    aead = AESGCM(key)
+    body = bytearray()
+    position = 0
+    while True:
+        (length,) = _U32.unpack(_read_exact(data, offset, 4))
+        nonce = _read_exact(data, offset + 4, 12)
+        sealed = _read_exact(data, offset + 16, length)
+        offset += 16 + length
+        last = offset == len(data)
+        try:
+            body += aead.decrypt(nonce, sealed, _chunk_aad(header_hash, position, last))
+        except InvalidTag:
+            raise SnapshotRejected(f"snapshot chunk {position} failed authentication") from None
+        position += 1
+        if last:
+            break
+    try:
+        index = FlatIndex.from_bytes(bytes(body), expected.dimension, Metric(expected.metric))
+    except (RuntimeError, ValueError) as error:
+        raise SnapshotRejected(f"snapshot index is unreadable: {error}") from None
+    if index.size != expected.size:
+        raise SnapshotRejected(f"snapshot holds {index.size} templates; the store {expected.size}")
+    if digest_of(index).hex() != expected.digest:
+        raise SnapshotRejected("snapshot vectors differ from the store's")
+    return index

@@ -1,0 +1,1 @@
+"""Generated gRPC API of SafePassage. Do not edit."""

@@ -1,0 +1,1 @@
+"""The `safepassage` command line."""

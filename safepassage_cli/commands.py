@@ -1,0 +1,138 @@
+"""What each `safepassage` client command does, and how its answer is printed."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_cli.client import Stubs
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+TIMEOUT_S = 60.0
+
+
+def _metric(value: int) -> str:
+    return pb.Metric.Name(value).lower()
+
+
+def _box(box: pb.FaceBox) -> str:
+    return f"[{box.left},{box.top} {box.right - box.left}x{box.bottom - box.top}]"
+
+
+def _selection(args: argparse.Namespace) -> pb.FaceSelection.ValueType:
+    return pb.LARGEST if getattr(args, "largest", False) else pb.FACE_SELECTION_UNSPECIFIED
+
+
+def _probe(path: Path) -> pb.Probe:
+    return pb.Probe(image=path.read_bytes())
+
+
+def health(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = health_pb2_grpc.HealthStub(stubs.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+def _print_gallery(g: pb.Gallery) -> None:
+    print(
+        f"{g.gallery_id}  purpose={pb.GalleryPurpose.Name(g.purpose).lower()}  size={g.size}"
+        f"  model={g.model}  dim={g.dimension}  metric={_metric(g.metric)}  threshold={g.threshold:.3f}"
+    )
+
+
+def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.CreateGalleryRequest(gallery_id=args.gallery, purpose=pb.GalleryPurpose.Value(args.purpose.upper()))
+    if args.threshold is not None:
+        request.threshold = args.threshold
+    _print_gallery(stubs.galleries.CreateGallery(request, timeout=TIMEOUT_S))
+
+
+def gallery_list(stubs: Stubs, args: argparse.Namespace) -> None:
+    galleries = stubs.galleries.ListGalleries(pb.ListGalleriesRequest(), timeout=TIMEOUT_S).galleries
+    if not galleries:
+        print("no galleries")
+    for g in galleries:
+        _print_gallery(g)
+
+
+def gallery_describe(stubs: Stubs, args: argparse.Namespace) -> None:
+    _print_gallery(stubs.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S))
+
+
+def gallery_delete(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = stubs.galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S)
+    print(f"deleted gallery {args.gallery}: {answer.templates_erased} templates erased")
+
+
+def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = stubs.matching.InsertTemplate(
+        pb.InsertTemplateRequest(
+            gallery_id=args.gallery, reference_id=args.reference, template=_probe(args.image),
+            face_selection=_selection(args),
+        ),
+        timeout=TIMEOUT_S,
+    )
+    where = f" (face {_box(answer.box)})" if answer.HasField("box") else ""
+    print(f"enrolled {answer.reference_id} in {args.gallery}{where}")
+
+
+def bulk_import(stubs: Stubs, args: argparse.Namespace) -> None:
+    """Every image in a folder, reference id = file name without suffix."""
+    files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def requests() -> Iterator[pb.InsertTemplateRequest]:
+        for path in files:
+            yield pb.InsertTemplateRequest(
+                gallery_id=args.gallery, reference_id=path.stem, template=_probe(path),
+                face_selection=_selection(args),
+            )
+
+    answer = stubs.matching.BulkInsertTemplates(requests(), timeout=max(TIMEOUT_S, 5.0 * len(files)))
+    print(f"imported {answer.inserted} of {len(files)} images into {args.gallery}; {answer.failed} failed")
+    for error in answer.errors:
+        print(f"  {files[error.index].name}: {error.message}")
+
+
+def identify(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.IdentifyRequest(
+        gallery_id=args.gallery, probe=_probe(args.image), top_k=args.top_k, restrict_to=args.restrict_to or []
+    )
+    if args.threshold is not None:
+        request.threshold = args.threshold
+    answer = stubs.matching.Identify(request, timeout=TIMEOUT_S)
+    print(
+        f"{pb.Decision.Name(answer.decision)}  ({len(answer.faces)} face(s); {_metric(answer.metric)}"
+        f" threshold {answer.threshold:.3f})"
+    )
+    for number, face in enumerate(answer.faces, 1):
+        where = _box(face.box) if face.HasField("box") else "embedding"
+        print(f"face {number} {where}: {pb.Decision.Name(face.decision)}")
+        for c in face.candidates:
+            print(f"  {c.rank:>3}. {c.reference_id:<40} score {c.score:.4f}{'  match' if c.match else ''}")
+
+
+def verify(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.VerifyRequest(
+        gallery_id=args.gallery, reference_id=args.reference, probe=_probe(args.image), face_selection=_selection(args)
+    )
+    if args.threshold is not None:
+        request.threshold = args.threshold
+    answer = stubs.matching.Verify(request, timeout=TIMEOUT_S)
+    print(
+        f"{pb.Decision.Name(answer.decision)}  score {answer.score:.4f} ({_metric(answer.metric)},"
+        f" threshold {answer.threshold:.3f})"
+    )
+
+
+def count(stubs: Stubs, args: argparse.Namespace) -> None:
+    print(stubs.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id=args.gallery), timeout=TIMEOUT_S).count)
+
+
+def delete(stubs: Stubs, args: argparse.Namespace) -> None:
+    stubs.matching.DeleteTemplate(
+        pb.DeleteTemplateRequest(gallery_id=args.gallery, reference_id=args.reference), timeout=TIMEOUT_S
+    )
+    print(f"deleted {args.reference} from {args.gallery}")

@@ -1,0 +1,132 @@
+"""`safepassage`: run the server, or talk to a running one.
+
+    safepassage serve [--config FILE]
+    safepassage gallery create|list|describe|delete ...
+    safepassage enrol GALLERY REFERENCE IMAGE
+    safepassage import GALLERY FOLDER
+    safepassage identify GALLERY IMAGE
+    safepassage verify GALLERY REFERENCE IMAGE
+    safepassage count GALLERY | delete GALLERY REFERENCE | health
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from safepassage_cli import commands
+from safepassage_cli.client import DEFAULT_ADDRESS, ClientSetupError, Stubs, open_channel
+
+Command = Callable[[Stubs, argparse.Namespace], None]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safepassage", description="SafePassage matching service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the matching server")
+    serve.add_argument("--config", type=Path, help="TOML configuration (default: embedded defaults)")
+    serve.add_argument("--port", type=int, help="override listen.port")
+    serve.add_argument("--data-dir", type=Path, help="override storage.data_dir")
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
+    client.add_argument("--ca", type=Path, help="CA certificate to trust (default var/safepassage/tls/ca.pem)")
+    client.add_argument("--plaintext", action="store_true", help="no TLS (only for a server run with tls.enabled=false)")
+
+    def add(name: str, run: Command, help_text: str, parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+        command = parent.add_parser(name, parents=[client], help=help_text)
+        command.set_defaults(run=run)
+        return command
+
+    add("health", commands.health, "check that the server is serving")
+    gallery = sub.add_parser("gallery", help="manage galleries").add_subparsers(dest="action", required=True)
+    create = add("create", commands.gallery_create, "create a gallery", gallery)
+    create.add_argument("gallery")
+    create.add_argument("--purpose", choices=["watchlist", "protected_identity"], default="watchlist")
+    create.add_argument("--threshold", type=float)
+    add("list", commands.gallery_list, "list galleries", gallery)
+    add("describe", commands.gallery_describe, "describe a gallery", gallery).add_argument("gallery")
+    add("delete", commands.gallery_delete, "delete a gallery and erase its templates", gallery).add_argument("gallery")
+
+    enrol = add("enrol", commands.enrol, "enrol the face in an image")
+    enrol.add_argument("gallery")
+    enrol.add_argument("reference")
+    enrol.add_argument("image", type=Path)
+    enrol.add_argument("--largest", action="store_true", help="take the largest face if there are several")
+    bulk = add("import", commands.bulk_import, "enrol every image of a folder (reference id = file name)")
+    bulk.add_argument("gallery")
+    bulk.add_argument("folder", type=Path)
+    bulk.add_argument("--largest", action="store_true")
+    identify = add("identify", commands.identify, "search a gallery (1:N, or 1:few with --restrict-to)")
+    identify.add_argument("gallery")
+    identify.add_argument("image", type=Path)
+    identify.add_argument("--top-k", type=int, default=5)
+    identify.add_argument("--threshold", type=float)
+    identify.add_argument("--restrict-to", nargs="+", metavar="REFERENCE")
+    verify = add("verify", commands.verify, "compare a face with one reference (1:1)")
+    verify.add_argument("gallery")
+    verify.add_argument("reference")
+    verify.add_argument("image", type=Path)
+    verify.add_argument("--threshold", type=float)
+    verify.add_argument("--largest", action="store_true")
+    add("count", commands.count, "number of templates in a gallery").add_argument("gallery")
+    delete = add("delete", commands.delete, "delete one template")
+    delete.add_argument("gallery")
+    delete.add_argument("reference")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import server  # the server side is imported only by this command
+    from safepassage_server.config import load_config
+
+    overrides: dict[str, object] = {}
+    if args.port is not None:
+        overrides["listen.port"] = args.port
+    if args.data_dir is not None:
+        overrides["storage.data_dir"] = str(args.data_dir)
+    config = load_config(args.config, overrides)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server.serve(config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            return _serve(args)
+        except Exception as error:  # the safepassage errors say what is wrong
+            from safepassage_core.errors import SafePassageError
+
+            if isinstance(error, SafePassageError):
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            raise
+    for path_arg in ("image", "folder"):
+        path = getattr(args, path_arg, None)
+        if path is not None and not path.exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
+    try:
+        channel = open_channel(args.server, args.ca, args.plaintext)
+    except ClientSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with channel:
+        try:
+            args.run(Stubs.connect(channel), args)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The server side of SafePassage: configuration, keys, TLS and the thin gRPC servicers."""

@@ -1,0 +1,147 @@
+"""The server's configuration: one validated, typed tree, loaded once at start-up.
+
+Every field has an embedded default, so `safepassage serve` runs with no file:
+data under ./var/safepassage, TLS on with development certificates generated
+on first run, a template key generated on first run. A TOML file overrides
+any part; relative paths in it are taken from the file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from safepassage_core.errors import InvalidInput
+
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ListenConfig(_Section):
+    host: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound port is logged and returned.
+    port: int = Field(50051, ge=0, le=65535)
+    max_workers: int = Field(16, ge=1, le=1024)
+    max_concurrent_rpcs: int = Field(256, ge=1)
+    max_message_bytes: int = Field(16 * MiB, ge=64 * 1024, le=256 * MiB)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+
+class TlsConfig(_Section):
+    enabled: bool = True
+    # Empty paths mean: development certificates under <data_dir>/tls,
+    # generated on first run when generate_dev_certs is true.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    generate_dev_certs: bool = True
+    server_names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Path("var/safepassage")
+    # 32-byte AES key for templates at rest (raw or base64). Empty: <data_dir>/keys/template.key.
+    template_key_file: Path | None = None
+    generate_template_key: bool = True
+    # Index snapshots are written at shutdown and every this many seconds (0: only at shutdown).
+    snapshot_interval_s: float = Field(300.0, ge=0)
+
+
+class FacesConfig(_Section):
+    backend: Literal["dlib"] = "dlib"
+    max_image_bytes: int = Field(10 * MiB, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    detection_max_side: int = Field(1600, ge=320)
+
+
+class MatchingConfig(_Section):
+    max_top_k: int = Field(100, ge=1, le=10_000)
+    max_restrict_to: int = Field(10_000, ge=1)
+    max_batch: int = Field(10_000, ge=1)
+    # Templates committed per store transaction during a bulk import.
+    bulk_commit_size: int = Field(1000, ge=1)
+    max_bulk_errors_reported: int = Field(1000, ge=0)
+
+
+class Config(_Section):
+    listen: ListenConfig = ListenConfig()
+    tls: TlsConfig = TlsConfig()
+    storage: StorageConfig = StorageConfig()
+    faces: FacesConfig = FacesConfig()
+    matching: MatchingConfig = MatchingConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _tls_files_complete(self) -> Config:
+        given = [self.tls.cert_file, self.tls.key_file]
+        if any(given) and not all(given):
+            raise ValueError("tls.cert_file and tls.key_file must be given together")
+        return self
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.storage.data_dir / "tls"
+
+    @property
+    def template_key_path(self) -> Path:
+        return self.storage.template_key_file or self.storage.data_dir / "keys" / "template.key"
+
+    @property
+    def database_path(self) -> Path:
+        return self.storage.data_dir / "safepassage.sqlite3"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.storage.data_dir / "snapshots"
+
+
+class ConfigError(InvalidInput):
+    """The configuration file is unreadable or invalid."""
+
+
+def _resolve_paths(raw: dict[str, object], base: Path) -> None:
+    """Make relative paths in a config file relative to the file's folder."""
+    for section, keys in {
+        "storage": ("data_dir", "template_key_file"),
+        "tls": ("cert_file", "key_file", "ca_file"),
+    }.items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in keys:
+                value = table.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    table[key] = str(base / value)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, object] | None = None) -> Config:
+    """The embedded defaults, overridden by a TOML file and then by `overrides`."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"configuration {path} is not valid TOML: {error}") from None
+        _resolve_paths(raw, path.parent.resolve())
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.rpartition(".")
+        target = raw
+        if section:
+            nested = raw.setdefault(section, {})
+            assert isinstance(nested, dict)
+            target = nested
+        target[key] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

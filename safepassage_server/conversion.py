@@ -1,0 +1,86 @@
+"""Protobuf <-> domain values. Protobuf types stop here: nothing below sees them."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+import faces
+from matcher import GalleryInfo, GalleryPurpose, Identification, Metric
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_core.errors import InvalidInput
+
+_PURPOSES = {
+    pb.WATCHLIST: GalleryPurpose.WATCHLIST,
+    pb.PROTECTED_IDENTITY: GalleryPurpose.PROTECTED_IDENTITY,
+}
+_METRICS = {Metric.L2: pb.L2, Metric.COSINE: pb.COSINE}
+_SELECTIONS = {
+    pb.SINGLE: faces.FaceSelection.SINGLE,
+    pb.LARGEST: faces.FaceSelection.LARGEST,
+    pb.ALL: faces.FaceSelection.ALL,
+}
+
+
+class MissingField(InvalidInput):
+    """A required request field is empty."""
+
+
+def require(value: str, name: str) -> str:
+    if not value:
+        raise MissingField(f"{name} is required")
+    return value
+
+
+def purpose_from_pb(value: int) -> GalleryPurpose:
+    try:
+        return _PURPOSES[value]
+    except KeyError:
+        raise InvalidInput("purpose must be WATCHLIST or PROTECTED_IDENTITY") from None
+
+
+def purpose_to_pb(purpose: GalleryPurpose) -> pb.GalleryPurpose.ValueType:
+    return next(k for k, v in _PURPOSES.items() if v is purpose)
+
+
+def metric_to_pb(metric: Metric) -> pb.Metric.ValueType:
+    return _METRICS[metric]
+
+
+def selection_from_pb(value: int, default: faces.FaceSelection) -> faces.FaceSelection:
+    if value == pb.FACE_SELECTION_UNSPECIFIED:
+        return default
+    try:
+        return _SELECTIONS[value]
+    except KeyError:
+        raise InvalidInput(f"face_selection {value} is not a known value") from None
+
+
+def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
+    created = Timestamp()
+    created.FromNanoseconds(int(info.created_at * 1e9))
+    spec = info.spec
+    return pb.Gallery(
+        gallery_id=spec.gallery_id,
+        purpose=purpose_to_pb(spec.purpose),
+        model=spec.model_name,
+        dimension=spec.dimension,
+        metric=metric_to_pb(spec.metric),
+        threshold=spec.threshold,
+        size=info.size,
+        created_at=created,
+    )
+
+
+def box_to_pb(box: faces.FaceBox) -> pb.FaceBox:
+    return pb.FaceBox(left=box.left, top=box.top, right=box.right, bottom=box.bottom)
+
+
+def face_result_to_pb(result: Identification, box: faces.FaceBox | None) -> pb.FaceResult:
+    return pb.FaceResult(
+        box=box_to_pb(box) if box is not None else None,
+        decision=pb.MATCH if result.match else pb.NO_MATCH,
+        candidates=[
+            pb.Candidate(reference_id=c.reference_id, score=c.score, rank=c.rank, match=c.match)
+            for c in result.candidates
+        ],
+    )

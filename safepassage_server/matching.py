@@ -1,0 +1,159 @@
+"""MatchingService: templates in, searches out. Thin: protobuf <-> matcher calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import grpc
+import numpy as np
+
+import faces
+from matcher import Matcher
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage_core.errors import InvalidInput, SafePassageError
+from safepassage_server.config import MatchingConfig
+from safepassage_server.conversion import box_to_pb, face_result_to_pb, metric_to_pb, require, selection_from_pb
+from safepassage_server.errors import status_of
+from safepassage_server.probes import ProbeFace, ProbeReader
+
+log = logging.getLogger(__name__)
+DEFAULT_TOP_K = 5
+
+
+class MatchingServicer(pb_grpc.MatchingServiceServicer):
+    def __init__(self, matcher: Matcher, probes: ProbeReader, limits: MatchingConfig) -> None:
+        self._matcher = matcher
+        self._probes = probes
+        self._limits = limits
+
+    def _one_face(self, probe: pb.Probe, gallery_id: str, selection: int, field: str) -> ProbeFace:
+        chosen = selection_from_pb(selection, faces.FaceSelection.SINGLE)
+        if chosen is faces.FaceSelection.ALL:
+            raise InvalidInput("face_selection ALL is for identification; use SINGLE or LARGEST")
+        spec = self._matcher.describe(gallery_id).spec
+        (face,) = self._probes.read(probe, spec, chosen, field)
+        return face
+
+    def InsertTemplate(
+        self, request: pb.InsertTemplateRequest, context: grpc.ServicerContext
+    ) -> pb.InsertTemplateResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        reference_id = require(request.reference_id, "reference_id")
+        face = self._one_face(request.template, gallery_id, request.face_selection, "template")
+        self._matcher.insert(gallery_id, reference_id, face.vector)
+        return pb.InsertTemplateResponse(
+            reference_id=reference_id, box=box_to_pb(face.box) if face.box else None
+        )
+
+    def BulkInsertTemplates(
+        self, request_iterator: Iterable[pb.InsertTemplateRequest], context: grpc.ServicerContext
+    ) -> pb.BulkInsertResponse:
+        response = pb.BulkInsertResponse()
+        pending: list[tuple[int, str, np.ndarray]] = []
+        pending_gallery = ""
+
+        def fail(index: int, reference_id: str, error: SafePassageError) -> None:
+            response.failed += 1
+            if len(response.errors) < self._limits.max_bulk_errors_reported:
+                response.errors.append(
+                    pb.ItemError(index=index, reference_id=reference_id, code=status_of(error).value[0], message=str(error))
+                )
+
+        def flush() -> None:
+            if not pending:
+                return
+            try:
+                outcomes = self._matcher.insert_many(pending_gallery, [(r, v) for _, r, v in pending])
+            except SafePassageError as error:  # the whole batch, e.g. gallery deleted meanwhile
+                outcomes = [error] * len(pending)
+            for (index, reference_id, _), outcome in zip(pending, outcomes, strict=True):
+                if outcome is None:
+                    response.inserted += 1
+                else:
+                    fail(index, reference_id, outcome)
+            pending.clear()
+
+        for index, request in enumerate(request_iterator):
+            try:
+                gallery_id = require(request.gallery_id, "gallery_id")
+                reference_id = require(request.reference_id, "reference_id")
+                face = self._one_face(request.template, gallery_id, request.face_selection, "template")
+            except SafePassageError as error:
+                fail(index, request.reference_id, error)
+                continue
+            if gallery_id != pending_gallery or len(pending) >= self._limits.bulk_commit_size:
+                flush()
+                pending_gallery = gallery_id
+            pending.append((index, reference_id, face.vector))
+        flush()
+        log.info("bulk insert: %d inserted, %d failed", response.inserted, response.failed)
+        return response
+
+    def DeleteTemplate(
+        self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteTemplateResponse:
+        self._matcher.delete(require(request.gallery_id, "gallery_id"), require(request.reference_id, "reference_id"))
+        return pb.DeleteTemplateResponse()
+
+    def CountTemplates(
+        self, request: pb.CountTemplatesRequest, context: grpc.ServicerContext
+    ) -> pb.CountTemplatesResponse:
+        return pb.CountTemplatesResponse(count=self._matcher.count(require(request.gallery_id, "gallery_id")))
+
+    def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        spec = self._matcher.describe(gallery_id).spec
+        selection = selection_from_pb(request.face_selection, faces.FaceSelection.ALL)
+        found = self._probes.read(request.probe, spec, selection)
+        threshold = request.threshold if request.HasField("threshold") else None
+        response = pb.IdentifyResponse(
+            request_id=request.request_id,
+            gallery_id=gallery_id,
+            metric=metric_to_pb(spec.metric),
+            threshold=spec.threshold if threshold is None else threshold,
+            decision=pb.NO_MATCH,
+        )
+        if not found:
+            return response
+        results = self._matcher.identify(
+            gallery_id,
+            [f.vector for f in found],
+            top_k=request.top_k or DEFAULT_TOP_K,
+            restrict_to=list(request.restrict_to) or None,
+            threshold=threshold,
+        )
+        for face, result in zip(found, results, strict=True):
+            response.faces.append(face_result_to_pb(result, face.box))
+        if any(r.match for r in results):
+            response.decision = pb.MATCH
+        return response
+
+    def IdentifyStream(
+        self, request_iterator: Iterable[pb.IdentifyRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.IdentifyStreamResponse]:
+        for request in request_iterator:
+            try:
+                result = self.Identify(request, context)
+            except SafePassageError as error:
+                yield pb.IdentifyStreamResponse(
+                    request_id=request.request_id,
+                    error=pb.Error(code=status_of(error).value[0], message=str(error)),
+                )
+                continue
+            yield pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
+
+    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        reference_id = require(request.reference_id, "reference_id")
+        face = self._one_face(request.probe, gallery_id, request.face_selection, "probe")
+        threshold = request.threshold if request.HasField("threshold") else None
+        outcome = self._matcher.verify(gallery_id, reference_id, face.vector, threshold)
+        return pb.VerifyResponse(
+            decision=pb.MATCH if outcome.match else pb.NO_MATCH,
+            score=outcome.score,
+            threshold=outcome.threshold,
+            metric=metric_to_pb(outcome.metric),
+            box=box_to_pb(face.box) if face.box else None,
+        )

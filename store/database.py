@@ -1,0 +1,412 @@
+"""TemplateStore: the durable source of truth for galleries and sealed templates.
+
+Threading (see store.connections): writes are serialised on one connection;
+reads use pooled connections concurrently with them. Every method is one
+transaction, so what it reads is one consistent snapshot.
+
+Durability: a write method returns only after its COMMIT, which with WAL and
+``synchronous=FULL`` has been fsynced; an acknowledged write survives ``kill -9``.
+
+Erasure: ``secure_delete`` zeroes deleted rows in their pages; after a delete
+the WAL is checkpointed and truncated (best effort, without waiting for readers)
+so the old frames that still hold the sealed blobs leave the disk too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from store.connections import Connections
+from store.digest import EMPTY_DIGEST, gallery_digest, row_digest, xor_digests
+from store.errors import (
+    DuplicateReference,
+    GalleryExists,
+    GalleryNotFound,
+    ReferenceNotFound,
+    StoreCorrupted,
+)
+from store.records import GalleryRecord, GalleryState, StoredTemplate, check_threshold
+from store.schema import SCHEMA_VERSION
+from store.sealing import TemplateSealer
+from store.vectors import check_batch
+
+__all__ = ["TemplateStore"]
+
+_log = logging.getLogger(__name__)
+
+# Bound variables per IN (...) query; far below SQLite's limit of 32766.
+_CHUNK = 500
+_MAX_ID = 2**63 - 1
+_GALLERY_COLUMNS = (
+    "gallery_pk, gallery_id, purpose, model_name, dimension, metric, threshold, created_at, "
+    "size, generation, digest"
+)
+
+
+class _Gallery:
+    """One galleries row as read inside a transaction."""
+
+    __slots__ = ("digest", "generation", "pk", "record", "size")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.pk = int(row[0])
+        self.record = GalleryRecord(*row[1:8])
+        self.size = int(row[8])
+        self.generation = int(row[9])
+        self.digest = bytes(row[10])
+
+
+def _valid_ids(template_ids: Sequence[int]) -> list[int]:
+    ids = {int(tid) for tid in template_ids}
+    return sorted(tid for tid in ids if 0 < tid <= _MAX_ID)
+
+
+def _chunks(values: Sequence[object]) -> Iterator[Sequence[object]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+class TemplateStore:
+    """Galleries and AES-GCM-sealed face templates in one SQLite (WAL) file."""
+
+    def __init__(self, connections: Connections, sealer: TemplateSealer) -> None:
+        """Use :meth:`open`."""
+        self._db = connections
+        self._sealer = sealer
+
+    @classmethod
+    def open(
+        cls, path: Path, sealer: TemplateSealer, *, busy_timeout: float = 5.0
+    ) -> TemplateStore:
+        """Open or create the store at ``path`` (mode 0600, parents created).
+
+        Raises SchemaMismatch if the file is newer than this code or was
+        created with another key.
+        """
+        connections, before = Connections.open(Path(path), sealer.fingerprint, busy_timeout)
+        store = cls(connections, sealer)
+        _log.info(
+            "opened template store %s (schema %d -> %d, %d galleries, key %s)",
+            connections.path, before, SCHEMA_VERSION, len(store.list_galleries()),
+            sealer.fingerprint.hex(),
+        )
+        return store
+
+    def close(self) -> None:
+        """Close every connection; later calls raise StoreClosed. Idempotent."""
+        if self._db.close():
+            _log.info("closed template store %s", self._db.path)
+
+    def __enter__(self) -> TemplateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    @property
+    def sealer(self) -> TemplateSealer:
+        return self._sealer
+
+    @staticmethod
+    def _gallery(conn: sqlite3.Connection, gallery_id: str) -> _Gallery:
+        row = conn.execute(
+            f"SELECT {_GALLERY_COLUMNS} FROM galleries WHERE gallery_id = ?", (gallery_id,)
+        ).fetchone()
+        if row is None:
+            raise GalleryNotFound(f"gallery {gallery_id!r} does not exist")
+        return _Gallery(row)
+
+    def checkpoint(self) -> bool:
+        """Move the WAL into the main file and truncate it; False if readers deferred part of it."""
+        return self._db.checkpoint()
+
+    def content_digest(self, template_ids: npt.ArrayLike, vectors: npt.ArrayLike) -> bytes:
+        """The digest ``state`` would report for exactly these templates (store.digest)."""
+        return gallery_digest(self._sealer, template_ids, vectors)
+
+    # -- galleries -----------------------------------------------------------
+
+    def create_gallery(self, record: GalleryRecord) -> None:
+        """Create an empty gallery. Raises GalleryExists."""
+        with self._db.write("create a gallery") as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO galleries (gallery_id, purpose, model_name, dimension, metric,"
+                    " threshold, created_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.gallery_id, record.purpose, record.model_name, record.dimension,
+                        record.metric, record.threshold, record.created_at, EMPTY_DIGEST,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise GalleryExists(f"gallery {record.gallery_id!r} already exists") from None
+        _log.info("created gallery %r (dimension %d)", record.gallery_id, record.dimension)
+
+    def get_gallery(self, gallery_id: str) -> GalleryRecord:
+        """The gallery's record. Raises GalleryNotFound."""
+        with self._db.read("read a gallery") as conn:
+            return self._gallery(conn, gallery_id).record
+
+    def list_galleries(self) -> list[GalleryRecord]:
+        """Every gallery, ordered by gallery id."""
+        with self._db.read("list galleries") as conn:
+            rows = conn.execute(
+                f"SELECT {_GALLERY_COLUMNS} FROM galleries ORDER BY gallery_id"
+            ).fetchall()
+        return [_Gallery(row).record for row in rows]
+
+    def update_threshold(self, gallery_id: str, threshold: float) -> GalleryRecord:
+        """Set the match threshold; returns the updated record. Raises GalleryNotFound."""
+        value = check_threshold(threshold)
+        with self._db.write("update a threshold") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            conn.execute(
+                "UPDATE galleries SET threshold = ? WHERE gallery_pk = ?", (value, gallery.pk)
+            )
+            record = self._gallery(conn, gallery_id).record
+        _log.info("gallery %r threshold set to %s", gallery_id, value)
+        return record
+
+    def delete_gallery(self, gallery_id: str) -> int:
+        """Delete a gallery and erase its templates; returns how many. Raises GalleryNotFound."""
+        with self._db.write("delete a gallery") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            conn.execute("DELETE FROM galleries WHERE gallery_pk = ?", (gallery.pk,))
+            left = conn.execute(
+                "SELECT count(*) FROM templates WHERE gallery_pk = ?", (gallery.pk,)
+            ).fetchone()[0]
+            if left:
+                raise StoreCorrupted(f"gallery {gallery_id!r}: cascade left {left} templates")
+        self._db.checkpoint()
+        _log.info("deleted gallery %r and erased %d templates", gallery_id, gallery.size)
+        return gallery.size
+
+    def state(self, gallery_id: str) -> GalleryState:
+        """Size, generation and content digest, read together. Raises GalleryNotFound."""
+        with self._db.read("read a gallery state") as conn:
+            gallery = self._gallery(conn, gallery_id)
+        return GalleryState(gallery_id, gallery.size, gallery.generation, gallery.digest)
+
+    def count(self, gallery_id: str) -> int:
+        """Number of templates in the gallery. Raises GalleryNotFound."""
+        return self.state(gallery_id).size
+
+    # -- templates: writes ---------------------------------------------------
+
+    def insert_templates(
+        self, gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]
+    ) -> list[int]:
+        """Seal and insert a batch in one transaction: all of it or none.
+
+        Returns the new template ids, in item order; they are never reused.
+        Raises GalleryNotFound, InvalidTemplate, or DuplicateReference if a
+        reference id is already in the gallery or repeats within the batch.
+        An empty batch writes nothing and leaves the generation unchanged.
+        """
+        batch = check_batch(gallery_id, items)
+        with self._db.write("insert templates") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            matrix = batch.matrix(gallery.record.dimension)
+            if not len(batch):
+                return []
+            for chunk in _chunks(batch.reference_ids):
+                marks = ",".join("?" * len(chunk))
+                taken = conn.execute(
+                    "SELECT reference_id FROM templates"
+                    f" WHERE gallery_pk = ? AND reference_id IN ({marks}) LIMIT 1",
+                    (gallery.pk, *chunk),
+                ).fetchone()
+                if taken is not None:
+                    raise DuplicateReference(
+                        f"reference {taken[0]!r} already exists in gallery {gallery_id!r}"
+                    )
+            ids = self._allocate_ids(conn, len(batch))
+            sealed = self._sealer.seal_batch(matrix, gallery_id=gallery_id, template_ids=ids)
+            key = self._sealer.digest_key
+            digests = [row_digest(key, t, row.tobytes()) for t, row in zip(ids, matrix, strict=True)]
+            now = time.time()
+            columns = zip(ids, batch.reference_ids, sealed, digests, strict=True)
+            conn.executemany(
+                "INSERT INTO templates (template_id, gallery_pk, reference_id, sealed,"
+                " row_digest, enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(tid, gallery.pk, ref, blob, dig, now) for tid, ref, blob, dig in columns],
+            )
+            conn.execute(
+                "UPDATE galleries SET size = size + ?, generation = generation + 1, digest = ?"
+                " WHERE gallery_pk = ?",
+                (len(ids), xor_digests(digests, gallery.digest), gallery.pk),
+            )
+        _log.debug("gallery %r: inserted %d templates", gallery_id, len(ids))
+        return ids
+
+    @staticmethod
+    def _allocate_ids(conn: sqlite3.Connection, n: int) -> list[int]:
+        """Next ``n`` AUTOINCREMENT ids, known before the insert because the seal binds them.
+
+        Safe because the caller holds the write transaction; inserting them
+        explicitly advances sqlite_sequence exactly as implicit ids would.
+        """
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'templates'").fetchone()
+        highest = conn.execute("SELECT coalesce(max(template_id), 0) FROM templates").fetchone()
+        first = max(int(row[0]) if row else 0, int(highest[0])) + 1
+        return list(range(first, first + n))
+
+    def delete_template(self, gallery_id: str, reference_id: str) -> int:
+        """Erase one template; returns its template id. Raises GalleryNotFound, ReferenceNotFound."""
+        with self._db.write("delete a template") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            row = conn.execute(
+                "SELECT template_id, row_digest FROM templates"
+                " WHERE gallery_pk = ? AND reference_id = ?",
+                (gallery.pk, reference_id),
+            ).fetchone()
+            if row is None:
+                raise ReferenceNotFound(f"reference {reference_id!r} is not in gallery {gallery_id!r}")
+            template_id = int(row[0])
+            conn.execute("DELETE FROM templates WHERE template_id = ?", (template_id,))
+            conn.execute(
+                "UPDATE galleries SET size = size - 1, generation = generation + 1, digest = ?"
+                " WHERE gallery_pk = ?",
+                (xor_digests([bytes(row[1])], gallery.digest), gallery.pk),
+            )
+        self._db.checkpoint()
+        _log.info("gallery %r: erased template %d", gallery_id, template_id)
+        return template_id
+
+    # -- templates: reads ----------------------------------------------------
+
+    def get_template(
+        self, gallery_id: str, reference_id: str
+    ) -> tuple[int, npt.NDArray[np.float32]]:
+        """(template id, decrypted vector). Raises GalleryNotFound, ReferenceNotFound,
+        TemplateIntegrityError."""
+        with self._db.read("read a template") as conn:
+            row = conn.execute(
+                "SELECT g.dimension, t.template_id, t.sealed FROM galleries AS g"
+                " LEFT JOIN templates AS t"
+                " ON t.gallery_pk = g.gallery_pk AND t.reference_id = ?"
+                " WHERE g.gallery_id = ?",
+                (reference_id, gallery_id),
+            ).fetchone()
+        if row is None:
+            raise GalleryNotFound(f"gallery {gallery_id!r} does not exist")
+        if row[1] is None:
+            raise ReferenceNotFound(f"reference {reference_id!r} is not in gallery {gallery_id!r}")
+        template_id = int(row[1])
+        vector = self._sealer.open(
+            row[2], gallery_id=gallery_id, template_id=template_id, dimension=int(row[0])
+        )
+        return template_id, vector
+
+    def reference_ids(self, gallery_id: str, template_ids: Sequence[int]) -> dict[int, str]:
+        """Map template ids to reference ids; ids not in the gallery are absent."""
+        wanted = _valid_ids(template_ids)
+        found: dict[int, str] = {}
+        with self._db.read("map template ids") as conn:
+            pk = self._gallery(conn, gallery_id).pk
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    conn.execute(
+                        "SELECT template_id, reference_id FROM templates"
+                        f" WHERE gallery_pk = ? AND template_id IN ({marks})",
+                        (pk, *chunk),
+                    ).fetchall()
+                )
+        return found
+
+    def template_ids(self, gallery_id: str, reference_ids: Sequence[str]) -> dict[str, int]:
+        """Map reference ids to template ids; references not in the gallery are absent."""
+        wanted = sorted({str(ref) for ref in reference_ids})
+        found: dict[str, int] = {}
+        with self._db.read("map reference ids") as conn:
+            pk = self._gallery(conn, gallery_id).pk
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    conn.execute(
+                        "SELECT reference_id, template_id FROM templates"
+                        f" WHERE gallery_pk = ? AND reference_id IN ({marks})",
+                        (pk, *chunk),
+                    ).fetchall()
+                )
+        return found
+
+    def list_templates(
+        self, gallery_id: str, *, after_template_id: int = 0, limit: int = 1000
+    ) -> list[StoredTemplate]:
+        """One page of (template id, reference id) in id order, for paging through a gallery."""
+        with self._db.read("list templates") as conn:
+            pk = self._gallery(conn, gallery_id).pk
+            rows = conn.execute(
+                "SELECT template_id, reference_id FROM templates"
+                " WHERE gallery_pk = ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                (pk, int(after_template_id), max(0, int(limit))),
+            ).fetchall()
+        return [StoredTemplate(int(tid), str(ref)) for tid, ref in rows]
+
+    def iter_templates(
+        self, gallery_id: str, batch_size: int = 4096, *, verify: bool = True
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """Yield (template ids int64 (n,), vectors float32 (n, d)) in template-id order.
+
+        Reads one snapshot: writes committed after the first batch is read are
+        not seen. With ``verify`` the decrypted contents are checked against
+        the snapshot's size and digest at the end (StoreCorrupted if they
+        differ). Raises GalleryNotFound now; TemplateIntegrityError while iterating.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self.get_gallery(gallery_id)  # fail now, not at the first next()
+        return self._iterate(gallery_id, batch_size, verify)
+
+    def _iterate(
+        self, gallery_id: str, batch_size: int, verify: bool
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        with self._db.read("iterate templates") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            dimension = gallery.record.dimension
+            digest, seen, last = EMPTY_DIGEST, 0, 0
+            while True:
+                rows = conn.execute(
+                    "SELECT template_id, sealed FROM templates"
+                    " WHERE gallery_pk = ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                    (gallery.pk, last, batch_size),
+                ).fetchall()
+                if not rows:
+                    break
+                ids = [int(row[0]) for row in rows]
+                vectors = self._sealer.open_batch(
+                    [row[1] for row in rows],
+                    gallery_id=gallery_id, template_ids=ids, dimension=dimension,
+                )
+                id_array = np.asarray(ids, dtype=np.int64)
+                if verify:
+                    digest = gallery_digest(self._sealer, id_array, vectors, start=digest)
+                seen += len(ids)
+                last = ids[-1]
+                yield id_array, vectors
+            if verify and (seen != gallery.size or digest != gallery.digest):
+                same = "equal" if digest == gallery.digest else "differs"
+                raise StoreCorrupted(
+                    f"gallery {gallery_id!r}: {seen} stored templates do not match its state "
+                    f"(size {gallery.size}, digest {same})"
+                )

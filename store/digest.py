@@ -1,0 +1,108 @@
+"""The order-independent content digest of a gallery.
+
+Public definition (the matcher recomputes it from an index snapshot, so it is
+part of the API and of the on-disk format)::
+
+    digest_key          = HKDF-SHA256(master key, salt=None,
+                                      info=b"safepassage/store/template-digest/v1", length=32)
+    template_digest(t)  = HMAC-SHA256(digest_key, u64le(template_id) || float32le(vector))
+    gallery digest      = XOR of template_digest(t) over the gallery's templates
+                          (32 zero bytes when it is empty)
+
+XOR makes the digest independent of order and updatable in O(1): an insert
+XORs a template in, a delete XORs it out. Keying it (HMAC, not bare SHA-256)
+means the per-row values kept beside the sealed blobs cannot be used to test
+guesses of a vector without the key.
+
+It is a consistency check between the store and an index built from it, not a
+defence against someone who can write the database file: such a person could
+remove a row and XOR its stored per-row value out of the gallery digest.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from store.errors import InvalidTemplate
+from store.keys import derive_keys
+from store.sealing import TemplateSealer
+
+__all__ = [
+    "DIGEST_SIZE",
+    "EMPTY_DIGEST",
+    "SealerOrKey",
+    "gallery_digest",
+    "template_digest",
+    "xor_digests",
+]
+
+DIGEST_SIZE = 32
+EMPTY_DIGEST = bytes(DIGEST_SIZE)
+
+SealerOrKey: TypeAlias = TemplateSealer | bytes
+
+
+def _digest_key(sealer_or_key: SealerOrKey) -> bytes:
+    if isinstance(sealer_or_key, TemplateSealer):
+        return sealer_or_key.digest_key
+    return derive_keys(sealer_or_key).digest_key
+
+
+def _message(template_id: int, vector_le: bytes) -> bytes:
+    return int(template_id).to_bytes(8, "little", signed=False) + vector_le
+
+
+def row_digest(digest_key: bytes, template_id: int, vector_le: bytes) -> bytes:
+    """Per-template digest from the derived key and the raw float32-le bytes (store internal)."""
+    return hmac.digest(digest_key, _message(template_id, vector_le), "sha256")
+
+
+def template_digest(
+    sealer_or_key: SealerOrKey, template_id: int, vector: npt.ArrayLike
+) -> bytes:
+    """HMAC-SHA256(digest_key, u64le(template_id) || float32le(vector)): 32 bytes.
+
+    ``sealer_or_key`` is the store's TemplateSealer or its 32-byte master key.
+    """
+    data = np.asarray(vector)
+    if data.ndim != 1:
+        raise InvalidTemplate("template_digest needs a 1-D vector")
+    vector_le = np.ascontiguousarray(data, dtype="<f4").tobytes()
+    return row_digest(_digest_key(sealer_or_key), template_id, vector_le)
+
+
+def xor_digests(digests: Iterable[bytes], start: bytes = EMPTY_DIGEST) -> bytes:
+    """XOR 32-byte digests together, starting from ``start``."""
+    acc = int.from_bytes(start, "little")
+    for item in digests:
+        if len(item) != DIGEST_SIZE:
+            raise InvalidTemplate(f"a digest is {DIGEST_SIZE} bytes, got {len(item)}")
+        acc ^= int.from_bytes(item, "little")
+    return acc.to_bytes(DIGEST_SIZE, "little")
+
+
+def gallery_digest(
+    sealer_or_key: SealerOrKey,
+    template_ids: npt.ArrayLike,
+    vectors: npt.ArrayLike,
+    start: bytes = EMPTY_DIGEST,
+) -> bytes:
+    """XOR of template_digest over matching rows of ``template_ids`` (n,) and ``vectors`` (n, d).
+
+    Pass a previous result as ``start`` to fold in an index snapshot batch by batch.
+    """
+    ids = np.asarray(template_ids)
+    rows = np.asarray(vectors)
+    if ids.ndim != 1 or rows.ndim != 2 or rows.shape[0] != ids.shape[0]:
+        raise InvalidTemplate("gallery_digest needs ids of shape (n,) and vectors of shape (n, d)")
+    key = _digest_key(sealer_or_key)
+    le = np.ascontiguousarray(rows, dtype="<f4")
+    return xor_digests(
+        (row_digest(key, int(tid), row.tobytes()) for tid, row in zip(ids, le, strict=True)),
+        start,
+    )

@@ -1,0 +1,134 @@
+"""The store's SQL schema and its forward-only migrations.
+
+``schema_migrations`` records each applied version, so a later release appends
+a migration to ``_MIGRATIONS`` and existing files upgrade on open. A file whose
+version is newer than this code is refused rather than misread.
+
+Version 1::
+
+    store_meta(name PK, value)              key_fingerprint: the master key's 8-byte fingerprint
+    galleries(gallery_pk PK, gallery_id UNIQUE, purpose, model_name, dimension,
+              metric, threshold, created_at,
+              size, generation, digest[32])  the state an index must agree with
+    templates(template_id PK AUTOINCREMENT,  AUTOINCREMENT: ids are never reused
+              gallery_pk FK ON DELETE CASCADE,
+              reference_id, UNIQUE(gallery_pk, reference_id),
+              sealed,                        store.sealing blob; never plaintext
+              row_digest[32],                store.digest.template_digest of the row
+              enrolled_at)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from store.errors import SchemaMismatch
+
+__all__ = ["SCHEMA_VERSION", "apply_schema"]
+
+_log = logging.getLogger(__name__)
+
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """
+            CREATE TABLE store_meta (
+                name  TEXT PRIMARY KEY,
+                value BLOB NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE galleries (
+                gallery_pk  INTEGER PRIMARY KEY,
+                gallery_id  TEXT    NOT NULL UNIQUE,
+                purpose     TEXT    NOT NULL,
+                model_name  TEXT    NOT NULL,
+                dimension   INTEGER NOT NULL CHECK (dimension > 0),
+                metric      TEXT    NOT NULL,
+                threshold   REAL    NOT NULL,
+                created_at  REAL    NOT NULL,
+                size        INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+                generation  INTEGER NOT NULL DEFAULT 0,
+                digest      BLOB    NOT NULL CHECK (length(digest) = 32)
+            )
+            """,
+            """
+            CREATE TABLE templates (
+                template_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+                gallery_pk    INTEGER NOT NULL
+                              REFERENCES galleries (gallery_pk) ON DELETE CASCADE,
+                reference_id  TEXT    NOT NULL,
+                sealed        BLOB    NOT NULL,
+                row_digest    BLOB    NOT NULL CHECK (length(row_digest) = 32),
+                enrolled_at   REAL    NOT NULL,
+                UNIQUE (gallery_pk, reference_id)
+            )
+            """,
+            # Serves ordered iteration and the cascade; rowid order within a gallery.
+            "CREATE INDEX templates_by_gallery ON templates (gallery_pk, template_id)",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+_KEY_FINGERPRINT = "key_fingerprint"
+
+
+def apply_schema(conn: sqlite3.Connection, fingerprint: bytes) -> int:
+    """Create or upgrade the schema in one transaction; check the key belongs to the file.
+
+    Returns the schema version the file had before (0 for a new file). Raises
+    SchemaMismatch for a newer schema or a key other than the one the store
+    was created with, so a misconfigured server fails at start-up rather than
+    on its first decryption.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        found = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                    .fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"store schema version {found} is newer than this code supports ({SCHEMA_VERSION})"
+            )
+        for version, statements in _MIGRATIONS:
+            if version <= found:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, time.time()),
+            )
+            _log.info("applied store schema migration %d", version)
+        _check_fingerprint(conn, fingerprint)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _check_fingerprint(conn: sqlite3.Connection, fingerprint: bytes) -> None:
+    row = conn.execute(
+        "SELECT value FROM store_meta WHERE name = ?", (_KEY_FINGERPRINT,)
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO store_meta (name, value) VALUES (?, ?)", (_KEY_FINGERPRINT, fingerprint)
+        )
+        return
+    stored = bytes(row[0])
+    if stored != fingerprint:
+        raise SchemaMismatch(
+            "the sealing key does not match this store "
+            f"(store key fingerprint {stored.hex()}, given {fingerprint.hex()})"
+        )

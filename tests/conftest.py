@@ -1,0 +1,56 @@
+"""Shared fixtures: the real face data, and a real server on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FACES_ENV = "SAFEPASSAGE_FACES_DIR"
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The shared face data; its absence fails the run loudly, never skips."""
+    folder = Path(os.environ.get(FACES_ENV, REPO.parent / "shared" / "data" / "faces"))
+    if not (folder / "lfw").is_dir():
+        pytest.fail(
+            f"face test data not found at {folder} (set {FACES_ENV} to its location;"
+            " see ../shared/data/faces/README.md)",
+            pytrace=False,
+        )
+    return folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "server: runs a real SafePassage server")
+
+
+@pytest.fixture(scope="module")
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Start in-process servers on free ports with TLS; all are stopped at module end."""
+    from server import create_server
+    from safepassage_server.config import load_config
+
+    started = []
+
+    def start(data_dir: Path | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+        folder = data_dir or tmp_path_factory.mktemp("data")
+        config = load_config(None, {"storage.data_dir": str(folder), "listen.port": 0, **overrides})
+        service, port = create_server(config)
+        service.start()
+        started.append(service)
+        return service, port, config
+
+    yield start
+    for service in started:
+        service.stop(grace_s=1)
+
+
+def secure_channel(port: int, ca_file: Path) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    return grpc.secure_channel(f"localhost:{port}", credentials)
