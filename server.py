@@ -107,7 +107,9 @@ def create_server(config: Config) -> tuple[Service, int]:
         matcher.load()
         probes = ProbeReader(
             _embedder(config),
-            faces.ImageLimits(max_bytes=config.faces.max_image_bytes, max_pixels=config.faces.max_image_pixels),
+            faces.ImageLimits(
+                max_bytes=config.faces.max_image_bytes, max_pixels=config.faces.max_image_pixels
+            ),
         )
         limit = config.listen.max_message_bytes
         server = grpc.server(
@@ -139,7 +141,9 @@ def create_server(config: Config) -> tuple[Service, int]:
     except BaseException:
         template_store.close()
         raise
-    service = Service(server, port, matcher, template_store, health_servicer, config.storage.snapshot_interval_s)
+    service = Service(
+        server, port, matcher, template_store, health_servicer, config.storage.snapshot_interval_s
+    )
     return service, port
 
 

@@ -2,7 +2,8 @@
 
 These are the calls face_recognition makes for ``face_locations(model="hog")``
 and ``face_encodings(model="small", num_jitters=1)``, made on dlib directly
-(vectors are identical) because importing face_recognition would
+(same vectors, except for faces cut by the frame edge: face_recognition clips
+the box before landmarking, we do not), because importing face_recognition would
 
 * set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`` for the whole process,
   so ``decode_image`` would silently accept truncated uploads;
@@ -50,11 +51,13 @@ class DlibEmbedder:
     """``Embedder`` backed by dlib's ResNet face descriptor (128-D, L2, threshold 0.6).
 
     The constructor verifies both weights files against their pinned SHA-256
-    and then loads them (about a second); build one per process and share it.
+    and then loads them (~0.4 s of CPU); build one per process and share it.
 
-    Thread safety: ``embed`` may be called from any number of threads. Calls
-    are serialised by a lock, which costs no throughput because dlib holds
-    the GIL while it computes; for parallelism use several processes.
+    Thread safety: ``embed`` may be called from any number of threads. dlib's
+    models are not safe for concurrent use, so detection and description each
+    run under their own lock: two calls overlap (one detecting while the other
+    describes), no more. Measured here, dlib releases the GIL while detecting
+    but mostly holds it while describing; for more parallelism use processes.
     """
 
     def __init__(
@@ -93,7 +96,8 @@ class DlibEmbedder:
         self._detector: Any = dlib.get_frontal_face_detector()
         self._landmarks: Any = dlib.shape_predictor(os.fspath(landmarks_path))
         self._recogniser: Any = dlib.face_recognition_model_v1(os.fspath(recogniser_path))
-        self._lock = threading.Lock()
+        self._detect_lock = threading.Lock()
+        self._describe_lock = threading.Lock()
         logger.info(
             "loaded %s from %s in %.0f ms",
             DLIB_RESNET_V1.name,
@@ -110,10 +114,11 @@ class DlibEmbedder:
         image = check_rgb_image(image)
         height, width = image.shape[:2]
         started = time.perf_counter()
-        with self._lock:
+        with self._detect_lock:
             rects = self._detect(image)
-            boxes = [_clip(rect, width, height) for rect in rects]
-            chosen = choose_faces(boxes, selection)
+        boxes = [_clip(rect, width, height) for rect in rects]
+        chosen = choose_faces(boxes, selection)
+        with self._describe_lock:
             vectors = self._describe(image, [rects[i] for i in chosen])
         faces = [DetectedFace(boxes[i], vector) for i, vector in zip(chosen, vectors, strict=True)]
         logger.debug(

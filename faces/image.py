@@ -65,6 +65,8 @@ _DECODE_FAILURES = (
 
 _MIB = 1024 * 1024
 
+_truncation_warning_logged = False
+
 
 @dataclass(frozen=True)
 class ImageLimits:
@@ -98,30 +100,34 @@ def decode_image(data: bytes, limits: ImageLimits) -> npt.NDArray[np.uint8]:
             f" the limit is {limits.max_bytes / _MIB:.1f} MiB"
         )
     image_format = _sniff_format(data)
-    image = _open_header(data, image_format)
-    _check_dimensions(image.size, limits)
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Some library (face_recognition does this on import) switched Pillow
-        # to padding truncated files instead of failing; we cannot undo that
-        # safely for other threads, so say so.
-        logger.warning(
-            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set by another module;"
-            " truncated images will not be detected"
-        )
-    try:
-        image.load()
-        # Orientation after load: Pillow reads EXIF from the loaded file, and
-        # a wrongly rotated face is often not detected at all.
-        ImageOps.exif_transpose(image, in_place=True)
-        pixels = _to_rgb(image)
-    except _DECODE_FAILURES as error:
-        raise ImageDecodeError(_describe_failure(image_format, error)) from None
-    finally:
-        image.close()
+    with _open_header(data, image_format) as image:
+        _check_dimensions(image.size, limits)
+        _warn_if_truncation_tolerated()
+        try:
+            image.load()
+            # HOG does not find faces lying on their side: honour the camera's
+            # orientation tag before anything looks for faces.
+            ImageOps.exif_transpose(image, in_place=True)
+            pixels = _to_rgb(image)
+        except _DECODE_FAILURES as error:
+            raise ImageDecodeError(_describe_failure(image_format, error)) from None
     logger.debug(
         "decoded %s image %dx%d (%d bytes)", image_format, pixels.shape[1], pixels.shape[0], len(data)
     )
     return pixels
+
+
+def _warn_if_truncation_tolerated() -> None:
+    # face_recognition sets this flag on import, and any other library may:
+    # Pillow then pads truncated files instead of failing. It is process-wide,
+    # so it cannot be reset safely for this call alone; say so once.
+    global _truncation_warning_logged
+    if ImageFile.LOAD_TRUNCATED_IMAGES and not _truncation_warning_logged:
+        _truncation_warning_logged = True
+        logger.warning(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES was set by another module;"
+            " truncated images will decode as padded instead of being refused"
+        )
 
 
 def _sniff_format(data: bytes) -> str:

@@ -97,13 +97,17 @@ class Matcher:
         path = self._snapshot_path(spec.gallery_id)
         if path.exists():
             try:
-                index = snapshot.load(
-                    path, self._snapshot_key, self._expected_header(spec), self._digest_of
+                index = snapshot.load(path, self._snapshot_key, self._expected_header(spec), self._digest_of)
+                log.info(
+                    "gallery %s: index loaded from verified snapshot (%d templates)",
+                    spec.gallery_id,
+                    index.size,
                 )
-                log.info("gallery %s: index loaded from verified snapshot (%d templates)", spec.gallery_id, index.size)
                 return index
             except SnapshotRejected as error:
-                log.warning("gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error)
+                log.warning(
+                    "gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error
+                )
         return self._rebuild(spec)
 
     def _rebuild(self, spec: GallerySpec) -> FlatIndex:
@@ -113,7 +117,9 @@ class Matcher:
             index.add(ids, vectors)
         log.info(
             "gallery %s: index rebuilt from the store (%d templates, %.1f s)",
-            spec.gallery_id, index.size, time.monotonic() - started,
+            spec.gallery_id,
+            index.size,
+            time.monotonic() - started,
         )
         return index
 
@@ -216,9 +222,7 @@ class Matcher:
                 check_reference_id(reference_id)
                 template = self._template(live.spec, vector)
                 if reference_id in seen:
-                    raise store.DuplicateReference(
-                        f"reference {reference_id!r} appears twice in this batch"
-                    )
+                    raise store.DuplicateReference(f"reference {reference_id!r} appears twice in this batch")
             except SafePassageError as error:
                 outcomes[position] = error
                 continue
@@ -272,7 +276,8 @@ class Matcher:
         if restrict_to:
             if len(restrict_to) > self.limits.max_restrict_to:
                 raise TooManyReferences(
-                    f"restrict_to names {len(restrict_to)} references; the limit is {self.limits.max_restrict_to}"
+                    f"restrict_to names {len(restrict_to)} references;"
+                    f" the limit is {self.limits.max_restrict_to}"
                 )
             for reference_id in restrict_to:
                 check_reference_id(reference_id)
@@ -281,17 +286,17 @@ class Matcher:
         with live.lock:
             hits = live.index.search(matrix, top_k, subset)
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
-        names = self._store.reference_ids(gallery_id, found) if found else {}
+        names: dict[int, str] = self._store.reference_ids(gallery_id, found) if found else {}
         results = []
         for scores, ids in zip(hits.scores, hits.ids, strict=True):
-            candidates = []
+            candidates: list[Candidate] = []
             for score, template_id in zip(scores, ids, strict=True):
-                reference_id = names.get(int(template_id))
-                if reference_id is None:  # empty slot, or deleted since the search
+                name = names.get(int(template_id))
+                if name is None:  # empty slot, or deleted since the search
                     continue
                 candidates.append(
                     Candidate(
-                        reference_id=reference_id,
+                        reference_id=name,
                         score=float(score),
                         rank=len(candidates) + 1,
                         match=spec.metric.is_match(float(score), used),

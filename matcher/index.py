@@ -10,7 +10,7 @@ Indexes are not thread-safe for mutation; `Matcher` serialises access.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -52,13 +52,13 @@ class FlatIndex:
     `contents()` returns normalised vectors for cosine galleries.
     """
 
-    def __init__(self, dimension: int, metric: Metric, _index: faiss.Index | None = None) -> None:
+    def __init__(self, dimension: int, metric: Metric, _index: Any = None) -> None:
         self.dimension = dimension
         self.metric = metric
         if _index is None:
             flat = faiss.IndexFlatIP(dimension) if metric is Metric.COSINE else faiss.IndexFlatL2(dimension)
             _index = faiss.IndexIDMap2(flat)
-        self._index = _index
+        self._index: Any = _index
 
     @classmethod
     def from_bytes(cls, data: bytes, dimension: int, metric: Metric) -> FlatIndex:
@@ -95,17 +95,14 @@ class FlatIndex:
                 np.full((q, k), self.metric.worst_score(), dtype=np.float32),
                 np.full((q, k), -1, dtype=np.int64),
             )
-        params = None
+        params: Any = None
         if subset is not None:
-            params = faiss.SearchParameters(
+            params = faiss.SearchParameters(  # type: ignore[call-arg]
                 sel=faiss.IDSelectorBatch(np.ascontiguousarray(subset, dtype=np.int64))
             )
         raw, ids = self._index.search(self._prepare(probes), k, params=params)
-        if self.metric is Metric.L2:
-            # IndexFlatL2 reports squared distances.
-            scores = np.sqrt(np.maximum(raw, 0.0))
-        else:
-            scores = raw
+        # IndexFlatL2 reports squared distances.
+        scores = np.sqrt(np.maximum(raw, 0.0)) if self.metric is Metric.L2 else raw
         scores = np.where(ids < 0, self.metric.worst_score(), scores).astype(np.float32)
         return Hits(scores, ids.astype(np.int64))
 

@@ -27,9 +27,7 @@ class Metric(enum.StrEnum):
             return score >= threshold
         return score <= threshold
 
-    def matches(
-        self, scores: npt.NDArray[np.float32], threshold: float
-    ) -> npt.NDArray[np.bool_]:
+    def matches(self, scores: npt.NDArray[np.float32], threshold: float) -> npt.NDArray[np.bool_]:
         if self.higher_is_closer:
             return scores >= threshold
         return scores <= threshold

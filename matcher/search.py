@@ -56,9 +56,7 @@ def exact_search(
     return Hits(scores, found)
 
 
-def pairwise_score(
-    a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], metric: Metric
-) -> float:
+def pairwise_score(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], metric: Metric) -> float:
     """The score between two single vectors (1:1 verification)."""
     if metric is Metric.COSINE:
         na, nb = np.linalg.norm(a), np.linalg.norm(b)

@@ -54,20 +54,17 @@ def as_matrix(values: npt.ArrayLike, dimension: int) -> Matrix:
     if array.ndim != 2:
         raise InvalidVector(f"expected vectors of {dimension} values, got an array of shape {array.shape}")
     if array.shape[1] != dimension:
-        raise InvalidVector(
-            f"vector has {array.shape[1]} values; this gallery's model produces {dimension}"
-        )
+        raise InvalidVector(f"vector has {array.shape[1]} values; this gallery's model produces {dimension}")
     if array.shape[0] == 0:
         raise InvalidVector("no vectors were given")
     finite = np.isfinite(array)
     if not finite.all():
         row, column = (int(i) for i in np.argwhere(~finite)[0])
-        raise InvalidVector(
-            f"vector {row} has a NaN or infinite value at position {column}"
-        )
+        raise InvalidVector(f"vector {row} has a NaN or infinite value at position {column}")
     if np.abs(array).max() > np.finfo(np.float32).max:
         raise InvalidVector("vector has a value beyond the float32 range")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    matrix: Matrix = np.ascontiguousarray(array, dtype=np.float32)
+    return matrix
 
 
 def as_vector(values: npt.ArrayLike, dimension: int) -> Matrix:
@@ -75,4 +72,5 @@ def as_vector(values: npt.ArrayLike, dimension: int) -> Matrix:
     matrix = as_matrix(values, dimension)
     if matrix.shape[0] != 1:
         raise InvalidVector(f"expected one vector, got {matrix.shape[0]}")
-    return matrix[0]
+    vector: Matrix = matrix[0]
+    return vector

@@ -15,7 +15,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 TIMEOUT_S = 60.0
 
 
-def _metric(value: int) -> str:
+def _metric(value: pb.Metric.ValueType) -> str:
     return pb.Metric.Name(value).lower()
 
 
@@ -44,7 +44,9 @@ def _print_gallery(g: pb.Gallery) -> None:
 
 
 def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:
-    request = pb.CreateGalleryRequest(gallery_id=args.gallery, purpose=pb.GalleryPurpose.Value(args.purpose.upper()))
+    request = pb.CreateGalleryRequest(
+        gallery_id=args.gallery, purpose=pb.GalleryPurpose.Value(args.purpose.upper())
+    )
     if args.threshold is not None:
         request.threshold = args.threshold
     _print_gallery(stubs.galleries.CreateGallery(request, timeout=TIMEOUT_S))
@@ -59,18 +61,24 @@ def gallery_list(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def gallery_describe(stubs: Stubs, args: argparse.Namespace) -> None:
-    _print_gallery(stubs.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S))
+    _print_gallery(
+        stubs.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S)
+    )
 
 
 def gallery_delete(stubs: Stubs, args: argparse.Namespace) -> None:
-    answer = stubs.galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S)
+    answer = stubs.galleries.DeleteGallery(
+        pb.DeleteGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S
+    )
     print(f"deleted gallery {args.gallery}: {answer.templates_erased} templates erased")
 
 
 def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
     answer = stubs.matching.InsertTemplate(
         pb.InsertTemplateRequest(
-            gallery_id=args.gallery, reference_id=args.reference, template=_probe(args.image),
+            gallery_id=args.gallery,
+            reference_id=args.reference,
+            template=_probe(args.image),
             face_selection=_selection(args),
         ),
         timeout=TIMEOUT_S,
@@ -86,7 +94,9 @@ def bulk_import(stubs: Stubs, args: argparse.Namespace) -> None:
     def requests() -> Iterator[pb.InsertTemplateRequest]:
         for path in files:
             yield pb.InsertTemplateRequest(
-                gallery_id=args.gallery, reference_id=path.stem, template=_probe(path),
+                gallery_id=args.gallery,
+                reference_id=path.stem,
+                template=_probe(path),
                 face_selection=_selection(args),
             )
 
@@ -98,7 +108,10 @@ def bulk_import(stubs: Stubs, args: argparse.Namespace) -> None:
 
 def identify(stubs: Stubs, args: argparse.Namespace) -> None:
     request = pb.IdentifyRequest(
-        gallery_id=args.gallery, probe=_probe(args.image), top_k=args.top_k, restrict_to=args.restrict_to or []
+        gallery_id=args.gallery,
+        probe=_probe(args.image),
+        top_k=args.top_k,
+        restrict_to=args.restrict_to or [],
     )
     if args.threshold is not None:
         request.threshold = args.threshold
@@ -116,7 +129,10 @@ def identify(stubs: Stubs, args: argparse.Namespace) -> None:
 
 def verify(stubs: Stubs, args: argparse.Namespace) -> None:
     request = pb.VerifyRequest(
-        gallery_id=args.gallery, reference_id=args.reference, probe=_probe(args.image), face_selection=_selection(args)
+        gallery_id=args.gallery,
+        reference_id=args.reference,
+        probe=_probe(args.image),
+        face_selection=_selection(args),
     )
     if args.threshold is not None:
         request.threshold = args.threshold
@@ -128,7 +144,11 @@ def verify(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def count(stubs: Stubs, args: argparse.Namespace) -> None:
-    print(stubs.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id=args.gallery), timeout=TIMEOUT_S).count)
+    print(
+        stubs.matching.CountTemplates(
+            pb.CountTemplatesRequest(gallery_id=args.gallery), timeout=TIMEOUT_S
+        ).count
+    )
 
 
 def delete(stubs: Stubs, args: argparse.Namespace) -> None:

@@ -1,12 +1,12 @@
 """`safepassage`: run the server, or talk to a running one.
 
-    safepassage serve [--config FILE]
-    safepassage gallery create|list|describe|delete ...
-    safepassage enrol GALLERY REFERENCE IMAGE
-    safepassage import GALLERY FOLDER
-    safepassage identify GALLERY IMAGE
-    safepassage verify GALLERY REFERENCE IMAGE
-    safepassage count GALLERY | delete GALLERY REFERENCE | health
+safepassage serve [--config FILE]
+safepassage gallery create|list|describe|delete ...
+safepassage enrol GALLERY REFERENCE IMAGE
+safepassage import GALLERY FOLDER
+safepassage identify GALLERY IMAGE
+safepassage verify GALLERY REFERENCE IMAGE
+safepassage count GALLERY | delete GALLERY REFERENCE | health
 """
 
 from __future__ import annotations
@@ -36,11 +36,17 @@ def _parser() -> argparse.ArgumentParser:
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
-    client.add_argument("--ca", type=Path, help="CA certificate to trust (default var/safepassage/tls/ca.pem)")
-    client.add_argument("--plaintext", action="store_true", help="no TLS (only for a server run with tls.enabled=false)")
+    client.add_argument(
+        "--ca", type=Path, help="CA certificate to trust (default var/safepassage/tls/ca.pem)"
+    )
+    client.add_argument(
+        "--plaintext", action="store_true", help="no TLS (only for a server run with tls.enabled=false)"
+    )
 
-    def add(name: str, run: Command, help_text: str, parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-        command = parent.add_parser(name, parents=[client], help=help_text)
+    def add(
+        name: str, run: Command, help_text: str, parent: argparse._SubParsersAction = sub
+    ) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+        command: argparse.ArgumentParser = parent.add_parser(name, parents=[client], help=help_text)
         command.set_defaults(run=run)
         return command
 
@@ -52,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--threshold", type=float)
     add("list", commands.gallery_list, "list galleries", gallery)
     add("describe", commands.gallery_describe, "describe a gallery", gallery).add_argument("gallery")
-    add("delete", commands.gallery_delete, "delete a gallery and erase its templates", gallery).add_argument("gallery")
+    add("delete", commands.gallery_delete, "delete a gallery and erase its templates", gallery).add_argument(
+        "gallery"
+    )
 
     enrol = add("enrol", commands.enrol, "enrol the face in an image")
     enrol.add_argument("gallery")

@@ -141,7 +141,5 @@ def load_config(path: Path | None = None, overrides: dict[str, object] | None = 
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None

@@ -31,7 +31,7 @@ def require(value: str, name: str) -> str:
     return value
 
 
-def purpose_from_pb(value: int) -> GalleryPurpose:
+def purpose_from_pb(value: pb.GalleryPurpose.ValueType) -> GalleryPurpose:
     try:
         return _PURPOSES[value]
     except KeyError:
@@ -46,7 +46,7 @@ def metric_to_pb(metric: Metric) -> pb.Metric.ValueType:
     return _METRICS[metric]
 
 
-def selection_from_pb(value: int, default: faces.FaceSelection) -> faces.FaceSelection:
+def selection_from_pb(value: pb.FaceSelection.ValueType, default: faces.FaceSelection) -> faces.FaceSelection:
     if value == pb.FACE_SELECTION_UNSPECIFIED:
         return default
     try:

@@ -55,12 +55,12 @@ def describe(error: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error; the server log has details"
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -70,7 +70,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return behaviour(request, context)
-                except Exception as error:  # noqa: BLE001 - this is the boundary
+                except Exception as error:
                     if _aborted(error):
                         raise
                     context.abort(*describe(error, method))
@@ -81,7 +81,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
                     yield from behaviour(request, context)
-                except Exception as error:  # noqa: BLE001 - this is the boundary
+                except Exception as error:
                     if _aborted(error):
                         raise
                     context.abort(*describe(error, method))

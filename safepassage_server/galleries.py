@@ -40,7 +40,9 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
     ) -> pb.ListGalleriesResponse:
         return pb.ListGalleriesResponse(galleries=[gallery_to_pb(g) for g in self._matcher.list_galleries()])
 
-    def DescribeGallery(self, request: pb.DescribeGalleryRequest, context: grpc.ServicerContext) -> pb.Gallery:
+    def DescribeGallery(
+        self, request: pb.DescribeGalleryRequest, context: grpc.ServicerContext
+    ) -> pb.Gallery:
         return gallery_to_pb(self._matcher.describe(require(request.gallery_id, "gallery_id")))
 
     def DeleteGallery(

@@ -47,7 +47,9 @@ def load_or_create_key(path: Path, create: bool) -> bytes:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as out:
             out.write(base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
-        log.warning("generated a new template key at %s: back it up, or stored templates are lost with it", path)
+        log.warning(
+            "generated a new template key at %s: back it up, or stored templates are lost with it", path
+        )
     if path.stat().st_mode & 0o077:
         raise FailedPrecondition(f"key file {path} is readable by other users; chmod 600 it")
     return _parse(path.read_bytes(), path)

@@ -14,7 +14,13 @@ from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_core.errors import InvalidInput, SafePassageError
 from safepassage_server.config import MatchingConfig
-from safepassage_server.conversion import box_to_pb, face_result_to_pb, metric_to_pb, require, selection_from_pb
+from safepassage_server.conversion import (
+    box_to_pb,
+    face_result_to_pb,
+    metric_to_pb,
+    require,
+    selection_from_pb,
+)
 from safepassage_server.errors import status_of
 from safepassage_server.probes import ProbeFace, ProbeReader
 
@@ -28,7 +34,9 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         self._probes = probes
         self._limits = limits
 
-    def _one_face(self, probe: pb.Probe, gallery_id: str, selection: int, field: str) -> ProbeFace:
+    def _one_face(
+        self, probe: pb.Probe, gallery_id: str, selection: pb.FaceSelection.ValueType, field: str
+    ) -> ProbeFace:
         chosen = selection_from_pb(selection, faces.FaceSelection.SINGLE)
         if chosen is faces.FaceSelection.ALL:
             raise InvalidInput("face_selection ALL is for identification; use SINGLE or LARGEST")
@@ -58,7 +66,12 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             response.failed += 1
             if len(response.errors) < self._limits.max_bulk_errors_reported:
                 response.errors.append(
-                    pb.ItemError(index=index, reference_id=reference_id, code=status_of(error).value[0], message=str(error))
+                    pb.ItemError(
+                        index=index,
+                        reference_id=reference_id,
+                        code=status_of(error).value[0],
+                        message=str(error),
+                    )
                 )
 
         def flush() -> None:
@@ -94,7 +107,9 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
     def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
     ) -> pb.DeleteTemplateResponse:
-        self._matcher.delete(require(request.gallery_id, "gallery_id"), require(request.reference_id, "reference_id"))
+        self._matcher.delete(
+            require(request.gallery_id, "gallery_id"), require(request.reference_id, "reference_id")
+        )
         return pb.DeleteTemplateResponse()
 
     def CountTemplates(

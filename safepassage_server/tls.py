@@ -94,7 +94,11 @@ def generate_dev_certificates(folder: Path, server_names: tuple[str, ...]) -> Tl
     )
     files = TlsFiles(folder / "server.pem", folder / "server-key.pem", folder / "ca.pem")
     pem = serialization.Encoding.PEM
-    _write(files.key_file, server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), private=True)
+    _write(
+        files.key_file,
+        server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        private=True,
+    )
     _write(files.cert_file, server_cert.public_bytes(pem))
     assert files.ca_file is not None
     _write(files.ca_file, ca_cert.public_bytes(pem))

@@ -55,9 +55,7 @@ def differences(expected: Path, actual: Path) -> list[str]:
     found: list[str] = []
     names = {p.relative_to(expected) for p in expected.rglob("*") if p.is_file()}
     names |= {
-        p.relative_to(actual)
-        for p in actual.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
+        p.relative_to(actual) for p in actual.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
     for name in sorted(names):
         a, b = expected / name, actual / name

@@ -40,6 +40,10 @@ __all__ = ["ConnectionPool", "Connections", "open_connection", "sqlite_errors"]
 
 _log = logging.getLogger(__name__)
 
+# A sealed d=512 template is 2085 bytes: a default 4 KiB page holds one and
+# wastes half; 16 KiB pages hold seven (measured: 414 MB -> 237 MB per 100k).
+PAGE_SIZE = 16384
+
 # Bounds the WAL file left behind after a checkpoint; it is rewritten, not grown.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -70,6 +74,8 @@ def open_connection(path: Path, *, read_only: bool, busy_timeout: float) -> sqli
         )
         try:
             if not read_only:
+                # Only takes effect while the file is empty, so before WAL is enabled.
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise StoreUnavailable(f"cannot enable WAL journal (got {mode!r})")

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from store.connections import Connections
-from store.digest import EMPTY_DIGEST, gallery_digest, row_digest, xor_digests
+from store.digest import EMPTY_DIGEST, gallery_digest, row_digests, xor_digests
 from store.errors import (
     DuplicateReference,
     GalleryExists,
@@ -240,8 +240,7 @@ class TemplateStore:
                     )
             ids = self._allocate_ids(conn, len(batch))
             sealed = self._sealer.seal_batch(matrix, gallery_id=gallery_id, template_ids=ids)
-            key = self._sealer.digest_key
-            digests = [row_digest(key, t, row.tobytes()) for t, row in zip(ids, matrix, strict=True)]
+            digests = row_digests(self._sealer.digest_key, ids, matrix)
             now = time.time()
             columns = zip(ids, batch.reference_ids, sealed, digests, strict=True)
             conn.executemany(

@@ -33,8 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="module")
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Start in-process servers on free ports with TLS; all are stopped at module end."""
-    from server import create_server
     from safepassage_server.config import load_config
+    from server import create_server
 
     started = []
 

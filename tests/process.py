@@ -23,7 +23,17 @@ class ServerProcess:
         self.data_dir = data_dir
         self.log: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "safepassage_cli.main", "serve", "--data-dir", str(data_dir), "--port", "0", *extra],
+            [
+                sys.executable,
+                "-m",
+                "safepassage_cli.main",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                "0",
+                *extra,
+            ],
             cwd=REPO,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -61,7 +71,10 @@ class ServerProcess:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         return
                 except grpc.RpcError:
                     if time.monotonic() > deadline:

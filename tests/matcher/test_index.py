@@ -10,8 +10,8 @@ import pytest
 
 from matcher import FlatIndex, Metric, SnapshotRejected, exact_search
 from matcher import snapshot as snap
-from matcher.vectors import as_matrix
 from matcher.errors import InvalidVector
+from matcher.vectors import as_matrix
 
 
 def _data(n: int = 2000, d: int = 128, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +69,9 @@ def test_vector_validation() -> None:
 
 
 def _header(index: FlatIndex, digest: bytes = b"\x01" * 32) -> snap.SnapshotHeader:
-    return snap.SnapshotHeader("g1", generation=4, size=index.size, digest=digest.hex(), dimension=128, metric="l2")
+    return snap.SnapshotHeader(
+        "g1", generation=4, size=index.size, digest=digest.hex(), dimension=128, metric="l2"
+    )
 
 
 def test_snapshot_round_trip_and_rejections(tmp_path: Path) -> None:

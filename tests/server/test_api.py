@@ -22,7 +22,7 @@ def emb(vector: np.ndarray) -> pb.Probe:
 
 @pytest.fixture(scope="module")
 def api(server_factory):  # type: ignore[no-untyped-def]
-    service, port, config = server_factory()
+    _, port, config = server_factory()
     channel = secure_channel(port, config.tls_dir / "ca.pem")
     yield channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
     channel.close()
@@ -37,21 +37,38 @@ def test_health_and_reflection_over_tls(api) -> None:  # type: ignore[no-untyped
     )
     assert service.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answer = next(iter(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))))
+    answer = next(
+        iter(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    )
     names = {s.name for s in answer.list_services_response.service}
-    assert {"safepassage.v1.GalleryService", "safepassage.v1.MatchingService", "grpc.health.v1.Health"} <= names
+    assert {
+        "safepassage.v1.GalleryService",
+        "safepassage.v1.MatchingService",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
     _, galleries, matching = api
-    created = galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="life", purpose=pb.PROTECTED_IDENTITY))
-    assert (created.purpose, created.dimension, created.metric, created.size) == (pb.PROTECTED_IDENTITY, DIM, pb.L2, 0)
+    created = galleries.CreateGallery(
+        pb.CreateGalleryRequest(gallery_id="life", purpose=pb.PROTECTED_IDENTITY)
+    )
+    assert (created.purpose, created.dimension, created.metric, created.size) == (
+        pb.PROTECTED_IDENTITY,
+        DIM,
+        pb.L2,
+        0,
+    )
     assert created.threshold == pytest.approx(0.6) and created.model == "dlib-resnet-v1"
-    custom = galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="life-2", purpose=pb.WATCHLIST, threshold=0.5))
+    custom = galleries.CreateGallery(
+        pb.CreateGalleryRequest(gallery_id="life-2", purpose=pb.WATCHLIST, threshold=0.5)
+    )
     assert custom.threshold == pytest.approx(0.5)
     listed = {g.gallery_id for g in galleries.ListGalleries(pb.ListGalleriesRequest()).galleries}
     assert {"life", "life-2"} <= listed
-    matching.InsertTemplate(pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM))))
+    matching.InsertTemplate(
+        pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM)))
+    )
     assert galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="life")).size == 1
     assert galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="life")).templates_erased == 1
     with pytest.raises(grpc.RpcError) as info:
@@ -65,11 +82,15 @@ def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-
     rng = np.random.default_rng(1)
     vectors = rng.normal(scale=0.1, size=(50, DIM)).astype(np.float32)
     for i, v in enumerate(vectors):
-        matching.InsertTemplate(pb.InsertTemplateRequest(gallery_id="core", reference_id=f"p{i}", template=emb(v)))
+        matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="core", reference_id=f"p{i}", template=emb(v))
+        )
     assert matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 50
 
     probe = vectors[7] + 0.001
-    answer = matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe), top_k=3, request_id="q1"))
+    answer = matching.Identify(
+        pb.IdentifyRequest(gallery_id="core", probe=emb(probe), top_k=3, request_id="q1")
+    )
     assert answer.request_id == "q1" and answer.decision == pb.MATCH and len(answer.faces) == 1
     face = answer.faces[0]
     assert not face.HasField("box")
@@ -95,7 +116,9 @@ def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-
     assert strict.threshold == 0.0 and strict.decision == pb.NO_MATCH
 
     verified = matching.Verify(pb.VerifyRequest(gallery_id="core", reference_id="p7", probe=emb(probe)))
-    assert verified.decision == pb.MATCH and verified.score == pytest.approx(np.linalg.norm(probe - vectors[7]), abs=1e-4)
+    assert verified.decision == pb.MATCH and verified.score == pytest.approx(
+        np.linalg.norm(probe - vectors[7]), abs=1e-4
+    )
     other = matching.Verify(pb.VerifyRequest(gallery_id="core", reference_id="p8", probe=emb(stranger)))
     assert other.decision == pb.NO_MATCH
 
@@ -131,13 +154,20 @@ def test_identify_stream_answers_each_request(api) -> None:  # type: ignore[no-u
     rng = np.random.default_rng(3)
     vectors = rng.normal(scale=0.1, size=(20, DIM)).astype(np.float32)
     for i, v in enumerate(vectors):
-        matching.InsertTemplate(pb.InsertTemplateRequest(gallery_id="stream", reference_id=f"s{i}", template=emb(v)))
-    requests = [pb.IdentifyRequest(gallery_id="stream", probe=emb(v), request_id=f"q{i}") for i, v in enumerate(vectors)]
+        matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="stream", reference_id=f"s{i}", template=emb(v))
+        )
+    requests = [
+        pb.IdentifyRequest(gallery_id="stream", probe=emb(v), request_id=f"q{i}")
+        for i, v in enumerate(vectors)
+    ]
     requests.insert(5, pb.IdentifyRequest(gallery_id="stream", probe=emb(np.ones(3)), request_id="bad"))
     answers = list(matching.IdentifyStream(iter(requests)))
     assert [a.request_id for a in answers] == [r.request_id for r in requests]
     bad = answers[5]
-    assert bad.WhichOneof("outcome") == "error" and bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert (
+        bad.WhichOneof("outcome") == "error" and bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    )
     assert "3 values" in bad.error.message
     good = [a for a in answers if a.request_id != "bad"]
     assert all(a.result.faces[0].candidates[0].reference_id == f"s{i}" for i, a in enumerate(good))

@@ -31,10 +31,17 @@ def emb(values: object) -> pb.Probe:
 
 def huge_png(width: int, height: int) -> bytes:
     """A valid PNG header claiming width x height, with a tiny body (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,9 @@ def stubs(server_factory):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(11)
     for i in range(30):
         matching.InsertTemplate(
-            pb.InsertTemplateRequest(gallery_id="gate", reference_id=f"ok-{i}", template=emb(rng.normal(size=DIM)))
+            pb.InsertTemplateRequest(
+                gallery_id="gate", reference_id=f"ok-{i}", template=emb(rng.normal(size=DIM))
+            )
         )
     yield galleries, matching
     channel.close()
@@ -75,66 +84,238 @@ def _other_format(kind: str) -> bytes:
 
 
 CASES: list[tuple[str, Code, str, Callable[..., object]]] = [
-    ("empty gallery id", Code.INVALID_ARGUMENT, "gallery_id is required",
-     lambda g, m, f: m.CountTemplates(pb.CountTemplatesRequest())),
-    ("malformed gallery id", Code.INVALID_ARGUMENT, "gallery id",
-     lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="Bad Name!", purpose=pb.WATCHLIST))),
-    ("no purpose", Code.INVALID_ARGUMENT, "purpose must be",
-     lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="nopurpose"))),
-    ("unknown model", Code.INVALID_ARGUMENT, "not served here",
-     lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="m", purpose=pb.WATCHLIST, model="arcface"))),
-    ("NaN gallery threshold", Code.INVALID_ARGUMENT, "threshold",
-     lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="t", purpose=pb.WATCHLIST, threshold=float("nan")))),
-    ("duplicate gallery", Code.ALREADY_EXISTS, "gate",
-     lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="gate", purpose=pb.WATCHLIST))),
-    ("unknown gallery", Code.NOT_FOUND, "nowhere",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="nowhere", probe=emb(np.zeros(DIM))))),
-    ("delete unknown gallery", Code.NOT_FOUND, "nowhere",
-     lambda g, m, f: g.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="nowhere"))),
-    ("empty reference id", Code.INVALID_ARGUMENT, "reference_id is required",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", template=emb(np.zeros(DIM))))),
-    ("malformed reference id", Code.INVALID_ARGUMENT, "reference id",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="a b\n", template=emb(np.zeros(DIM))))),
-    ("duplicate reference", Code.ALREADY_EXISTS, "ok-3",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="ok-3", template=emb(np.zeros(DIM))))),
-    ("unknown reference (verify)", Code.NOT_FOUND, "ghost",
-     lambda g, m, f: m.Verify(pb.VerifyRequest(gallery_id="gate", reference_id="ghost", probe=emb(np.zeros(DIM))))),
-    ("unknown reference (delete)", Code.NOT_FOUND, "ghost",
-     lambda g, m, f: m.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="gate", reference_id="ghost"))),
-    ("empty template", Code.INVALID_ARGUMENT, "template is empty",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x1"))),
-    ("empty probe", Code.INVALID_ARGUMENT, "probe is empty",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate"))),
-    ("empty embedding", Code.INVALID_ARGUMENT, "0 values",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb([])))),
-    ("wrong dimension", Code.INVALID_ARGUMENT, "127 values",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x2", template=emb(np.zeros(DIM - 1))))),
-    ("NaN in template", Code.INVALID_ARGUMENT, "NaN or infinite",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x3", template=emb([float("nan")] + [0.0] * (DIM - 1))))),
-    ("infinity in probe", Code.INVALID_ARGUMENT, "NaN or infinite",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb([0.0] * (DIM - 1) + [float("inf")])))),
-    ("NaN threshold", Code.INVALID_ARGUMENT, "threshold",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb(np.zeros(DIM)), threshold=float("nan")))),
-    ("negative threshold", Code.INVALID_ARGUMENT, "negative",
-     lambda g, m, f: m.Verify(pb.VerifyRequest(gallery_id="gate", reference_id="ok-1", probe=emb(np.zeros(DIM)), threshold=-1))),
-    ("top_k too large", Code.INVALID_ARGUMENT, "top_k",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb(np.zeros(DIM)), top_k=100000))),
-    ("restriction too long", Code.RESOURCE_EXHAUSTED, "restrict_to",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb(np.zeros(DIM)), restrict_to=[f"r{i}" for i in range(10001)]))),
-    ("ALL faces at enrolment", Code.INVALID_ARGUMENT, "face_selection",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x4", template=pb.Probe(image=_jpeg(f)), face_selection=pb.ALL))),
-    ("corrupt image", Code.INVALID_ARGUMENT, "image",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=b"\xff\xd8\xff" + bytes(range(256)) * 40)))),
-    ("truncated JPEG", Code.INVALID_ARGUMENT, "image",
-     lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x5", template=pb.Probe(image=_jpeg(f)[:3000])))),
-    ("GIF image", Code.INVALID_ARGUMENT, "GIF",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=_other_format("GIF"))))),
-    ("decompression bomb", Code.RESOURCE_EXHAUSTED, "megapixels",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=huge_png(30000, 30000))))),
-    ("image over its byte limit", Code.RESOURCE_EXHAUSTED, "image",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=b"\xff\xd8" + bytes(IMAGE_LIMIT + 10))))),
-    ("message over the gRPC limit", Code.RESOURCE_EXHAUSTED, "",
-     lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=bytes(MESSAGE_LIMIT + 1000))))),
+    (
+        "empty gallery id",
+        Code.INVALID_ARGUMENT,
+        "gallery_id is required",
+        lambda g, m, f: m.CountTemplates(pb.CountTemplatesRequest()),
+    ),
+    (
+        "malformed gallery id",
+        Code.INVALID_ARGUMENT,
+        "gallery id",
+        lambda g, m, f: g.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id="Bad Name!", purpose=pb.WATCHLIST)
+        ),
+    ),
+    (
+        "no purpose",
+        Code.INVALID_ARGUMENT,
+        "purpose must be",
+        lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="nopurpose")),
+    ),
+    (
+        "unknown model",
+        Code.INVALID_ARGUMENT,
+        "not served here",
+        lambda g, m, f: g.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id="m", purpose=pb.WATCHLIST, model="arcface")
+        ),
+    ),
+    (
+        "NaN gallery threshold",
+        Code.INVALID_ARGUMENT,
+        "threshold",
+        lambda g, m, f: g.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id="t", purpose=pb.WATCHLIST, threshold=float("nan"))
+        ),
+    ),
+    (
+        "duplicate gallery",
+        Code.ALREADY_EXISTS,
+        "gate",
+        lambda g, m, f: g.CreateGallery(pb.CreateGalleryRequest(gallery_id="gate", purpose=pb.WATCHLIST)),
+    ),
+    (
+        "unknown gallery",
+        Code.NOT_FOUND,
+        "nowhere",
+        lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="nowhere", probe=emb(np.zeros(DIM)))),
+    ),
+    (
+        "delete unknown gallery",
+        Code.NOT_FOUND,
+        "nowhere",
+        lambda g, m, f: g.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="nowhere")),
+    ),
+    (
+        "empty reference id",
+        Code.INVALID_ARGUMENT,
+        "reference_id is required",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="gate", template=emb(np.zeros(DIM)))
+        ),
+    ),
+    (
+        "malformed reference id",
+        Code.INVALID_ARGUMENT,
+        "reference id",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="gate", reference_id="a b\n", template=emb(np.zeros(DIM)))
+        ),
+    ),
+    (
+        "duplicate reference",
+        Code.ALREADY_EXISTS,
+        "ok-3",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="gate", reference_id="ok-3", template=emb(np.zeros(DIM)))
+        ),
+    ),
+    (
+        "unknown reference (verify)",
+        Code.NOT_FOUND,
+        "ghost",
+        lambda g, m, f: m.Verify(
+            pb.VerifyRequest(gallery_id="gate", reference_id="ghost", probe=emb(np.zeros(DIM)))
+        ),
+    ),
+    (
+        "unknown reference (delete)",
+        Code.NOT_FOUND,
+        "ghost",
+        lambda g, m, f: m.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="gate", reference_id="ghost")),
+    ),
+    (
+        "empty template",
+        Code.INVALID_ARGUMENT,
+        "template is empty",
+        lambda g, m, f: m.InsertTemplate(pb.InsertTemplateRequest(gallery_id="gate", reference_id="x1")),
+    ),
+    (
+        "empty probe",
+        Code.INVALID_ARGUMENT,
+        "probe is empty",
+        lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate")),
+    ),
+    (
+        "empty embedding",
+        Code.INVALID_ARGUMENT,
+        "0 values",
+        lambda g, m, f: m.Identify(pb.IdentifyRequest(gallery_id="gate", probe=emb([]))),
+    ),
+    (
+        "wrong dimension",
+        Code.INVALID_ARGUMENT,
+        "127 values",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="gate", reference_id="x2", template=emb(np.zeros(DIM - 1)))
+        ),
+    ),
+    (
+        "NaN in template",
+        Code.INVALID_ARGUMENT,
+        "NaN or infinite",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id="gate", reference_id="x3", template=emb([float("nan")] + [0.0] * (DIM - 1))
+            )
+        ),
+    ),
+    (
+        "infinity in probe",
+        Code.INVALID_ARGUMENT,
+        "NaN or infinite",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=emb([0.0] * (DIM - 1) + [float("inf")]))
+        ),
+    ),
+    (
+        "NaN threshold",
+        Code.INVALID_ARGUMENT,
+        "threshold",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=emb(np.zeros(DIM)), threshold=float("nan"))
+        ),
+    ),
+    (
+        "negative threshold",
+        Code.INVALID_ARGUMENT,
+        "negative",
+        lambda g, m, f: m.Verify(
+            pb.VerifyRequest(gallery_id="gate", reference_id="ok-1", probe=emb(np.zeros(DIM)), threshold=-1)
+        ),
+    ),
+    (
+        "top_k too large",
+        Code.INVALID_ARGUMENT,
+        "top_k",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=emb(np.zeros(DIM)), top_k=100000)
+        ),
+    ),
+    (
+        "restriction too long",
+        Code.RESOURCE_EXHAUSTED,
+        "restrict_to",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(
+                gallery_id="gate", probe=emb(np.zeros(DIM)), restrict_to=[f"r{i}" for i in range(10001)]
+            )
+        ),
+    ),
+    (
+        "ALL faces at enrolment",
+        Code.INVALID_ARGUMENT,
+        "face_selection",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id="gate", reference_id="x4", template=pb.Probe(image=_jpeg(f)), face_selection=pb.ALL
+            )
+        ),
+    ),
+    (
+        "corrupt image",
+        Code.INVALID_ARGUMENT,
+        "image",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(
+                gallery_id="gate", probe=pb.Probe(image=b"\xff\xd8\xff" + bytes(range(256)) * 40)
+            )
+        ),
+    ),
+    (
+        "truncated JPEG",
+        Code.INVALID_ARGUMENT,
+        "image",
+        lambda g, m, f: m.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id="gate", reference_id="x5", template=pb.Probe(image=_jpeg(f)[:3000])
+            )
+        ),
+    ),
+    (
+        "GIF image",
+        Code.INVALID_ARGUMENT,
+        "GIF",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=_other_format("GIF")))
+        ),
+    ),
+    (
+        "decompression bomb",
+        Code.RESOURCE_EXHAUSTED,
+        "megapixels",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=huge_png(30000, 30000)))
+        ),
+    ),
+    (
+        "image over its byte limit",
+        Code.RESOURCE_EXHAUSTED,
+        "image",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=b"\xff\xd8" + bytes(IMAGE_LIMIT + 10)))
+        ),
+    ),
+    (
+        "message over the gRPC limit",
+        Code.RESOURCE_EXHAUSTED,
+        "",
+        lambda g, m, f: m.Identify(
+            pb.IdentifyRequest(gallery_id="gate", probe=pb.Probe(image=bytes(MESSAGE_LIMIT + 1000)))
+        ),
+    ),
 ]
 
 

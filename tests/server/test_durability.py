@@ -37,9 +37,14 @@ def test_restart_keeps_inserts_and_deletes_and_uses_the_snapshot(tmp_path: Path)
     try:
         with server.channel() as channel:
             galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
-            galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="keep", purpose=pb.WATCHLIST, threshold=0.4))
+            galleries.CreateGallery(
+                pb.CreateGalleryRequest(gallery_id="keep", purpose=pb.WATCHLIST, threshold=0.4)
+            )
             answer = matching.BulkInsertTemplates(
-                iter(pb.InsertTemplateRequest(gallery_id="keep", reference_id=f"k{i}", template=emb(v)) for i, v in enumerate(vectors))
+                iter(
+                    pb.InsertTemplateRequest(gallery_id="keep", reference_id=f"k{i}", template=emb(v))
+                    for i, v in enumerate(vectors)
+                )
             )
             assert answer.inserted == 300
             for i in range(0, 300, 10):
@@ -77,13 +82,18 @@ def test_kill_9_loses_no_acknowledged_insert_or_delete(tmp_path: Path) -> None:
                 if stop.is_set():
                     return
                 try:
-                    matching.InsertTemplate(pb.InsertTemplateRequest(gallery_id="crash", reference_id=f"c{i}", template=emb(v)), timeout=10)
+                    matching.InsertTemplate(
+                        pb.InsertTemplateRequest(gallery_id="crash", reference_id=f"c{i}", template=emb(v)),
+                        timeout=10,
+                    )
                 except grpc.RpcError:
                     return  # the server died mid-call: not acknowledged
                 acknowledged.append(i)
                 if i % 7 == 3:
                     try:
-                        matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="crash", reference_id=f"c{i}"), timeout=10)
+                        matching.DeleteTemplate(
+                            pb.DeleteTemplateRequest(gallery_id="crash", reference_id=f"c{i}"), timeout=10
+                        )
                     except grpc.RpcError:
                         return
                     deleted.append(i)
@@ -106,11 +116,15 @@ def test_kill_9_loses_no_acknowledged_insert_or_delete(tmp_path: Path) -> None:
             # At most the one call in flight at the kill may have landed without its acknowledgement.
             assert len(live) <= count <= len(live) + 1
             for i in sorted(live):
-                verdict = matching.Verify(pb.VerifyRequest(gallery_id="crash", reference_id=f"c{i}", probe=emb(vectors[i])))
+                verdict = matching.Verify(
+                    pb.VerifyRequest(gallery_id="crash", reference_id=f"c{i}", probe=emb(vectors[i]))
+                )
                 assert verdict.decision == pb.MATCH and verdict.score == pytest.approx(0.0, abs=1e-5)
             for i in deleted:
                 with pytest.raises(grpc.RpcError) as info:
-                    matching.Verify(pb.VerifyRequest(gallery_id="crash", reference_id=f"c{i}", probe=emb(vectors[i])))
+                    matching.Verify(
+                        pb.VerifyRequest(gallery_id="crash", reference_id=f"c{i}", probe=emb(vectors[i]))
+                    )
                 assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         server.stop()
@@ -121,10 +135,15 @@ def test_corrupted_snapshot_is_detected_and_rebuilt(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path)
     try:
         with server.channel() as channel:
-            pb_grpc.GalleryServiceStub(channel).CreateGallery(pb.CreateGalleryRequest(gallery_id="snap", purpose=pb.WATCHLIST))
+            pb_grpc.GalleryServiceStub(channel).CreateGallery(
+                pb.CreateGalleryRequest(gallery_id="snap", purpose=pb.WATCHLIST)
+            )
             matching = pb_grpc.MatchingServiceStub(channel)
             matching.BulkInsertTemplates(
-                iter(pb.InsertTemplateRequest(gallery_id="snap", reference_id=f"s{i}", template=emb(v)) for i, v in enumerate(vectors))
+                iter(
+                    pb.InsertTemplateRequest(gallery_id="snap", reference_id=f"s{i}", template=emb(v))
+                    for i, v in enumerate(vectors)
+                )
             )
     finally:
         server.stop()

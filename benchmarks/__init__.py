@@ -1,0 +1,1 @@
+"""Benchmarks of the SafePassage service (see benchmarks/README.md)."""

@@ -1,0 +1,118 @@
+"""Faces from images, server-side: enrolment rules, multi-face identification, 1:1."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from tests.conftest import secure_channel
+
+pytestmark = pytest.mark.server
+
+
+def image(path: Path) -> pb.Probe:
+    return pb.Probe(image=path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def stubs(server_factory, faces_dir):  # type: ignore[no-untyped-def]
+    _, port, config = server_factory()
+    channel = secure_channel(port, config.tls_dir / "ca.pem")
+    galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
+    galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="people", purpose=pb.WATCHLIST))
+    fr = faces_dir / "face_recognition"
+    for reference, path in {
+        "obama": fr / "obama" / "obama.jpg",
+        "biden": fr / "biden" / "biden.jpg",
+        "kit": fr / "kit_harington" / "john1.jpeg",
+        "rose": fr / "rose_leslie" / "img1.jpg",
+    }.items():
+        answer = matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="people", reference_id=reference, template=image(path))
+        )
+        assert answer.HasField("box") and answer.box.right > answer.box.left
+    yield galleries, matching
+    channel.close()
+
+
+def test_enrolment_refuses_an_image_without_a_face(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, matching = stubs
+    with pytest.raises(grpc.RpcError) as info:
+        matching.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id="people",
+                reference_id="dog",
+                template=image(faces_dir / "group" / "dlib" / "dogs.jpg"),
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no face" in (info.value.details() or "").lower()
+
+
+def test_enrolment_refuses_several_faces_unless_largest_is_asked(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, matching = stubs
+    group = faces_dir / "group" / "face_recognition" / "obama_and_biden.jpg"
+    with pytest.raises(grpc.RpcError) as info:
+        matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="people", reference_id="pair", template=image(group))
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert re.search(r"found [2-9] faces", info.value.details() or "")
+    assert matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="people")).count == 4
+    answer = matching.InsertTemplate(
+        pb.InsertTemplateRequest(
+            gallery_id="people", reference_id="pair-largest", template=image(group), face_selection=pb.LARGEST
+        )
+    )
+    assert answer.HasField("box")
+    matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="people", reference_id="pair-largest"))
+
+
+def test_identify_searches_each_face_and_says_which_box(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, matching = stubs
+    for name, expected in (
+        ("obama_and_biden.jpg", {"obama", "biden"}),
+        ("kit_with_rose.jpg", {"kit", "rose"}),
+    ):
+        answer = matching.Identify(
+            pb.IdentifyRequest(
+                gallery_id="people", probe=image(faces_dir / "group" / "face_recognition" / name), top_k=2
+            )
+        )
+        assert len(answer.faces) >= 2 and answer.decision == pb.MATCH
+        boxes = [f.box for f in answer.faces]
+        assert boxes[0].left < boxes[1].left  # ordered left to right
+        assert all(b.right > b.left and b.bottom > b.top for b in boxes)
+        winners = {f.candidates[0].reference_id for f in answer.faces if f.decision == pb.MATCH}
+        assert winners == expected
+
+
+def test_identify_on_an_image_without_faces_is_a_no_match(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, matching = stubs
+    answer = matching.Identify(
+        pb.IdentifyRequest(gallery_id="people", probe=image(faces_dir / "group" / "dlib" / "dogs.jpg"))
+    )
+    assert answer.decision == pb.NO_MATCH and len(answer.faces) == 0
+
+
+def test_verify_images_one_to_one(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, matching = stubs
+    fr = faces_dir / "face_recognition"
+    same = matching.Verify(
+        pb.VerifyRequest(gallery_id="people", reference_id="obama", probe=image(fr / "obama" / "obama2.jpg"))
+    )
+    assert same.decision == pb.MATCH and same.score < 0.6 and same.HasField("box")
+    other = matching.Verify(
+        pb.VerifyRequest(gallery_id="people", reference_id="biden", probe=image(fr / "obama" / "obama2.jpg"))
+    )
+    assert other.decision == pb.NO_MATCH and other.score > 0.6
+    # An RGBA PNG is accepted like any photo.
+    rgba = matching.Identify(
+        pb.IdentifyRequest(gallery_id="people", probe=image(fr / "alex_lacamoire" / "alex-lacamoire.png"))
+    )
+    assert len(rgba.faces) == 1
