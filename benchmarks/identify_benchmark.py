@@ -24,17 +24,26 @@ machine would see them. Results: a table on stdout and a JSON file.
 
 from __future__ import annotations
 
+import os
+
+# One OpenMP thread per FAISS search: on two cores, searches get their
+# parallelism from concurrent calls, not from OpenMP (faiss issue #2953; see
+# README.md). OpenMP reads this once, when faiss is loaded, and it then holds
+# for every thread, the server's RPC workers included; faiss.omp_set_num_threads
+# would pin only the thread that calls it. Set OMP_NUM_THREADS to measure another value.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import contextlib
 import datetime
 import json
 import logging
-import os
 import platform
 import queue
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +70,7 @@ DIMENSION = 128
 GALLERY = "benchmark"
 TOP_K = 5
 WARMUP_QUERIES = 5
+PIPELINE_DEPTH = 8  # requests in flight on the pipelined stream
 NOISE_CHUNK = 65_536
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "identify.json"
 
@@ -311,11 +321,13 @@ def closed_loop(query: Query, count: int, threads: int, time_limit_s: float) -> 
 def pipelined_stream(
     stub: pb_grpc.MatchingServiceStub, requests: Sequence[pb.IdentifyRequest], time_limit_s: float
 ) -> Run:
-    """One IdentifyStream with requests sent as fast as flow control allows: throughput only."""
+    """One IdentifyStream with up to PIPELINE_DEPTH requests in flight: throughput only."""
     deadline = time.perf_counter() + time_limit_s
+    in_flight = threading.Semaphore(PIPELINE_DEPTH)
 
     def outgoing() -> Iterator[pb.IdentifyRequest]:
         for request in requests:
+            in_flight.acquire()
             if time.perf_counter() >= deadline:
                 return
             yield request
@@ -323,6 +335,7 @@ def pipelined_stream(
     answers: dict[int, Top1] = {}
     started = time.perf_counter()
     for response in stub.IdentifyStream(outgoing()):
+        in_flight.release()
         answers[int(response.request_id)] = stream_top1(response)
     return Run([], time.perf_counter() - started, answers)
 
@@ -461,7 +474,6 @@ class Options:
     load_streams: int
     exact_sample: int
     seed: int
-    faiss_threads: int
     out: Path
     data_dir: Path | None
 
@@ -552,6 +564,12 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def faiss_threads_in_new_threads() -> int:
+    """OpenMP threads of a FAISS search made from a new thread, such as the server's RPC workers."""
+    with ThreadPoolExecutor(1) as pool:
+        return int(pool.submit(faiss.omp_get_max_threads).result())
+
+
 def machine_info() -> dict[str, object]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -614,7 +632,6 @@ def write_json(path: Path, report: dict[str, object]) -> None:
 
 
 def run_benchmark(options: Options) -> dict[str, object]:
-    faiss.omp_set_num_threads(options.faiss_threads)
     started = time.perf_counter()
     machine = machine_info()
     results = [measure_size(size, options) for size in options.sizes]
@@ -630,9 +647,11 @@ def run_benchmark(options: Options) -> dict[str, object]:
             "concurrency": options.concurrency,
             "time_limit_s": options.time_limit_s,
             "load_streams": options.load_streams,
+            "pipeline_depth": PIPELINE_DEPTH,
             "exact_sample": options.exact_sample,
             "seed": options.seed,
-            "faiss_threads": options.faiss_threads,
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "faiss_threads_per_search": faiss_threads_in_new_threads(),
             "tls": True,
             "mated_fraction": MATED_FRACTION,
             "client_and_server": "one process",
@@ -664,12 +683,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--load-streams", type=int, default=1, help="concurrent BulkInsertTemplates streams")
     parser.add_argument("--exact-sample", type=int, default=20, help="probes checked against numpy search")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--faiss-threads", type=int, default=1, help="OpenMP threads per FAISS search")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the temporary stores go")
     args = parser.parse_args(argv)
-    if min(args.queries, args.concurrency, args.load_streams, args.faiss_threads) < 1:
-        parser.error("--queries, --concurrency, --load-streams and --faiss-threads must be positive")
+    if min(args.queries, args.concurrency, args.load_streams) < 1:
+        parser.error("--queries, --concurrency and --load-streams must be positive")
     return Options(
         sizes=args.sizes,
         queries=args.queries,
@@ -678,7 +696,6 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         load_streams=args.load_streams,
         exact_sample=args.exact_sample,
         seed=args.seed,
-        faiss_threads=args.faiss_threads,
         out=args.out,
         data_dir=args.data_dir,
     )

@@ -195,7 +195,10 @@ class Connections:
     @classmethod
     def open(cls, path: Path, fingerprint: bytes, busy_timeout: float) -> tuple[Connections, int]:
         """Create or open the file (mode 0600), apply the schema; returns the old schema version."""
-        _prepare_file(path)
+        try:
+            _prepare_file(path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the store file {path}: {exc.strerror}") from exc
         writer = open_connection(path, read_only=False, busy_timeout=busy_timeout)
         try:
             with sqlite_errors("prepare the schema"):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,11 @@ class _Gallery:
         self.digest = bytes(row[10])
 
 
-def _valid_ids(template_ids: Sequence[int]) -> list[int]:
+# Template ids as the matcher has them: a list, or an int64 array from the index.
+TemplateIds: TypeAlias = Sequence[int] | npt.NDArray[np.integer[Any]]
+
+
+def _valid_ids(template_ids: TemplateIds) -> list[int]:
     ids = {int(tid) for tid in template_ids}
     return sorted(tid for tid in ids if 0 < tid <= _MAX_ID)
 
@@ -315,7 +319,7 @@ class TemplateStore:
         )
         return template_id, vector
 
-    def reference_ids(self, gallery_id: str, template_ids: Sequence[int]) -> dict[int, str]:
+    def reference_ids(self, gallery_id: str, template_ids: TemplateIds) -> dict[int, str]:
         """Map template ids to reference ids; ids not in the gallery are absent."""
         wanted = _valid_ids(template_ids)
         found: dict[int, str] = {}

@@ -89,6 +89,7 @@ def evaluate(
             counts["rank1"] += ranked[:1] == [who]
             counts["rank10"] += who in ranked
             counts["mated_hit"] += any(c.reference_id == who and c.match for c in face.candidates)
+            counts["mated_hit_05"] += any(c.reference_id == who and c.score <= 0.5 for c in face.candidates)
     for path in strangers:
         counts["nonmated"] += 1
         face = search(path)
@@ -107,6 +108,7 @@ def evaluate(
         "rank1_rate": counts["rank1"] / mated,
         "rank10_rate": counts["rank10"] / mated,
         "fnir_at_0.6": 1 - counts["mated_hit"] / mated,
+        "fnir_at_0.5": 1 - counts["mated_hit_05"] / mated,
         "fpir_at_0.6": counts["false_match_06"] / nonmated,
         "fpir_at_0.5": counts["false_match_05"] / nonmated,
     }
@@ -120,12 +122,11 @@ def test_identification_accuracy_on_real_faces(server_factory, faces_dir, capsys
         fr = evaluate(matching, galleries, "face-recognition", faces_dir / "face_recognition")
     with capsys.disabled():
         print("\nidentification accuracy:", json.dumps({"lfw": lfw, "face_recognition": fr}, indent=2))
-    # Floors a broken pipeline could not reach (random embeddings give rank-1 ~ 1/300).
-    assert (
-        lfw["identities_enrolled"] >= 295 and lfw["mated_searches"] >= 900 and lfw["nonmated_searches"] >= 500
-    )
-    assert lfw["rank1_rate"] >= 0.93
-    assert lfw["rank10_rate"] >= 0.97
-    assert lfw["fnir_at_0.6"] <= 0.08
-    assert lfw["fpir_at_0.5"] <= 0.15
+    # Floors a broken pipeline could not reach (random embeddings give rank-1 ~ 1/300);
+    # measured here: rank-1 0.933, rank-10 0.983, FNIR 0.035 / FPIR 0.586 at 0.6, FPIR 0.043 at 0.5.
+    assert lfw["identities_enrolled"] >= 295 and lfw["mated_searches"] >= 900 and lfw["nonmated_searches"] >= 500
+    assert lfw["rank1_rate"] >= 0.90
+    assert lfw["rank10_rate"] >= 0.96
+    assert lfw["fnir_at_0.6"] <= 0.06
+    assert lfw["fpir_at_0.5"] <= 0.10
     assert fr["rank1_rate"] >= 0.9 and fr["identities_enrolled"] == 5  # lin_manuel_miranda has one image

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from store_helpers import DIMENSION, make_record, vector_for
 
 from store import TemplateSealer, TemplateStore
+from tests.store.store_helpers import DIMENSION, make_record, vector_for
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers shared by the store tests (a plain module: test files import it by name)."""
+"""Helpers shared by the store tests."""
 
 from __future__ import annotations
 

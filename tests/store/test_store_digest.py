@@ -12,7 +12,6 @@ import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from store_helpers import vector_for
 
 from store import (
     EMPTY_DIGEST,
@@ -22,6 +21,7 @@ from store import (
     template_digest,
     xor_digests,
 )
+from tests.store.store_helpers import vector_for
 
 Items = Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]
 

@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from store_helpers import make_record, vector_for
 
 from store import EMPTY_DIGEST, TemplateSealer, TemplateStore, gallery_digest
+from tests.store.store_helpers import make_record, vector_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from store import TemplateSealer, TemplateStore
-    from store_helpers import vector_for
+    from tests.store.store_helpers import vector_for
 
     store = TemplateStore.open(Path(sys.argv[1]), TemplateSealer.from_key_file(Path(sys.argv[2])))
     print("READY", flush=True)
@@ -53,7 +53,7 @@ def test_acknowledged_templates_survive_sigkill(tmp_path: Path, key: bytes) -> N
 
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+        "PYTHONPATH": str(REPO),
     }
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(db_path), str(key_path)],

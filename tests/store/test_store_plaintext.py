@@ -6,9 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-from store_helpers import make_record
 
 from store import TemplateStore
+from tests.store.store_helpers import make_record
 
 D = 128
 N = 200
