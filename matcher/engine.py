@@ -52,6 +52,8 @@ class _LiveGallery:
     created_at: float
     index: FlatIndex
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Store generation of the snapshot on disk; -1 when there is none.
+    snapshot_generation: int = -1
 
 
 class Matcher:
@@ -75,8 +77,11 @@ class Matcher:
         """Bring every gallery of the store into memory, from a verified snapshot or a rebuild."""
         for record in self._store.list_galleries():
             spec = _spec_of(record)
-            index = self._load_index(spec)
-            self._galleries[spec.gallery_id] = _LiveGallery(spec, record.created_at, index)
+            index, from_snapshot = self._load_index(spec)
+            live = _LiveGallery(spec, record.created_at, index)
+            if from_snapshot:
+                live.snapshot_generation = self._store.state(spec.gallery_id).generation
+            self._galleries[spec.gallery_id] = live
         log.info("matcher loaded %d galleries", len(self._galleries))
 
     def _snapshot_path(self, gallery_id: str) -> Path:
@@ -93,7 +98,8 @@ class Matcher:
             metric=spec.metric.value,
         )
 
-    def _load_index(self, spec: GallerySpec) -> FlatIndex:
+    def _load_index(self, spec: GallerySpec) -> tuple[FlatIndex, bool]:
+        """The gallery's index, and whether it came from a verified snapshot."""
         path = self._snapshot_path(spec.gallery_id)
         if path.exists():
             try:
@@ -103,12 +109,12 @@ class Matcher:
                     spec.gallery_id,
                     index.size,
                 )
-                return index
+                return index, True
             except SnapshotRejected as error:
                 log.warning(
                     "gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error
                 )
-        return self._rebuild(spec)
+        return self._rebuild(spec), False
 
     def _rebuild(self, spec: GallerySpec) -> FlatIndex:
         started = time.monotonic()
@@ -128,7 +134,7 @@ class Matcher:
         return store.gallery_digest(self._store.sealer, ids, vectors)
 
     def save_snapshots(self) -> int:
-        """Snapshot every gallery (at shutdown, or periodically); returns how many were written."""
+        """Snapshot every gallery changed since its last snapshot; returns how many were written."""
         written = 0
         for gallery_id in list(self._galleries):
             live = self._galleries.get(gallery_id)
@@ -139,7 +145,10 @@ class Matcher:
                     header = self._expected_header(live.spec)
                 except store.GalleryNotFound:
                     continue
+                if header.generation == live.snapshot_generation:
+                    continue
                 snapshot.save(self._snapshot_path(gallery_id), header, live.index, self._snapshot_key)
+                live.snapshot_generation = header.generation
                 written += 1
         return written
 

@@ -48,8 +48,10 @@ class VectorIndex(Protocol):
 class FlatIndex:
     """Exact search with FAISS (IndexFlatL2 or IndexFlatIP over unit vectors).
 
-    Vectors are stored as given for L2 and unit-normalised for cosine, so
-    `contents()` returns normalised vectors for cosine galleries.
+    Vectors are stored exactly as given, so `contents()` returns the caller's
+    bytes (the store's digest depends on that). Cosine indexes therefore expect
+    unit vectors from the caller (`Matcher` normalises templates once, before
+    they reach the store); probes are normalised here.
     """
 
     def __init__(self, dimension: int, metric: Metric, _index: Any = None) -> None:
@@ -71,13 +73,14 @@ class FlatIndex:
     def size(self) -> int:
         return int(self._index.ntotal)
 
-    def _prepare(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _prepare_probes(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if self.metric is Metric.COSINE:
             return normalise_rows(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        self._index.add_with_ids(self._prepare(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._index.add_with_ids(rows, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: npt.NDArray[np.int64]) -> int:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
@@ -100,7 +103,7 @@ class FlatIndex:
             params = faiss.SearchParameters(  # type: ignore[call-arg]
                 sel=faiss.IDSelectorBatch(np.ascontiguousarray(subset, dtype=np.int64))
             )
-        raw, ids = self._index.search(self._prepare(probes), k, params=params)
+        raw, ids = self._index.search(self._prepare_probes(probes), k, params=params)
         # IndexFlatL2 reports squared distances.
         scores = np.sqrt(np.maximum(raw, 0.0)) if self.metric is Metric.L2 else raw
         scores = np.where(ids < 0, self.metric.worst_score(), scores).astype(np.float32)

@@ -11,12 +11,14 @@ import pytest
 from matcher import FlatIndex, Metric, SnapshotRejected, exact_search
 from matcher import snapshot as snap
 from matcher.errors import InvalidVector
+from matcher.metric import normalise_rows
 from matcher.vectors import as_matrix
 
 
 def _data(n: int = 2000, d: int = 128, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (cosine indexes hold what they are given), ids in random order, probes."""
     rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(n, d)).astype(np.float32)
+    vectors = normalise_rows(rng.normal(size=(n, d)).astype(np.float32))
     ids = rng.choice(10 * n, size=n, replace=False).astype(np.int64)
     probes = np.concatenate([vectors[:5] + 0.01, rng.normal(size=(5, d)).astype(np.float32)])
     return vectors, ids, probes
