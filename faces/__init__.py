@@ -26,11 +26,11 @@ from faces.model import (
     DLIB_FIVE_POINT_LANDMARKS,
     DLIB_RESNET_V1,
     EmbeddingModel,
-    Metric,
     WeightsFile,
     file_sha256,
     verify_weights,
 )
+from safepassage_core.metric import Metric
 
 __all__ = [
     "DLIB_FIVE_POINT_LANDMARKS",

@@ -12,7 +12,6 @@ match against the gallery would be wrong.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import math
@@ -21,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from faces.errors import ModelFileMissing, ModelIntegrityError
+from safepassage_core.metric import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +31,6 @@ _READ_CHUNK = 1024 * 1024
 def _check_sha256(value: str, filename: str) -> None:
     if not _SHA256_HEX.fullmatch(value):
         raise ValueError(f"{filename}: sha256 must be 64 lower-case hex digits")
-
-
-class Metric(enum.StrEnum):
-    """How two embeddings of a model are compared.
-
-    Same values as ``matcher.metric.Metric``, so either converts to the other
-    by value.
-    """
-
-    L2 = "l2"  # Euclidean distance, lower is closer (dlib)
-    COSINE = "cosine"  # cosine similarity, higher is closer (ArcFace class)
 
 
 @dataclass(frozen=True)

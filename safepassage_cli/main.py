@@ -44,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     def add(
-        name: str, run: Command, help_text: str, parent: argparse._SubParsersAction = sub
-    ) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+        name: str,
+        run: Command,
+        help_text: str,
+        parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+    ) -> argparse.ArgumentParser:
         command: argparse.ArgumentParser = parent.add_parser(name, parents=[client], help=help_text)
         command.set_defaults(run=run)
         return command

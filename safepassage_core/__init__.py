@@ -1,4 +1,4 @@
-"""What every SafePassage package shares: the root of the error hierarchy."""
+"""What every SafePassage package shares: the root of the error hierarchy, and metrics."""
 
 from safepassage_core.errors import (
     AlreadyExists,
@@ -10,12 +10,14 @@ from safepassage_core.errors import (
     TooLarge,
     Unavailable,
 )
+from safepassage_core.metric import Metric
 
 __all__ = [
     "AlreadyExists",
     "DataIntegrityError",
     "FailedPrecondition",
     "InvalidInput",
+    "Metric",
     "NotFound",
     "SafePassageError",
     "TooLarge",

@@ -6,7 +6,7 @@ import logging
 
 import grpc
 
-from matcher import GallerySpec, Matcher, Metric
+from matcher import GallerySpec, Matcher
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_core.errors import InvalidInput
@@ -30,7 +30,7 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
             purpose=purpose_from_pb(request.purpose),
             model_name=model.name,
             dimension=model.dimension,
-            metric=Metric(model.metric.value),
+            metric=model.metric,
             threshold=request.threshold if request.HasField("threshold") else model.default_threshold,
         )
         return gallery_to_pb(self._matcher.create_gallery(spec))

@@ -332,7 +332,9 @@ Global___Probe: _TypeAlias = Probe  # noqa: Y015
 
 @_typing.final
 class FaceBox(_message.Message):
-    """Pixel coordinates in the submitted image."""
+    """Pixel coordinates in the submitted image after its EXIF orientation is
+    applied; right and bottom are exclusive (width = right - left).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
