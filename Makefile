@@ -3,11 +3,12 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup serve test check benchmark proto
+.PHONY: setup serve test check benchmark proto models
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet 'uv>=0.5,<1'
 	$(UV) sync --locked --all-extras
+	$(UV) run python -m model_pack.build --out var/models
 
 serve: setup
 	$(UV) run safepassage serve
@@ -18,6 +19,9 @@ test: setup
 check: setup
 	$(UV) run ruff check .
 	$(UV) run mypy
+
+models:
+	$(UV) run python -m model_pack.build --out var/models --force
 
 proto: setup
 	$(UV) run python scripts/generate_api.py

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 import faces
 import store
-from matcher import Matcher, SearchLimits
+from matcher import Matcher, SearchLimits, set_search_threads
 from safepassage_api.v1 import matching_pb2, matching_pb2_grpc
 from safepassage_core.errors import FailedPrecondition
 from safepassage_server.config import Config
@@ -84,9 +84,24 @@ class Service:
 
 
 def _embedder(config: Config) -> faces.Embedder:
-    if config.faces.backend == "dlib":
-        return faces.DlibEmbedder(detect_max_side=config.faces.detection_max_side)
-    raise FailedPrecondition(f"unknown face backend {config.faces.backend!r}")
+    settings = config.faces
+    if settings.backend == "dlib":
+        return faces.DlibEmbedder(detect_max_side=settings.detection_max_side)
+    if settings.backend == "onnx":
+        from camera_edge.pipeline import PipelineSettings
+        from faces.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(
+            PipelineSettings(
+                model_dir=settings.model_dir,
+                embedder=settings.embedder,
+                detect_max_side=settings.onnx_detect_max_side,
+                score_threshold=settings.detector_score_threshold,
+                min_face=settings.min_face,
+                threads=settings.threads,
+            )
+        )
+    raise FailedPrecondition(f"unknown face backend {settings.backend!r}")
 
 
 def create_server(config: Config) -> tuple[Service, int]:
@@ -113,7 +128,12 @@ def create_server(config: Config) -> tuple[Service, int]:
         )
         limit = config.listen.max_message_bytes
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.listen.max_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=config.listen.max_workers,
+                thread_name_prefix="rpc",
+                initializer=set_search_threads,
+                initargs=(config.matching.search_threads,),
+            ),
             interceptors=[ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),

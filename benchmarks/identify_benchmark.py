@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import faiss
 import grpc
@@ -65,6 +66,7 @@ from server import Service, create_server
 Vectors = npt.NDArray[np.float32]
 Top1 = tuple[str, float]  # (reference id, score) of the closest candidate
 Query = Callable[[int], Top1]  # searches probe number i
+T = TypeVar("T")
 
 DIMENSION = 128
 GALLERY = "benchmark"
@@ -196,7 +198,7 @@ def insert_requests(templates: Vectors, start: int, stop: int) -> Iterator[pb.In
         )
 
 
-def in_threads(work: Callable[[int], object], threads: int) -> list[object]:
+def in_threads(work: Callable[[int], T], threads: int) -> list[T]:
     """work(0..threads-1), in the calling thread when there is only one."""
     if threads == 1:
         return [work(0)]
@@ -214,9 +216,9 @@ def bulk_insert(stub: pb_grpc.MatchingServiceStub, templates: Vectors, streams: 
     started = time.perf_counter()
     responses = in_threads(send, streams)
     seconds = time.perf_counter() - started
-    inserted = sum(r.inserted for r in responses if isinstance(r, pb.BulkInsertResponse))
+    inserted = sum(r.inserted for r in responses)
     if inserted != len(templates):
-        errors = [e for r in responses if isinstance(r, pb.BulkInsertResponse) for e in r.errors[:3]]
+        errors = [e for r in responses for e in r.errors[:3]]
         raise RuntimeError(f"bulk insert stored {inserted} of {len(templates)} templates: {errors}")
     return Load("grpc BulkInsertTemplates", streams, inserted, seconds, inserted / seconds)
 

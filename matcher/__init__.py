@@ -21,7 +21,7 @@ from matcher.gallery import (
     Identification,
     Verification,
 )
-from matcher.index import FlatIndex, VectorIndex
+from matcher.index import FlatIndex, VectorIndex, set_search_threads
 from matcher.metric import Metric
 from matcher.search import Hits, exact_search
 
@@ -46,4 +46,5 @@ __all__ = [
     "VectorIndex",
     "Verification",
     "exact_search",
+    "set_search_threads",
 ]

@@ -32,6 +32,7 @@ from matcher.gallery import (
 )
 from matcher.index import FlatIndex
 from matcher.metric import Metric, normalise_rows
+from matcher.rwlock import ReadWriteLock
 from matcher.search import pairwise_score
 from matcher.vectors import as_matrix, as_vector, check_gallery_id, check_reference_id
 from safepassage_core.errors import SafePassageError
@@ -51,7 +52,7 @@ class _LiveGallery:
     spec: GallerySpec
     created_at: float
     index: FlatIndex
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     # Store generation of the snapshot on disk; -1 when there is none.
     snapshot_generation: int = -1
 
@@ -140,7 +141,7 @@ class Matcher:
             live = self._galleries.get(gallery_id)
             if live is None:
                 continue
-            with live.lock:
+            with live.lock.reading():
                 try:
                     header = self._expected_header(live.spec)
                 except store.GalleryNotFound:
@@ -192,7 +193,7 @@ class Matcher:
 
     def delete_gallery(self, gallery_id: str) -> int:
         live = self._live(gallery_id)
-        with self._lock, live.lock:
+        with self._lock, live.lock.writing():
             erased = self._store.delete_gallery(gallery_id)
             del self._galleries[gallery_id]
             self._snapshot_path(gallery_id).unlink(missing_ok=True)
@@ -212,7 +213,7 @@ class Matcher:
         live = self._live(gallery_id)
         check_reference_id(reference_id)
         template = self._template(live.spec, vector)
-        with live.lock:
+        with live.lock.writing():
             (template_id,) = self._store.insert_templates(gallery_id, [(reference_id, template)])
             live.index.add(np.array([template_id], np.int64), template[None, :])
 
@@ -237,7 +238,7 @@ class Matcher:
                 continue
             seen.add(reference_id)
             accepted.append((position, reference_id, template))
-        with live.lock:
+        with live.lock.writing():
             existing = self._store.template_ids(gallery_id, [r for _, r, _ in accepted])
             fresh = []
             for position, reference_id, template in accepted:
@@ -255,7 +256,7 @@ class Matcher:
     def delete(self, gallery_id: str, reference_id: str) -> None:
         live = self._live(gallery_id)
         check_reference_id(reference_id)
-        with live.lock:
+        with live.lock.writing():
             template_id = self._store.delete_template(gallery_id, reference_id)
             live.index.remove(np.array([template_id], np.int64))
 
@@ -292,7 +293,7 @@ class Matcher:
                 check_reference_id(reference_id)
             known = self._store.template_ids(gallery_id, list(restrict_to))
             subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
-        with live.lock:
+        with live.lock.reading():
             hits = live.index.search(matrix, top_k, subset)
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
         names: dict[int, str] = self._store.reference_ids(gallery_id, found) if found else {}

@@ -20,6 +20,17 @@ from matcher.metric import Metric, normalise_rows
 from matcher.search import Hits
 
 
+def set_search_threads(count: int) -> None:
+    """FAISS (OpenMP) threads for searches made from the calling thread.
+
+    OpenMP settings are per thread: each server worker calls this at start.
+    On small machines one thread per search is fastest: parallelism comes from
+    concurrent requests, and oversubscribed OpenMP threads slow down sharply
+    (faiss issue #2953; benchmarks/README.md).
+    """
+    faiss.omp_set_num_threads(count)
+
+
 class VectorIndex(Protocol):
     metric: Metric
     dimension: int

@@ -54,13 +54,26 @@ class StorageConfig(_Section):
 
 
 class FacesConfig(_Section):
-    backend: Literal["dlib"] = "dlib"
+    # "onnx": the same pipeline as the edge (camera_edge), from the model pack;
+    # "dlib": face_recognition's dlib models, kept as the reference.
+    backend: Literal["onnx", "dlib"] = "onnx"
+    # Built by `python -m model_pack.build` (run by `make setup`).
+    model_dir: Path = Path("var/models")
+    embedder: str = "dlib-resnet-v1"
     max_image_bytes: int = Field(10 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
+    # dlib backend: images larger than this are downscaled for detection.
     detection_max_side: int = Field(1600, ge=320)
+    # onnx backend: the detector runs on the frame downscaled to this side.
+    onnx_detect_max_side: int = Field(640, ge=64)
+    min_face: int = Field(20, ge=8)
+    detector_score_threshold: float = Field(0.5, gt=0, lt=1)
+    threads: int = Field(1, ge=1, le=64)
 
 
 class MatchingConfig(_Section):
+    # FAISS threads per search call; parallelism comes from concurrent calls.
+    search_threads: int = Field(1, ge=1, le=64)
     max_top_k: int = Field(100, ge=1, le=10_000)
     max_restrict_to: int = Field(10_000, ge=1)
     max_batch: int = Field(10_000, ge=1)
@@ -110,6 +123,7 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     for section, keys in {
         "storage": ("data_dir", "template_key_file"),
         "tls": ("cert_file", "key_file", "ca_file"),
+        "faces": ("model_dir",),
     }.items():
         table = raw.get(section)
         if isinstance(table, dict):

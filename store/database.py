@@ -329,8 +329,10 @@ class TemplateStore:
                 marks = ",".join("?" * len(chunk))
                 found.update(
                     conn.execute(
+                        # Unary + keeps SQLite on the primary key: with the
+                        # (gallery_pk, reference_id) index it scans the gallery.
                         "SELECT template_id, reference_id FROM templates"
-                        f" WHERE gallery_pk = ? AND template_id IN ({marks})",
+                        f" WHERE +gallery_pk = ? AND template_id IN ({marks})",
                         (pk, *chunk),
                     ).fetchall()
                 )

@@ -26,12 +26,24 @@ def faces_dir() -> Path:
     return folder
 
 
+MODEL_DIR = REPO / "var" / "models"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The model pack, built by `make setup`; built here too if missing (idempotent)."""
+    from model_pack.build import build
+
+    build(MODEL_DIR, MODEL_DIR / "cache")
+    return MODEL_DIR
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "server: runs a real SafePassage server")
 
 
 @pytest.fixture(scope="module")
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def server_factory(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[object]:
     """Start in-process servers on free ports with TLS; all are stopped at module end."""
     from safepassage_server.config import load_config
     from server import create_server
@@ -40,7 +52,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 
     def start(data_dir: Path | None = None, **overrides: object):  # type: ignore[no-untyped-def]
         folder = data_dir or tmp_path_factory.mktemp("data")
-        config = load_config(None, {"storage.data_dir": str(folder), "listen.port": 0, **overrides})
+        settings = {"storage.data_dir": str(folder), "listen.port": 0, "faces.model_dir": str(model_dir)}
+        config = load_config(None, {**settings, **overrides})
         service, port = create_server(config)
         service.start()
         started.append(service)

@@ -1,0 +1,220 @@
+"""The ONNX face pipeline beside face_recognition (dlib): parity, LFW verification, speed.
+
+    uv run python benchmarks/pipeline_eval.py [--pairs 1180] [--out benchmarks/results/pipeline.json]
+
+On the LFW pairs of ../shared/data/faces/lfw_protocol/pairs_folds1-2_subset.txt
+(every pair whose images are present), both pipelines embed the face nearest
+the image centre of each image, on one core:
+- parity: L2 distance between the two descriptors of the same face;
+- verification: accuracy at the 0.6 threshold, accuracy with the threshold
+  chosen on the other fold (2-fold cross-validation), true-accept rate at the
+  lowest false-accept rate the impostor pairs can support (FAR <= 1/impostors,
+  0.17% for 589 impostor pairs: the "0.1%" point);
+- speed: per-stage milliseconds of the ONNX pipeline (detect per image;
+  landmarks, align, embed per face) and whole-image time of both.
+A face not found counts as a rejected pair (distance = infinity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, for both pipelines
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline  # noqa: E402
+from faces import ImageLimits, decode_image  # noqa: E402
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Pair:
+    fold: int
+    first: Path
+    second: Path
+    genuine: bool
+
+
+def faces_root() -> Path:
+    return Path(os.environ.get("SAFEPASSAGE_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
+
+
+def read_pairs(root: Path, limit: int | None) -> list[Pair]:
+    pairs: list[Pair] = []
+    lfw = root / "lfw"
+
+    def image(name: str, number: str) -> Path:
+        return lfw / name / f"{name}_{int(number):04d}.jpg"
+
+    for line in (root / "lfw_protocol" / "pairs_folds1-2_subset.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            pair = Pair(int(parts[0]), image(parts[1], parts[2]), image(parts[1], parts[3]), True)
+        elif len(parts) == 5:
+            pair = Pair(int(parts[0]), image(parts[1], parts[2]), image(parts[3], parts[4]), False)
+        else:
+            continue
+        if pair.first.exists() and pair.second.exists():
+            pairs.append(pair)
+    if limit is not None and limit < len(pairs):
+        # An even spread over both folds and both kinds.
+        step = len(pairs) / limit
+        pairs = [pairs[int(i * step)] for i in range(limit)]
+    return pairs
+
+
+def nearest_centre(boxes: list[tuple[float, float, float, float]], width: int, height: int) -> int:
+    centres = [((l + r) / 2 - width / 2) ** 2 + ((t + b) / 2 - height / 2) ** 2 for l, t, r, b in boxes]
+    return int(np.argmin(centres))
+
+
+class OnnxSide:
+    def __init__(self, pipeline: FacePipeline) -> None:
+        self.pipeline = pipeline
+        self.seconds = 0.0
+
+    def embed(self, image: npt.NDArray[np.uint8]) -> Vector | None:
+        started = time.perf_counter()
+        detections = self.pipeline.detector.detect(image)
+        self.pipeline.times.frames += 1
+        self.pipeline.times.detect += time.perf_counter() - started
+        result = None
+        if detections:
+            chosen = nearest_centre([d.box for d in detections], image.shape[1], image.shape[0])
+            result = self.pipeline.embed_detections(image, [detections[chosen]])[0].embedding
+        self.seconds += time.perf_counter() - started
+        return result
+
+
+class FaceRecognitionSide:
+    def __init__(self) -> None:
+        from PIL import ImageFile
+
+        import face_recognition
+
+        # face_recognition turns on truncated-image loading process-wide; undo it.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        self.fr = face_recognition
+        self.seconds = 0.0
+
+    def embed(self, image: npt.NDArray[np.uint8]) -> Vector | None:
+        started = time.perf_counter()
+        locations = self.fr.face_locations(image, number_of_times_to_upsample=1)
+        result = None
+        if locations:
+            boxes = [(float(l), float(t), float(r), float(b)) for t, r, b, l in locations]
+            chosen = nearest_centre(boxes, image.shape[1], image.shape[0])
+            (encoding,) = self.fr.face_encodings(image, [locations[chosen]], model="small")
+            result = np.asarray(encoding, np.float32)
+        self.seconds += time.perf_counter() - started
+        return result
+
+
+def verification(distances: npt.NDArray[np.float64], genuine: npt.NDArray[np.bool_], folds: npt.NDArray[np.int64]) -> dict[str, float]:
+    def accuracy(threshold: float, mask: npt.NDArray[np.bool_]) -> float:
+        return float(((distances[mask] <= threshold) == genuine[mask]).mean())
+
+    candidates = np.unique(np.concatenate([distances[np.isfinite(distances)], [0.6]]))
+    cross = []
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        best = max(candidates, key=lambda t: accuracy(float(t), train))
+        cross.append(accuracy(float(best), test) * test.sum())
+    impostor = np.sort(distances[~genuine])
+    strictest = impostor[0]  # accept nothing below the closest impostor: FAR = 0 on these pairs
+    return {
+        "pairs": int(len(distances)),
+        "genuine_pairs": int(genuine.sum()),
+        "impostor_pairs": int((~genuine).sum()),
+        "accuracy_at_0.6": accuracy(0.6, np.ones_like(genuine)),
+        "accuracy_2fold_cv": float(sum(cross) / len(distances)),
+        "far_resolution": 1.0 / max(len(impostor), 1),
+        "tar_at_lowest_far": float((distances[genuine] < strictest).mean()),
+        "far_at_0.6": float((impostor <= 0.6).mean()),
+        "tar_at_0.6": float((distances[genuine] <= 0.6).mean()),
+    }
+
+
+def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
+    root = faces_root()
+    pairs = read_pairs(root, pairs_limit)
+    images = sorted({p.first for p in pairs} | {p.second for p in pairs})
+    onnx_side = OnnxSide(load_pipeline(PipelineSettings(model_dir=model_dir)))
+    fr_side = FaceRecognitionSide()
+    limits = ImageLimits()
+    ours: dict[Path, Vector | None] = {}
+    theirs: dict[Path, Vector | None] = {}
+    for path in images:
+        pixels = decode_image(path.read_bytes(), limits)
+        ours[path] = onnx_side.embed(pixels)
+        theirs[path] = fr_side.embed(pixels)
+
+    parity = np.array([float(np.linalg.norm(ours[p] - theirs[p])) for p in images if ours[p] is not None and theirs[p] is not None])
+
+    def distances(table: dict[Path, Vector | None]) -> npt.NDArray[np.float64]:
+        out = []
+        for pair in pairs:
+            a, b = table[pair.first], table[pair.second]
+            out.append(np.inf if a is None or b is None else float(np.linalg.norm(a - b)))
+        return np.array(out)
+
+    genuine = np.array([p.genuine for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    times = onnx_side.pipeline.times
+    stage_ms = times.per_face_ms()
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": 1},
+        "images": len(images),
+        "faces_not_found": {
+            "onnx": sum(v is None for v in ours.values()),
+            "face_recognition": sum(v is None for v in theirs.values()),
+        },
+        "parity_l2": {
+            "faces": int(len(parity)),
+            "median": float(np.median(parity)) if len(parity) else None,
+            "p95": float(np.percentile(parity, 95)) if len(parity) else None,
+            "max": float(parity.max()) if len(parity) else None,
+            "share_under_0.1": float((parity < 0.1).mean()) if len(parity) else None,
+        },
+        "verification": {
+            "onnx": verification(distances(ours), genuine, folds),
+            "face_recognition": verification(distances(theirs), genuine, folds),
+        },
+        "speed_ms": {
+            "onnx_stages": stage_ms,
+            "onnx_per_image": 1000 * onnx_side.seconds / len(images),
+            "face_recognition_per_image": 1000 * fr_side.seconds / len(images),
+            "speedup_per_image": fr_side.seconds / max(onnx_side.seconds, 1e-9),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=None, help="use this many pairs (default: all)")
+    parser.add_argument("--model-dir", type=Path, default=REPO / "var" / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pipeline.json")
+    args = parser.parse_args(argv)
+    report = run(args.pairs, args.model_dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
