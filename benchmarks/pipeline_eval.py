@@ -77,7 +77,7 @@ def read_pairs(root: Path, limit: int | None) -> list[Pair]:
 
 
 def nearest_centre(boxes: list[tuple[float, float, float, float]], width: int, height: int) -> int:
-    centres = [((l + r) / 2 - width / 2) ** 2 + ((t + b) / 2 - height / 2) ** 2 for l, t, r, b in boxes]
+    centres = [((x0 + x1 - width) / 2) ** 2 + ((y0 + y1 - height) / 2) ** 2 for x0, y0, x1, y1 in boxes]
     return int(np.argmin(centres))
 
 
@@ -85,6 +85,7 @@ class OnnxSide:
     def __init__(self, pipeline: FacePipeline) -> None:
         self.pipeline = pipeline
         self.seconds = 0.0
+        self.last_landmarks: npt.NDArray[np.float32] | None = None
 
     def embed(self, image: npt.NDArray[np.uint8]) -> Vector | None:
         started = time.perf_counter()
@@ -92,18 +93,19 @@ class OnnxSide:
         self.pipeline.times.frames += 1
         self.pipeline.times.detect += time.perf_counter() - started
         result = None
+        self.last_landmarks = None
         if detections:
             chosen = nearest_centre([d.box for d in detections], image.shape[1], image.shape[0])
-            result = self.pipeline.embed_detections(image, [detections[chosen]])[0].embedding
+            face = self.pipeline.embed_detections(image, [detections[chosen]])[0]
+            result, self.last_landmarks = face.embedding, face.landmarks
         self.seconds += time.perf_counter() - started
         return result
 
 
 class FaceRecognitionSide:
     def __init__(self) -> None:
-        from PIL import ImageFile
-
         import face_recognition
+        from PIL import ImageFile
 
         # face_recognition turns on truncated-image loading process-wide; undo it.
         ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -115,7 +117,7 @@ class FaceRecognitionSide:
         locations = self.fr.face_locations(image, number_of_times_to_upsample=1)
         result = None
         if locations:
-            boxes = [(float(l), float(t), float(r), float(b)) for t, r, b, l in locations]
+            boxes = [(float(x0), float(y0), float(x1), float(y1)) for y0, x1, y1, x0 in locations]
             chosen = nearest_centre(boxes, image.shape[1], image.shape[0])
             (encoding,) = self.fr.face_encodings(image, [locations[chosen]], model="small")
             result = np.asarray(encoding, np.float32)
@@ -123,7 +125,42 @@ class FaceRecognitionSide:
         return result
 
 
-def verification(distances: npt.NDArray[np.float64], genuine: npt.NDArray[np.bool_], folds: npt.NDArray[np.int64]) -> dict[str, float]:
+def embed_same_chips(
+    pipeline: FacePipeline, samples: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]]
+) -> dict[str, float]:
+    """Embedding stage alone, ONNX against dlib, on the very same aligned chips."""
+    import dlib
+
+    from camera_edge.alignment import dlib_chip
+    from model_pack.build import dlib_models_dir
+
+    chips = np.stack([dlib_chip(image, landmarks) for image, landmarks in samples])
+    reference = dlib.face_recognition_model_v1(
+        str(dlib_models_dir() / "dlib_face_recognition_resnet_model_v1.dat")
+    )
+    started = time.perf_counter()
+    ours = np.concatenate([pipeline.embedder.embed(chip[None]) for chip in chips])
+    onnx_s = time.perf_counter() - started
+    started = time.perf_counter()
+    batched = pipeline.embedder.embed(chips)
+    onnx_batch_s = time.perf_counter() - started
+    started = time.perf_counter()
+    theirs = np.array([np.asarray(reference.compute_face_descriptor(chip)) for chip in chips], np.float32)
+    dlib_s = time.perf_counter() - started
+    return {
+        "chips": len(chips),
+        "onnx_ms_per_chip": 1000 * onnx_s / len(chips),
+        "onnx_batched_ms_per_chip": 1000 * onnx_batch_s / len(chips),
+        "dlib_ms_per_chip": 1000 * dlib_s / len(chips),
+        "speedup": dlib_s / onnx_s,
+        "max_abs_difference": float(np.abs(ours - theirs).max()),
+        "batched_max_abs_difference": float(np.abs(batched - theirs).max()),
+    }
+
+
+def verification(
+    distances: npt.NDArray[np.float64], genuine: npt.NDArray[np.bool_], folds: npt.NDArray[np.int64]
+) -> dict[str, float]:
     def accuracy(threshold: float, mask: npt.NDArray[np.bool_]) -> float:
         return float(((distances[mask] <= threshold) == genuine[mask]).mean())
 
@@ -136,7 +173,7 @@ def verification(distances: npt.NDArray[np.float64], genuine: npt.NDArray[np.boo
     impostor = np.sort(distances[~genuine])
     strictest = impostor[0]  # accept nothing below the closest impostor: FAR = 0 on these pairs
     return {
-        "pairs": int(len(distances)),
+        "pairs": len(distances),
         "genuine_pairs": int(genuine.sum()),
         "impostor_pairs": int((~genuine).sum()),
         "accuracy_at_0.6": accuracy(0.6, np.ones_like(genuine)),
@@ -157,12 +194,21 @@ def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
     limits = ImageLimits()
     ours: dict[Path, Vector | None] = {}
     theirs: dict[Path, Vector | None] = {}
+    samples: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]] = []
     for path in images:
         pixels = decode_image(path.read_bytes(), limits)
         ours[path] = onnx_side.embed(pixels)
         theirs[path] = fr_side.embed(pixels)
+        if onnx_side.last_landmarks is not None and len(samples) < 64:
+            samples.append((pixels, onnx_side.last_landmarks))
 
-    parity = np.array([float(np.linalg.norm(ours[p] - theirs[p])) for p in images if ours[p] is not None and theirs[p] is not None])
+    parity = np.array(
+        [
+            float(np.linalg.norm(ours[p] - theirs[p]))
+            for p in images
+            if ours[p] is not None and theirs[p] is not None
+        ]
+    )
 
     def distances(table: dict[Path, Vector | None]) -> npt.NDArray[np.float64]:
         out = []
@@ -184,7 +230,7 @@ def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
             "face_recognition": sum(v is None for v in theirs.values()),
         },
         "parity_l2": {
-            "faces": int(len(parity)),
+            "faces": len(parity),
             "median": float(np.median(parity)) if len(parity) else None,
             "p95": float(np.percentile(parity, 95)) if len(parity) else None,
             "max": float(parity.max()) if len(parity) else None,
@@ -194,6 +240,7 @@ def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
             "onnx": verification(distances(ours), genuine, folds),
             "face_recognition": verification(distances(theirs), genuine, folds),
         },
+        "embedding_stage_same_chips": embed_same_chips(onnx_side.pipeline, samples),
         "speed_ms": {
             "onnx_stages": stage_ms,
             "onnx_per_image": 1000 * onnx_side.seconds / len(images),
@@ -204,7 +251,9 @@ def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=None, help="use this many pairs (default: all)")
     parser.add_argument("--model-dir", type=Path, default=REPO / "var" / "models")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pipeline.json")

@@ -1,11 +1,11 @@
 """Errors of the edge pipeline.
 
     EdgeError (SafePassageError)
-    ├── ModelPackError
+    ├── ModelPackError                                   a model pack cannot be used
     │   ├── ManifestError        (InvalidInput)         the manifest is missing, unreadable or invalid
     │   ├── ModelFileMissing     (FailedPrecondition)   a file the manifest names is absent
     │   ├── ModelHashMismatch    (DataIntegrityError)   a file's sha256 differs from its manifest entry
-    │   └── ModelShapeMismatch   (InvalidInput)         an ONNX graph's inputs/outputs disagree with its manifest
+    │   └── ModelShapeMismatch   (InvalidInput)         a model file disagrees with its manifest
     └── PipelineInputError       (InvalidInput)         a frame or face given to a stage is malformed
 
 Every message names the file or entry at fault.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -96,7 +96,9 @@ class PipelineSettings:
 class FacePipeline:
     def __init__(self, detector: Detector, embedder: Embedder, landmarker: Landmarker | None = None) -> None:
         if embedder.spec.alignment == "dlib_chip" and landmarker is None:
-            raise ManifestError(f"embedder {embedder.spec.name} aligns with dlib_chip, which needs a landmarker")
+            raise ManifestError(
+                f"embedder {embedder.spec.name} aligns with dlib_chip, which needs a landmarker"
+            )
         self.detector = detector
         self.embedder = embedder
         self.landmarker = landmarker
@@ -129,7 +131,9 @@ class FacePipeline:
             landmarks = self.landmarker.landmarks(frame, [to_dlib_box(d) for d in detections])
         marked = time.perf_counter()
         if landmarks is not None:
-            chips = [dlib_chip(frame, lm, size=spec.input_size[0], padding=spec.chip_padding) for lm in landmarks]
+            chips = [
+                dlib_chip(frame, lm, size=spec.input_size[0], padding=spec.chip_padding) for lm in landmarks
+            ]
         else:
             chips = [arcface_chip(frame, d.points, size=spec.input_size[0]) for d in detections]
         aligned = time.perf_counter()

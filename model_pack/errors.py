@@ -1,8 +1,8 @@
 """Errors of the model build step.
 
-    ModelPackError (SafePassageError)
-    ├── ModelFormatError   (DataIntegrityError)  a source file does not parse as its format
-    └── ModelSourceMissing (FailedPrecondition)  a source package or file is not installed
+ModelPackError (SafePassageError)
+├── ModelFormatError   (DataIntegrityError)  a source file does not parse as its format
+└── ModelSourceMissing (FailedPrecondition)  a source package or file is not installed
 """
 
 from __future__ import annotations

@@ -88,9 +88,7 @@ class TemplateStore:
         self._sealer = sealer
 
     @classmethod
-    def open(
-        cls, path: Path, sealer: TemplateSealer, *, busy_timeout: float = 5.0
-    ) -> TemplateStore:
+    def open(cls, path: Path, sealer: TemplateSealer, *, busy_timeout: float = 5.0) -> TemplateStore:
         """Open or create the store at ``path`` (mode 0600, parents created).
 
         Raises SchemaMismatch if the file is newer than this code or was
@@ -100,7 +98,10 @@ class TemplateStore:
         store = cls(connections, sealer)
         _log.info(
             "opened template store %s (schema %d -> %d, %d galleries, key %s)",
-            connections.path, before, SCHEMA_VERSION, len(store.list_galleries()),
+            connections.path,
+            before,
+            SCHEMA_VERSION,
+            len(store.list_galleries()),
             sealer.fingerprint.hex(),
         )
         return store
@@ -156,8 +157,14 @@ class TemplateStore:
                     "INSERT INTO galleries (gallery_id, purpose, model_name, dimension, metric,"
                     " threshold, created_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        record.gallery_id, record.purpose, record.model_name, record.dimension,
-                        record.metric, record.threshold, record.created_at, EMPTY_DIGEST,
+                        record.gallery_id,
+                        record.purpose,
+                        record.model_name,
+                        record.dimension,
+                        record.metric,
+                        record.threshold,
+                        record.created_at,
+                        EMPTY_DIGEST,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -172,9 +179,7 @@ class TemplateStore:
     def list_galleries(self) -> list[GalleryRecord]:
         """Every gallery, ordered by gallery id."""
         with self._db.read("list galleries") as conn:
-            rows = conn.execute(
-                f"SELECT {_GALLERY_COLUMNS} FROM galleries ORDER BY gallery_id"
-            ).fetchall()
+            rows = conn.execute(f"SELECT {_GALLERY_COLUMNS} FROM galleries ORDER BY gallery_id").fetchall()
         return [_Gallery(row).record for row in rows]
 
     def update_threshold(self, gallery_id: str, threshold: float) -> GalleryRecord:
@@ -182,9 +187,7 @@ class TemplateStore:
         value = check_threshold(threshold)
         with self._db.write("update a threshold") as conn:
             gallery = self._gallery(conn, gallery_id)
-            conn.execute(
-                "UPDATE galleries SET threshold = ? WHERE gallery_pk = ?", (value, gallery.pk)
-            )
+            conn.execute("UPDATE galleries SET threshold = ? WHERE gallery_pk = ?", (value, gallery.pk))
             record = self._gallery(conn, gallery_id).record
         _log.info("gallery %r threshold set to %s", gallery_id, value)
         return record
@@ -215,9 +218,7 @@ class TemplateStore:
 
     # -- templates: writes ---------------------------------------------------
 
-    def insert_templates(
-        self, gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]
-    ) -> list[int]:
+    def insert_templates(self, gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]) -> list[int]:
         """Seal and insert a batch in one transaction: all of it or none.
 
         Returns the new template ids, in item order; they are never reused.
@@ -277,8 +278,7 @@ class TemplateStore:
         with self._db.write("delete a template") as conn:
             gallery = self._gallery(conn, gallery_id)
             row = conn.execute(
-                "SELECT template_id, row_digest FROM templates"
-                " WHERE gallery_pk = ? AND reference_id = ?",
+                "SELECT template_id, row_digest FROM templates WHERE gallery_pk = ? AND reference_id = ?",
                 (gallery.pk, reference_id),
             ).fetchone()
             if row is None:
@@ -296,9 +296,7 @@ class TemplateStore:
 
     # -- templates: reads ----------------------------------------------------
 
-    def get_template(
-        self, gallery_id: str, reference_id: str
-    ) -> tuple[int, npt.NDArray[np.float32]]:
+    def get_template(self, gallery_id: str, reference_id: str) -> tuple[int, npt.NDArray[np.float32]]:
         """(template id, decrypted vector). Raises GalleryNotFound, ReferenceNotFound,
         TemplateIntegrityError."""
         with self._db.read("read a template") as conn:
@@ -401,7 +399,9 @@ class TemplateStore:
                 ids = [int(row[0]) for row in rows]
                 vectors = self._sealer.open_batch(
                     [row[1] for row in rows],
-                    gallery_id=gallery_id, template_ids=ids, dimension=dimension,
+                    gallery_id=gallery_id,
+                    template_ids=ids,
+                    dimension=dimension,
                 )
                 id_array = np.asarray(ids, dtype=np.int64)
                 if verify:

@@ -86,9 +86,7 @@ def row_digests(
     return out
 
 
-def template_digest(
-    sealer_or_key: SealerOrKey, template_id: int, vector: npt.ArrayLike
-) -> bytes:
+def template_digest(sealer_or_key: SealerOrKey, template_id: int, vector: npt.ArrayLike) -> bytes:
     """HMAC-SHA256(digest_key, u64le(template_id) || float32le(vector)): 32 bytes.
 
     ``sealer_or_key`` is the store's TemplateSealer or its 32-byte master key.

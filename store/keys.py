@@ -122,7 +122,5 @@ def load_key(path: Path) -> bytes:
             f"key file {str(path)!r} holds neither {KEY_SIZE} raw bytes nor base64 text"
         ) from None
     if len(decoded) != KEY_SIZE:
-        raise InvalidKey(
-            f"key file {str(path)!r} decodes to {len(decoded)} bytes, expected {KEY_SIZE}"
-        )
+        raise InvalidKey(f"key file {str(path)!r} decodes to {len(decoded)} bytes, expected {KEY_SIZE}")
     return decoded

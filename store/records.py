@@ -42,9 +42,7 @@ def check_reference_id(reference_id: object) -> str:
         or not reference_id.isprintable()
     ):
         # Do not echo the value: a malformed reference id may be personal data.
-        raise InvalidTemplate(
-            f"a reference id must be 1-{MAX_REFERENCE_ID_LENGTH} printable characters"
-        )
+        raise InvalidTemplate(f"a reference id must be 1-{MAX_REFERENCE_ID_LENGTH} printable characters")
     return reference_id
 
 
@@ -78,11 +76,7 @@ class GalleryRecord:
 
 def check_threshold(threshold: object) -> float:
     """Return ``threshold`` as float if it is a finite real number, else raise InvalidRecord."""
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
-    ):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise InvalidRecord("threshold must be a finite number")
     return float(threshold)
 

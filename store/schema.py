@@ -92,8 +92,7 @@ def apply_schema(conn: sqlite3.Connection, fingerprint: bytes) -> int:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
         )
-        found = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-                    .fetchone()[0])
+        found = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
         if found > SCHEMA_VERSION:
             raise SchemaMismatch(
                 f"store schema version {found} is newer than this code supports ({SCHEMA_VERSION})"
@@ -118,13 +117,9 @@ def apply_schema(conn: sqlite3.Connection, fingerprint: bytes) -> int:
 
 
 def _check_fingerprint(conn: sqlite3.Connection, fingerprint: bytes) -> None:
-    row = conn.execute(
-        "SELECT value FROM store_meta WHERE name = ?", (_KEY_FINGERPRINT,)
-    ).fetchone()
+    row = conn.execute("SELECT value FROM store_meta WHERE name = ?", (_KEY_FINGERPRINT,)).fetchone()
     if row is None:
-        conn.execute(
-            "INSERT INTO store_meta (name, value) VALUES (?, ?)", (_KEY_FINGERPRINT, fingerprint)
-        )
+        conn.execute("INSERT INTO store_meta (name, value) VALUES (?, ?)", (_KEY_FINGERPRINT, fingerprint))
         return
     stored = bytes(row[0])
     if stored != fingerprint:

@@ -44,9 +44,7 @@ def gallery(template_store: TemplateStore) -> str:
 def items() -> Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]:
     """items(prefix, n, dimension) -> [(reference_id, vector)] with deterministic vectors."""
 
-    def build(
-        prefix: str, n: int, dimension: int = DIMENSION
-    ) -> list[tuple[str, npt.NDArray[np.float32]]]:
+    def build(prefix: str, n: int, dimension: int = DIMENSION) -> list[tuple[str, npt.NDArray[np.float32]]]:
         refs = [f"{prefix}-{i:05d}" for i in range(n)]
         return [(ref, vector_for(ref, dimension)) for ref in refs]
 

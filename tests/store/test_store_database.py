@@ -133,9 +133,7 @@ def test_insert_get_iterate_delete_round_trip(
     assert ids[4] not in np.concatenate([c[0] for c in template_store.iter_templates(gallery)])
 
 
-def test_same_reference_in_two_galleries_is_fine(
-    template_store: TemplateStore, gallery: str
-) -> None:
+def test_same_reference_in_two_galleries_is_fine(template_store: TemplateStore, gallery: str) -> None:
     template_store.create_gallery(make_record("other"))
     a = template_store.insert_templates(gallery, [("p", vector_for("p"))])
     b = template_store.insert_templates("other", [("p", vector_for("q"))])
@@ -180,9 +178,7 @@ def test_a_batch_is_all_or_nothing(template_store: TemplateStore, gallery: str, 
         ["r", np.zeros(DIMENSION, np.float32)],
     ],
 )
-def test_malformed_templates_are_rejected(
-    template_store: TemplateStore, gallery: str, item: object
-) -> None:
+def test_malformed_templates_are_rejected(template_store: TemplateStore, gallery: str, item: object) -> None:
     with pytest.raises(InvalidTemplate):
         template_store.insert_templates(gallery, [item])  # type: ignore[list-item]
     assert template_store.count(gallery) == 0
@@ -240,9 +236,7 @@ def test_delete_gallery_cascades(template_store: TemplateStore, gallery: str, it
 # -- integrity -------------------------------------------------------------------
 
 
-def test_tampering_in_the_file_is_detected(
-    template_store: TemplateStore, gallery: str, items: Items
-) -> None:
+def test_tampering_in_the_file_is_detected(template_store: TemplateStore, gallery: str, items: Items) -> None:
     ids = template_store.insert_templates(gallery, items("a", 4))
     raw = sqlite3.connect(template_store.path, isolation_level=None)
     try:
@@ -260,7 +254,7 @@ def test_tampering_in_the_file_is_detected(
         raw.execute("DELETE FROM templates WHERE template_id IN (?, ?)", (ids[1], ids[2]))
         with pytest.raises(StoreCorrupted, match="do not match"):
             list(template_store.iter_templates(gallery))
-        (ids_left, _), = template_store.iter_templates(gallery, verify=False)
+        ((ids_left, _),) = template_store.iter_templates(gallery, verify=False)
         assert len(ids_left) == 2
     finally:
         raw.close()

@@ -44,9 +44,7 @@ def test_no_plaintext_template_in_the_database_or_wal(template_store: TemplateSt
     template_store.create_gallery(make_record("g", D))
     vectors = np.random.default_rng(1).standard_normal((N, D)).astype(np.float32)
     for start in range(0, N, 50):
-        template_store.insert_templates(
-            "g", [(f"ref-{i:04d}", vectors[i]) for i in range(start, start + 50)]
-        )
+        template_store.insert_templates("g", [(f"ref-{i:04d}", vectors[i]) for i in range(start, start + 50)])
     needles = _needles(vectors)
 
     before = _file_bytes(template_store.path)
@@ -65,17 +63,18 @@ def test_deleted_gallery_leaves_no_sealed_blob_behind(template_store: TemplateSt
     for name in ("gone", "kept"):
         template_store.create_gallery(make_record(name, D))
         vectors = np.random.default_rng(len(name)).standard_normal((N, D)).astype(np.float32)
-        template_store.insert_templates(
-            name, [(f"{name}-{i:04d}", vectors[i]) for i in range(N)]
-        )
+        template_store.insert_templates(name, [(f"{name}-{i:04d}", vectors[i]) for i in range(N)])
     template_store.checkpoint()
 
     with sqlite3.connect(f"file:{template_store.path}?mode=ro", uri=True) as raw:
         blobs = {
-            gallery: [bytes(row[0]) for row in raw.execute(
-                "SELECT sealed FROM templates JOIN galleries USING (gallery_pk)"
-                " WHERE gallery_id = ?", (gallery,)
-            )]
+            gallery: [
+                bytes(row[0])
+                for row in raw.execute(
+                    "SELECT sealed FROM templates JOIN galleries USING (gallery_pk) WHERE gallery_id = ?",
+                    (gallery,),
+                )
+            ]
             for gallery in ("gone", "kept")
         }
     raw.close()
@@ -98,9 +97,9 @@ def test_deleted_template_leaves_no_sealed_blob_behind(template_store: TemplateS
     ids = template_store.insert_templates("g", [(f"r{i}", vectors[i]) for i in range(20)])
     template_store.checkpoint()
     with sqlite3.connect(f"file:{template_store.path}?mode=ro", uri=True) as raw:
-        blob = bytes(raw.execute(
-            "SELECT sealed FROM templates WHERE template_id = ?", (ids[5],)
-        ).fetchone()[0])
+        blob = bytes(
+            raw.execute("SELECT sealed FROM templates WHERE template_id = ?", (ids[5],)).fetchone()[0]
+        )
     raw.close()
     assert blob in b"".join(_file_bytes(template_store.path).values())
     template_store.delete_template("g", "r5")

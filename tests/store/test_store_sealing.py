@@ -149,8 +149,10 @@ def test_load_key_errors_never_quote_the_file(tmp_path: Path) -> None:
 def test_every_store_error_has_exactly_one_category() -> None:
     for name in store.__all__:
         value = getattr(store, name)
-        if isinstance(value, type) and issubclass(value, store.StoreError) and (
-            value is not store.StoreError
+        if (
+            isinstance(value, type)
+            and issubclass(value, store.StoreError)
+            and (value is not store.StoreError)
         ):
             assert sum(issubclass(value, c) for c in CATEGORIES) == 1, name
     assert issubclass(store.GalleryNotFound, core.NotFound)
