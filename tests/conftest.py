@@ -38,6 +38,30 @@ def model_dir() -> Path:
     return MODEL_DIR
 
 
+@pytest.fixture(scope="session")
+def dlib_weights() -> Path:
+    """The folder of dlib's weights in face_recognition_models (found without importing it)."""
+    from model_pack.build import dlib_models_dir
+
+    return dlib_models_dir()
+
+
+@pytest.fixture(scope="session")
+def dat_path(dlib_weights: Path) -> Path:
+    """dlib's 5-point shape predictor."""
+    return dlib_weights / "shape_predictor_5_face_landmarks.dat"
+
+
+@pytest.fixture(scope="session")
+def npz_path(dat_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shape predictor converted by the model build step, once per session."""
+    from model_pack.shape_predictor import convert_shape_predictor
+
+    path = tmp_path_factory.mktemp("shape_predictor") / "shape_predictor_5.npz"
+    convert_shape_predictor(dat_path, path)
+    return path
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "server: runs a real SafePassage server")
 

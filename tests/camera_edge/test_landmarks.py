@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import zipfile
 from collections.abc import Sequence
@@ -17,11 +16,9 @@ import pytest
 
 from camera_edge.errors import ModelFileMissing, ModelShapeMismatch, PipelineInputError
 from camera_edge.landmarks import ShapePredictorLandmarker
-from model_pack.shape_predictor import convert_shape_predictor
 
 logger = logging.getLogger(__name__)
 
-PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 LFW_STEP = 60  # every 60th LFW image: 30 faces
 Box = tuple[int, int, int, int]
 
@@ -31,22 +28,6 @@ class Photo:
     name: str
     image: npt.NDArray[np.uint8]
     boxes: list[Box]
-
-
-@pytest.fixture(scope="module")
-def dat_path() -> Path:
-    # face_recognition_models itself imports pkg_resources: locate its folder without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        pytest.fail("face_recognition_models (the dlib weights) is not installed", pytrace=False)
-    return Path(spec.origin).parent / "models" / PREDICTOR
-
-
-@pytest.fixture(scope="module")
-def npz_path(dat_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("landmarks") / "shape_predictor_5.npz"
-    convert_shape_predictor(dat_path, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +13,6 @@ from model_pack.errors import ModelFormatError, ModelSourceMissing
 from model_pack.shape_predictor import ARRAY_NAMES, convert_shape_predictor, parse_shape_predictor
 
 PREDICTOR = "shape_predictor_5_face_landmarks.dat"
-
-
-@pytest.fixture(scope="module")
-def dat_path() -> Path:
-    # face_recognition_models itself imports pkg_resources: locate its folder without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        pytest.fail("face_recognition_models (the dlib weights) is not installed", pytrace=False)
-    return Path(spec.origin).parent / "models" / PREDICTOR
-
-
-@pytest.fixture(scope="module")
-def npz_path(dat_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("shape_predictor") / "shape_predictor_5.npz"
-    convert_shape_predictor(dat_path, path)
-    return path
 
 
 def test_layout_of_the_5_point_model(npz_path: Path) -> None:
