@@ -10,9 +10,11 @@ snapshots are written, the store is closed.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -23,18 +25,29 @@ from grpc_reflection.v1alpha import reflection
 
 import faces
 import store
+from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
 from matcher import Matcher, SearchLimits, set_search_threads
 from safepassage_api.v1 import matching_pb2, matching_pb2_grpc
 from safepassage_core.errors import FailedPrecondition
+from safepassage_server.access import AccessInterceptor
+from safepassage_server.audit import AuditRecorder
+from safepassage_server.cctv_authorisation import AuthorisationVerifier
 from safepassage_server.config import Config
 from safepassage_server.errors import ErrorMappingInterceptor
+from safepassage_server.fishing import FishingDetector
 from safepassage_server.galleries import GalleryServicer
+from safepassage_server.identity import Caller, Role
 from safepassage_server.keys import derive_key, load_or_create_key
+from safepassage_server.limits import RateLimiter
 from safepassage_server.matching import MatchingServicer
+from safepassage_server.peer import PeerAuthenticator
+from safepassage_server.peer import server_credentials as mtls_credentials
+from safepassage_server.pki import Pki
 from safepassage_server.probes import ProbeReader
-from safepassage_server.tls import server_credentials, tls_files
 
 log = logging.getLogger("safepassage.server")
+# The development PKI's first client, so the CLI works on a fresh machine.
+DEV_ADMIN = "dev-admin"
 
 SERVICE_NAMES = (
     matching_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
@@ -50,24 +63,45 @@ class Service:
     port: int
     matcher: Matcher
     template_store: store.TemplateStore
+    kept_probes: store.ProbeStore
+    transparency_log: TransparencyLog
     health: health.HealthServicer
-    snapshot_interval_s: float
+    config: Config
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         self.grpc_server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if self.snapshot_interval_s > 0:
-            threading.Thread(target=self._snapshot_loop, name="snapshots", daemon=True).start()
+        jobs: list[tuple[str, float, Callable[[], object]]] = [
+            ("retention purge", self.config.retention.purge_interval_s, self.purge_probes),
+            ("tree head", self.config.audit.tree_head_interval_s, self.transparency_log.sign_tree_head),
+        ]
+        if self.config.storage.snapshot_interval_s > 0:
+            jobs.append(
+                ("index snapshot", self.config.storage.snapshot_interval_s, self.matcher.save_snapshots)
+            )
+        for name, interval, job in jobs:
+            threading.Thread(target=self._every, args=(name, interval, job), name=name, daemon=True).start()
         log.info("SafePassage serving on port %d", self.port)
 
-    def _snapshot_loop(self) -> None:
-        while not self._stopped.wait(self.snapshot_interval_s):
+    def purge_probes(self) -> int:
+        """Erase CCTV probes older than the retention that no officer confirmed."""
+        erased = self.kept_probes.purge(self.config.retention.camera_probe_hours * 3600)
+        if erased:
+            self.transparency_log.append(
+                LogEvent.now(
+                    "system", "retention.purge", outcome="OK", details={"probes_erased": str(erased)}
+                )
+            )
+        return erased
+
+    def _every(self, name: str, interval_s: float, job: Callable[[], object]) -> None:
+        while not self._stopped.wait(interval_s):
             try:
-                self.matcher.save_snapshots()
-            except Exception:  # a failed snapshot must not stop the service
-                log.exception("periodic index snapshot failed")
+                job()
+            except Exception:  # a failed background job must not stop the service
+                log.exception("background job %s failed", name)
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self._stopped.is_set():
@@ -76,6 +110,9 @@ class Service:
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
         written = self.matcher.save_snapshots()
+        self.transparency_log.sign_tree_head()
+        self.transparency_log.close()
+        self.kept_probes.close()
         self.template_store.close()
         log.info("SafePassage stopped; %d index snapshots written", written)
 
@@ -104,11 +141,60 @@ def _embedder(config: Config) -> faces.Embedder:
     raise FailedPrecondition(f"unknown face backend {settings.backend!r}")
 
 
+def _security(
+    config: Config,
+) -> tuple[grpc.ServerCredentials | None, Callable[[grpc.ServicerContext], Caller], AuthorisationVerifier]:
+    """Mutual TLS against the deployment's PKI (made on first run in development)."""
+    if not config.tls.enabled:
+        if not (config.tls.allow_plaintext_on_localhost and _is_loopback(config.listen.host)):
+            raise FailedPrecondition(
+                "TLS is off: plaintext is allowed only with tls.allow_plaintext_on_localhost"
+                " on a loopback host"
+            )
+        log.warning(
+            "PLAINTEXT on %s: no encryption, no client certificates; every caller acts as local %s",
+            config.listen.host,
+            config.tls.plaintext_role.value,
+        )
+        local = Caller("local", config.tls.plaintext_role, 0, "")
+        return None, lambda context: local, AuthorisationVerifier(None, lambda serial: False)
+    if not (config.pki_dir / "ca.pem").exists():
+        if not config.tls.generate_dev_certs:
+            raise FailedPrecondition(
+                f"no PKI in {config.pki_dir}; run `safepassage pki init --pki-dir {config.pki_dir}`"
+            )
+        pki = Pki.init(config.pki_dir, config.tls.server_names, exist_ok=True)
+        pki.issue_client(DEV_ADMIN, Role.ADMIN)
+        log.warning("made a development PKI in %s with client %s (role admin)", config.pki_dir, DEV_ADMIN)
+    authenticator = PeerAuthenticator.from_pki(config.pki_dir)
+    verifier = AuthorisationVerifier(authenticator.ca, authenticator.revocations.is_revoked)
+    return mtls_credentials(config.pki_dir), authenticator.caller, verifier
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_server(config: Config) -> tuple[Service, int]:
     """Build the whole service and bind its port (0 = a free one); not started yet."""
+    credentials, authenticate, cctv = _security(config)
     master_key = load_or_create_key(config.template_key_path, config.storage.generate_template_key)
-    template_store = store.TemplateStore.open(config.database_path, store.TemplateSealer(master_key))
+    sealer = store.TemplateSealer(master_key)
+    owned: list[Callable[[], object]] = []
     try:
+        template_store = store.TemplateStore.open(config.database_path, sealer)
+        owned.append(template_store.close)
+        kept_probes = store.ProbeStore.open(config.probes_path, sealer)
+        owned.append(kept_probes.close)
+        transparency_log = TransparencyLog.open(
+            config.audit_log_path, load_or_create_signing_key(config.audit_key_path)
+        )
+        owned.append(transparency_log.close)
         matcher = Matcher(
             template_store,
             config.snapshot_dir,
@@ -126,6 +212,14 @@ def create_server(config: Config) -> tuple[Service, int]:
                 max_bytes=config.faces.max_image_bytes, max_pixels=config.faces.max_image_pixels
             ),
         )
+        recorder = AuditRecorder(transparency_log, FishingDetector(config.fishing))
+        access = AccessInterceptor(
+            authenticate=authenticate,
+            purpose_of=lambda gallery_id: matcher.describe(gallery_id).spec.purpose,
+            cctv=cctv,
+            limiter=RateLimiter(config.limits),
+            recorder=recorder,
+        )
         limit = config.listen.max_message_bytes
         server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -134,7 +228,8 @@ def create_server(config: Config) -> tuple[Service, int]:
                 initializer=set_search_threads,
                 initargs=(config.matching.search_threads,),
             ),
-            interceptors=[ErrorMappingInterceptor()],
+            # The error interceptor is outermost, so errors raised by the access checks are mapped too.
+            interceptors=[ErrorMappingInterceptor(), access],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -143,7 +238,7 @@ def create_server(config: Config) -> tuple[Service, int]:
         )
         matching_pb2_grpc.add_GalleryServiceServicer_to_server(GalleryServicer(matcher, probes), server)
         matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-            MatchingServicer(matcher, probes, config.matching), server
+            MatchingServicer(matcher, probes, config.matching, kept_probes), server
         )
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -151,18 +246,17 @@ def create_server(config: Config) -> tuple[Service, int]:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{config.listen.host}:{config.listen.port}"
-        if config.tls.enabled:
-            port = server.add_secure_port(address, server_credentials(tls_files(config)))
-        else:
-            log.warning("TLS is off: traffic to %s is in the clear", address)
-            port = server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
         if port == 0:
             raise FailedPrecondition(f"cannot listen on {address}")
     except BaseException:
-        template_store.close()
+        for close in reversed(owned):
+            close()
         raise
     service = Service(
-        server, port, matcher, template_store, health_servicer, config.storage.snapshot_interval_s
+        server, port, matcher, template_store, kept_probes, transparency_log, health_servicer, config
     )
     return service, port
 

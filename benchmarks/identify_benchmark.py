@@ -1,9 +1,10 @@
 """Identify benchmark: the gRPC service against bare FAISS search on the same data.
 
 For each gallery size it generates seeded synthetic 128-d templates shaped like
-dlib face descriptors, starts a real SafePassage server in this process (TLS
-on, as deployed), loads the templates through BulkInsertTemplates, and times
-1:N identification of the same probes at each layer:
+dlib face descriptors, starts a real SafePassage server in this process (mutual
+TLS, as deployed, with a PKI made for the run: an admin and an officer client
+certificate), loads the templates as admin through BulkInsertTemplates, and
+times 1:N identification of the same probes, searched as officer, at each layer:
 
     faiss                  matcher.FlatIndex.search, one query at a time (the floor)
     faiss_concurrent       the same from several threads
@@ -17,7 +18,12 @@ Every answer's top-1 is checked against bare FAISS's for the same probe, and
 bare FAISS is checked against the numpy brute-force reference on a sample.
 Client and server share this process (and its GIL) and the machine's cores:
 the gRPC figures include the client's own costs, as a caller on the same
-machine would see them. Results: a table on stdout and a JSON file.
+machine would see them. Rate limits and the fishing detector are off for the
+run (limits.enabled and fishing.enabled false): the benchmark measures the
+service's capacity, not its policy, and a deployment's limits would cap the
+figures at whatever they are set to. Authentication, the authorisation matrix
+and the transparency log stay on, as deployed. Results: a table on stdout and
+a JSON file.
 
     uv run python benchmarks/identify_benchmark.py --sizes 10000,100000,1000000
 """
@@ -61,6 +67,8 @@ from matcher import FlatIndex, Matcher, Metric, exact_search
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_server.config import load_config
+from safepassage_server.identity import Role
+from safepassage_server.pki import IssuedCert, Pki
 from server import Service, create_server
 
 Vectors = npt.NDArray[np.float32]
@@ -144,33 +152,61 @@ def synthetic_dataset(size: int, queries: int, seed: int) -> Dataset:
 @dataclass
 class Server:
     service: Service
-    channel: grpc.Channel
-    galleries: pb_grpc.GalleryServiceStub
-    matching: pb_grpc.MatchingServiceStub
+    galleries: pb_grpc.GalleryServiceStub  # as admin
+    loader: pb_grpc.MatchingServiceStub  # as admin: enrols into the watchlist
+    matching: pb_grpc.MatchingServiceStub  # as officer: searches it
     start_s: float
+
+
+# Each channel gets its own connections: with gRPC's global subchannel pool,
+# a channel could reuse another's TLS session and so another's certificate.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def client_channel(port: int, ca_pem: bytes, issued: IssuedCert) -> grpc.Channel:
+    """A mutual-TLS channel to the server, authenticated by `issued`'s certificate."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=issued.key_pem, certificate_chain=issued.cert_pem
+    )
+    return grpc.secure_channel(f"localhost:{port}", credentials, options=CHANNEL_OPTIONS)
 
 
 @contextlib.contextmanager
 def running_server(data_dir: Path, stopped: list[float]) -> Iterator[Server]:
-    """A real server on a free port with TLS and dev certificates; its stop time goes to `stopped`."""
+    """A real server on a free port with mutual TLS, and admin and officer clients of a PKI made
+    for the run (in `data_dir`); its stop time goes to `stopped`."""
+    pki_dir = data_dir / "pki"
+    pki = Pki.init(pki_dir, exist_ok=True)
+    admin = pki.issue_client("bench-admin", Role.ADMIN, replace=True)
+    officer = pki.issue_client("bench-officer", Role.OFFICER, replace=True)
     started = time.perf_counter()
     config = load_config(
-        None, {"storage.data_dir": str(data_dir), "listen.port": 0, "storage.snapshot_interval_s": 0}
+        None,
+        {
+            "storage.data_dir": str(data_dir),
+            "listen.port": 0,
+            "storage.snapshot_interval_s": 0,
+            "tls.pki_dir": str(pki_dir),
+            # Capacity, not policy: the limits would cap the figures at their settings.
+            "limits.enabled": False,
+            "fishing.enabled": False,
+        },
     )
     service, port = create_server(config)
     service.start()
-    credentials = grpc.ssl_channel_credentials(root_certificates=(config.tls_dir / "ca.pem").read_bytes())
-    channel = grpc.secure_channel(f"localhost:{port}", credentials)
+    admin_channel = client_channel(port, pki.ca_pem, admin)
+    officer_channel = client_channel(port, pki.ca_pem, officer)
     try:
         yield Server(
             service,
-            channel,
-            pb_grpc.GalleryServiceStub(channel),
-            pb_grpc.MatchingServiceStub(channel),
+            pb_grpc.GalleryServiceStub(admin_channel),
+            pb_grpc.MatchingServiceStub(admin_channel),
+            pb_grpc.MatchingServiceStub(officer_channel),
             time.perf_counter() - started,
         )
     finally:
-        channel.close()
+        for channel in (admin_channel, officer_channel):
+            channel.close()
         stopping = time.perf_counter()
         service.stop(grace_s=1)
         stopped.append(time.perf_counter() - stopping)
@@ -529,7 +565,7 @@ def measure_size(size: int, options: Options) -> SizeResult:
         if gallery.dimension != DIMENSION or gallery.metric != pb.L2:
             raise RuntimeError(f"the server's model is not 128-d L2: {gallery}")
         log(f"size {size:,}: loading over gRPC")
-        load = bulk_insert(server.matching, dataset.templates, options.load_streams)
+        load = bulk_insert(server.loader, dataset.templates, options.load_streams)
         log(f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)")
         stub = server.matching
         run.closed("faiss", faiss_query(bare, dataset.probes), 1, None)
@@ -655,6 +691,8 @@ def run_benchmark(options: Options) -> dict[str, object]:
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
             "faiss_threads_per_search": faiss_threads_in_new_threads(),
             "tls": True,
+            "mutual_tls": True,
+            "rate_limits": False,
             "mated_fraction": MATED_FRACTION,
             "client_and_server": "one process",
         },

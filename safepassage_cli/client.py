@@ -1,4 +1,9 @@
-"""A gRPC channel to a SafePassage server, over TLS by default."""
+"""A gRPC channel to a SafePassage server: mutual TLS with the client's certificate.
+
+A client is named by its id (``--client officer-1``): its certificate and key
+are read from ``<pki-dir>/clients/<id>.pem`` and ``<id>-key.pem``, as
+`safepassage pki issue` writes them; ``--cert``/``--key`` name other files.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import grpc
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "localhost:50051"
-DEFAULT_CA = Path("var/safepassage/tls/ca.pem")
+DEFAULT_PKI = Path("var/safepassage/pki")
+# Made on the server's first run with development certificates.
+DEFAULT_CLIENT = "dev-admin"
 MESSAGE_LIMIT = 16 * 1024 * 1024
 
 
@@ -18,22 +25,50 @@ class ClientSetupError(Exception):
     """The client cannot be set up (no CA file, say)."""
 
 
-def open_channel(address: str, ca_file: Path | None, plaintext: bool = False) -> grpc.Channel:
+@dataclass(frozen=True)
+class ClientFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def resolve(
+        cls,
+        pki_dir: Path,
+        client: str,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> ClientFiles:
+        clients = pki_dir / "clients"
+        return cls(
+            ca or pki_dir / "ca.pem", cert or clients / f"{client}.pem", key or clients / f"{client}-key.pem"
+        )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise ClientSetupError(
+            f"cannot read the {what} {path}; `safepassage pki issue` makes client certificates"
+            " (the server makes a CA and a dev-admin certificate on its first run)"
+        ) from None
+
+
+def open_channel(address: str, files: ClientFiles | None, plaintext: bool = False) -> grpc.Channel:
     options = [
         ("grpc.max_send_message_length", MESSAGE_LIMIT),
         ("grpc.max_receive_message_length", MESSAGE_LIMIT),
     ]
-    if plaintext:
+    if plaintext or files is None:
         return grpc.insecure_channel(address, options=options)
-    ca_path = ca_file or DEFAULT_CA
-    try:
-        root = ca_path.read_bytes()
-    except OSError:
-        raise ClientSetupError(
-            f"cannot read the CA certificate {ca_path}; pass --ca (the server writes its"
-            " development CA to <data_dir>/tls/ca.pem on first run)"
-        ) from None
-    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(files.ca, "CA certificate"),
+        private_key=_read(files.key, "client key"),
+        certificate_chain=_read(files.cert, "client certificate"),
+    )
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 @dataclass

@@ -19,8 +19,18 @@ from pathlib import Path
 
 import grpc
 
-from safepassage_cli import commands
-from safepassage_cli.client import DEFAULT_ADDRESS, ClientSetupError, Stubs, open_channel
+from safepassage_cli import commands, pki_command
+from safepassage_cli.audit_command import add_audit_parser, run_audit
+from safepassage_cli.authorise_command import add_authorise_parser, run_authorise
+from safepassage_cli.client import (
+    DEFAULT_ADDRESS,
+    DEFAULT_CLIENT,
+    DEFAULT_PKI,
+    ClientFiles,
+    ClientSetupError,
+    Stubs,
+    open_channel,
+)
 
 Command = Callable[[Stubs, argparse.Namespace], None]
 
@@ -34,13 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override listen.port")
     serve.add_argument("--data-dir", type=Path, help="override storage.data_dir")
 
+    pki_command.add_pki_parser(sub)
+    add_audit_parser(sub)
+    add_authorise_parser(sub)
+
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
     client.add_argument(
-        "--ca", type=Path, help="CA certificate to trust (default var/safepassage/tls/ca.pem)"
+        "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
     )
     client.add_argument(
-        "--plaintext", action="store_true", help="no TLS (only for a server run with tls.enabled=false)"
+        "--pki-dir", type=Path, default=DEFAULT_PKI, help=f"where client certificates are ({DEFAULT_PKI})"
+    )
+    client.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
+    client.add_argument(
+        "--cert", type=Path, help="client certificate (default <pki-dir>/clients/<client>.pem)"
+    )
+    client.add_argument("--key", type=Path, help="client key (default <pki-dir>/clients/<client>-key.pem)")
+    client.add_argument(
+        "--plaintext", action="store_true", help="no TLS (only for a server run with plaintext on localhost)"
     )
 
     def add(
@@ -108,8 +130,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_certificate_change(pki_dir: Path) -> Callable[[str, dict[str, str]], None]:
+    """Certificate changes go into the server's transparency log (on the server's host)."""
+
+    def append(operation: str, metadata: dict[str, str]) -> None:
+        from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
+
+        data_dir = pki_dir.parent
+        log_path, key_path = (
+            data_dir / "audit" / "transparency.sqlite3",
+            data_dir / "keys" / "audit-log-ed25519.pem",
+        )
+        if not key_path.exists():
+            print(f"warning: no transparency log at {log_path}; {operation} is not recorded", file=sys.stderr)
+            return
+        with TransparencyLog.open(log_path, load_or_create_signing_key(key_path)) as transparency_log:
+            transparency_log.append(LogEvent.now("pki", operation, details=metadata))
+
+    return append
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "pki":
+        return pki_command.run(args, on_change=_log_certificate_change(args.pki_dir))
+    if args.command == "audit":
+        return run_audit(args)
+    if args.command == "authorise":
+        return run_authorise(args)
     if args.command == "serve":
         try:
             return _serve(args)
@@ -126,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
     try:
-        channel = open_channel(args.server, args.ca, args.plaintext)
+        files = (
+            None
+            if args.plaintext
+            else ClientFiles.resolve(args.pki_dir, args.client, args.ca, args.cert, args.key)
+        )
+        channel = open_channel(args.server, files, args.plaintext)
     except ClientSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,7 +17,9 @@ ids and counts only.
     ├── TooLarge            a size or count limit is hit   -> RESOURCE_EXHAUSTED
     ├── FailedPrecondition  valid, but not in this state   -> FAILED_PRECONDITION
     ├── Unavailable         a dependency is down, retry    -> UNAVAILABLE
-    └── DataIntegrityError  stored data failed a check     -> DATA_LOSS
+    ├── DataIntegrityError  stored data failed a check     -> DATA_LOSS
+    ├── Unauthenticated     no valid client identity       -> UNAUTHENTICATED
+    └── PermissionDenied    identity known, not allowed    -> PERMISSION_DENIED
 """
 
 from __future__ import annotations
@@ -53,3 +55,11 @@ class Unavailable(SafePassageError):
 
 class DataIntegrityError(SafePassageError):
     """Stored data failed an integrity check (authentication tag, digest)."""
+
+
+class Unauthenticated(SafePassageError):
+    """The caller proved no valid identity: no, invalid, expired or revoked client certificate."""
+
+
+class PermissionDenied(SafePassageError):
+    """The caller is authenticated but its role may not do this."""

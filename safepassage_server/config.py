@@ -12,9 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepassage_core.errors import InvalidInput
+from safepassage_server.fishing import FishingSettings
+from safepassage_server.identity import Role
+from safepassage_server.limits import LimitSettings
 
 MiB = 1024 * 1024
 
@@ -34,12 +37,17 @@ class ListenConfig(_Section):
 
 
 class TlsConfig(_Section):
+    # Mutual TLS: clients present certificates from the deployment's CA (pki_dir, made
+    # by `safepassage pki init`, or on first run when generate_dev_certs is true).
+    # Plaintext is allowed only with allow_plaintext_on_localhost and a loopback host.
     enabled: bool = True
-    # Empty paths mean: development certificates under <data_dir>/tls,
-    # generated on first run when generate_dev_certs is true.
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    ca_file: Path | None = None
+    allow_plaintext_on_localhost: bool = False
+    # The deployment's PKI folder; empty: <data_dir>/pki.
+    pki_dir: Path | None = None
+    # Without TLS there is no certificate: plaintext callers act as this local role.
+    plaintext_role: Role = Role.ADMIN
+    # On first run with no PKI: make a development CA, server certificate and a
+    # dev-admin client certificate. Deployments set this false and run `safepassage pki`.
     generate_dev_certs: bool = True
     server_names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
@@ -51,6 +59,17 @@ class StorageConfig(_Section):
     generate_template_key: bool = True
     # Index snapshots are written at shutdown and every this many seconds (0: only at shutdown).
     snapshot_interval_s: float = Field(300.0, ge=0)
+
+
+class RetentionConfig(_Section):
+    # CCTV probes that produced a hit are kept for review this long unless an officer confirms them.
+    camera_probe_hours: float = Field(24.0, gt=0)
+    purge_interval_s: float = Field(300.0, gt=0)
+
+
+class AuditConfig(_Section):
+    # Sign a tree head of the transparency log this often (and at shutdown).
+    tree_head_interval_s: float = Field(60.0, gt=0)
 
 
 class FacesConfig(_Section):
@@ -88,18 +107,11 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     faces: FacesConfig = FacesConfig()
     matching: MatchingConfig = MatchingConfig()
+    retention: RetentionConfig = RetentionConfig()
+    audit: AuditConfig = AuditConfig()
+    limits: LimitSettings = LimitSettings()
+    fishing: FishingSettings = FishingSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @model_validator(mode="after")
-    def _tls_files_complete(self) -> Config:
-        given = [self.tls.cert_file, self.tls.key_file]
-        if any(given) and not all(given):
-            raise ValueError("tls.cert_file and tls.key_file must be given together")
-        return self
-
-    @property
-    def tls_dir(self) -> Path:
-        return self.storage.data_dir / "tls"
 
     @property
     def template_key_path(self) -> Path:
@@ -113,6 +125,22 @@ class Config(_Section):
     def snapshot_dir(self) -> Path:
         return self.storage.data_dir / "snapshots"
 
+    @property
+    def pki_dir(self) -> Path:
+        return self.tls.pki_dir or self.storage.data_dir / "pki"
+
+    @property
+    def probes_path(self) -> Path:
+        return self.storage.data_dir / "camera_probes.sqlite3"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.storage.data_dir / "audit" / "transparency.sqlite3"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.storage.data_dir / "keys" / "audit-log-ed25519.pem"
+
 
 class ConfigError(InvalidInput):
     """The configuration file is unreadable or invalid."""
@@ -122,7 +150,7 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     """Make relative paths in a config file relative to the file's folder."""
     for section, keys in {
         "storage": ("data_dir", "template_key_file"),
-        "tls": ("cert_file", "key_file", "ca_file"),
+        "tls": ("pki_dir",),
         "faces": ("model_dir",),
     }.items():
         table = raw.get(section)

@@ -20,8 +20,10 @@ from safepassage_core.errors import (
     FailedPrecondition,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     SafePassageError,
     TooLarge,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -35,7 +37,12 @@ _STATUS: tuple[tuple[type[SafePassageError], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (DataIntegrityError, grpc.StatusCode.DATA_LOSS),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
+
+
+_DENIALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 def status_of(error: SafePassageError) -> grpc.StatusCode:
@@ -49,7 +56,9 @@ def describe(error: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     """Status and message for any exception raised while serving `method`."""
     if isinstance(error, SafePassageError):
         code = status_of(error)
-        log.info("%s -> %s (%s)", method, code.name, type(error).__name__)
+        # Denials are security events: logged at warning (ids only, never request contents).
+        level = logging.WARNING if code in _DENIALS else logging.INFO
+        log.log(level, "%s -> %s (%s)", method, code.name, type(error).__name__)
         return code, str(error)
     log.exception("%s failed with an unexpected error", method)
     return grpc.StatusCode.INTERNAL, "internal error; the server log has details"

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 import faces
+import store
 from matcher import Matcher
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
@@ -22,6 +23,7 @@ from safepassage_server.conversion import (
     selection_from_pb,
 )
 from safepassage_server.errors import status_of
+from safepassage_server.identity import Caller, Role, current_caller
 from safepassage_server.probes import ProbeFace, ProbeReader
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,13 @@ DEFAULT_TOP_K = 5
 
 
 class MatchingServicer(pb_grpc.MatchingServiceServicer):
-    def __init__(self, matcher: Matcher, probes: ProbeReader, limits: MatchingConfig) -> None:
+    def __init__(
+        self, matcher: Matcher, probes: ProbeReader, limits: MatchingConfig, kept_probes: store.ProbeStore
+    ) -> None:
         self._matcher = matcher
         self._probes = probes
         self._limits = limits
+        self._kept = kept_probes
 
     def _one_face(
         self, probe: pb.Probe, gallery_id: str, selection: pb.FaceSelection.ValueType, field: str
@@ -118,6 +123,10 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         return pb.CountTemplatesResponse(count=self._matcher.count(require(request.gallery_id, "gallery_id")))
 
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:
+        response, _ = self._identify(request)
+        return response
+
+    def _identify(self, request: pb.IdentifyRequest) -> tuple[pb.IdentifyResponse, list[ProbeFace]]:
         gallery_id = require(request.gallery_id, "gallery_id")
         spec = self._matcher.describe(gallery_id).spec
         selection = selection_from_pb(request.face_selection, faces.FaceSelection.ALL)
@@ -131,7 +140,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             decision=pb.NO_MATCH,
         )
         if not found:
-            return response
+            return response, found
         results = self._matcher.identify(
             gallery_id,
             [f.vector for f in found],
@@ -143,21 +152,42 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             response.faces.append(face_result_to_pb(result, face.box))
         if any(r.match for r in results):
             response.decision = pb.MATCH
-        return response
+        return response, found
 
     def IdentifyStream(
         self, request_iterator: Iterable[pb.IdentifyRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.IdentifyStreamResponse]:
+        camera = current_caller()
         for request in request_iterator:
             try:
-                result = self.Identify(request, context)
+                result, faces = self._identify(request)
             except SafePassageError as error:
                 yield pb.IdentifyStreamResponse(
                     request_id=request.request_id,
                     error=pb.Error(code=status_of(error).value[0], message=str(error)),
                 )
                 continue
-            yield pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
+            answer = pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
+            if camera.role is Role.CCTV_EDGE and result.decision == pb.MATCH:
+                answer.probe_id = self._keep_hit(camera, result, faces)
+            yield answer
+
+    def _keep_hit(self, camera: Caller, result: pb.IdentifyResponse, faces: list[ProbeFace]) -> int:
+        """Keep a CCTV probe that matched, for an officer to confirm; purged after the retention."""
+        face, found = next((f, r) for f, r in zip(faces, result.faces, strict=True) if r.decision == pb.MATCH)
+        return self._kept.keep(
+            result.gallery_id, camera.client_id, face.vector, found.candidates[0].reference_id
+        )
+
+    def ConfirmMatch(
+        self, request: pb.ConfirmMatchRequest, context: grpc.ServicerContext
+    ) -> pb.ConfirmMatchResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        kept = self._kept.get(request.probe_id)
+        if kept.gallery_id != gallery_id:
+            raise store.ProbeNotFound(f"probe {request.probe_id} is not a hit in gallery {gallery_id!r}")
+        confirmed = self._kept.confirm(request.probe_id, current_caller().label)
+        return pb.ConfirmMatchResponse(probe_id=confirmed.probe_id, reference_id=confirmed.candidate)
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
         gallery_id = require(request.gallery_id, "gallery_id")

@@ -30,6 +30,7 @@ from store.errors import (
     TemplateIntegrityError,
 )
 from store.keys import KEY_SIZE
+from store.probes import KeptProbe, ProbeNotFound, ProbeStore
 from store.records import GalleryRecord, GalleryState, StoredTemplate
 from store.schema import SCHEMA_VERSION
 from store.sealing import SEAL_VERSION, TemplateSealer
@@ -48,6 +49,9 @@ __all__ = [
     "InvalidKey",
     "InvalidRecord",
     "InvalidTemplate",
+    "KeptProbe",
+    "ProbeNotFound",
+    "ProbeStore",
     "ReferenceNotFound",
     "SchemaMismatch",
     "StoreClosed",

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
+pytest.register_assert_rewrite("tests.pki_helpers")
+
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage_server.identity import Role
+from tests.pki_helpers import RolePki
+
 REPO = Path(__file__).resolve().parent.parent
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"
+pytest_plugins = ("tests.pki_helpers",)
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +75,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def server_factory(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[object]:
-    """Start in-process servers on free ports with TLS; all are stopped at module end."""
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, role_pki: RolePki
+) -> Iterator[object]:
+    """Start in-process servers on free ports with mutual TLS (the session PKI); stopped at module end."""
     from safepassage_server.config import load_config
     from server import create_server
 
@@ -76,7 +86,15 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) ->
 
     def start(data_dir: Path | None = None, **overrides: object):  # type: ignore[no-untyped-def]
         folder = data_dir or tmp_path_factory.mktemp("data")
-        settings = {"storage.data_dir": str(folder), "listen.port": 0, "faces.model_dir": str(model_dir)}
+        settings = {
+            "storage.data_dir": str(folder),
+            "listen.port": 0,
+            "faces.model_dir": str(model_dir),
+            "tls.pki_dir": str(role_pki.folder),
+            # Tests call far faster than people; the limits have tests of their own.
+            "limits.enabled": False,
+            "fishing.enabled": False,
+        }
         config = load_config(None, {**settings, **overrides})
         service, port = create_server(config)
         service.start()
@@ -88,6 +106,60 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) ->
         service.stop(grace_s=1)
 
 
-def secure_channel(port: int, ca_file: Path) -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
-    return grpc.secure_channel(f"localhost:{port}", credentials)
+@dataclass
+class Stubs:
+    channel: grpc.Channel
+    galleries: pb_grpc.GalleryServiceStub
+    matching: pb_grpc.MatchingServiceStub
+
+
+class Clients:
+    """Stubs for each role against one server, over mutual TLS with the session PKI's certificates."""
+
+    def __init__(self, port: int, pki: RolePki) -> None:
+        self.port = port
+        self._pki = pki
+        self._open: dict[Role, Stubs] = {}
+
+    def as_role(self, role: Role) -> Stubs:
+        if role not in self._open:
+            channel = self._pki.channel_for(self.port, role)
+            self._open[role] = Stubs(channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel))
+        return self._open[role]
+
+    @property
+    def admin(self) -> Stubs:
+        return self.as_role(Role.ADMIN)
+
+    @property
+    def officer(self) -> Stubs:
+        return self.as_role(Role.OFFICER)
+
+    @property
+    def ngo(self) -> Stubs:
+        return self.as_role(Role.NGO_CASEWORKER)
+
+    def close(self) -> None:
+        for stubs in self._open.values():
+            stubs.channel.close()
+        self._open.clear()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def clients_for(role_pki: RolePki) -> Iterator[object]:
+    opened: list[Clients] = []
+
+    def make(port: int) -> Clients:
+        clients = Clients(port, role_pki)
+        opened.append(clients)
+        return clients
+
+    yield make
+    for clients in opened:
+        clients.close()

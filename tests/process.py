@@ -13,7 +13,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REPO, secure_channel
+from safepassage_server.identity import Role
+from safepassage_server.pki import Pki
+from tests.conftest import REPO
+from tests.pki_helpers import CHANNEL_OPTIONS
 
 PORT_LINE = re.compile(r"serving on port (\d+)")
 
@@ -22,12 +25,18 @@ class ServerProcess:
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
         self.log: list[str] = []
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = data_dir.parent / f"{data_dir.name}-test.toml"
+        # Tests call far faster than people do: the limits have tests of their own.
+        config.write_text("[limits]\nenabled = false\n[fishing]\nenabled = false\n")
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "safepassage_cli.main",
                 "serve",
+                "--config",
+                str(config),
                 "--data-dir",
                 str(data_dir),
                 "--port",
@@ -40,7 +49,9 @@ class ServerProcess:
             text=True,
         )
         self.port = self._wait_for_port(timeout_s=120)
-        self.ca_file = data_dir / "tls" / "ca.pem"
+        # The server's first run makes a development PKI with a dev-admin client.
+        self.pki_dir = data_dir / "pki"
+        self.ca_file = self.pki_dir / "ca.pem"
 
     def _wait_for_port(self, timeout_s: float) -> int:
         found: list[int] = []
@@ -62,8 +73,18 @@ class ServerProcess:
             raise AssertionError("server did not start:\n" + "".join(self.log[-30:]))
         return found[0]
 
-    def channel(self) -> grpc.Channel:
-        return secure_channel(self.port, self.ca_file)
+    def issue(self, client_id: str, role: Role) -> None:
+        """A client certificate from the server's PKI, as `safepassage pki issue` would make it."""
+        Pki.open(self.pki_dir).issue_client(client_id, role, replace=True)
+
+    def channel(self, client_id: str = "dev-admin") -> grpc.Channel:
+        clients = self.pki_dir / "clients"
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes(),
+            private_key=(clients / f"{client_id}-key.pem").read_bytes(),
+            certificate_chain=(clients / f"{client_id}.pem").read_bytes(),
+        )
+        return grpc.secure_channel(f"localhost:{self.port}", credentials, options=CHANNEL_OPTIONS)
 
     def wait_serving(self) -> None:
         with self.channel() as channel:

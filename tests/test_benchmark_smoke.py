@@ -43,6 +43,8 @@ def test_benchmark_writes_its_results(tmp_path: Path) -> None:
     assert report["benchmark"] == "identify"
     assert {"cpu_count", "faiss", "grpcio", "numpy", "date"} <= report["machine"].keys()
     assert report["settings"]["sizes"] == [2000]
+    # Mutual TLS as deployed; the rate limits are off: the benchmark measures capacity, not policy.
+    assert report["settings"]["mutual_tls"] is True and report["settings"]["rate_limits"] is False
     (result,) = report["results"]
     assert result["size"] == 2000
     assert result["load"]["templates"] == 2000 and result["load"]["per_second"] > 0

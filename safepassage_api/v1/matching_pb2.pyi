@@ -730,7 +730,10 @@ class IdentifyStreamResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PROBE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    probe_id: _builtins.int
+    """Set when a CCTV probe matched and was kept for review (0: not kept)."""
     @_builtins.property
     def result(self) -> Global___IdentifyResponse: ...
     @_builtins.property
@@ -741,16 +744,63 @@ class IdentifyStreamResponse(_message.Message):
         request_id: _builtins.str = ...,
         result: Global___IdentifyResponse | None = ...,
         error: Global___Error | None = ...,
+        probe_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "probe_id", b"probe_id", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___IdentifyStreamResponse: _TypeAlias = IdentifyStreamResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmMatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    """The gallery the hit was in."""
+    probe_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        probe_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery_id", b"gallery_id", "probe_id", b"probe_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmMatchRequest: _TypeAlias = ConfirmMatchRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmMatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    probe_id: _builtins.int
+    reference_id: _builtins.str
+    """The reference id of the hit's best candidate."""
+    def __init__(
+        self,
+        *,
+        probe_id: _builtins.int = ...,
+        reference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_id", b"probe_id", "reference_id", b"reference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmMatchResponse: _TypeAlias = ConfirmMatchResponse  # noqa: Y015
 
 @_typing.final
 class VerifyRequest(_message.Message):

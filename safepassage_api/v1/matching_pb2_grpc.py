@@ -276,6 +276,11 @@ class MatchingServiceStub:
                 request_serializer=safepassage__api_dot_v1_dot_matching__pb2.IdentifyRequest.SerializeToString,
                 response_deserializer=safepassage__api_dot_v1_dot_matching__pb2.IdentifyStreamResponse.FromString,
                 _registered_method=True)
+        self.ConfirmMatch = channel.unary_unary(
+                '/safepassage.v1.MatchingService/ConfirmMatch',
+                request_serializer=safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
+                response_deserializer=safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -324,7 +329,17 @@ class MatchingServiceServicer:
 
     def IdentifyStream(self, request_iterator, context):
         """For edge clients: one result per request, matched by request_id. A bad
-        request gets an error result; the stream itself stays open.
+        request gets an error result; the stream itself stays open. CCTV units
+        must send a signed authorisation in the "x-safepassage-authorisation"
+        metadata; their probes that produce a match are kept for an officer's
+        review (probe_id) and erased after the retention unless confirmed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmMatch(self, request, context):
+        """An officer confirms a CCTV hit: the probe is kept as evidence.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -367,6 +382,11 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.IdentifyStream,
                     request_deserializer=safepassage__api_dot_v1_dot_matching__pb2.IdentifyRequest.FromString,
                     response_serializer=safepassage__api_dot_v1_dot_matching__pb2.IdentifyStreamResponse.SerializeToString,
+            ),
+            'ConfirmMatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmMatch,
+                    request_deserializer=safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.FromString,
+                    response_serializer=safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +579,33 @@ class MatchingService:
             '/safepassage.v1.MatchingService/IdentifyStream',
             safepassage__api_dot_v1_dot_matching__pb2.IdentifyRequest.SerializeToString,
             safepassage__api_dot_v1_dot_matching__pb2.IdentifyStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmMatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.MatchingService/ConfirmMatch',
+            safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
+            safepassage__api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

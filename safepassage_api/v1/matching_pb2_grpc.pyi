@@ -111,8 +111,13 @@ class MatchingServiceStub:
     """1:1 verification of a probe against one reference id."""
     IdentifyStream: _grpc.StreamStreamMultiCallable[_matching_pb2.IdentifyRequest, _matching_pb2.IdentifyStreamResponse]
     """For edge clients: one result per request, matched by request_id. A bad
-    request gets an error result; the stream itself stays open.
+    request gets an error result; the stream itself stays open. CCTV units
+    must send a signed authorisation in the "x-safepassage-authorisation"
+    metadata; their probes that produce a match are kept for an officer's
+    review (probe_id) and erased after the retention unless confirmed.
     """
+    ConfirmMatch: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]
+    """An officer confirms a CCTV hit: the probe is kept as evidence."""
 
 @_typing.type_check_only
 class MatchingServiceAsyncStub(MatchingServiceStub):
@@ -132,8 +137,13 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     """1:1 verification of a probe against one reference id."""
     IdentifyStream: _aio.StreamStreamMultiCallable[_matching_pb2.IdentifyRequest, _matching_pb2.IdentifyStreamResponse]  # type: ignore[assignment]
     """For edge clients: one result per request, matched by request_id. A bad
-    request gets an error result; the stream itself stays open.
+    request gets an error result; the stream itself stays open. CCTV units
+    must send a signed authorisation in the "x-safepassage-authorisation"
+    metadata; their probes that produce a match are kept for an officer's
+    review (probe_id) and erased after the retention unless confirmed.
     """
+    ConfirmMatch: _aio.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]  # type: ignore[assignment]
+    """An officer confirms a CCTV hit: the probe is kept as evidence."""
 
 class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Templates and searches within one gallery."""
@@ -192,7 +202,18 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_matching_pb2.IdentifyStreamResponse], _abc.AsyncIterator[_matching_pb2.IdentifyStreamResponse]]:
         """For edge clients: one result per request, matched by request_id. A bad
-        request gets an error result; the stream itself stays open.
+        request gets an error result; the stream itself stays open. CCTV units
+        must send a signed authorisation in the "x-safepassage-authorisation"
+        metadata; their probes that produce a match are kept for an officer's
+        review (probe_id) and erased after the retention unless confirmed.
         """
+
+    @_abc_1.abstractmethod
+    def ConfirmMatch(
+        self,
+        request: _matching_pb2.ConfirmMatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.ConfirmMatchResponse, _abc.Awaitable[_matching_pb2.ConfirmMatchResponse]]:
+        """An officer confirms a CCTV hit: the probe is kept as evidence."""
 
 def add_MatchingServiceServicer_to_server(servicer: MatchingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,6 +6,7 @@ name order); their other images are mated probes. Identities with one image
 are never enrolled: they are non-mated probes, and any MATCH for them is a
 false match. Reported: rank-1 identification rate, FNIR and FPIR at the
 gallery threshold (0.6, dlib's default), and FPIR at a stricter 0.5.
+Admin creates the watchlist and enrols; an officer makes the searches.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import grpc
 import pytest
 
 from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from tests.conftest import secure_channel
+from tests.conftest import Clients
 
 pytestmark = pytest.mark.server
 # The same portrait as obama.jpg, resized (see the data README): not independent probes.
@@ -39,11 +39,9 @@ def identities(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def evaluate(
-    matching: pb_grpc.MatchingServiceStub, galleries: pb_grpc.GalleryServiceStub, name: str, root: Path
-) -> dict[str, float]:
+def evaluate(clients: Clients, name: str, root: Path) -> dict[str, float]:
     people = identities(root)
-    galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id=name, purpose=pb.WATCHLIST))
+    clients.admin.galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id=name, purpose=pb.WATCHLIST))
     enrolled = {who: files for who, files in people.items() if len(files) >= 2}
     strangers = [files[0] for who, files in people.items() if len(files) == 1]
 
@@ -56,12 +54,12 @@ def evaluate(
                 face_selection=pb.LARGEST,
             )
 
-    bulk = matching.BulkInsertTemplates(enrolments(), timeout=1800)
+    bulk = clients.admin.matching.BulkInsertTemplates(enrolments(), timeout=1800)
     failed_enrolments = {e.reference_id for e in bulk.errors}
 
     def search(path: Path) -> pb.FaceResult | None:
         try:
-            answer = matching.Identify(
+            answer = clients.officer.matching.Identify(
                 pb.IdentifyRequest(
                     gallery_id=name,
                     probe=pb.Probe(image=path.read_bytes()),
@@ -114,12 +112,11 @@ def evaluate(
     }
 
 
-def test_identification_accuracy_on_real_faces(server_factory, faces_dir, capsys) -> None:  # type: ignore[no-untyped-def]
-    _, port, config = server_factory()
-    with secure_channel(port, config.tls_dir / "ca.pem") as channel:
-        galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
-        lfw = evaluate(matching, galleries, "lfw", faces_dir / "lfw")
-        fr = evaluate(matching, galleries, "face-recognition", faces_dir / "face_recognition")
+def test_identification_accuracy_on_real_faces(server_factory, clients_for, faces_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, port, _ = server_factory()
+    with clients_for(port) as clients:
+        lfw = evaluate(clients, "lfw", faces_dir / "lfw")
+        fr = evaluate(clients, "face-recognition", faces_dir / "face_recognition")
     with capsys.disabled():
         print("\nidentification accuracy:", json.dumps({"lfw": lfw, "face_recognition": fr}, indent=2))
     # Floors a broken pipeline could not reach (random embeddings give rank-1 ~ 1/300);

@@ -1,4 +1,8 @@
-"""The API end to end against a real server over TLS, with embedding probes."""
+"""The API end to end against a real server over mutual TLS, with embedding probes.
+
+Each call is made by a role the authorisation matrix allows: admin creates
+galleries and enrols into watchlists, an officer searches them, and an NGO
+caseworker enrols into a PROTECTED_IDENTITY gallery."""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from tests.conftest import secure_channel
 
 pytestmark = pytest.mark.server
 DIM = 128
@@ -21,15 +23,13 @@ def emb(vector: np.ndarray) -> pb.Probe:
 
 
 @pytest.fixture(scope="module")
-def api(server_factory):  # type: ignore[no-untyped-def]
-    _, port, config = server_factory()
-    channel = secure_channel(port, config.tls_dir / "ca.pem")
-    yield channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
-    channel.close()
+def api(server_factory, clients_for):  # type: ignore[no-untyped-def]
+    _, port, _ = server_factory()
+    return clients_for(port)
 
 
 def test_health_and_reflection_over_tls(api) -> None:  # type: ignore[no-untyped-def]
-    channel, _, _ = api
+    channel = api.officer.channel  # open to every authenticated client
     status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     service = health_pb2_grpc.HealthStub(channel).Check(
@@ -49,7 +49,7 @@ def test_health_and_reflection_over_tls(api) -> None:  # type: ignore[no-untyped
 
 
 def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
-    _, galleries, matching = api
+    galleries = api.admin.galleries
     created = galleries.CreateGallery(
         pb.CreateGalleryRequest(gallery_id="life", purpose=pb.PROTECTED_IDENTITY)
     )
@@ -66,7 +66,8 @@ def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
     assert custom.threshold == pytest.approx(0.5)
     listed = {g.gallery_id for g in galleries.ListGalleries(pb.ListGalleriesRequest()).galleries}
     assert {"life", "life-2"} <= listed
-    matching.InsertTemplate(
+    # Protected records are enrolled by the NGO, never by admin.
+    api.ngo.matching.InsertTemplate(
         pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM)))
     )
     assert galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="life")).size == 1
@@ -77,18 +78,18 @@ def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-def]
-    _, galleries, matching = api
-    galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="core", purpose=pb.WATCHLIST))
+    admin, officer = api.admin, api.officer
+    admin.galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="core", purpose=pb.WATCHLIST))
     rng = np.random.default_rng(1)
     vectors = rng.normal(scale=0.1, size=(50, DIM)).astype(np.float32)
     for i, v in enumerate(vectors):
-        matching.InsertTemplate(
+        admin.matching.InsertTemplate(
             pb.InsertTemplateRequest(gallery_id="core", reference_id=f"p{i}", template=emb(v))
         )
-    assert matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 50
+    assert admin.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 50
 
     probe = vectors[7] + 0.001
-    answer = matching.Identify(
+    answer = officer.matching.Identify(
         pb.IdentifyRequest(gallery_id="core", probe=emb(probe), top_k=3, request_id="q1")
     )
     assert answer.request_id == "q1" and answer.decision == pb.MATCH and len(answer.faces) == 1
@@ -100,36 +101,40 @@ def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-
 
     # Open set: a stranger is a real "no match", still with ranked candidates.
     stranger = rng.normal(scale=0.1, size=DIM).astype(np.float32) + 5
-    answer = matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(stranger)))
+    answer = officer.matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(stranger)))
     assert answer.decision == pb.NO_MATCH and len(answer.faces[0].candidates) == 5
     assert not any(c.match for c in answer.faces[0].candidates)
 
     # 1:few: only the listed references are searched; unknown ones are ignored.
-    answer = matching.Identify(
+    answer = officer.matching.Identify(
         pb.IdentifyRequest(gallery_id="core", probe=emb(probe), restrict_to=["p1", "p2", "nobody"])
     )
     assert {c.reference_id for c in answer.faces[0].candidates} == {"p1", "p2"}
     assert answer.decision == pb.NO_MATCH
 
     # A call's own threshold overrides the gallery's.
-    strict = matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe), threshold=0.0))
+    strict = officer.matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe), threshold=0.0))
     assert strict.threshold == 0.0 and strict.decision == pb.NO_MATCH
 
-    verified = matching.Verify(pb.VerifyRequest(gallery_id="core", reference_id="p7", probe=emb(probe)))
+    verified = officer.matching.Verify(
+        pb.VerifyRequest(gallery_id="core", reference_id="p7", probe=emb(probe))
+    )
     assert verified.decision == pb.MATCH and verified.score == pytest.approx(
         np.linalg.norm(probe - vectors[7]), abs=1e-4
     )
-    other = matching.Verify(pb.VerifyRequest(gallery_id="core", reference_id="p8", probe=emb(stranger)))
+    other = officer.matching.Verify(
+        pb.VerifyRequest(gallery_id="core", reference_id="p8", probe=emb(stranger))
+    )
     assert other.decision == pb.NO_MATCH
 
-    matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="core", reference_id="p7"))
-    answer = matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe)))
+    admin.matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="core", reference_id="p7"))
+    answer = officer.matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe)))
     assert "p7" not in {c.reference_id for c in answer.faces[0].candidates}
-    assert matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 49
+    assert admin.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 49
 
 
 def test_bulk_insert_reports_each_failure(api) -> None:  # type: ignore[no-untyped-def]
-    _, galleries, matching = api
+    galleries, matching = api.admin.galleries, api.admin.matching
     galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="bulk", purpose=pb.WATCHLIST))
     rng = np.random.default_rng(2)
     items = [
@@ -149,12 +154,12 @@ def test_bulk_insert_reports_each_failure(api) -> None:  # type: ignore[no-untyp
 
 
 def test_identify_stream_answers_each_request(api) -> None:  # type: ignore[no-untyped-def]
-    _, galleries, matching = api
-    galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="stream", purpose=pb.WATCHLIST))
+    admin = api.admin
+    admin.galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="stream", purpose=pb.WATCHLIST))
     rng = np.random.default_rng(3)
     vectors = rng.normal(scale=0.1, size=(20, DIM)).astype(np.float32)
     for i, v in enumerate(vectors):
-        matching.InsertTemplate(
+        admin.matching.InsertTemplate(
             pb.InsertTemplateRequest(gallery_id="stream", reference_id=f"s{i}", template=emb(v))
         )
     requests = [
@@ -162,7 +167,7 @@ def test_identify_stream_answers_each_request(api) -> None:  # type: ignore[no-u
         for i, v in enumerate(vectors)
     ]
     requests.insert(5, pb.IdentifyRequest(gallery_id="stream", probe=emb(np.ones(3)), request_id="bad"))
-    answers = list(matching.IdentifyStream(iter(requests)))
+    answers = list(api.officer.matching.IdentifyStream(iter(requests)))
     assert [a.request_id for a in answers] == [r.request_id for r in requests]
     bad = answers[5]
     assert (

@@ -1,5 +1,7 @@
 """The face_recognition (dlib) backend stays available as the reference, and its galleries
-are interchangeable with the ONNX pipeline's: both embed into dlib-resnet-v1 space."""
+are interchangeable with the ONNX pipeline's: both embed into dlib-resnet-v1 space.
+
+Admin enrols into the watchlist, an officer searches it; both servers share the session PKI."""
 
 from __future__ import annotations
 
@@ -8,34 +10,33 @@ from pathlib import Path
 import pytest
 
 from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from tests.conftest import secure_channel
 
 pytestmark = pytest.mark.server
 
 
 def test_dlib_enrolment_is_found_by_the_onnx_pipeline(
-    server_factory, faces_dir: Path, tmp_path: Path
+    server_factory, clients_for, faces_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     fr = faces_dir / "face_recognition"
     data = tmp_path / "data"
-    dlib_service, port, config = server_factory(data, **{"faces.backend": "dlib"})
-    with secure_channel(port, config.tls_dir / "ca.pem") as channel:
-        galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
+    dlib_service, port, _ = server_factory(data, **{"faces.backend": "dlib"})
+    with clients_for(port) as clients:
         assert (
-            galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="ref", purpose=pb.WATCHLIST)).model
+            clients.admin.galleries.CreateGallery(
+                pb.CreateGalleryRequest(gallery_id="ref", purpose=pb.WATCHLIST)
+            ).model
             == "dlib-resnet-v1"
         )
         for reference, path in {
             "obama": fr / "obama" / "obama.jpg",
             "biden": fr / "biden" / "biden.jpg",
         }.items():
-            matching.InsertTemplate(
+            clients.admin.matching.InsertTemplate(
                 pb.InsertTemplateRequest(
                     gallery_id="ref", reference_id=reference, template=pb.Probe(image=path.read_bytes())
                 )
             )
-        verdict = matching.Verify(
+        verdict = clients.officer.matching.Verify(
             pb.VerifyRequest(
                 gallery_id="ref",
                 reference_id="obama",
@@ -45,9 +46,9 @@ def test_dlib_enrolment_is_found_by_the_onnx_pipeline(
         assert verdict.decision == pb.MATCH
     dlib_service.stop(grace_s=1)
 
-    _, port, config = server_factory(data)  # same data, the default ONNX backend
-    with secure_channel(port, config.tls_dir / "ca.pem") as channel:
-        matching = pb_grpc.MatchingServiceStub(channel)
+    _, port, _ = server_factory(data)  # same data, the default ONNX backend
+    with clients_for(port) as clients:
+        matching = clients.officer.matching
         answer = matching.Identify(
             pb.IdentifyRequest(
                 gallery_id="ref", probe=pb.Probe(image=(fr / "obama" / "obama2.jpg").read_bytes())

@@ -1,4 +1,6 @@
-"""Faces from images, server-side: enrolment rules, multi-face identification, 1:1."""
+"""Faces from images, server-side: enrolment rules, multi-face identification, 1:1.
+
+Admin enrols into the watchlist; an officer searches it."""
 
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ import grpc
 import pytest
 
 from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from tests.conftest import secure_channel
 
 pytestmark = pytest.mark.server
 
@@ -20,11 +20,10 @@ def image(path: Path) -> pb.Probe:
 
 
 @pytest.fixture(scope="module")
-def stubs(server_factory, faces_dir):  # type: ignore[no-untyped-def]
-    _, port, config = server_factory()
-    channel = secure_channel(port, config.tls_dir / "ca.pem")
-    galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
-    galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="people", purpose=pb.WATCHLIST))
+def clients(server_factory, clients_for, faces_dir):  # type: ignore[no-untyped-def]
+    _, port, _ = server_factory()
+    clients = clients_for(port)
+    clients.admin.galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="people", purpose=pb.WATCHLIST))
     fr = faces_dir / "face_recognition"
     for reference, path in {
         "obama": fr / "obama" / "obama.jpg",
@@ -32,16 +31,15 @@ def stubs(server_factory, faces_dir):  # type: ignore[no-untyped-def]
         "kit": fr / "kit_harington" / "john1.jpeg",
         "rose": fr / "rose_leslie" / "img1.jpg",
     }.items():
-        answer = matching.InsertTemplate(
+        answer = clients.admin.matching.InsertTemplate(
             pb.InsertTemplateRequest(gallery_id="people", reference_id=reference, template=image(path))
         )
         assert answer.HasField("box") and answer.box.right > answer.box.left
-    yield galleries, matching
-    channel.close()
+    return clients
 
 
-def test_enrolment_refuses_an_image_without_a_face(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
-    _, matching = stubs
+def test_enrolment_refuses_an_image_without_a_face(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    matching = clients.admin.matching
     with pytest.raises(grpc.RpcError) as info:
         matching.InsertTemplate(
             pb.InsertTemplateRequest(
@@ -54,8 +52,8 @@ def test_enrolment_refuses_an_image_without_a_face(stubs, faces_dir) -> None:  #
     assert "no face" in (info.value.details() or "").lower()
 
 
-def test_enrolment_refuses_several_faces_unless_largest_is_asked(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
-    _, matching = stubs
+def test_enrolment_refuses_several_faces_unless_largest_is_asked(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    matching = clients.admin.matching
     group = faces_dir / "group" / "face_recognition" / "obama_and_biden.jpg"
     with pytest.raises(grpc.RpcError) as info:
         matching.InsertTemplate(
@@ -73,8 +71,8 @@ def test_enrolment_refuses_several_faces_unless_largest_is_asked(stubs, faces_di
     matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="people", reference_id="pair-largest"))
 
 
-def test_identify_searches_each_face_and_says_which_box(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
-    _, matching = stubs
+def test_identify_searches_each_face_and_says_which_box(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    matching = clients.officer.matching
     for name, expected in (
         ("obama_and_biden.jpg", {"obama", "biden"}),
         ("kit_with_rose.jpg", {"kit", "rose"}),
@@ -92,16 +90,16 @@ def test_identify_searches_each_face_and_says_which_box(stubs, faces_dir) -> Non
         assert winners == expected
 
 
-def test_identify_on_an_image_without_faces_is_a_no_match(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
-    _, matching = stubs
+def test_identify_on_an_image_without_faces_is_a_no_match(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    matching = clients.officer.matching
     answer = matching.Identify(
         pb.IdentifyRequest(gallery_id="people", probe=image(faces_dir / "group" / "dlib" / "dogs.jpg"))
     )
     assert answer.decision == pb.NO_MATCH and len(answer.faces) == 0
 
 
-def test_verify_images_one_to_one(stubs, faces_dir) -> None:  # type: ignore[no-untyped-def]
-    _, matching = stubs
+def test_verify_images_one_to_one(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    matching = clients.officer.matching
     fr = faces_dir / "face_recognition"
     same = matching.Verify(
         pb.VerifyRequest(gallery_id="people", reference_id="obama", probe=image(fr / "obama" / "obama2.jpg"))

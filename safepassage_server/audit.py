@@ -1,0 +1,70 @@
+"""What the server records of every operation: the transparency log, and fishing alerts.
+
+Each operation becomes one log entry (who, what, which gallery, when, outcome,
+counts); nothing biometric or personal goes in (the log's own event type
+refuses it). Searches also feed the fishing detector; when a rule trips, an
+``alert.fishing`` entry is appended and a warning logged, for an auditor to
+find. If the log cannot be written, the call fails: an operation that leaves
+no record must not happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from audit_log import LogEvent, TransparencyLog
+from safepassage_server.fishing import FishingDetector, Outcome, SearchKind
+from safepassage_server.identity import Caller
+
+log = logging.getLogger(__name__)
+ANONYMOUS = "anonymous"
+_SEARCHES = {
+    "Identify": SearchKind.IDENTIFY,
+    "Verify": SearchKind.VERIFY,
+    "IdentifyStream": SearchKind.IDENTIFY,
+}
+_OUTCOMES = {"MATCH": Outcome.MATCH, "NO_MATCH": Outcome.NO_MATCH}
+
+
+class AuditRecorder:
+    def __init__(self, transparency_log: TransparencyLog, fishing: FishingDetector) -> None:
+        self._log = transparency_log
+        self._fishing = fishing
+        self._lock = threading.Lock()
+
+    @property
+    def transparency_log(self) -> TransparencyLog:
+        return self._log
+
+    def record(
+        self, caller: Caller | None, operation: str, gallery_id: str, outcome: str, details: dict[str, str]
+    ) -> None:
+        actor = caller.label if caller else ANONYMOUS
+        self._log.append(
+            LogEvent.now(actor, operation, gallery_id=gallery_id, outcome=outcome, details=details)
+        )
+        kind, result = _SEARCHES.get(operation.rsplit("/", 1)[-1]), _OUTCOMES.get(outcome)
+        if caller is None or kind is None or result is None:
+            return
+        alert = self._fishing.record(caller, kind, gallery_id, result)
+        if alert is not None:
+            log.warning("fishing alert: %s", alert.summary)
+            self._log.append(
+                LogEvent.now(
+                    actor,
+                    "alert.fishing",
+                    gallery_id=gallery_id,
+                    outcome="ALERT",
+                    details={
+                        "rules": ".".join(rule.value for rule in alert.rules),
+                        "searches": str(alert.searches),
+                        "no_matches": str(alert.no_matches),
+                        "galleries": str(alert.galleries),
+                    },
+                )
+            )
+
+    def record_change(self, operation: str, metadata: dict[str, str]) -> None:
+        """Certificate changes and authorisations (the PKI's on_change hook)."""
+        self._log.append(LogEvent.now("pki", operation, details=metadata))

@@ -1,0 +1,50 @@
+"""Who is calling: the role and identity a client's certificate proves.
+
+Every client presents a certificate issued by the deployment's CA. Its
+subject's organisational unit (OU) holds the role, its common name (CN) the
+client's account or device id (an opaque id such as ``officer-0042`` or
+``cam-gate-3``, never a person's name). The serial number identifies the
+certificate for revocation.
+"""
+
+from __future__ import annotations
+
+import enum
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+class Role(enum.StrEnum):
+    OFFICER = "officer"
+    CCTV_EDGE = "cctv_edge"
+    KIOSK = "kiosk"
+    NGO_CASEWORKER = "ngo_caseworker"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated client."""
+
+    client_id: str  # the certificate's CN
+    role: Role
+    serial: int  # the certificate's serial number
+    fingerprint: str  # sha256 of the certificate (DER), hex
+
+    @property
+    def label(self) -> str:
+        """How logs and the transparency log name this caller: role and id, no personal data."""
+        return f"{self.role.value}:{self.client_id}"
+
+
+# The caller of the RPC being served, set by the access interceptor for the
+# servicer (which runs in the same thread, or generator, as the interceptor's wrapper).
+CURRENT_CALLER: ContextVar[Caller] = ContextVar("safepassage_caller")
+
+
+def current_caller() -> Caller:
+    try:
+        return CURRENT_CALLER.get()
+    except LookupError:
+        raise RuntimeError("no authenticated caller: the access interceptor did not run") from None

@@ -1,0 +1,114 @@
+"""A test PKI with one client certificate per role, and mutual-TLS channels to a test server.
+
+Use the session fixture `role_pki` (import it into a test module, or list
+this module in the root conftest's `pytest_plugins`) and point the server at
+`role_pki.folder`; then `role_pki.channel_for(port, Role.OFFICER)` is a
+channel authenticated as officer-1. The role certificates are shared by the
+whole session: a test that revokes must issue its own certificate first.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from safepassage_server.identity import Role
+from safepassage_server.peer import client_credentials
+from safepassage_server.pki import IssuedCert, Pki
+
+CLIENT_IDS: Mapping[Role, str] = {
+    Role.OFFICER: "officer-1",
+    Role.CCTV_EDGE: "cam-1",
+    Role.KIOSK: "kiosk-1",
+    Role.NGO_CASEWORKER: "ngo-1",
+    Role.AUDITOR: "auditor-1",
+    Role.ADMIN: "admin-1",
+}
+
+# Each channel gets its own connections: with gRPC's global subchannel pool,
+# a channel could reuse another's TLS session and so another's certificate.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def mtls_channel(port: int, ca_pem: bytes, issued: IssuedCert | None) -> grpc.Channel:
+    """A channel to localhost:port trusting `ca_pem`, presenting `issued` (None: no client certificate)."""
+    if issued is None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    else:
+        credentials = client_credentials(ca_pem, issued.cert_pem, issued.key_pem)
+    return grpc.secure_channel(f"localhost:{port}", credentials, options=CHANNEL_OPTIONS)
+
+
+@dataclass
+class RolePki:
+    """A PKI in a temporary folder and one valid client certificate per role."""
+
+    pki: Pki
+    clients: dict[Role, IssuedCert] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, folder: Path) -> RolePki:
+        pki = Pki.init(folder)
+        return cls(pki, {role: pki.issue_client(client_id, role) for role, client_id in CLIENT_IDS.items()})
+
+    @property
+    def folder(self) -> Path:
+        return self.pki.folder
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.pki.ca_pem
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki.paths.ca_cert
+
+    def credentials(self, role: Role) -> grpc.ChannelCredentials:
+        issued = self.clients[role]
+        return client_credentials(self.ca_pem, issued.cert_pem, issued.key_pem)
+
+    def channel_for(self, port: int, role: Role) -> grpc.Channel:
+        """A channel authenticated as this role's client (officer-1, cam-1, ...)."""
+        return mtls_channel(port, self.ca_pem, self.clients[role])
+
+    def channel_with(self, port: int, issued: IssuedCert | None) -> grpc.Channel:
+        """A channel presenting any certificate (expired, foreign, ...), or none."""
+        return mtls_channel(port, self.ca_pem, issued)
+
+    def expired(self, client_id: str, role: Role) -> IssuedCert:
+        """A certificate of this CA that expired yesterday."""
+        now = datetime.datetime.now(datetime.UTC)
+        return self.pki.issue_client(
+            client_id,
+            role,
+            replace=True,
+            valid_from=now - datetime.timedelta(days=10),
+            valid_until=now - datetime.timedelta(days=1),
+        )
+
+    def not_yet_valid(self, client_id: str, role: Role) -> IssuedCert:
+        """A certificate of this CA that becomes valid tomorrow."""
+        now = datetime.datetime.now(datetime.UTC)
+        return self.pki.issue_client(
+            client_id,
+            role,
+            replace=True,
+            valid_from=now + datetime.timedelta(days=1),
+            valid_until=now + datetime.timedelta(days=30),
+        )
+
+
+def foreign_cert(folder: Path, client_id: str, role: Role) -> IssuedCert:
+    """A well-formed client certificate for `role` from another CA (made in `folder`)."""
+    return Pki.init(folder).issue_client(client_id, role)
+
+
+@pytest.fixture(scope="session")
+def role_pki(tmp_path_factory: pytest.TempPathFactory) -> RolePki:
+    """The session's PKI: a CA, a server certificate for localhost, one client per role."""
+    return RolePki.create(tmp_path_factory.mktemp("pki") / "pki")

@@ -1,0 +1,175 @@
+"""The whole authorisation matrix against a real mutual-TLS server: every RPC x every role x
+each gallery purpose, each allow and each deny; and clients without a valid certificate."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from matcher import GalleryPurpose
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage_server.authorization import GALLERY_FREE, MATRIX, Operation
+from safepassage_server.cctv_authorisation import METADATA_KEY, sign
+from safepassage_server.identity import Role
+from tests.pki_helpers import RolePki, foreign_cert
+
+pytestmark = pytest.mark.server
+DIM = 128
+GALLERY = {GalleryPurpose.WATCHLIST: "w", GalleryPurpose.PROTECTED_IDENTITY: "p"}
+PB_PURPOSE = {
+    GalleryPurpose.WATCHLIST: pb.WATCHLIST,
+    GalleryPurpose.PROTECTED_IDENTITY: pb.PROTECTED_IDENTITY,
+}
+Code = grpc.StatusCode
+
+
+def emb(seed: int) -> pb.Probe:
+    return pb.Probe(embedding=pb.Embedding(values=np.random.default_rng(seed).normal(size=DIM).tolist()))
+
+
+@pytest.fixture(scope="module")
+def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-untyped-def]
+    _, port, _ = server_factory()
+    clients = clients_for(port)
+    for purpose, gallery in GALLERY.items():
+        clients.admin.galleries.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id=gallery, purpose=PB_PURPOSE[purpose])
+        )
+    clients.admin.matching.InsertTemplate(
+        pb.InsertTemplateRequest(gallery_id="w", reference_id="known", template=emb(1))
+    )
+    clients.ngo.matching.InsertTemplate(
+        pb.InsertTemplateRequest(gallery_id="p", reference_id="known", template=emb(1))
+    )
+    admin = role_pki.clients[Role.ADMIN]
+    token = sign(
+        gallery_id="w",
+        cameras=["cam-1"],
+        legal_basis="test order 1",
+        valid_for_s=3600,
+        admin_cert=x509.load_pem_x509_certificate(admin.cert_pem),
+        admin_key=load_pem_private_key(admin.key_pem, None),  # type: ignore[arg-type]
+    )
+    return port, clients, token
+
+
+def _setup_target(clients: Any, operation: Operation, purpose: GalleryPurpose, case: str) -> str:
+    """Throwaway state for operations that change or need something, made by an allowed role."""
+    gallery = GALLERY[purpose]
+    owner = clients.admin if purpose is GalleryPurpose.WATCHLIST else clients.ngo
+    if operation is Operation.DELETE_GALLERY:
+        gallery = f"gone-{case}"
+        clients.admin.galleries.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id=gallery, purpose=PB_PURPOSE[purpose])
+        )
+    if operation is Operation.DELETE_TEMPLATE:
+        owner.matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id=gallery, reference_id=case, template=emb(2))
+        )
+    return gallery
+
+
+def _call(
+    stubs: Any, operation: Operation, gallery: str, purpose: GalleryPurpose, case: str, token: str
+) -> Any:
+    m, g = stubs.matching, stubs.galleries
+    calls: dict[Operation, Callable[[], Any]] = {
+        Operation.CREATE_GALLERY: lambda: g.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id=f"new-{case}", purpose=PB_PURPOSE[purpose])
+        ),
+        Operation.LIST_GALLERIES: lambda: g.ListGalleries(pb.ListGalleriesRequest()),
+        Operation.DESCRIBE_GALLERY: lambda: g.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=gallery)),
+        Operation.DELETE_GALLERY: lambda: g.DeleteGallery(pb.DeleteGalleryRequest(gallery_id=gallery)),
+        Operation.INSERT_TEMPLATE: lambda: m.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id=gallery, reference_id=case, template=emb(3))
+        ),
+        Operation.BULK_INSERT_TEMPLATES: lambda: m.BulkInsertTemplates(
+            iter([pb.InsertTemplateRequest(gallery_id=gallery, reference_id=f"{case}-b", template=emb(4))])
+        ),
+        Operation.DELETE_TEMPLATE: lambda: m.DeleteTemplate(
+            pb.DeleteTemplateRequest(gallery_id=gallery, reference_id=case)
+        ),
+        Operation.COUNT_TEMPLATES: lambda: m.CountTemplates(pb.CountTemplatesRequest(gallery_id=gallery)),
+        Operation.IDENTIFY: lambda: m.Identify(pb.IdentifyRequest(gallery_id=gallery, probe=emb(1))),
+        Operation.VERIFY: lambda: m.Verify(
+            pb.VerifyRequest(gallery_id=gallery, reference_id="known", probe=emb(1))
+        ),
+        Operation.IDENTIFY_STREAM: lambda: list(
+            m.IdentifyStream(
+                iter([pb.IdentifyRequest(gallery_id=gallery, probe=emb(1), request_id="q")]),
+                metadata=[(METADATA_KEY, token)],
+            )
+        ),
+        Operation.CONFIRM_MATCH: lambda: m.ConfirmMatch(
+            pb.ConfirmMatchRequest(gallery_id=gallery, probe_id=987654)
+        ),
+    }
+    return calls[operation]()
+
+
+CASES = [
+    (operation, role, purpose)
+    for operation, role in itertools.product(Operation, Role)
+    for purpose in ((GalleryPurpose.WATCHLIST,) if operation in GALLERY_FREE else tuple(GalleryPurpose))
+]
+
+
+def test_the_matrix_covers_every_rpc() -> None:
+    methods = {m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    assert methods == {o.value for o in Operation}
+
+
+@pytest.mark.parametrize(("operation", "role", "purpose"), CASES, ids=lambda v: getattr(v, "value", str(v)))
+def test_every_rpc_role_and_purpose(world, operation: Operation, role: Role, purpose: GalleryPurpose) -> None:  # type: ignore[no-untyped-def]
+    _, clients, token = world
+    if operation in GALLERY_FREE:
+        allowed = role in GALLERY_FREE[operation]
+    else:
+        allowed = purpose in MATRIX[operation].get(role, frozenset())
+    case = f"{operation.value.lower()}-{role.value.replace('_', '-')}-{purpose.value[0]}"
+    gallery = _setup_target(clients, operation, purpose, case)
+    try:
+        _call(clients.as_role(role), operation, gallery, purpose, case, token)
+        code = Code.OK
+    except grpc.RpcError as error:
+        code, details = error.code(), error.details()
+    if allowed:
+        # ConfirmMatch of a probe that was never kept is NOT_FOUND: allowed, and answered.
+        assert code in (Code.OK, Code.NOT_FOUND), details
+    else:
+        assert code == Code.PERMISSION_DENIED
+        assert role.value in details
+    if operation is Operation.DELETE_GALLERY and not allowed:
+        clients.admin.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=gallery))  # still there
+
+
+def _health(channel: grpc.Channel) -> Code:
+    try:
+        pb_grpc.GalleryServiceStub(channel).ListGalleries(pb.ListGalleriesRequest(), timeout=10)
+    except grpc.RpcError as error:
+        return error.code()
+    return Code.OK
+
+
+def test_clients_without_a_valid_certificate_are_refused(world, role_pki: RolePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = world[0]
+    with role_pki.channel_with(port, None) as channel:
+        assert _health(channel) == Code.UNAVAILABLE  # no client certificate: the handshake fails
+    with role_pki.channel_with(port, role_pki.expired("admin-expired", Role.ADMIN)) as channel:
+        assert _health(channel) == Code.UNAVAILABLE
+    with role_pki.channel_with(port, foreign_cert(tmp_path / "other-ca", "admin-1", Role.ADMIN)) as channel:
+        assert _health(channel) == Code.UNAVAILABLE
+    fresh = role_pki.pki.issue_client("admin-revoked", Role.ADMIN)
+    with role_pki.channel_with(port, fresh) as channel:
+        assert _health(channel) == Code.OK
+        role_pki.pki.revoke("admin-revoked")
+        assert _health(channel) == Code.UNAUTHENTICATED  # the very next call, same connection

@@ -1,0 +1,471 @@
+"""The PKI, mutual TLS and the caller check, against a real gRPC server on a free port.
+
+The server here is minimal (the health service behind an interceptor that
+calls `caller_of`), so that what is tested is the PKI and the handshake, not
+the matching service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from safepassage_cli.pki_command import add_pki_parser, run
+from safepassage_core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated, Unavailable
+from safepassage_server.identity import Caller, Role
+from safepassage_server.peer import (
+    ClientCertificateExpired,
+    ClientCertificateRevoked,
+    InvalidClientCertificate,
+    NoClientCertificate,
+    PeerAuthenticator,
+    caller_of,
+    server_credentials,
+)
+from safepassage_server.pki import (
+    CertificateKind,
+    IssuedCert,
+    Pki,
+    PkiCorrupt,
+    RevocationList,
+    format_serial,
+    write_atomic,
+)
+from tests.pki_helpers import CLIENT_IDS, RolePki, foreign_cert
+
+
+CHECK = health_pb2.HealthCheckRequest()
+SERVING = health_pb2.HealthCheckResponse.SERVING
+SHORT = datetime.timedelta(seconds=2)
+
+
+class Authenticate(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """What the real server's interceptor will do: no Caller, no call."""
+
+    def __init__(self, authenticator: PeerAuthenticator) -> None:
+        self.authenticator = authenticator
+        self.callers: list[Caller] = []
+        self.reached = 0  # calls that got past the handshake, accepted or not
+        self._lock = threading.Lock()
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behaviour = handler.unary_unary
+
+        def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._lock:
+                self.reached += 1
+            try:
+                caller = self.authenticator.caller(context)
+            except Unauthenticated as error:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+            with self._lock:
+                self.callers.append(caller)
+            return behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class MtlsServer:
+    def __init__(self, pki_folder: Path) -> None:
+        self.interceptor = Authenticate(PeerAuthenticator.from_pki(pki_folder))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[self.interceptor])
+        servicer = health.HealthServicer()
+        servicer.set("", SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, self.server)
+        self.port = self.server.add_secure_port("127.0.0.1:0", server_credentials(pki_folder))
+        assert self.port
+        self.server.start()
+
+    @property
+    def last_caller(self) -> Caller:
+        return self.interceptor.callers[-1]
+
+
+@pytest.fixture(scope="module")
+def server(role_pki: RolePki) -> Iterator[MtlsServer]:
+    running = MtlsServer(role_pki.folder)
+    yield running
+    running.server.stop(grace=None)
+
+
+def check(channel: grpc.Channel) -> int:
+    with channel:
+        return int(health_pb2_grpc.HealthStub(channel).Check(CHECK, timeout=10).status)
+
+
+def refused(channel: grpc.Channel) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as raised, channel:
+        health_pb2_grpc.HealthStub(channel).Check(CHECK, timeout=10)
+    return raised.value.code()
+
+
+def refused_at_handshake(server: MtlsServer, channel: grpc.Channel) -> bool:
+    """Refused before any call reached the server's interceptor."""
+    before = server.interceptor.reached
+    return refused(channel) == grpc.StatusCode.UNAVAILABLE and server.interceptor.reached == before
+
+
+# -- the handshake and the per-call check, end to end ---------------------------------------------
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_role_is_accepted_as_itself(role_pki: RolePki, server: MtlsServer, role: Role) -> None:
+    assert check(role_pki.channel_for(server.port, role)) == SERVING
+    issued = role_pki.clients[role]
+    assert server.last_caller == Caller(CLIENT_IDS[role], role, issued.serial, issued.fingerprint)
+    assert server.last_caller.label == f"{role.value}:{CLIENT_IDS[role]}"
+
+
+def test_no_client_certificate_is_refused_at_the_handshake(role_pki: RolePki, server: MtlsServer) -> None:
+    assert refused_at_handshake(server, role_pki.channel_with(server.port, None))
+
+
+def test_foreign_ca_is_refused_at_the_handshake(
+    role_pki: RolePki, server: MtlsServer, tmp_path: Path
+) -> None:
+    # Same id and role as a real client: only the CA differs.
+    stranger = foreign_cert(tmp_path / "other", "officer-1", Role.OFFICER)
+    assert refused_at_handshake(server, role_pki.channel_with(server.port, stranger))
+
+
+def test_expired_certificate_is_refused_at_the_handshake(role_pki: RolePki, server: MtlsServer) -> None:
+    expired = role_pki.expired("officer-expired", Role.OFFICER)
+    assert refused_at_handshake(server, role_pki.channel_with(server.port, expired))
+
+
+def test_not_yet_valid_certificate_is_refused_at_the_handshake(role_pki: RolePki, server: MtlsServer) -> None:
+    early = role_pki.not_yet_valid("officer-early", Role.OFFICER)
+    assert refused_at_handshake(server, role_pki.channel_with(server.port, early))
+
+
+def test_server_certificate_cannot_pass_for_a_client(role_pki: RolePki, server: MtlsServer) -> None:
+    # Issued by the same CA, but serverAuth only.
+    server_cert = role_pki.pki.issue_server(["localhost"])
+    assert refused_at_handshake(server, role_pki.channel_with(server.port, server_cert))
+
+
+def test_revocation_is_honoured_on_the_very_next_call(role_pki: RolePki, server: MtlsServer) -> None:
+    issued = role_pki.pki.issue_client("officer-leaving", Role.OFFICER)
+    channel = role_pki.channel_with(server.port, issued)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert stub.Check(CHECK, timeout=10).status == SERVING
+        revoked = role_pki.pki.revoke("officer-leaving")
+        assert [r.serial for r in revoked] == [issued.serial]
+        # The same connection, already past its handshake: refused per call.
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Check(CHECK, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in (raised.value.details() or "")
+    # A new connection passes the handshake (gRPC knows no revocations) and is refused too.
+    assert refused(role_pki.channel_with(server.port, issued)) == grpc.StatusCode.UNAUTHENTICATED
+    # Nobody else is affected.
+    assert check(role_pki.channel_for(server.port, Role.OFFICER)) == SERVING
+
+
+def test_expiry_during_a_connection_is_caught_per_call(role_pki: RolePki, server: MtlsServer) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    brief = role_pki.pki.issue_client(
+        "kiosk-brief", Role.KIOSK, valid_from=now - datetime.timedelta(minutes=1), valid_until=now + SHORT
+    )
+    with role_pki.channel_with(server.port, brief) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert stub.Check(CHECK, timeout=10).status == SERVING
+        time.sleep((now + SHORT - datetime.datetime.now(datetime.UTC)).total_seconds() + 1.1)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Check(CHECK, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "valid only" in (raised.value.details() or "")
+
+
+# -- caller_of on its own ---------------------------------------------------------------------------
+
+
+class FakeContext:
+    def __init__(self, pem: bytes | None) -> None:
+        self.properties: dict[str, list[bytes]] = {"transport_security_type": [b"ssl"]}
+        if pem is not None:
+            self.properties["x509_pem_cert"] = [pem]
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.properties
+
+
+def caller_from(role_pki: RolePki, pem: bytes | None) -> Caller:
+    authenticator = PeerAuthenticator.from_pki(role_pki.folder)
+    return caller_of(FakeContext(pem), authenticator.revocations, authenticator.ca)  # type: ignore[arg-type]
+
+
+def signed_by_ca(role_pki: RolePki, subject: x509.Name, usage: x509.ObjectIdentifier) -> bytes:
+    """A certificate the CA itself signed, with contents `issue_client` would never produce."""
+    ca_key = serialization.load_pem_private_key(role_pki.pki.paths.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(role_pki.pki.ca_cert.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def subject(ou: str | None, cn: str) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SafePassage")]
+    if ou is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def test_caller_of_checks_every_part_of_the_certificate(role_pki: RolePki, tmp_path: Path) -> None:
+    officer = role_pki.clients[Role.OFFICER]
+    assert caller_from(role_pki, officer.cert_pem).client_id == "officer-1"
+    with pytest.raises(NoClientCertificate):
+        caller_from(role_pki, None)
+    with pytest.raises(InvalidClientCertificate, match="parsed"):
+        caller_from(role_pki, b"-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
+    with pytest.raises(InvalidClientCertificate, match="CA"):
+        caller_from(role_pki, foreign_cert(tmp_path / "other", "officer-1", Role.OFFICER).cert_pem)
+    with pytest.raises(ClientCertificateExpired):
+        caller_from(role_pki, role_pki.expired("officer-old", Role.OFFICER).cert_pem)
+    with pytest.raises(ClientCertificateExpired):
+        caller_from(role_pki, role_pki.not_yet_valid("officer-new", Role.OFFICER).cert_pem)
+    with pytest.raises(InvalidClientCertificate, match="not a client certificate"):
+        caller_from(role_pki, role_pki.pki.issue_server(["localhost"]).cert_pem)
+    client_auth = ExtendedKeyUsageOID.CLIENT_AUTH
+    with pytest.raises(InvalidClientCertificate, match="role 'pilot' is unknown"):
+        caller_from(role_pki, signed_by_ca(role_pki, subject("pilot", "pilot-1"), client_auth))
+    with pytest.raises(InvalidClientCertificate, match="organisational unit"):
+        caller_from(role_pki, signed_by_ca(role_pki, subject(None, "officer-9"), client_auth))
+    with pytest.raises(InvalidClientCertificate, match="not a client id"):
+        caller_from(role_pki, signed_by_ca(role_pki, subject("officer", "Jane Doe"), client_auth))
+    with pytest.raises(InvalidClientCertificate, match="not a client certificate"):
+        caller_from(
+            role_pki, signed_by_ca(role_pki, subject("officer", "officer-9"), ExtendedKeyUsageOID.SERVER_AUTH)
+        )
+    # Every one of them is an Unauthenticated for the error interceptor.
+    assert issubclass(ClientCertificateRevoked, Unauthenticated)
+
+
+# -- the PKI folder ----------------------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_writes_the_layout_with_private_keys_private(tmp_path: Path) -> None:
+    changes: list[tuple[str, dict[str, str]]] = []
+    pki = Pki.init(
+        tmp_path / "pki", ["gate.example", "10.0.0.5"], on_change=lambda op, m: changes.append((op, m))
+    )
+    folder = pki.folder
+    assert {p.name for p in folder.iterdir()} >= {
+        "ca.pem",
+        "ca-key.pem",
+        "server.pem",
+        "server-key.pem",
+        "clients",
+        "index.json",
+        "revoked.json",
+    }
+    assert mode(folder) == 0o700 and mode(folder / "clients") == 0o700
+    assert mode(folder / "ca-key.pem") == 0o600 and mode(folder / "server-key.pem") == 0o600
+    ca = pki.ca_cert
+    assert ca.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert (ca.not_valid_after_utc - ca.not_valid_before_utc).days >= 3650
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    server = x509.load_pem_x509_certificate((folder / "server.pem").read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["gate.example"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    usages = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert [op for op, _ in changes] == ["pki.init", "certificate.issue"]
+    assert changes[1][1]["kind"] == "server" and changes[1][1]["serial"] == format_serial(
+        server.serial_number
+    )
+
+    with pytest.raises(AlreadyExists):
+        Pki.init(folder)
+    assert Pki.init(folder, exist_ok=True).ca_cert == ca  # the CA is never replaced
+    assert Pki.open(folder).ca_cert == ca
+    os.chmod(folder / "ca-key.pem", 0o644)
+    with pytest.raises(Exception, match="chmod 600"):
+        Pki.open(folder)
+
+
+def test_issue_client_writes_a_role_certificate(tmp_path: Path) -> None:
+    changes: list[tuple[str, dict[str, str]]] = []
+    pki = Pki.init(tmp_path / "pki")
+    pki.on_change = lambda op, m: changes.append((op, m))
+    issued = pki.issue_client("kiosk-7", Role.KIOSK, days=30)
+    assert issued.cert_path == pki.folder / "clients" / "kiosk-7.pem"
+    assert issued.key_path == pki.folder / "clients" / "kiosk-7-key.pem"
+    assert mode(issued.key_path) == 0o600
+    assert issued.cert_path.read_bytes() == issued.cert_pem and issued.key_path.read_bytes() == issued.key_pem
+    certificate = x509.load_pem_x509_certificate(issued.cert_pem)
+    assert certificate.subject.rfc4514_string() == "CN=kiosk-7,OU=kiosk,O=SafePassage"
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert 29 <= (certificate.not_valid_after_utc - certificate.not_valid_before_utc).days <= 31
+    assert certificate.serial_number.bit_length() > 64  # random, not a counter
+    assert changes == [
+        (
+            "certificate.issue",
+            {
+                "kind": "client",
+                "client_id": "kiosk-7",
+                "role": "kiosk",
+                "serial": format_serial(issued.serial),
+                "not_after": changes[0][1]["not_after"],
+            },
+        )
+    ]
+    assert not any("PRIVATE" in value for _, metadata in changes for value in metadata.values())
+
+    with pytest.raises(AlreadyExists, match="already has a valid certificate"):
+        pki.issue_client("kiosk-7", Role.KIOSK)
+    again = pki.issue_client("kiosk-7", "kiosk", replace=True)
+    assert again.serial != issued.serial
+    for bad in ("Kiosk-7", "", "-kiosk", "kiosk 7", "../kiosk", "a" * 64, "kiosk-7-key", "jane.doe@x"):
+        with pytest.raises(InvalidInput):
+            pki.issue_client(bad, Role.KIOSK)
+    with pytest.raises(InvalidInput, match="unknown role"):
+        pki.issue_client("pilot-1", "pilot")
+    with pytest.raises(InvalidInput):
+        pki.issue_client("kiosk-8", Role.KIOSK, days=0)
+    with pytest.raises(InvalidInput, match="outlive the CA"):
+        pki.issue_client(
+            "kiosk-8", Role.KIOSK, valid_until=pki.ca_cert.not_valid_after_utc + datetime.timedelta(days=1)
+        )
+
+
+def test_revoke_by_id_or_serial_and_list(tmp_path: Path) -> None:
+    changes: list[tuple[str, dict[str, str]]] = []
+    pki = Pki.init(tmp_path / "pki", on_change=lambda op, m: changes.append((op, m)))
+    revocations = pki.revocations()
+    first = pki.issue_client("ngo-3", Role.NGO_CASEWORKER)
+    second = pki.issue_client("ngo-3", Role.NGO_CASEWORKER, replace=True)
+    other = pki.issue_client("auditor-2", Role.AUDITOR)
+    assert not revocations.is_revoked(first.serial)
+
+    assert [r.serial for r in pki.revoke(format_serial(first.serial).lower())] == [first.serial]
+    assert revocations.is_revoked(first.serial) and not revocations.is_revoked(second.serial)
+    assert changes[-1][0] == "certificate.revoke" and changes[-1][1]["serial"] == format_serial(first.serial)
+    assert [r.serial for r in pki.revoke("ngo-3")] == [second.serial]  # the first was revoked already
+    assert pki.revoke("ngo-3") == []
+    assert pki.revoke(other.serial)[0].client_id == "auditor-2"
+    assert revocations.serials() == {first.serial, second.serial, other.serial}
+    with pytest.raises(NotFound):
+        pki.revoke("nobody-1")
+
+    listed = {r.serial: r for r in Pki.open(pki.folder).list()}
+    assert listed[first.serial].revoked and listed[first.serial].status() == "revoked"
+    assert listed[other.serial].role is Role.AUDITOR
+    servers = [r for r in listed.values() if r.kind is CertificateKind.SERVER]
+    assert len(servers) == 1 and not servers[0].revoked and servers[0].status() == "valid"
+    document = json.loads((pki.folder / "revoked.json").read_text())
+    assert {entry["serial"] for entry in document["revoked"]} == {
+        format_serial(s) for s in (first.serial, second.serial, other.serial)
+    }
+    assert not list(pki.folder.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_revocation_list_reloads_on_change_and_fails_closed(tmp_path: Path) -> None:
+    pki = Pki.init(tmp_path / "pki")
+    issued: IssuedCert = pki.issue_client("cam-9", Role.CCTV_EDGE)
+    revocations = RevocationList.open(pki.folder)
+    for _ in range(3):  # unchanged file: answered from memory
+        assert not revocations.is_revoked(issued.serial)
+    # Another process (the CLI) revokes: seen at once.
+    Pki.open(pki.folder).revoke("cam-9")
+    assert revocations.is_revoked(issued.serial)
+    write_atomic(pki.folder / "revoked.json", b"{not json")
+    with pytest.raises(PkiCorrupt):
+        revocations.is_revoked(issued.serial)
+    (pki.folder / "revoked.json").unlink()
+    with pytest.raises(Unavailable):
+        revocations.is_revoked(issued.serial)
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+
+def pki_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="safepassage")
+    add_pki_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["pki", *argv]))
+
+
+def test_pki_command_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = str(tmp_path / "pki")
+    assert pki_cli("init", "--pki-dir", folder, "--server-name", "localhost", "--server-name", "::1") == 0
+    out = capsys.readouterr().out
+    assert "initialised the PKI" in out and "localhost, ::1" in out
+
+    assert pki_cli("init", "--pki-dir", folder) == 2
+    assert "already holds a PKI" in capsys.readouterr().err
+
+    assert pki_cli("issue", "officer-0042", "--role", "officer", "--pki-dir", folder) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("issued officer-0042 (officer): serial ")
+    assert "officer-0042-key.pem (mode 0600)" in out
+
+    assert pki_cli("issue", "Jane Doe", "--role", "officer", "--pki-dir", folder) == 2
+    assert "not an opaque id" in capsys.readouterr().err
+
+    assert pki_cli("list", "--pki-dir", folder) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("localhost") and "(server)" in lines[0] and lines[0].endswith("valid")
+    assert lines[1].startswith("officer-0042") and " officer " in lines[1] and lines[1].endswith("valid")
+
+    assert pki_cli("revoke", "officer-0042", "--pki-dir", folder) == 0
+    assert capsys.readouterr().out.startswith("revoked serial ")
+    assert pki_cli("revoke", "officer-0042", "--pki-dir", folder) == 0
+    assert "already revoked" in capsys.readouterr().out
+    assert pki_cli("revoke", "nobody", "--pki-dir", folder) == 2
+    capsys.readouterr()
+
+    assert pki_cli("list", "--json", "--pki-dir", folder) == 0
+    rows = json.loads(capsys.readouterr().out)
+    officer = next(row for row in rows if row["client_id"] == "officer-0042")
+    assert officer["role"] == "officer" and officer["revoked"] and officer["status"] == "revoked"
+
+    assert pki_cli("issue-server", "gate.example", "--pki-dir", folder) == 0
+    assert "issued server gate.example" in capsys.readouterr().out
+    assert pki_cli("list", "--pki-dir", str(tmp_path / "missing")) == 2
+    assert "pki init" in capsys.readouterr().err
