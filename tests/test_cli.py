@@ -14,24 +14,38 @@ from tests.process import ServerProcess
 pytestmark = pytest.mark.server
 
 
-def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(server: ServerProcess, *args: str, client: str = "dev-admin") -> subprocess.CompletedProcess[str]:
+    connection = [
+        "--server",
+        f"localhost:{server.port}",
+        "--pki-dir",
+        str(server.pki_dir),
+        "--client",
+        client,
+    ]
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safepassage_cli.main",
-            *args,
-            "--server",
-            f"localhost:{server.port}",
-            "--ca",
-            str(server.ca_file),
-        ],
+        [sys.executable, "-m", "safepassage_cli.main", *args, *connection],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def local(*args: str) -> subprocess.CompletedProcess[str]:
+    """A command that works on files on the server's host (pki, audit), not over the network."""
+    return subprocess.run(
+        [sys.executable, "-m", "safepassage_cli.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def officer(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli(server, *args, client="officer-1")
 
 
 def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
@@ -53,18 +67,23 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert out.returncode == 0 and "imported 2 of 2" in out.stdout
         out = cli(server, "count", "desk")
         assert out.stdout.strip() == "3"
+        # Searching is an officer's job, not an admin's.
         out = cli(server, "identify", "desk", str(fr / "obama" / "obama2.jpg"))
+        assert out.returncode == 1 and "PERMISSION_DENIED" in out.stderr
+        out = local("pki", "issue", "officer-1", "--role", "officer", "--pki-dir", str(server.pki_dir))
+        assert out.returncode == 0, out.stderr
+        out = officer(server, "identify", "desk", str(fr / "obama" / "obama2.jpg"))
         assert out.returncode == 0 and out.stdout.startswith("MATCH")
         assert "1. obama" in out.stdout
-        out = cli(
+        out = officer(
             server, "identify", "desk", str(fr / "obama" / "obama2.jpg"), "--restrict-to", "kit", "rose"
         )
         assert out.stdout.startswith("NO_MATCH") and "obama" not in out.stdout.split("\n", 1)[1]
-        out = cli(server, "verify", "desk", "rose", str(fr / "rose_leslie" / "img2.jpg"))
+        out = officer(server, "verify", "desk", "rose", str(fr / "rose_leslie" / "img2.jpg"))
         assert out.returncode == 0 and out.stdout.startswith("MATCH")
         out = cli(server, "delete", "desk", "rose")
         assert out.returncode == 0
-        out = cli(server, "verify", "desk", "rose", str(fr / "rose_leslie" / "img2.jpg"))
+        out = officer(server, "verify", "desk", "rose", str(fr / "rose_leslie" / "img2.jpg"))
         assert out.returncode == 1 and "NOT_FOUND" in out.stderr
         out = cli(server, "enrol", "desk", "dog", str(faces_dir / "group" / "dlib" / "dogs.jpg"))
         assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr and "no face" in out.stderr.lower()
@@ -72,3 +91,18 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert "desk" in out.stdout and "size=2" in out.stdout
     finally:
         assert server.stop() == 0
+    # An auditor takes the transparency log away and verifies it offline.
+    exported = tmp_path / "audit-export"
+    log_file = tmp_path / "data" / "audit" / "transparency.sqlite3"
+    out = local("audit", "export", "--log", str(log_file), "--out", str(exported))
+    assert out.returncode == 0, out.stderr
+    out = local("audit", "verify", str(exported))
+    assert out.returncode == 0, out.stdout + out.stderr
+    entries = (exported / "entries.jsonl").read_text()
+    assert (
+        "certificate.issue" in entries
+        and "MatchingService/Identify" in entries
+        and "PERMISSION_DENIED" in entries
+    )
+    # Leaves hold hashes and ids, never names or image data.
+    assert "obama" not in entries.lower() and "rose" not in entries.lower()

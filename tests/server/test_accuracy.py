@@ -120,7 +120,8 @@ def test_identification_accuracy_on_real_faces(server_factory, clients_for, face
     with capsys.disabled():
         print("\nidentification accuracy:", json.dumps({"lfw": lfw, "face_recognition": fr}, indent=2))
     # Floors a broken pipeline could not reach (random embeddings give rank-1 ~ 1/300);
-    # measured (ONNX pipeline): rank-1 0.934, rank-10 0.985, FNIR 0.038 / FPIR 0.611 at 0.6, FPIR 0.043 at 0.5.
+    # measured (ONNX pipeline): rank-1 0.934, rank-10 0.985, FNIR 0.038 / FPIR 0.611 at 0.6,
+    # FPIR 0.043 at 0.5.
     assert lfw["identities_enrolled"] >= 295 and lfw["mated_searches"] >= 900
     assert lfw["nonmated_searches"] >= 500
     assert lfw["rank1_rate"] >= 0.90

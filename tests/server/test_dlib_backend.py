@@ -14,9 +14,9 @@ from safepassage_api.v1 import matching_pb2 as pb
 pytestmark = pytest.mark.server
 
 
-def test_dlib_enrolment_is_found_by_the_onnx_pipeline(
+def test_dlib_enrolment_is_found_by_the_onnx_pipeline(  # type: ignore[no-untyped-def]
     server_factory, clients_for, faces_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     fr = faces_dir / "face_recognition"
     data = tmp_path / "data"
     dlib_service, port, _ = server_factory(data, **{"faces.backend": "dlib"})
