@@ -14,6 +14,7 @@ one maps them to status codes (PERMISSION_DENIED, UNAUTHENTICATED, ...).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -25,7 +26,7 @@ import grpc
 
 from matcher import GalleryPurpose
 from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_core.errors import SafePassageError
+from safepassage_core.errors import NotFound, SafePassageError
 from safepassage_server.authorization import Operation, check_call, check_purpose, operation_of
 from safepassage_server.cctv_authorisation import METADATA_KEY, Authorisation, AuthorisationVerifier
 from safepassage_server.errors import status_of
@@ -136,7 +137,11 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if purpose is None:
                 return gallery_id  # the servicer says what a valid purpose is
         else:
-            purpose = self._purpose_of(gallery_id)
+            try:
+                purpose = self._purpose_of(gallery_id)
+            except NotFound:
+                # Nothing to protect: the servicer answers NOT_FOUND (per item, in a stream).
+                return gallery_id
         check_purpose(caller, operation, gallery_id, purpose)
         if caller.role is Role.CCTV_EDGE and operation in SEARCHES:
             token = dict(context.invocation_metadata()).get(METADATA_KEY)
@@ -191,7 +196,9 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def failed(caller: Caller | None, gallery_id: str, error: BaseException) -> None:
             outcome = status_of(error).name if isinstance(error, SafePassageError) else "INTERNAL"
-            self._record(caller, name, gallery_id, outcome, {})
+            # A log failure is already logged; the caller must still get the original error.
+            with contextlib.suppress(Exception):
+                self._record(caller, name, gallery_id, outcome, {})
 
         def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
             caller: Caller | None = None

@@ -10,10 +10,12 @@ no record must not happen.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 
 from audit_log import LogEvent, TransparencyLog
+from matcher.vectors import GALLERY_ID
 from safepassage_server.fishing import FishingDetector, Outcome, SearchKind
 from safepassage_server.identity import Caller
 
@@ -41,6 +43,10 @@ class AuditRecorder:
         self, caller: Caller | None, operation: str, gallery_id: str, outcome: str, details: dict[str, str]
     ) -> None:
         actor = caller.label if caller else ANONYMOUS
+        if gallery_id and not GALLERY_ID.fullmatch(gallery_id):
+            # A malformed id from a refused request: log its hash, never the raw text.
+            details = {**details, "gallery_id_sha256": hashlib.sha256(gallery_id.encode()).hexdigest()}
+            gallery_id = ""
         self._log.append(
             LogEvent.now(actor, operation, gallery_id=gallery_id, outcome=outcome, details=details)
         )
