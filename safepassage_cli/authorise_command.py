@@ -26,14 +26,10 @@ def add_authorise_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
     parser.add_argument("gallery", help="the watchlist the cameras may search")
     parser.add_argument("--camera", action="append", required=True, help="a camera's client id; repeat")
     parser.add_argument("--legal-basis", required=True, help="the order or law that allows the search")
-    parser.add_argument(
-        "--hours", type=float, required=True, help="validity from now, in hours (<= 31 days)"
-    )
+    parser.add_argument("--hours", type=float, required=True, help="validity from now, in hours (<= 31 days)")
     parser.add_argument("--client", default="dev-admin", help="the admin's client id (its certificate signs)")
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
-    parser.add_argument(
-        "--cert", type=Path, help="admin certificate (<pki-dir>/clients/<client>.pem)"
-    )
+    parser.add_argument("--cert", type=Path, help="admin certificate (<pki-dir>/clients/<client>.pem)")
     parser.add_argument("--key", type=Path, help="admin key (default <pki-dir>/clients/<client>-key.pem)")
 
 

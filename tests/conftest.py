@@ -12,9 +12,9 @@ import pytest
 
 pytest.register_assert_rewrite("tests.pki_helpers")
 
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.identity import Role
-from tests.pki_helpers import RolePki
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402 - after the rewrite hook
+from safepassage_server.identity import Role  # noqa: E402
+from tests.pki_helpers import RolePki  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"
@@ -124,7 +124,9 @@ class Clients:
     def as_role(self, role: Role) -> Stubs:
         if role not in self._open:
             channel = self._pki.channel_for(self.port, role)
-            self._open[role] = Stubs(channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel))
+            self._open[role] = Stubs(
+                channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
+            )
         return self._open[role]
 
     @property

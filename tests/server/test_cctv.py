@@ -106,7 +106,7 @@ def test_streams_without_a_valid_authorisation_are_refused(cctv, role_pki: RoleP
 
 
 def test_a_valid_authorisation_works_and_hits_are_kept_for_review(cctv, role_pki: RolePki) -> None:  # type: ignore[no-untyped-def]
-    service, clients = cctv
+    _, clients = cctv
     stranger = np.random.default_rng(5).normal(scale=0.1, size=DIM).astype(np.float32) + 3
     answers = stream(clients, token_for(role_pki.clients[Role.ADMIN]), [KNOWN + 0.001, stranger])
     hit, miss = answers

@@ -50,7 +50,6 @@ from safepassage_server.pki import (
 )
 from tests.pki_helpers import CLIENT_IDS, RolePki, foreign_cert
 
-
 CHECK = health_pb2.HealthCheckRequest()
 SERVING = health_pb2.HealthCheckResponse.SERVING
 SHORT = datetime.timedelta(seconds=2)
