@@ -60,10 +60,15 @@ def render(results: Mapping[str, Any]) -> str:
         "",
         f"unexpected statuses: {results['unexpected']};"
         f" server serving afterwards: {results['serving_after']};"
-        f" stored state unchanged: {results['state_unchanged']}",
+        f" stored state unchanged: {results['state_unchanged']};"
+        f" clean shutdown: {results.get('stopped_cleanly')};"
+        f" unchanged after a restart: {results.get('state_unchanged_after_restart')}",
     ]
-    for example in results.get("unexpected_examples", []):
-        lines.append(f"  {example}")
+    if results.get("unexpected_by_kind"):
+        lines.append("unexpected statuses by kind of request:")
+        lines += [f"  {count:6d}  {group}" for group, count in results["unexpected_by_kind"].items()]
+        lines.append("examples:")
+        lines += [f"  {example}" for example in results.get("unexpected_examples", [])]
     return "\n".join(lines)
 
 

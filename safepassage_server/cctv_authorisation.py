@@ -140,6 +140,8 @@ class AuthorisationVerifier:
             payload, signature = _unb64(payload_b64), _unb64(signature_b64)
             admin = x509.load_der_x509_certificate(_unb64(cert_b64))
             body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise AuthorisationRefused("authorisation token is malformed")
             if body.get("version") != VERSION:
                 raise AuthorisationRefused(f"authorisation version {body.get('version')!r} is not supported")
             body["cameras"] = tuple(body["cameras"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -64,6 +65,38 @@ def describe(error: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error; the server log has details"
 
 
+class UndecodableRequest(InvalidInput):
+    """The request bytes are not a valid protobuf message of the method's type."""
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request gRPC could not decode, so it reaches our mapping as INVALID_ARGUMENT."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # gRPC answers a deserializer's exception with INTERNAL before any handler runs;
+    # bad bytes from a client are that client's error.
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return _Undecodable(type(error).__name__)
+
+    return decode
+
+
+def _decoded(request: Any, method: str) -> Any:
+    if isinstance(request, _Undecodable):
+        raise UndecodableRequest(f"the request is not a valid message for {method} ({request.reason})")
+    return request
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def intercept_service(
         self,
@@ -74,11 +107,17 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
+        streaming_requests = handler.request_streaming
+
+        def requests(incoming: Any) -> Any:
+            if streaming_requests:
+                return (_decoded(item, method) for item in incoming)
+            return _decoded(incoming, method)
 
         def unary_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
-                    return behaviour(request, context)
+                    return behaviour(requests(request), context)
                 except Exception as error:
                     if _aborted(error):
                         raise
@@ -89,7 +128,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def stream_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
-                    yield from behaviour(request, context)
+                    yield from behaviour(requests(request), context)
                 except Exception as error:
                     if _aborted(error):
                         raise
@@ -97,28 +136,21 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
             return wrapped
 
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                unary_response(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                unary_response(handler.unary_unary), decode, handler.response_serializer
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                unary_response(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                unary_response(handler.stream_unary), decode, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                stream_response(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                stream_response(handler.unary_stream), decode, handler.response_serializer
             )
         return grpc.stream_stream_rpc_method_handler(
-            stream_response(handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            stream_response(handler.stream_stream), decode, handler.response_serializer
         )
 
 

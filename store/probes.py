@@ -49,6 +49,13 @@ class ProbeNotFound(StoreError, NotFound):
     """No kept probe has that id (never kept, or already purged)."""
 
 
+_MAX_ID = 2**63 - 1
+
+
+def _not_kept(probe_id: int) -> ProbeNotFound:
+    return ProbeNotFound(f"probe {probe_id} is not kept (never a hit, or purged after the retention)")
+
+
 @dataclass(frozen=True)
 class KeptProbe:
     probe_id: int
@@ -109,16 +116,20 @@ class ProbeStore:
 
     def confirm(self, probe_id: int, confirmed_by: str) -> KeptProbe:
         """An officer confirms the hit: the probe is kept beyond the retention as evidence."""
+        if not 0 < probe_id <= _MAX_ID:
+            raise _not_kept(probe_id)
         with self._lock, sqlite_errors("confirm a probe"):
             updated = self._conn.execute(
                 "UPDATE probes SET confirmed_at = ?, confirmed_by = ? WHERE probe_id = ?",
                 (time.time(), confirmed_by, probe_id),
             ).rowcount
         if not updated:
-            raise ProbeNotFound(f"probe {probe_id} is not kept (never a hit, or purged after the retention)")
+            raise _not_kept(probe_id)
         return self.get(probe_id)
 
     def get(self, probe_id: int) -> KeptProbe:
+        if not 0 < probe_id <= _MAX_ID:
+            raise _not_kept(probe_id)
         with self._lock, sqlite_errors("read a probe"):
             row = self._conn.execute(
                 "SELECT probe_id, gallery_id, camera_id, captured_at, candidate, confirmed_at IS NOT NULL"
@@ -126,10 +137,12 @@ class ProbeStore:
                 (probe_id,),
             ).fetchone()
         if row is None:
-            raise ProbeNotFound(f"probe {probe_id} is not kept (never a hit, or purged after the retention)")
+            raise _not_kept(probe_id)
         return KeptProbe(int(row[0]), row[1], row[2], float(row[3]), row[4], bool(row[5]))
 
     def vector(self, probe_id: int) -> npt.NDArray[np.float32]:
+        if not 0 < probe_id <= _MAX_ID:
+            raise _not_kept(probe_id)
         with self._lock, sqlite_errors("read a probe"):
             row = self._conn.execute(
                 "SELECT gallery_id, dimension, sealed FROM probes WHERE probe_id = ?", (probe_id,)
