@@ -265,6 +265,28 @@ class Matcher:
 
     # -- search ------------------------------------------------------------------
 
+    def check_search(
+        self,
+        gallery_id: str,
+        top_k: int = 5,
+        restrict_to: Sequence[str] | None = None,
+        threshold: float | None = None,
+    ) -> float:
+        """Validate a search's parameters (also when an image held no face); returns the threshold used."""
+        spec = self._live(gallery_id).spec
+        if not 1 <= top_k <= self.limits.max_top_k:
+            raise InvalidSearch(f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
+        used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
+        if restrict_to:
+            if len(restrict_to) > self.limits.max_restrict_to:
+                raise TooManyReferences(
+                    f"restrict_to names {len(restrict_to)} references;"
+                    f" the limit is {self.limits.max_restrict_to}"
+                )
+            for reference_id in restrict_to:
+                check_reference_id(reference_id)
+        return used
+
     def identify(
         self,
         gallery_id: str,
@@ -276,21 +298,12 @@ class Matcher:
         """1:N open-set search of each probe; 1:few when restrict_to is given."""
         live = self._live(gallery_id)
         spec = live.spec
-        if not 1 <= top_k <= self.limits.max_top_k:
-            raise InvalidSearch(f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
-        used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
+        used = self.check_search(gallery_id, top_k, restrict_to, threshold)
         matrix = as_matrix(probes, spec.dimension)
         if len(matrix) > self.limits.max_batch:
             raise TooManyReferences(f"{len(matrix)} probes exceed the limit of {self.limits.max_batch}")
         subset = None
         if restrict_to:
-            if len(restrict_to) > self.limits.max_restrict_to:
-                raise TooManyReferences(
-                    f"restrict_to names {len(restrict_to)} references;"
-                    f" the limit is {self.limits.max_restrict_to}"
-                )
-            for reference_id in restrict_to:
-                check_reference_id(reference_id)
             known = self._store.template_ids(gallery_id, list(restrict_to))
             subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
         with live.lock.reading():

@@ -34,6 +34,8 @@ from safepassage_core.errors import PermissionDenied
 from safepassage_server.identity import Caller, Role
 
 METADATA_KEY = "x-safepassage-authorisation"
+# A real token is about 1 KB (payload, signature, one certificate).
+MAX_TOKEN_CHARS = 16_384
 VERSION = 1
 MAX_VALIDITY_S = 31 * 24 * 3600
 
@@ -135,6 +137,16 @@ class AuthorisationVerifier:
         return grant
 
     def _decode(self, token: str) -> tuple[Authorisation, x509.Certificate]:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthorisationRefused(f"authorisation token is longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            return self._parse(token)
+        except AuthorisationRefused:
+            raise
+        except Exception:
+            raise AuthorisationRefused("authorisation token is malformed") from None
+
+    def _parse(self, token: str) -> tuple[Authorisation, x509.Certificate]:
         try:
             payload_b64, signature_b64, cert_b64 = token.split(".")
             payload, signature = _unb64(payload_b64), _unb64(signature_b64)

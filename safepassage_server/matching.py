@@ -130,13 +130,17 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         gallery_id = require(request.gallery_id, "gallery_id")
         spec = self._matcher.describe(gallery_id).spec
         selection = selection_from_pb(request.face_selection, faces.FaceSelection.ALL)
-        found = self._probes.read(request.probe, spec, selection)
+        top_k = request.top_k or DEFAULT_TOP_K
+        restrict_to = list(request.restrict_to) or None
         threshold = request.threshold if request.HasField("threshold") else None
+        # Checked before the image is read, so a face-less image cannot slip bad parameters through.
+        used = self._matcher.check_search(gallery_id, top_k, restrict_to, threshold)
+        found = self._probes.read(request.probe, spec, selection)
         response = pb.IdentifyResponse(
             request_id=request.request_id,
             gallery_id=gallery_id,
             metric=metric_to_pb(spec.metric),
-            threshold=spec.threshold if threshold is None else threshold,
+            threshold=used,
             decision=pb.NO_MATCH,
         )
         if not found:
@@ -144,8 +148,8 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         results = self._matcher.identify(
             gallery_id,
             [f.vector for f in found],
-            top_k=request.top_k or DEFAULT_TOP_K,
-            restrict_to=list(request.restrict_to) or None,
+            top_k=top_k,
+            restrict_to=restrict_to,
             threshold=threshold,
         )
         for face, result in zip(found, results, strict=True):

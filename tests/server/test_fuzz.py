@@ -171,6 +171,12 @@ def refused_callers(rpc: str) -> list[tuple[Role, str]]:
 
 # -- hostile values --------------------------------------------------------------------
 
+
+def enum(value: int) -> Any:
+    """An enum field's value as the wire carries it, known to the schema or not."""
+    return value
+
+
 UNICODE_RANGES = ((0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFD), (0x10000, 0x10FFFF))
 ODD_CHARS = "\u202e\u200b\ufeff\u0301\U0001f600\u0430\u2010\x00\u2028\ufffd\u00a0\t\r\n "
 HOSTILE_TEXT = (
@@ -457,7 +463,7 @@ def b64(data: bytes) -> str:
 
 def hostile_token(rng: random.Random, tokens: Tokens) -> tuple[str | None, str]:
     """A CCTV authorisation that must be refused (or the valid one, sometimes)."""
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:
         return None, "no authorisation"
     if kind == 1:
@@ -499,14 +505,26 @@ def hostile_token(rng: random.Random, tokens: Tokens) -> tuple[str | None, str]:
         signature = b64(rng.randbytes(rng.choice([0, 8, 70, 72])))
         return f"{b64(payload)}.{signature}.{b64(cert)}", f"forged payload {payload[:12]!r}"
     if kind == 8:
-        payload, signature, _ = tokens.valid.split(".")
-        return f"{payload}.{signature}.{b64(tokens.camera_der)}", "camera's own certificate"
+        body, signed, _ = tokens.valid.split(".")
+        return f"{body}.{signed}.{b64(tokens.camera_der)}", "camera's own certificate"
     if kind == 9:
         return rng.choice(
             [tokens.other_gallery, tokens.other_camera, tokens.expired]
         ), "token for another call"
     if kind == 10:
         return "." * rng.randint(0, 10), "dots"
+    if kind == 11:
+        # A well-formed admin certificate with one field made unreadable.
+        name, old, new = rng.choice(
+            [
+                ("unknown curve", "2a8648ce3d030107", "2a8648ce3d030108"),  # prime256v1 -> .8
+                ("unknown key type", "2a8648ce3d0201", "2a8648ce3d0205"),  # id-ecPublicKey -> .5
+                ("bad X.509 version", "a003020102", "a003020107"),
+            ]
+        )
+        der = tokens.admin_der.replace(bytes.fromhex(old), bytes.fromhex(new), 1)
+        body, signed, _ = tokens.valid.split(".")
+        return f"{body}.{signed}.{b64(der)}", f"certificate with {name}"
     return tokens.valid, "valid authorisation"
 
 
@@ -574,7 +592,7 @@ class Generator:
         if "gallery" in defects:
             request.gallery_id = malformed_gallery(rng)
         if "purpose" in defects:
-            request.purpose = rng.choice([0, 3, 4, 99, -1, 2**31 - 1, -(2**31)])  # type: ignore[assignment]
+            request.purpose = enum(rng.choice([0, 3, 4, 99, -1, 2**31 - 1, -(2**31)]))
         if "threshold" in defects:
             request.threshold = rng.choice([float("nan"), float("inf"), float("-inf"), -5.0, -1e30, -1e39])
         if "model" in defects:
@@ -619,7 +637,7 @@ class Generator:
             gallery_id=gallery_id,
             reference_id=reference,
             template=probe,
-            face_selection=selection,  # type: ignore[arg-type]
+            face_selection=enum(selection),
         )
         return request, f"insert: {'+'.join(defects)} ({label})", images
 
@@ -665,7 +683,7 @@ class Generator:
             if "top_k" in defects
             else rng.choice([0, 1, 5, 100]),
             request_id=text(rng) if rng.random() < 0.5 else "",
-            face_selection=(  # type: ignore[arg-type]
+            face_selection=enum(
                 rng.choice([4, 42, -1, 2**31 - 1, -(2**31)])
                 if "selection" in defects
                 else rng.choice([0, 1, 2, 3])
@@ -704,7 +722,7 @@ class Generator:
             if "reference" in defects
             else rng.choice(REFS.get(gallery, REFS[W])),
             probe=probe,
-            face_selection=(  # type: ignore[arg-type]
+            face_selection=enum(
                 rng.choice([pb.ALL, 4, 42, -1]) if "selection" in defects else rng.choice([0, 1, 2])
             ),
         )
@@ -733,6 +751,8 @@ class Generator:
     def structured(self, rpc: str) -> Case:
         rng = self.rng
         role, gallery, refused = self.caller(rpc)
+        if rpc == "IdentifyStream" and rng.random() < 0.5:
+            role, gallery, refused = Role.CCTV_EDGE, W, False  # half the streams fuzz the authorisation
         metadata: tuple[tuple[str, str], ...] = ()
         if rpc == "CreateGallery":
             request, label, images = self.create_gallery(role, refused)
@@ -793,43 +813,42 @@ class Generator:
         rng = self.rng
         if rpc == "CreateGallery":
             # Four independent defects: three byte edits cannot fix them all.
-            request = pb.CreateGalleryRequest(
+            create = pb.CreateGalleryRequest(
                 gallery_id="ZZZZ" + rng.randbytes(4).hex(),
-                purpose=99,
+                purpose=enum(99),
                 model="arcface",
-                threshold=float("nan"),  # type: ignore[arg-type]
+                threshold=float("nan"),
             )
-            return request.SerializeToString()
+            return create.SerializeToString()
         if rpc == "DeleteGallery":
             return pb.DeleteGalleryRequest(gallery_id=unknown_gallery(rng)).SerializeToString()
         if rpc in ("InsertTemplate", "BulkInsertTemplates"):
-            request = pb.InsertTemplateRequest(
+            insert = pb.InsertTemplateRequest(
                 gallery_id=unknown_gallery(rng),
                 reference_id=fresh_reference(rng),
                 template=pb.Probe(embedding=pb.Embedding(values=normal_vector(rng))),
             )
-            return request.SerializeToString()
+            return insert.SerializeToString()
         if rpc == "DeleteTemplate":
-            request = pb.DeleteTemplateRequest(
+            delete = pb.DeleteTemplateRequest(
                 gallery_id=unknown_gallery(rng), reference_id=rng.choice(REFS[W])
             )
-            return request.SerializeToString()
+            return delete.SerializeToString()
         if rpc == "ListGalleries":
             return b""
+        search: Any
         if rpc in ("Identify", "IdentifyStream"):
-            request, _, _ = self.identify(rng.choice([W, P]))
-            if request.probe.WhichOneof("kind") == "image":
-                request.probe.embedding.values.extend(normal_vector(rng))
-            return request.SerializeToString()
-        if rpc == "Verify":
-            request, _, _ = self.verify(rng.choice([W, P]))
-            if request.probe.WhichOneof("kind") == "image":
-                request.probe.embedding.values.extend(normal_vector(rng))
-            return request.SerializeToString()
-        if rpc == "ConfirmMatch":
-            request, _, _ = self.confirm(W, False)
-            return request.SerializeToString()
-        return REQUEST_TYPES[rpc](gallery_id=rng.choice([W, P])).SerializeToString()
+            search, _, _ = self.identify(rng.choice([W, P]))
+        elif rpc == "Verify":
+            search, _, _ = self.verify(rng.choice([W, P]))
+        elif rpc == "ConfirmMatch":
+            search, _, _ = self.confirm(W, False)
+        else:
+            search = REQUEST_TYPES[rpc](gallery_id=rng.choice([W, P]))
+        if rpc in ("Identify", "IdentifyStream", "Verify") and search.probe.WhichOneof("kind") == "image":
+            search.probe.embedding.values.extend(normal_vector(rng))  # no image decoding in raw cases
+        encoded: bytes = search.SerializeToString()
+        return encoded
 
     def raw_message(self, rpc: str) -> tuple[bytes, str]:
         rng = self.rng
