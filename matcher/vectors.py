@@ -46,7 +46,9 @@ def as_matrix(values: npt.ArrayLike, dimension: int) -> Matrix:
     value that is NaN, infinite or beyond float32 range.
     """
     try:
-        array = np.asarray(values, dtype=np.float64)
+        # Signalling NaNs warn on conversion; they are refused below like any NaN.
+        with np.errstate(invalid="ignore"):
+            array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise InvalidVector(f"vector is not numeric: {error}") from None
     if array.ndim == 1:
