@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from audit_log.errors import AuditLogError, LogCorrupted, LogSchemaMismatch, LogUnavailable
+from store.connections import failure_kind
 
 __all__ = ["SCHEMA_VERSION", "blob", "connect", "read", "sqlite_errors", "write"]
 
@@ -52,19 +53,6 @@ _SCHEMA = (
     ),
 )
 
-_RETRYABLE = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_READONLY,
-    }
-)
-_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
-
 
 @contextmanager
 def sqlite_errors(action: str) -> Iterator[None]:
@@ -74,10 +62,10 @@ def sqlite_errors(action: str) -> Iterator[None]:
     except AuditLogError:
         raise
     except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code in _RETRYABLE:
+        kind = failure_kind(exc)
+        if kind == "unavailable":
             raise LogUnavailable(f"cannot {action}: {exc}") from exc
-        if code in _CORRUPT:
+        if kind == "corrupt":
             raise LogCorrupted(f"cannot {action}: {exc}") from exc
         raise
 

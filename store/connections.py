@@ -36,7 +36,7 @@ from pathlib import Path
 from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreUnavailable
 from store.schema import apply_schema
 
-__all__ = ["ConnectionPool", "Connections", "open_connection", "sqlite_errors"]
+__all__ = ["ConnectionPool", "Connections", "failure_kind", "open_connection", "sqlite_errors"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +59,19 @@ _RETRYABLE = frozenset(
     }
 )
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def failure_kind(error: sqlite3.DatabaseError) -> str | None:
+    """Classify an error: "unavailable" (busy, I/O: retry), "corrupt" (a damaged file), else None.
+
+    Shared by every SQLite file of the server (store, probes, transparency log).
+    """
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in _RETRYABLE:
+        return "unavailable"
+    if code in _CORRUPT:
+        return "corrupt"
+    return None
 
 
 def open_connection(path: Path, *, read_only: bool, busy_timeout: float) -> sqlite3.Connection:
@@ -102,10 +115,10 @@ def sqlite_errors(action: str) -> Iterator[None]:
     except sqlite3.IntegrityError:
         raise  # callers translate the constraint they expect
     except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code in _RETRYABLE:
+        kind = failure_kind(exc)
+        if kind == "unavailable":
             raise StoreUnavailable(f"cannot {action}: {exc}") from exc
-        if code in _CORRUPT:
+        if kind == "corrupt":
             raise StoreCorrupted(f"cannot {action}: {exc}") from exc
         raise
 
