@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from audit_log.errors import AuditLogError, LogCorrupted, LogSchemaMismatch, LogUnavailable
-from store.connections import failure_kind
+from store.connections import failure_kind, read_transaction, write_transaction
 
 __all__ = ["SCHEMA_VERSION", "blob", "connect", "read", "sqlite_errors", "write"]
 
@@ -128,24 +128,12 @@ def blob(value: object, what: str) -> bytes:
 @contextmanager
 def write(conn: sqlite3.Connection, action: str) -> Iterator[sqlite3.Connection]:
     """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction; rolled back if anything raises."""
-    with sqlite_errors(action):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    with sqlite_errors(action), write_transaction(conn):
+        yield conn
 
 
 @contextmanager
 def read(conn: sqlite3.Connection, action: str) -> Iterator[sqlite3.Connection]:
     """One read transaction: every SELECT inside sees the same snapshot."""
-    with sqlite_errors(action):
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+    with sqlite_errors(action), read_transaction(conn):
+        yield conn

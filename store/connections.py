@@ -36,7 +36,15 @@ from pathlib import Path
 from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreUnavailable
 from store.schema import apply_schema
 
-__all__ = ["ConnectionPool", "Connections", "failure_kind", "open_connection", "sqlite_errors"]
+__all__ = [
+    "ConnectionPool",
+    "Connections",
+    "failure_kind",
+    "open_connection",
+    "read_transaction",
+    "sqlite_errors",
+    "write_transaction",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +80,35 @@ def failure_kind(error: sqlite3.DatabaseError) -> str | None:
     if code in _CORRUPT:
         return "corrupt"
     return None
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if anything raises.
+
+    IMMEDIATE takes the write lock up front, so two writers (threads or
+    processes) never both read a state they then both change. Callers wrap it
+    in their own error mapping (`sqlite_errors`).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction: every SELECT inside sees the same snapshot."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def open_connection(path: Path, *, read_only: bool, busy_timeout: float) -> sqlite3.Connection:
@@ -240,28 +277,15 @@ class Connections:
         """One serialised write transaction, committed (and fsynced) before it exits."""
         with self._write_lock:
             self.check_open()
-            conn = self._writer
-            with sqlite_errors(action):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with sqlite_errors(action), write_transaction(self._writer) as conn:
+                yield conn
 
     @contextmanager
     def read(self, action: str) -> Iterator[sqlite3.Connection]:
         """A pooled reader inside one read transaction, i.e. one snapshot."""
         self.check_open()
-        with self._readers.connection() as conn, sqlite_errors(action):
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+        with self._readers.connection() as pooled, sqlite_errors(action), read_transaction(pooled) as conn:
+            yield conn
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the main file and truncate it, without waiting for readers.

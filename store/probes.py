@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from safepassage_core.errors import NotFound
-from store.connections import open_connection, sqlite_errors
+from store.connections import open_connection, sqlite_errors, write_transaction
 from store.errors import StoreError
 from store.sealing import TemplateSealer
 
@@ -97,21 +97,15 @@ class ProbeStore:
         """Keep a probe that produced a hit; returns its id for the officer's review."""
         data = np.asarray(vector, dtype=np.float32)
         moment = time.time() if captured_at is None else captured_at
-        with self._lock, sqlite_errors("keep a probe"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self._conn.execute(
-                    "INSERT INTO probes (gallery_id, camera_id, captured_at, dimension, sealed, candidate)"
-                    " VALUES (?, ?, ?, ?, x'', ?)",
-                    (gallery_id, camera_id, moment, data.size, candidate),
-                )
-                probe_id = int(cursor.lastrowid or 0)
-                sealed = self._sealer.seal(data, gallery_id=_NAMESPACE + gallery_id, template_id=probe_id)
-                self._conn.execute("UPDATE probes SET sealed = ? WHERE probe_id = ?", (sealed, probe_id))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite_errors("keep a probe"), write_transaction(self._conn) as conn:
+            cursor = conn.execute(
+                "INSERT INTO probes (gallery_id, camera_id, captured_at, dimension, sealed, candidate)"
+                " VALUES (?, ?, ?, ?, x'', ?)",
+                (gallery_id, camera_id, moment, data.size, candidate),
+            )
+            probe_id = int(cursor.lastrowid or 0)
+            sealed = self._sealer.seal(data, gallery_id=_NAMESPACE + gallery_id, template_id=probe_id)
+            conn.execute("UPDATE probes SET sealed = ? WHERE probe_id = ?", (sealed, probe_id))
         return probe_id
 
     def confirm(self, probe_id: int, confirmed_by: str) -> KeptProbe:
