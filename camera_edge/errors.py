@@ -6,14 +6,32 @@
     │   ├── ModelFileMissing     (FailedPrecondition)   a file the manifest names is absent
     │   ├── ModelHashMismatch    (DataIntegrityError)   a file's sha256 differs from its manifest entry
     │   └── ModelShapeMismatch   (InvalidInput)         a model file disagrees with its manifest
-    └── PipelineInputError       (InvalidInput)         a frame or face given to a stage is malformed
+    ├── PipelineInputError       (InvalidInput)         a frame or face given to a stage is malformed
+    ├── SourceError                                      a frame source cannot be used
+    │   ├── SourceSpecError      (InvalidInput)         the source description is malformed
+    │   └── SourceUnavailable    (Unavailable)          it cannot be opened, or dropped and did not come back
+    ├── OutboxError                                      the offline queue cannot be used
+    │   ├── OutboxCorrupt        (DataIntegrityError)   the queue file or an entry failed a check
+    │   └── DeviceKeyError       (FailedPrecondition)   the device key is missing, unreadable or wrong
+    ├── LivenessFailed           (PermissionDenied)     a liveness challenge was not met
+    ├── EdgeConfigError          (InvalidInput)         an edge configuration file is invalid
+    ├── CredentialsError         (Unauthenticated)      the device certificate, key or CA cannot be used
+    └── ServerUnreachable        (Unavailable)          the matching server cannot be reached now
 
 Every message names the file or entry at fault.
 """
 
 from __future__ import annotations
 
-from safepassage_core.errors import DataIntegrityError, FailedPrecondition, InvalidInput, SafePassageError
+from safepassage_core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidInput,
+    PermissionDenied,
+    SafePassageError,
+    Unauthenticated,
+    Unavailable,
+)
 
 
 class EdgeError(SafePassageError):
@@ -41,4 +59,44 @@ class ModelShapeMismatch(ModelPackError, InvalidInput):
 
 
 class PipelineInputError(EdgeError, InvalidInput):
+    pass
+
+
+class SourceError(EdgeError):
+    """A frame source (file, stream, device, folder) cannot be used."""
+
+
+class SourceSpecError(SourceError, InvalidInput):
+    pass
+
+
+class SourceUnavailable(SourceError, Unavailable):
+    pass
+
+
+class OutboxError(EdgeError):
+    """The durable offline queue cannot be used."""
+
+
+class OutboxCorrupt(OutboxError, DataIntegrityError):
+    pass
+
+
+class DeviceKeyError(OutboxError, FailedPrecondition):
+    pass
+
+
+class LivenessFailed(EdgeError, PermissionDenied):
+    """A liveness challenge was not met; the message says which check failed."""
+
+
+class EdgeConfigError(EdgeError, InvalidInput):
+    pass
+
+
+class CredentialsError(EdgeError, Unauthenticated):
+    pass
+
+
+class ServerUnreachable(EdgeError, Unavailable):
     pass
