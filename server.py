@@ -64,6 +64,7 @@ class Service:
     matcher: Matcher
     template_store: store.TemplateStore
     kept_probes: store.ProbeStore
+    stream_replies: store.ReplyLedger
     transparency_log: TransparencyLog
     health: health.HealthServicer
     config: Config
@@ -75,6 +76,7 @@ class Service:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("retention purge", self.config.retention.purge_interval_s, self.purge_probes),
+            ("reply purge", self.config.retention.purge_interval_s, self.purge_replies),
             ("tree head", self.config.audit.tree_head_interval_s, self.transparency_log.sign_tree_head),
         ]
         if self.config.storage.snapshot_interval_s > 0:
@@ -96,6 +98,17 @@ class Service:
             )
         return erased
 
+    def purge_replies(self) -> int:
+        """Erase identify-stream answers older than their retention; a later replay is searched afresh."""
+        erased = self.stream_replies.purge(self.config.retention.stream_replies_hours * 3600)
+        if erased:
+            self.transparency_log.append(
+                LogEvent.now(
+                    "system", "retention.purge", outcome="OK", details={"stream_replies_erased": str(erased)}
+                )
+            )
+        return erased
+
     def _every(self, name: str, interval_s: float, job: Callable[[], object]) -> None:
         while not self._stopped.wait(interval_s):
             try:
@@ -112,6 +125,7 @@ class Service:
         written = self.matcher.save_snapshots()
         self.transparency_log.sign_tree_head()
         self.transparency_log.close()
+        self.stream_replies.close()
         self.kept_probes.close()
         self.template_store.close()
         log.info("SafePassage stopped; %d index snapshots written", written)
@@ -191,6 +205,8 @@ def create_server(config: Config) -> tuple[Service, int]:
         owned.append(template_store.close)
         kept_probes = store.ProbeStore.open(config.probes_path, sealer)
         owned.append(kept_probes.close)
+        stream_replies = store.ReplyLedger.open(config.stream_replies_path, sealer)
+        owned.append(stream_replies.close)
         transparency_log = TransparencyLog.open(
             config.audit_log_path, load_or_create_signing_key(config.audit_key_path)
         )
@@ -238,7 +254,7 @@ def create_server(config: Config) -> tuple[Service, int]:
         )
         matching_pb2_grpc.add_GalleryServiceServicer_to_server(GalleryServicer(matcher, probes), server)
         matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-            MatchingServicer(matcher, probes, config.matching, kept_probes), server
+            MatchingServicer(matcher, probes, config.matching, kept_probes, stream_replies), server
         )
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -256,7 +272,15 @@ def create_server(config: Config) -> tuple[Service, int]:
             close()
         raise
     service = Service(
-        server, port, matcher, template_store, kept_probes, transparency_log, health_servicer, config
+        server,
+        port,
+        matcher,
+        template_store,
+        kept_probes,
+        stream_replies,
+        transparency_log,
+        health_servicer,
+        config,
     )
     return service, port
 

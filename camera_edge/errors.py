@@ -12,8 +12,10 @@
     │   └── SourceUnavailable    (Unavailable)          it cannot be opened, or dropped and did not come back
     ├── OutboxError                                      the offline queue cannot be used
     │   ├── OutboxCorrupt        (DataIntegrityError)   the queue file or an entry failed a check
-    │   └── DeviceKeyError       (FailedPrecondition)   the device key is missing, unreadable or wrong
+    │   ├── DeviceKeyError       (FailedPrecondition)   the device key is missing, unreadable or wrong
+    │   └── OutboxFull           (TooLarge)             full of unreviewed hits: a new query is refused
     ├── LivenessFailed           (PermissionDenied)     a liveness challenge was not met
+    ├── CaptureTimedOut          (FailedPrecondition)   a kiosk capture was not accepted in time
     ├── EdgeConfigError          (InvalidInput)         an edge configuration file is invalid
     ├── CredentialsError         (Unauthenticated)      the device certificate, key or CA cannot be used
     └── ServerUnreachable        (Unavailable)          the matching server cannot be reached now
@@ -29,6 +31,7 @@ from safepassage_core.errors import (
     InvalidInput,
     PermissionDenied,
     SafePassageError,
+    TooLarge,
     Unauthenticated,
     Unavailable,
 )
@@ -86,8 +89,16 @@ class DeviceKeyError(OutboxError, FailedPrecondition):
     pass
 
 
+class OutboxFull(OutboxError, TooLarge):
+    """Every kept entry is a hit, which is never evicted, so the new query was not queued."""
+
+
 class LivenessFailed(EdgeError, PermissionDenied):
     """A liveness challenge was not met; the message says which check failed."""
+
+
+class CaptureTimedOut(EdgeError, FailedPrecondition):
+    pass
 
 
 class EdgeConfigError(EdgeError, InvalidInput):

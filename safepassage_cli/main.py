@@ -7,6 +7,7 @@ safepassage import GALLERY FOLDER
 safepassage identify GALLERY IMAGE
 safepassage verify GALLERY REFERENCE IMAGE
 safepassage count GALLERY | delete GALLERY REFERENCE | health
+safepassage edge run|drain|status|kiosk --config CAMERA.toml
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from safepassage_cli.client import (
     Stubs,
     open_channel,
 )
+from safepassage_cli.edge_command import add_edge_parser, run_edge
 
 Command = Callable[[Stubs, argparse.Namespace], None]
 
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     pki_command.add_pki_parser(sub)
     add_audit_parser(sub)
     add_authorise_parser(sub)
+    add_edge_parser(sub)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_audit(args)
     if args.command == "authorise":
         return run_authorise(args)
+    if args.command == "edge":
+        return run_edge(args)
     if args.command == "serve":
         try:
             return _serve(args)

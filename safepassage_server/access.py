@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import grpc
 
+import store
+from audit_log import InvalidEvent, LogEvent
 from matcher import GalleryPurpose
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_core.errors import NotFound, SafePassageError
@@ -79,14 +81,30 @@ def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
     if isinstance(response, pb.BulkInsertResponse):
         return "OK", {"inserted": str(response.inserted), "failed": str(response.failed)}
     if isinstance(response, pb.IdentifyStreamResponse):
+        # The request id and "replayed" let an auditor count the searches made per query.
+        details = _request_details(response.request_id)
         if response.WhichOneof("outcome") == "error":
             code = response.error.code
-            return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN"), {}
-        details = {"faces": str(len(response.result.faces))}
+            return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN"), details
+        details["faces"] = str(len(response.result.faces))
         if response.probe_id:
             details["probe_id"] = str(response.probe_id)
+        if response.replayed:
+            details["replayed"] = "true"
         return pb.Decision.Name(response.result.decision), details
     return "OK", {}
+
+
+def _request_details(request_id: str) -> dict[str, str]:
+    """A valid request id as is, or as a digest where the log's shape rules refuse it (mixed case,
+    over 64 characters, a long number): a refused entry would fail the stream. Invalid ids: nothing."""
+    if not store.REQUEST_ID.fullmatch(request_id):
+        return {}
+    try:
+        LogEvent(0, "system", "check", details={"request_id": request_id})
+    except InvalidEvent:
+        return {"request_id_sha256": hashlib.sha256(request_id.encode()).hexdigest()}
+    return {"request_id": request_id}
 
 
 class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]

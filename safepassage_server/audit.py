@@ -51,6 +51,8 @@ class AuditRecorder:
             LogEvent.now(actor, operation, gallery_id=gallery_id, outcome=outcome, details=details)
         )
         kind, result = _SEARCHES.get(operation.rsplit("/", 1)[-1]), _OUTCOMES.get(outcome)
+        if details.get("replayed") == "true":
+            kind = None  # an answer given again is not a new search
         if caller is None or kind is None or result is None:
             return
         alert = self._fishing.record(caller, kind, gallery_id, result)

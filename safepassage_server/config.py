@@ -64,6 +64,10 @@ class StorageConfig(_Section):
 class RetentionConfig(_Section):
     # CCTV probes that produced a hit are kept for review this long unless an officer confirms them.
     camera_probe_hours: float = Field(24.0, gt=0)
+    # Answers given on identify streams are kept this long, so an edge client's replay of a
+    # query (after a reconnection or crash) gets the same answer without a second search.
+    # An edge queue replaying later than this gets a fresh search. Default: 7 days.
+    stream_replies_hours: float = Field(168.0, gt=0)
     purge_interval_s: float = Field(300.0, gt=0)
 
 
@@ -132,6 +136,10 @@ class Config(_Section):
     @property
     def probes_path(self) -> Path:
         return self.storage.data_dir / "camera_probes.sqlite3"
+
+    @property
+    def stream_replies_path(self) -> Path:
+        return self.storage.data_dir / "stream_replies.sqlite3"
 
     @property
     def audit_log_path(self) -> Path:

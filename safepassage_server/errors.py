@@ -132,6 +132,10 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 except Exception as error:
                     if _aborted(error):
                         raise
+                    if isinstance(error, grpc.RpcError) and not context.is_active():
+                        # The client went away (cancelled, or its connection dropped): nothing to answer.
+                        log.info("%s: the client ended the stream", method)
+                        return
                     context.abort(*describe(error, method))
 
             return wrapped

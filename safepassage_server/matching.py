@@ -1,8 +1,22 @@
-"""MatchingService: templates in, searches out. Thin: protobuf <-> matcher calls."""
+"""MatchingService: templates in, searches out. Thin: protobuf <-> matcher calls.
+
+IdentifyStream is idempotent per (client, request_id): edge clients replay
+queued queries after a reconnection or crash, and each must be answered once.
+The answer is kept in the reply ledger (store.replies) before it is sent, so
+a replay gets it again, marked ``replayed``, with no second search and no
+second kept CCTV probe (if the ledger cannot be written, the answer is sent
+anyway and the failure logged: a done search, maybe a hit, is not thrown away).
+A duplicate arriving while its first copy is being answered gets ABORTED.
+Only answers are kept, never errors: a retry after the cause is fixed may
+succeed. The same id with a different query (a client bug) is searched
+afresh, so nobody is given another query's answer.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 
 import grpc
@@ -28,16 +42,47 @@ from safepassage_server.probes import ProbeFace, ProbeReader
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
+_ABORTED = grpc.StatusCode.ABORTED.value[0]
+
+
+class _InFlight:
+    """The (client, request id) keys being answered now, so two streams never both search one query."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str]] = set()
+
+    def claim(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+
+def _error(request_id: str, code: int, message: str) -> pb.IdentifyStreamResponse:
+    return pb.IdentifyStreamResponse(request_id=request_id, error=pb.Error(code=code, message=message))
 
 
 class MatchingServicer(pb_grpc.MatchingServiceServicer):
     def __init__(
-        self, matcher: Matcher, probes: ProbeReader, limits: MatchingConfig, kept_probes: store.ProbeStore
+        self,
+        matcher: Matcher,
+        probes: ProbeReader,
+        limits: MatchingConfig,
+        kept_probes: store.ProbeStore,
+        replies: store.ReplyLedger,
     ) -> None:
         self._matcher = matcher
         self._probes = probes
         self._limits = limits
         self._kept = kept_probes
+        self._replies = replies
+        self._in_flight = _InFlight()
 
     def _one_face(
         self, probe: pb.Probe, gallery_id: str, selection: pb.FaceSelection.ValueType, field: str
@@ -161,20 +206,59 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
     def IdentifyStream(
         self, request_iterator: Iterable[pb.IdentifyRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.IdentifyStreamResponse]:
-        camera = current_caller()
+        caller = current_caller()
         for request in request_iterator:
-            try:
-                result, faces = self._identify(request)
-            except SafePassageError as error:
-                yield pb.IdentifyStreamResponse(
-                    request_id=request.request_id,
-                    error=pb.Error(code=status_of(error).value[0], message=str(error)),
-                )
-                continue
-            answer = pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
-            if camera.role is Role.CCTV_EDGE and result.decision == pb.MATCH:
-                answer.probe_id = self._keep_hit(camera, result, faces)
-            yield answer
+            # Each answer is complete (searched, kept in the ledger) before it is yielded, so
+            # a cancelled stream never leaves a key claimed.
+            yield self._answer(caller, request)
+
+    def _answer(self, caller: Caller, request: pb.IdentifyRequest) -> pb.IdentifyStreamResponse:
+        try:
+            if not request.request_id:
+                return self._search(caller, request)  # no id: not idempotent, searched every time
+            store.check_request_id(request.request_id)
+            return self._answer_once(caller, request)
+        except SafePassageError as error:
+            return _error(request.request_id, status_of(error).value[0], str(error))
+
+    def _answer_once(self, caller: Caller, request: pb.IdentifyRequest) -> pb.IdentifyStreamResponse:
+        """The kept answer to this query if there is one; else search, keep the answer, return it."""
+        key = (caller.client_id, request.request_id)
+        if not self._in_flight.claim(key):
+            return _error(
+                request.request_id,
+                _ABORTED,
+                f"request {request.request_id} is being answered on another stream; retry",
+            )
+        try:
+            query = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+            kept = self._replies.get(*key)
+            if kept is not None and kept.query_sha256 == query:
+                answer = pb.IdentifyStreamResponse.FromString(kept.answer)
+                answer.replayed = True
+                return answer
+            if kept is not None:
+                log.warning("client %s reused request id %s for another query; searched afresh", *key)
+            answer = self._search(caller, request)  # an error raises: errors are never kept
+            self._remember(key, query, answer)
+            return answer
+        finally:
+            self._in_flight.release(key)
+
+    def _remember(self, key: tuple[str, str], query: bytes, answer: pb.IdentifyStreamResponse) -> None:
+        try:
+            self._replies.put(*key, query, answer.SerializeToString())
+        except SafePassageError as error:
+            # The search is done (a hit may be kept): the answer still goes out rather than
+            # being lost to bookkeeping; only a replay of it would search again.
+            log.error("answer to request %s of client %s not kept: %s", key[1], key[0], error)
+
+    def _search(self, caller: Caller, request: pb.IdentifyRequest) -> pb.IdentifyStreamResponse:
+        result, faces = self._identify(request)
+        answer = pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
+        if caller.role is Role.CCTV_EDGE and result.decision == pb.MATCH:
+            answer.probe_id = self._keep_hit(caller, result, faces)
+        return answer
 
     def _keep_hit(self, camera: Caller, result: pb.IdentifyResponse, faces: list[ProbeFace]) -> int:
         """Keep a CCTV probe that matched, for an officer to confirm; purged after the retention."""

@@ -4,6 +4,8 @@ The matcher rebuilds or verifies its in-memory index from this store at
 start-up: ``TemplateStore.iter_templates`` yields what to index and
 ``TemplateStore.state`` what the index must agree with, using
 ``gallery_digest``/``template_digest`` (whose definition is in store.digest).
+Camera probes kept for review (store.probes) and answers given on identify
+streams (store.replies) are sealed with the same key, each in a file of its own.
 """
 
 from store.database import TemplateStore
@@ -32,6 +34,14 @@ from store.errors import (
 from store.keys import KEY_SIZE
 from store.probes import KeptProbe, ProbeNotFound, ProbeStore
 from store.records import GalleryRecord, GalleryState, StoredTemplate
+from store.replies import (
+    REQUEST_ID,
+    InvalidRequestId,
+    ReplyIntegrityError,
+    ReplyLedger,
+    StoredReply,
+    check_request_id,
+)
 from store.schema import SCHEMA_VERSION
 from store.sealing import SEAL_VERSION, TemplateSealer
 
@@ -39,6 +49,7 @@ __all__ = [
     "DIGEST_SIZE",
     "EMPTY_DIGEST",
     "KEY_SIZE",
+    "REQUEST_ID",
     "SCHEMA_VERSION",
     "SEAL_VERSION",
     "DuplicateReference",
@@ -48,20 +59,25 @@ __all__ = [
     "GalleryState",
     "InvalidKey",
     "InvalidRecord",
+    "InvalidRequestId",
     "InvalidTemplate",
     "KeptProbe",
     "ProbeNotFound",
     "ProbeStore",
     "ReferenceNotFound",
+    "ReplyIntegrityError",
+    "ReplyLedger",
     "SchemaMismatch",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
+    "StoredReply",
     "StoredTemplate",
     "TemplateIntegrityError",
     "TemplateSealer",
     "TemplateStore",
+    "check_request_id",
     "gallery_digest",
     "template_digest",
     "xor_digests",

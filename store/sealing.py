@@ -15,6 +15,12 @@ gallery fails to open::
 
     version (1) || fingerprint (8) || len(gallery_id utf-8) (u16) || gallery_id || template_id (u64)
 
+Other sealed byte strings (``seal_bytes``: stream answers) use the same layout
+with any plaintext; their associated data is the header followed by each
+context string as ``len (u16) || utf-8``, the first a namespace holding ':'
+(which no gallery id does; each namespace other than the probes'
+"camera-probe:"), so such a blob never opens as a template or a probe.
+
 Like pyca/cryptography's Fernet, ``open`` either returns the plaintext or
 raises TemplateIntegrityError; it never returns a sentinel. The fingerprint
 lets a wrong key be reported as such, distinct from tampering. Random 96-bit
@@ -52,6 +58,12 @@ def _gallery_part(gallery_id: str) -> bytes:
     if len(encoded) > _MAX_GALLERY_ID_BYTES:
         raise InvalidTemplate("gallery id is too long to seal")
     return struct.pack("<H", len(encoded)) + encoded
+
+
+def _context_part(context: Sequence[str]) -> bytes:
+    if not context or ":" not in context[0]:
+        raise InvalidTemplate("sealed bytes need a context whose first part is a namespace with ':'")
+    return b"".join(_gallery_part(part) for part in context)
 
 
 def _id_part(template_id: int) -> bytes:
@@ -134,6 +146,10 @@ class TemplateSealer:
             for row, tid in zip(le, template_ids, strict=True)
         ]
 
+    def seal_bytes(self, plaintext: bytes, *, context: Sequence[str]) -> bytes:
+        """Seal a byte string bound to ``context`` (a namespace with ':', then ids)."""
+        return self._seal_raw(bytes(plaintext), self._header + _context_part(context))
+
     def _seal_raw(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(_NONCE_SIZE)
         return self._header + nonce + self._aead.encrypt(nonce, plaintext, aad)
@@ -169,6 +185,27 @@ class TemplateSealer:
         )
         flat = np.frombuffer(plain, dtype="<f4").astype(np.float32)
         return flat.reshape(len(blobs), dimension)
+
+    def open_bytes(self, blob: bytes, *, context: Sequence[str]) -> bytes:
+        """Open a blob of `seal_bytes` under the same context; raises TemplateIntegrityError."""
+        where = f"sealed value of {context[0]!r}" if context else "sealed value"
+        if not isinstance(blob, bytes):
+            raise TemplateIntegrityError(f"{where}: not a byte string")
+        if len(blob) < SEALED_OVERHEAD:
+            raise TemplateIntegrityError(f"{where}: sealed blob is truncated")
+        if blob[0] != SEAL_VERSION:
+            raise TemplateIntegrityError(f"{where}: unknown sealing version {blob[0]}")
+        if blob[1:_HEADER_SIZE] != self._fingerprint:
+            raise TemplateIntegrityError(f"{where}: the key does not match the one that sealed it")
+        nonce = blob[_HEADER_SIZE : _HEADER_SIZE + _NONCE_SIZE]
+        try:
+            return self._aead.decrypt(
+                nonce, blob[_HEADER_SIZE + _NONCE_SIZE :], self._header + _context_part(context)
+            )
+        except InvalidTag:
+            raise TemplateIntegrityError(
+                f"{where}: authentication failed (altered, or moved from another row)"
+            ) from None
 
     def _open_raw(
         self, blob: bytes, aad_prefix: bytes, gallery_id: str, template_id: int, dimension: int

@@ -570,7 +570,14 @@ class IdentifyRequest(_message.Message):
     threshold: _builtins.float
     """Absent: the gallery's threshold."""
     request_id: _builtins.str
-    """Chosen by the client; echoed in the response."""
+    """Chosen by the client; echoed in the response. In IdentifyStream a
+    non-empty request_id (1 to 128 letters, digits and . _ : -; a UUID)
+    makes the query idempotent for this client: its answer is kept (sealed)
+    for the retention, 7 days by default, and a replay of the same query
+    gets it again. Errors are not kept, so a retry is searched afresh; the
+    same id with a different query is searched afresh too. Empty: every
+    request is a new search.
+    """
     face_selection: Global___FaceSelection.ValueType
     """Unspecified: ALL."""
     @_builtins.property
@@ -731,9 +738,16 @@ class IdentifyStreamResponse(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     PROBE_ID_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     probe_id: _builtins.int
     """Set when a CCTV probe matched and was kept for review (0: not kept)."""
+    replayed: _builtins.bool
+    """True when this is the answer given before to this client for this
+    request_id (a replay): no search was made and no probe kept again, so
+    result and probe_id are those of the first answer. An ABORTED error
+    means the same request_id is being answered on another stream: retry.
+    """
     @_builtins.property
     def result(self) -> Global___IdentifyResponse: ...
     @_builtins.property
@@ -745,10 +759,11 @@ class IdentifyStreamResponse(_message.Message):
         result: Global___IdentifyResponse | None = ...,
         error: Global___Error | None = ...,
         probe_id: _builtins.int = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "probe_id", b"probe_id", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "probe_id", b"probe_id", "replayed", b"replayed", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "error"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015

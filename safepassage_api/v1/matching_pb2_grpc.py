@@ -329,7 +329,10 @@ class MatchingServiceServicer:
 
     def IdentifyStream(self, request_iterator, context):
         """For edge clients: one result per request, matched by request_id. A bad
-        request gets an error result; the stream itself stays open. CCTV units
+        request gets an error result; the stream itself stays open. Idempotent
+        per (client certificate, request_id): a query replayed after a
+        reconnection or crash gets the stored answer again (replayed = true), not
+        a second search. CCTV units
         must send a signed authorisation in the "x-safepassage-authorisation"
         metadata; their probes that produce a match are kept for an officer's
         review (probe_id) and erased after the retention unless confirmed.

@@ -111,7 +111,10 @@ class MatchingServiceStub:
     """1:1 verification of a probe against one reference id."""
     IdentifyStream: _grpc.StreamStreamMultiCallable[_matching_pb2.IdentifyRequest, _matching_pb2.IdentifyStreamResponse]
     """For edge clients: one result per request, matched by request_id. A bad
-    request gets an error result; the stream itself stays open. CCTV units
+    request gets an error result; the stream itself stays open. Idempotent
+    per (client certificate, request_id): a query replayed after a
+    reconnection or crash gets the stored answer again (replayed = true), not
+    a second search. CCTV units
     must send a signed authorisation in the "x-safepassage-authorisation"
     metadata; their probes that produce a match are kept for an officer's
     review (probe_id) and erased after the retention unless confirmed.
@@ -137,7 +140,10 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     """1:1 verification of a probe against one reference id."""
     IdentifyStream: _aio.StreamStreamMultiCallable[_matching_pb2.IdentifyRequest, _matching_pb2.IdentifyStreamResponse]  # type: ignore[assignment]
     """For edge clients: one result per request, matched by request_id. A bad
-    request gets an error result; the stream itself stays open. CCTV units
+    request gets an error result; the stream itself stays open. Idempotent
+    per (client certificate, request_id): a query replayed after a
+    reconnection or crash gets the stored answer again (replayed = true), not
+    a second search. CCTV units
     must send a signed authorisation in the "x-safepassage-authorisation"
     metadata; their probes that produce a match are kept for an officer's
     review (probe_id) and erased after the retention unless confirmed.
@@ -202,7 +208,10 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_matching_pb2.IdentifyStreamResponse], _abc.AsyncIterator[_matching_pb2.IdentifyStreamResponse]]:
         """For edge clients: one result per request, matched by request_id. A bad
-        request gets an error result; the stream itself stays open. CCTV units
+        request gets an error result; the stream itself stays open. Idempotent
+        per (client certificate, request_id): a query replayed after a
+        reconnection or crash gets the stored answer again (replayed = true), not
+        a second search. CCTV units
         must send a signed authorisation in the "x-safepassage-authorisation"
         metadata; their probes that produce a match are kept for an officer's
         review (probe_id) and erased after the retention unless confirmed.

@@ -1,0 +1,146 @@
+"""One camera's configuration: a validated, typed tree loaded once from a TOML file.
+
+One file per camera (or kiosk) says where frames come from, which server and
+gallery they go to, with which certificates and authorisation, how good a
+face must be to be sent, how often to detect, and where the offline queue
+lives. Relative paths are taken from the file's folder. Example::
+
+    camera_id = "gate-3-cam-1"
+    [source]
+    location = "rtsp://10.0.0.12/stream1"
+    max_fps = 15
+    region_of_interest = [0, 120, 1280, 600]
+    [server]
+    address = "matching.border.example:50051"
+    gallery_id = "watchlist"
+    ca = "pki/ca.pem"
+    cert = "pki/gate-3-cam-1.pem"
+    key = "pki/gate-3-cam-1-key.pem"
+    authorisation = "gate-3-cam-1.authorisation"
+    [quality]
+    floor = 0.35
+    [queue]
+    path = "queue/outbox.sqlite3"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from camera_edge.capture import Pace
+from camera_edge.errors import EdgeConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceConfig(_Section):
+    location: str = Field(min_length=1)
+    pace: Pace = Pace.REALTIME
+    max_fps: float | None = Field(None, gt=0, le=120)
+    resize_to: tuple[int, int] | None = None
+    region_of_interest: tuple[int, int, int, int] | None = None
+    folder_fps: float = Field(1.0, gt=0)
+    reconnect_max_attempts: int | None = Field(None, ge=1)
+
+
+class ServerConfig(_Section):
+    address: str = "localhost:50051"
+    gallery_id: str = Field(min_length=1, max_length=63)
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    # The signed CCTV authorisation (`safepassage authorise`), as a file holding the token.
+    authorisation: Path | None = None
+    server_name: str | None = None
+    # Only for tests on loopback: no TLS at all.
+    plaintext: bool = False
+    max_in_flight: int = Field(8, ge=1, le=256)
+    answer_timeout_s: float = Field(10.0, gt=0)
+    top_k: int = Field(1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> ServerConfig:
+        if not self.plaintext and None in (self.ca, self.cert, self.key):
+            raise ValueError("ca, cert and key are required unless plaintext = true")
+        return self
+
+
+class DetectionConfig(_Section):
+    model_dir: Path = Path("var/models")
+    detect_fps: float = Field(5.0, gt=0, le=120)
+    detect_max_side: int = Field(640, ge=64, le=4096)
+    min_face: int = Field(20, ge=0)
+    threads: int = Field(1, ge=1, le=64)
+
+
+class QualityConfig(_Section):
+    floor: float = Field(0.35, ge=0.0, le=1.0)
+
+
+class TrackingConfig(_Section):
+    max_age_s: float = Field(1.0, gt=0)
+    send_after_s: float = Field(3.0, gt=0)
+    min_hits: int = Field(2, ge=1)
+
+
+class QueueConfig(_Section):
+    path: Path = Path("var/edge/outbox.sqlite3")
+    key_file: Path = Path("var/edge/device.key")
+    max_entries: int = Field(10_000, ge=10)
+
+
+class EdgeConfig(_Section):
+    camera_id: str = Field(min_length=1, max_length=128)
+    source: SourceConfig
+    server: ServerConfig
+    detection: DetectionConfig = DetectionConfig()
+    quality: QualityConfig = QualityConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    queue: QueueConfig = QueueConfig()
+
+
+_PATHS = {
+    "server": ("ca", "cert", "key", "authorisation"),
+    "detection": ("model_dir",),
+    "queue": ("path", "key_file"),
+}
+
+
+def load_edge_config(path: Path, overrides: dict[str, object] | None = None) -> EdgeConfig:
+    """Read and validate a camera's TOML file; `overrides` ("section.key": value) win."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise EdgeConfigError(f"cannot read the camera configuration {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise EdgeConfigError(f"camera configuration {path} is not valid TOML: {error}") from None
+    base = path.parent.resolve()
+    for section, keys in _PATHS.items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in keys:
+                value = table.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    table[key] = str(base / value)
+    source = raw.get("source")
+    if isinstance(source, dict):
+        location = source.get("location")
+        # A relative file or folder source is relative to the file too; URLs and device numbers are not.
+        relative = isinstance(location, str) and not Path(location).is_absolute()
+        if relative and "://" not in str(location) and not str(location).isdigit():
+            source["location"] = str(base / str(location))
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        assert isinstance(target, dict)
+        target[key] = value
+    try:
+        return EdgeConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise EdgeConfigError(f"invalid camera configuration {path}: {problems}") from None

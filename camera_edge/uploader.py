@@ -1,0 +1,254 @@
+"""Sending the outbox to the server over the bidirectional identify stream, whenever it can be reached.
+
+The uploader runs on its own thread and never holds up capture: queries are
+in the durable outbox before it sees them. It keeps one IdentifyStream open,
+sends at most ``max_in_flight`` unanswered queries (backpressure: a slow
+server slows the uploader, not the camera) and records each answer in the
+outbox by its query id, which is the request id the server deduplicates on.
+A query unanswered after ``answer_timeout_s`` ends the stream; the stream is
+reopened with exponential backoff after any failure, and unanswered queries
+are simply sent again, so a dropped link, a restarted server or a restarted
+client costs time, never a query, and never a second search.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from camera_edge.errors import OutboxError, PipelineInputError
+from camera_edge.outbox import EntryState, Outbox, OutboxEntry
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+_RETRY_LATER = {grpc.StatusCode.ABORTED.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    max_in_flight: int = 8
+    answer_timeout_s: float = 10.0
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.answer_timeout_s <= 0:
+            raise PipelineInputError("upload: max_in_flight must be >= 1 and answer_timeout_s > 0")
+        if not 0 < self.initial_backoff_s <= self.max_backoff_s:
+            raise PipelineInputError("upload: need 0 < initial_backoff_s <= max_backoff_s")
+
+
+@dataclass
+class UploadStats:
+    sent: int = 0  # messages written to a stream (a query sent twice counts twice)
+    answered: int = 0
+    replayed: int = 0  # answers the server had already given (a resend after a lost answer)
+    failed: int = 0  # permanent in-band errors
+    sessions: int = 0
+    failures: int = 0  # streams that ended in an error
+    connected: bool = False
+    last_error: str = ""
+
+
+def describe_failure(error: grpc.RpcError) -> str:
+    """A console-worthy sentence for a stream that failed."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = (error.details() if isinstance(error, grpc.Call) else "") or ""
+    lowered = details.lower()
+    if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered:
+        return f"TLS handshake refused ({details}); check the device certificate, key and CA"
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return f"server unreachable ({details or 'no details'}); queries stay queued"
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return f"server refused this device: {code.name}: {details}"
+    name = code.name if code is not None else type(error).__name__
+    return f"stream failed: {name}: {details}"
+
+
+class Uploader:
+    def __init__(
+        self,
+        outbox: Outbox,
+        channel_factory: Callable[[], grpc.Channel],
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        settings: UploadSettings | None = None,
+        on_answer: Callable[[OutboxEntry], None] | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._channel_factory = channel_factory
+        self._metadata = tuple(metadata)
+        self.settings = settings or UploadSettings()
+        self._on_answer = on_answer
+        self.stats = UploadStats()
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._not_before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edge-uploader", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New queries are in the outbox."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until nothing is pending (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._outbox.stats().pending == 0:
+                return True
+            self.wake()
+            time.sleep(0.05)
+        return self._outbox.stats().pending == 0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the sending thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.settings.initial_backoff_s
+        while not self._stopping.is_set():
+            if self._outbox.stats().pending == 0:
+                with self._wake:
+                    self._wake.wait(0.5)
+                continue
+            progressed = self._session()
+            if self._stopping.is_set():
+                break
+            backoff = (
+                self.settings.initial_backoff_s
+                if progressed
+                else min(backoff * 2, self.settings.max_backoff_s)
+            )
+            # Jitter keeps a fleet of cameras from reconnecting in lockstep after an outage.
+            with self._wake:
+                self._wake.wait(backoff * random.uniform(0.8, 1.2))
+
+    def _session(self) -> bool:
+        """One stream, until it fails, times out or the uploader stops; True if any answer came."""
+        self.stats.sessions += 1
+        channel = self._channel_factory()
+        outgoing: queue.Queue[pb.IdentifyRequest | None] = queue.Queue()
+        in_flight: dict[str, float] = {}
+        lock = threading.Lock()
+        ended = threading.Event()
+        answered_any = threading.Event()
+        failure: list[grpc.RpcError] = []
+
+        def requests() -> Iterator[pb.IdentifyRequest]:
+            while (item := outgoing.get()) is not None:
+                yield item
+
+        stub = pb_grpc.MatchingServiceStub(channel)
+        call = stub.IdentifyStream(requests(), metadata=self._metadata)
+
+        def read() -> None:
+            try:
+                for response in call:
+                    with lock:
+                        in_flight.pop(response.request_id, None)
+                    self._answer(response)
+                    answered_any.set()
+                    if not self.stats.connected:
+                        self.stats.connected = True
+                        log.info("connected to the matching server; sending queued queries")
+                    self.wake()
+            except grpc.RpcError as error:
+                failure.append(error)
+            finally:
+                ended.set()
+                self.wake()
+
+        reader = threading.Thread(target=read, name="edge-uploader-reader", daemon=True)
+        reader.start()
+        try:
+            while not self._stopping.is_set() and not ended.is_set():
+                now = time.monotonic()
+                with lock:
+                    overdue = [
+                        q for q, sent in in_flight.items() if now - sent > self.settings.answer_timeout_s
+                    ]
+                    room = self.settings.max_in_flight - len(in_flight)
+                    busy = set(in_flight)
+                if overdue:
+                    self.stats.last_error = (
+                        f"no answer to {len(overdue)} queries in {self.settings.answer_timeout_s} s"
+                    )
+                    log.warning("%s; reopening the stream", self.stats.last_error)
+                    break
+                if room > 0:
+                    for entry in self._sendable(busy, room):
+                        assert entry.request is not None
+                        with lock:
+                            in_flight[entry.query_id] = now
+                        self._outbox.mark_sent(entry.query_id)
+                        outgoing.put(entry.request)
+                        self.stats.sent += 1
+                with self._wake:
+                    self._wake.wait(0.1)
+        finally:
+            outgoing.put(None)
+            call.cancel()  # type: ignore[no-untyped-call]
+            reader.join(5.0)
+            channel.close()
+        real_failures = [
+            e for e in failure if not (isinstance(e, grpc.Call) and e.code() is grpc.StatusCode.CANCELLED)
+        ]
+        if real_failures:
+            self.stats.failures += 1
+            message = describe_failure(real_failures[0])
+            if self.stats.connected or message != self.stats.last_error:
+                log.warning("%s (%d queued)", message, self._outbox.stats().pending)
+            self.stats.last_error = message
+            self.stats.connected = False
+        return answered_any.is_set()
+
+    def _sendable(self, busy: set[str], room: int) -> list[OutboxEntry]:
+        now = time.monotonic()
+        entries = self._outbox.pending(limit=room + len(busy) + len(self._not_before))
+        chosen = [
+            e
+            for e in entries
+            if e.query_id not in busy
+            and self._not_before.get(e.query_id, 0.0) <= now
+            and e.request is not None
+        ]
+        return chosen[:room]
+
+    def _answer(self, response: pb.IdentifyStreamResponse) -> None:
+        try:
+            entry = self._outbox.record_answer(response.request_id, response)
+        except OutboxError as error:
+            # Evicted while in flight (a full queue), or an id this device never sent.
+            log.warning("answer to query %s not recorded: %s", response.request_id, error)
+            return
+        if response.WhichOneof("outcome") == "error":
+            if entry.state is EntryState.FAILED:
+                self.stats.failed += 1
+                log.warning("query %s refused: %s", response.request_id, response.error.message)
+            elif response.error.code in _RETRY_LATER:
+                self._not_before[response.request_id] = time.monotonic() + self.settings.initial_backoff_s
+            return
+        self._not_before.pop(response.request_id, None)
+        self.stats.answered += 1
+        if response.replayed:
+            self.stats.replayed += 1
+        if self._on_answer is not None:
+            self._on_answer(entry)

@@ -1,0 +1,214 @@
+"""Offline-first: the server stops while a clip is processed, the client is killed with SIGKILL,
+both come back, and every query is delivered exactly once (none lost, none searched twice).
+
+Everything runs as real processes: the server (`safepassage serve`) and the edge client
+(`safepassage edge run`, then `safepassage edge drain` after the kill). Exactly once is
+checked on both sides: the client's outbox holds every query answered, and the server's
+transparency log shows one search (not counting replays) per query id, and no other.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from audit_log import TransparencyLog, load_or_create_signing_key
+from camera_edge.device_key import DeviceKey
+from camera_edge.outbox import EntryState, Outbox
+from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage_server.cctv_authorisation import sign
+from safepassage_server.identity import Role
+from tests.conftest import REPO
+from tests.process import ServerProcess
+
+pytestmark = pytest.mark.server
+STREAM = "MatchingService/IdentifyStream"
+
+
+def prepare_server(data_dir: Path, faces_dir: Path) -> ServerProcess:
+    server = ServerProcess(data_dir)
+    server.issue("cam-1", Role.CCTV_EDGE)
+    with server.channel() as channel:
+        galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
+        galleries.CreateGallery(
+            pb.CreateGalleryRequest(gallery_id="cams", purpose=pb.WATCHLIST, threshold=0.5)
+        )
+        image = faces_dir / "face_recognition/lin_manuel_miranda/lin-manuel-miranda.png"
+        matching.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id="cams",
+                reference_id="lin-manuel-miranda",
+                template=pb.Probe(image=image.read_bytes()),
+            )
+        )
+    return server
+
+
+def write_camera(folder: Path, server: ServerProcess, clip: Path, model_dir: Path) -> Path:
+    clients = server.pki_dir / "clients"
+    token = sign(
+        gallery_id="cams",
+        cameras=["cam-1"],
+        legal_basis="Order 2026/114 of the border court",
+        valid_for_s=3600,
+        admin_cert=x509.load_pem_x509_certificate((clients / "dev-admin.pem").read_bytes()),
+        admin_key=load_pem_private_key((clients / "dev-admin-key.pem").read_bytes(), None),  # type: ignore[arg-type]
+    )
+    (folder / "cam.authorisation").write_text(token)
+    path = folder / "camera.toml"
+    path.write_text(
+        f"""camera_id = "cam-1"
+[source]
+location = "{clip}"
+pace = "realtime"
+[server]
+address = "localhost:{server.port}"
+gallery_id = "cams"
+ca = "{server.ca_file}"
+cert = "{clients / "cam-1.pem"}"
+key = "{clients / "cam-1-key.pem"}"
+authorisation = "cam.authorisation"
+answer_timeout_s = 5.0
+[detection]
+model_dir = "{model_dir}"
+[tracking]
+max_age_s = 0.5
+send_after_s = 1.5
+[queue]
+path = "queue/outbox.sqlite3"
+key_file = "queue/device.key"
+"""
+    )
+    return path
+
+
+class EdgeProcess:
+    def __init__(self, config: Path, *args: str) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "safepassage_cli.main",
+                "edge",
+                *args,
+                "--config",
+                str(config),
+                "--verbose",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None or any(text in line for line in self.lines), "".join(
+                self.lines
+            )
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.lines[-40:])
+            time.sleep(0.05)
+
+
+def queued(config_dir: Path) -> Outbox:
+    return Outbox.open(config_dir / "queue/outbox.sqlite3", DeviceKey.load(config_dir / "queue/device.key"))
+
+
+def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_client_kill(
+    tmp_path: Path, faces_dir: Path, model_dir: Path
+) -> None:
+    data_dir = tmp_path / "server"
+    server = prepare_server(data_dir, faces_dir)
+    camera_dir = tmp_path / "camera"
+    camera_dir.mkdir()
+    clip = faces_dir / "video/face_recognition/short_hamilton_clip.mp4"
+    config = write_camera(camera_dir, server, clip, model_dir)
+
+    # 1. The clip plays in real time; after the first answer the server goes away.
+    edge = EdgeProcess(config, "run", "--drain-timeout", "60")
+    edge.wait_for(" at 00:", timeout_s=90)  # a result line: "track 1 at 00:00.00: ..."
+    # Killed, not stopped: a graceful stop would serve the open stream through its grace period.
+    server.kill_hard()
+    edge.wait_for("server unreachable", timeout_s=30)
+    # 2. More people pass while the server is down; then the client dies without warning.
+    time.sleep(4.0)
+    edge.process.send_signal(signal.SIGKILL)
+    edge.process.wait(timeout=30)
+    with queued(camera_dir) as outbox:
+        before = outbox.stats()
+    assert before.pending >= 1 and before.answered >= 1, before
+
+    # 3. The server comes back (on a new port); the restarted client sends what was queued.
+    server = ServerProcess(data_dir)
+    config = write_camera(camera_dir, server, clip, model_dir)
+    drained = EdgeProcess(config, "drain", "--timeout", "60")
+    assert drained.process.wait(timeout=120) == 0, "".join(drained.lines)
+
+    with queued(camera_dir) as outbox:
+        after = outbox.stats()
+        entries = outbox.answered()
+    assert after.pending == 0 and after.failed == 0 and after.quarantined == 0, after
+    assert after.total_enqueued == before.total_enqueued == len(entries)
+    assert all(e.state is EntryState.ANSWERED for e in entries)
+    query_ids = {e.query_id for e in entries}
+    assert any(e.is_hit for e in entries), "Lin-Manuel Miranda is identified"
+
+    assert server.stop() == 0
+    with TransparencyLog.open(
+        data_dir / "audit" / "transparency.sqlite3",
+        load_or_create_signing_key(data_dir / "keys" / "audit-log-ed25519.pem"),
+    ) as log:
+        events = [entry.event() for entry in log.entries(0, log.size())]
+    searched = Counter(
+        e.details["request_id"]
+        for e in events
+        if e.operation == STREAM and "request_id" in e.details and "replayed" not in e.details
+    )
+    assert set(searched) == query_ids, "every query reached the server, and nothing else did"
+    assert set(searched.values()) == {1}, f"searched more than once: {searched}"
+
+
+def test_a_dead_server_keeps_queries_queued_and_says_so(
+    tmp_path: Path, faces_dir: Path, model_dir: Path
+) -> None:
+    data_dir = tmp_path / "server"
+    server = prepare_server(data_dir, faces_dir)
+    camera_dir = tmp_path / "camera"
+    camera_dir.mkdir()
+    clip = faces_dir / "video/intel_sample_videos/mp4_from_gif/face-demographics-walking-and-pause.mp4"
+    config = write_camera(camera_dir, server, clip, model_dir)
+    assert server.stop() == 0
+    edge = EdgeProcess(config, "run", "--pace", "asap", "--drain-timeout", "3")
+    assert edge.process.wait(timeout=120) == 3, "".join(edge.lines)  # 3: still queued
+    text = "".join(edge.lines)
+    assert "server unreachable" in text and "still queued 3" in text, text
+    with queued(camera_dir) as outbox:
+        assert outbox.stats().pending == 3
+    # A corrupt queue file is a clear error and is left as it was.
+    damaged = camera_dir / "queue/outbox.sqlite3"
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[: len(original) // 2])
+    broken = EdgeProcess(config, "drain", "--timeout", "1")
+    assert broken.process.wait(timeout=60) == 2
+    assert "outbox" in "".join(broken.lines).lower() and "error:" in "".join(broken.lines)
+    assert damaged.read_bytes() == original[: len(original) // 2]
