@@ -25,13 +25,13 @@ lives. Relative paths are taken from the file's folder. Example::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from camera_edge.capture import Pace
 from camera_edge.errors import EdgeConfigError
+from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
 
 
 class _Section(BaseModel):
@@ -113,20 +113,9 @@ _PATHS = {
 
 def load_edge_config(path: Path, overrides: dict[str, object] | None = None) -> EdgeConfig:
     """Read and validate a camera's TOML file; `overrides` ("section.key": value) win."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise EdgeConfigError(f"cannot read the camera configuration {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise EdgeConfigError(f"camera configuration {path} is not valid TOML: {error}") from None
+    raw = read_tree(path, EdgeConfigError, "camera configuration")
     base = path.parent.resolve()
-    for section, keys in _PATHS.items():
-        table = raw.get(section)
-        if isinstance(table, dict):
-            for key in keys:
-                value = table.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
-                    table[key] = str(base / value)
+    resolve_paths(raw, base, _PATHS)
     source = raw.get("source")
     if isinstance(source, dict):
         location = source.get("location")
@@ -134,13 +123,5 @@ def load_edge_config(path: Path, overrides: dict[str, object] | None = None) -> 
         relative = isinstance(location, str) and not Path(location).is_absolute()
         if relative and "://" not in str(location) and not str(location).isdigit():
             source["location"] = str(base / str(location))
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.rpartition(".")
-        target = raw.setdefault(section, {}) if section else raw
-        assert isinstance(target, dict)
-        target[key] = value
-    try:
-        return EdgeConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        raise EdgeConfigError(f"invalid camera configuration {path}: {problems}") from None
+    apply_overrides(raw, overrides)
+    return validate(EdgeConfig, raw, EdgeConfigError, f"camera configuration {path}")

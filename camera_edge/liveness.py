@@ -117,15 +117,18 @@ class LivenessCheck(StrEnum):
 class LivenessSettings:
     """Thresholds of the head-turn challenge; lengths in inter-ocular distances (IOD).
 
-    The defaults were set on benchmarks/liveness_eval.py: real turns from the
-    head-pose videos reach 0.27 to 0.65 IOD of parallax, planar attacks at most
-    0.13 (rectified; see the module docstring).
+    Set on benchmarks/liveness_eval.py: held for two frames, the real turns of
+    the clips (from a slight turn to a large one) reach at least 0.24 IOD of
+    rectified parallax and 0.24 of turn; no frame of a planar attack went above
+    0.12 of rectified parallax (the raw points reach 0.24, hence the
+    rectification). 0.20 asks for a modest turn: the kiosk should ask for a
+    clear one, which leaves a margin.
     """
 
-    min_parallax: float = 0.20  # rectified parallax towards the asked side; about a 20 degree turn
-    min_turn: float = 0.10  # yaw-proxy change towards the asked side, from the reference
+    min_parallax: float = 0.20  # rectified parallax towards the asked side
+    min_turn: float = 0.20  # yaw-proxy change towards the asked side, from the reference
     frontal_max: float = 0.15  # |yaw proxy| of a frontal reference; turned photos never start
-    min_frames: int = 3  # consecutive frames that must meet both, so one noisy frame cannot pass
+    min_frames: int = 2  # consecutive frames meeting both: one glitch cannot pass (the margin does the rest)
     time_limit_s: float = 8.0  # from the first frame observed
     max_gap_s: float = 0.5  # longest time without the tracked face
     min_iou: float = 0.3  # box overlap between consecutive frames of the tracked face

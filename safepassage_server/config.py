@@ -8,12 +8,12 @@ any part; relative paths in it are taken from the file's folder.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
 from safepassage_core.errors import InvalidInput
 from safepassage_server.fishing import FishingSettings
 from safepassage_server.identity import Role
@@ -154,42 +154,18 @@ class ConfigError(InvalidInput):
     """The configuration file is unreadable or invalid."""
 
 
-def _resolve_paths(raw: dict[str, object], base: Path) -> None:
-    """Make relative paths in a config file relative to the file's folder."""
-    for section, keys in {
-        "storage": ("data_dir", "template_key_file"),
-        "tls": ("pki_dir",),
-        "faces": ("model_dir",),
-    }.items():
-        table = raw.get(section)
-        if isinstance(table, dict):
-            for key in keys:
-                value = table.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
-                    table[key] = str(base / value)
+_PATHS = {
+    "storage": ("data_dir", "template_key_file"),
+    "tls": ("pki_dir",),
+    "faces": ("model_dir",),
+}
 
 
 def load_config(path: Path | None = None, overrides: dict[str, object] | None = None) -> Config:
     """The embedded defaults, overridden by a TOML file and then by `overrides`."""
     raw: dict[str, object] = {}
     if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"configuration {path} is not valid TOML: {error}") from None
-        _resolve_paths(raw, path.parent.resolve())
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.rpartition(".")
-        target = raw
-        if section:
-            nested = raw.setdefault(section, {})
-            assert isinstance(nested, dict)
-            target = nested
-        target[key] = value
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        raw = read_tree(path, ConfigError, "configuration")
+        resolve_paths(raw, path.parent.resolve(), _PATHS)
+    apply_overrides(raw, overrides)
+    return validate(Config, raw, ConfigError, "configuration")

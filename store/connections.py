@@ -111,6 +111,13 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
+def open_private_file(path: Path) -> sqlite3.Connection:
+    """A read-write connection to a database only this user may read (folder 0700, file 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600, exist_ok=True)
+    return open_connection(path, read_only=False, busy_timeout=5.0)
+
+
 def open_connection(path: Path, *, read_only: bool, busy_timeout: float) -> sqlite3.Connection:
     """Open and configure one connection to the store file."""
     with sqlite_errors("open the database"):

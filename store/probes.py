@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from safepassage_core.errors import NotFound
-from store.connections import open_connection, sqlite_errors, write_transaction
+from store.connections import open_private_file, sqlite_errors, write_transaction
 from store.errors import StoreError
 from store.sealing import TemplateSealer
 
@@ -75,9 +75,7 @@ class ProbeStore:
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer) -> ProbeStore:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600, exist_ok=True)
-        conn = open_connection(path, read_only=False, busy_timeout=5.0)
+        conn = open_private_file(path)
         with sqlite_errors("prepare the probe store"):
             conn.executescript(_SCHEMA)
         return cls(path, sealer, conn)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safepassage_core.errors import DataIntegrityError, InvalidInput
-from store.connections import open_connection, sqlite_errors, write_transaction
+from store.connections import open_private_file, sqlite_errors, write_transaction
 from store.errors import StoreError, TemplateIntegrityError
 from store.sealing import TemplateSealer
 
@@ -100,9 +100,7 @@ class ReplyLedger:
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer) -> ReplyLedger:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600, exist_ok=True)
-        conn = open_connection(path, read_only=False, busy_timeout=5.0)
+        conn = open_private_file(path)
         try:
             with sqlite_errors("prepare the reply ledger"):
                 conn.executescript(_SCHEMA)

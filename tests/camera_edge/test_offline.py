@@ -34,6 +34,7 @@ from tests.process import ServerProcess
 
 pytestmark = pytest.mark.server
 STREAM = "MatchingService/IdentifyStream"
+HAMILTON = "face_recognition/short_hamilton_clip.mp4"
 
 
 def prepare_server(data_dir: Path, faces_dir: Path) -> ServerProcess:
@@ -130,6 +131,22 @@ class EdgeProcess:
             time.sleep(0.05)
 
 
+def set_up(
+    tmp_path: Path, faces_dir: Path, model_dir: Path, clip: str
+) -> tuple[Path, ServerProcess, Path, Path]:
+    """A server with Lin-Manuel Miranda enrolled, a camera on `clip`: (data, server, camera dir, config)."""
+    data_dir = tmp_path / "server"
+    server = prepare_server(data_dir, faces_dir)
+    camera_dir = tmp_path / "camera"
+    camera_dir.mkdir()
+    return (
+        data_dir,
+        server,
+        camera_dir,
+        write_camera(camera_dir, server, faces_dir / "video" / clip, model_dir),
+    )
+
+
 def queued(config_dir: Path) -> Outbox:
     return Outbox.open(config_dir / "queue/outbox.sqlite3", DeviceKey.load(config_dir / "queue/device.key"))
 
@@ -137,12 +154,7 @@ def queued(config_dir: Path) -> Outbox:
 def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_client_kill(
     tmp_path: Path, faces_dir: Path, model_dir: Path
 ) -> None:
-    data_dir = tmp_path / "server"
-    server = prepare_server(data_dir, faces_dir)
-    camera_dir = tmp_path / "camera"
-    camera_dir.mkdir()
-    clip = faces_dir / "video/face_recognition/short_hamilton_clip.mp4"
-    config = write_camera(camera_dir, server, clip, model_dir)
+    data_dir, server, camera_dir, config = set_up(tmp_path, faces_dir, model_dir, HAMILTON)
 
     # 1. The clip plays in real time; after the first answer the server goes away.
     edge = EdgeProcess(config, "run", "--drain-timeout", "60")
@@ -160,7 +172,7 @@ def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_clie
 
     # 3. The server comes back (on a new port); the restarted client sends what was queued.
     server = ServerProcess(data_dir)
-    config = write_camera(camera_dir, server, clip, model_dir)
+    config = write_camera(camera_dir, server, faces_dir / "video" / HAMILTON, model_dir)
     drained = EdgeProcess(config, "drain", "--timeout", "60")
     assert drained.process.wait(timeout=120) == 0, "".join(drained.lines)
 
@@ -191,12 +203,12 @@ def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_clie
 def test_a_dead_server_keeps_queries_queued_and_says_so(
     tmp_path: Path, faces_dir: Path, model_dir: Path
 ) -> None:
-    data_dir = tmp_path / "server"
-    server = prepare_server(data_dir, faces_dir)
-    camera_dir = tmp_path / "camera"
-    camera_dir.mkdir()
-    clip = faces_dir / "video/intel_sample_videos/mp4_from_gif/face-demographics-walking-and-pause.mp4"
-    config = write_camera(camera_dir, server, clip, model_dir)
+    _, server, camera_dir, config = set_up(
+        tmp_path,
+        faces_dir,
+        model_dir,
+        "intel_sample_videos/mp4_from_gif/face-demographics-walking-and-pause.mp4",
+    )
     assert server.stop() == 0
     edge = EdgeProcess(config, "run", "--pace", "asap", "--drain-timeout", "3")
     assert edge.process.wait(timeout=120) == 3, "".join(edge.lines)  # 3: still queued

@@ -1,0 +1,59 @@
+"""Reading a TOML configuration tree: the file, its relative paths, command-line overrides, validation.
+
+The server and the edge each have one typed tree (pydantic models) loaded once
+at start-up; this is the part they share: a file that cannot be read or
+parsed, or a tree that fails validation, becomes one `InvalidInput` subclass
+of the caller's choosing, with every problem named by its dotted key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from safepassage_core.errors import InvalidInput
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_tree(path: Path, error: type[InvalidInput], what: str) -> dict[str, object]:
+    """The TOML file as a dictionary; `error` names the file when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as problem:
+        raise error(f"cannot read the {what} {path}: {problem.strerror}") from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"the {what} {path} is not valid TOML: {problem}") from None
+
+
+def resolve_paths(raw: dict[str, object], base: Path, keys: Mapping[str, tuple[str, ...]]) -> None:
+    """Make relative paths (`keys`: section -> path keys) relative to `base`, the file's folder."""
+    for section, names in keys.items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in names:
+                value = table.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    table[key] = str(base / value)
+
+
+def apply_overrides(raw: dict[str, object], overrides: Mapping[str, object] | None) -> None:
+    """``{"section.key": value}`` (or a top-level ``"key"``) set over the file's values."""
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        if not isinstance(target, dict):
+            raise InvalidInput(f"cannot override {dotted}: {section} is not a section")
+        target[key] = value
+
+
+def validate(model: type[Model], raw: dict[str, object], error: type[InvalidInput], what: str) -> Model:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as problem:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problem.errors())
+        raise error(f"invalid {what}: {problems}") from None
