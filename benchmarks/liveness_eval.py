@@ -82,9 +82,8 @@ from camera_edge.liveness import (  # noqa: E402
     HeadTurnChallenge,
     LivenessSettings,
     TurnDirection,
-    planar_parallax,
-    yaw_proxy,
 )
+from camera_edge.parallax import planar_parallax, yaw_proxy  # noqa: E402
 from camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
 
 Frame = npt.NDArray[np.uint8]

@@ -108,9 +108,11 @@ class EdgeLoop:
         started = time.perf_counter()
         self.stats.frames += 1
         interval = 1.0 / self.settings.detect_fps
-        # A small tolerance keeps 5 fps detection on a 15 fps clip at exactly every third frame.
+        # Scheduled on a grid, not from the last detection, so 5 fps on a 12 fps camera averages 5
+        # (gaps of 2 and 3 frames), not 4; a small tolerance absorbs timestamp jitter.
         if self._next_detection is None or frame.timestamp >= self._next_detection - interval * 0.05:
-            self._next_detection = frame.timestamp + interval
+            grid = (self._next_detection or frame.timestamp) + interval
+            self._next_detection = grid if grid > frame.timestamp else frame.timestamp + interval
             observations = self._observe(frame)
             tracked = time.perf_counter()
             ready = self.tracker.update(observations, frame.timestamp)

@@ -20,9 +20,8 @@ from camera_edge.liveness import (
     LivenessCheck,
     LivenessSettings,
     TurnDirection,
-    planar_parallax,
-    yaw_proxy,
 )
+from camera_edge.parallax import planar_parallax, yaw_proxy
 from camera_edge.pipeline import Detector, PipelineSettings, load_pipeline
 
 Frame = npt.NDArray[np.uint8]
