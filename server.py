@@ -90,22 +90,17 @@ class Service:
     def purge_probes(self) -> int:
         """Erase CCTV probes older than the retention that no officer confirmed."""
         erased = self.kept_probes.purge(self.config.retention.camera_probe_hours * 3600)
-        if erased:
-            self.transparency_log.append(
-                LogEvent.now(
-                    "system", "retention.purge", outcome="OK", details={"probes_erased": str(erased)}
-                )
-            )
-        return erased
+        return self._record_purge("probes_erased", erased)
 
     def purge_replies(self) -> int:
         """Erase identify-stream answers older than their retention; a later replay is searched afresh."""
         erased = self.stream_replies.purge(self.config.retention.stream_replies_hours * 3600)
+        return self._record_purge("stream_replies_erased", erased)
+
+    def _record_purge(self, what: str, erased: int) -> int:
         if erased:
             self.transparency_log.append(
-                LogEvent.now(
-                    "system", "retention.purge", outcome="OK", details={"stream_replies_erased": str(erased)}
-                )
+                LogEvent.now("system", "retention.purge", outcome="OK", details={what: str(erased)})
             )
         return erased
 
