@@ -20,14 +20,14 @@ import grpc
 
 from camera_edge.capture import CaptureLoop, ReconnectPolicy
 from camera_edge.config import EdgeConfig
-from camera_edge.connection import DeviceCredentials, open_channel
+from camera_edge.connection import open_channel
 from camera_edge.device_key import DeviceKey
 from camera_edge.edge_loop import EdgeLoop, LoopSettings, LoopStats
 from camera_edge.errors import CredentialsError, OutboxFull
 from camera_edge.outbox import Outbox, OutboxEntry
-from camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
+from camera_edge.pipeline import FacePipeline, load_pipeline
 from camera_edge.quality import QualitySettings
-from camera_edge.sources import SourceSpec, open_source
+from camera_edge.sources import open_source
 from camera_edge.tracking import ReadyTrack, TrackerSettings
 from camera_edge.uploader import Uploader, UploadSettings
 from safepassage_api.v1 import matching_pb2 as pb
@@ -133,9 +133,7 @@ class EdgeClient:
         self.config = config
         server = config.server
         # Files are checked before anything starts: bad certificates are a clear error, not a retry loop.
-        self._credentials = (
-            None if server.plaintext else DeviceCredentials.load(server.ca, server.cert, server.key)  # type: ignore[arg-type]
-        )
+        self._credentials = server.credentials()
         self._metadata: list[tuple[str, str]] = []
         if server.authorisation is not None:
             try:
@@ -178,29 +176,14 @@ class EdgeClient:
 
     def pipeline(self) -> FacePipeline:
         if self._pipeline is None:
-            detection = self.config.detection
-            self._pipeline = load_pipeline(
-                PipelineSettings(
-                    model_dir=detection.model_dir,
-                    detect_max_side=detection.detect_max_side,
-                    min_face=detection.min_face,
-                    threads=detection.threads,
-                )
-            )
+            self._pipeline = load_pipeline(self.config.detection.pipeline_settings())
         return self._pipeline
 
     def run(self, drain_timeout_s: float = 30.0) -> EdgeSummary:
         """Process the source to its end (or until interrupted), then wait for the outbox to drain."""
         config = self.config
         started = time.monotonic()
-        source = open_source(
-            SourceSpec(
-                location=config.source.location,
-                folder_fps=config.source.folder_fps,
-                resize_to=config.source.resize_to,
-                region_of_interest=config.source.region_of_interest,
-            )
-        )
+        source = open_source(config.source.spec())
         capture = CaptureLoop(
             source,
             pace=config.source.pace,

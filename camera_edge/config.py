@@ -30,7 +30,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from camera_edge.capture import Pace
+from camera_edge.connection import DeviceCredentials
 from camera_edge.errors import EdgeConfigError
+from camera_edge.pipeline import PipelineSettings
+from camera_edge.sources import SourceSpec
 from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
 
 
@@ -46,6 +49,14 @@ class SourceConfig(_Section):
     region_of_interest: tuple[int, int, int, int] | None = None
     folder_fps: float = Field(1.0, gt=0)
     reconnect_max_attempts: int | None = Field(None, ge=1)
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec(
+            location=self.location,
+            folder_fps=self.folder_fps,
+            resize_to=self.resize_to,
+            region_of_interest=self.region_of_interest,
+        )
 
 
 class ServerConfig(_Section):
@@ -69,6 +80,12 @@ class ServerConfig(_Section):
             raise ValueError("ca, cert and key are required unless plaintext = true")
         return self
 
+    def credentials(self) -> DeviceCredentials | None:
+        """The device's checked certificate files; None for a plaintext (loopback test) server."""
+        if self.plaintext or self.ca is None or self.cert is None or self.key is None:
+            return None
+        return DeviceCredentials.load(self.ca, self.cert, self.key)
+
 
 class DetectionConfig(_Section):
     model_dir: Path = Path("var/models")
@@ -76,6 +93,14 @@ class DetectionConfig(_Section):
     detect_max_side: int = Field(640, ge=64, le=4096)
     min_face: int = Field(20, ge=0)
     threads: int = Field(1, ge=1, le=64)
+
+    def pipeline_settings(self) -> PipelineSettings:
+        return PipelineSettings(
+            model_dir=self.model_dir,
+            detect_max_side=self.detect_max_side,
+            min_face=self.min_face,
+            threads=self.threads,
+        )
 
 
 class QualityConfig(_Section):

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from camera_edge.detection import Detection
 from camera_edge.errors import CaptureTimedOut, PipelineInputError, ServerUnreachable
-from camera_edge.liveness import HeadTurnChallenge, LivenessEvidence, LivenessSettings
+from camera_edge.liveness import ChallengeState, HeadTurnChallenge, LivenessEvidence, LivenessSettings
 from camera_edge.pipeline import FacePipeline
 from camera_edge.quality import Quality, QualitySettings, assess
 from camera_edge.sources import Frame
@@ -170,7 +170,7 @@ class KioskSession:
 
     def _turn(self, frame: Frame, detections: list[Detection]) -> None:
         self._challenge.observe(frame.timestamp, frame.image, detections)  # raises LivenessFailed
-        if self._challenge.state.value != "passed":
+        if self._challenge.state is not ChallengeState.PASSED:
             return
         evidence = self._challenge.result()
         assert self._chosen is not None

@@ -35,25 +35,21 @@ def add_kiosk_parser(
 def run_kiosk(args: argparse.Namespace) -> int:
     from camera_edge.capture import CaptureLoop, Pace
     from camera_edge.config import load_edge_config
-    from camera_edge.connection import DeviceCredentials, open_channel
+    from camera_edge.connection import open_channel
     from camera_edge.errors import CaptureTimedOut, LivenessFailed
     from camera_edge.kiosk import KioskSession, KioskStep, identify, verify
-    from camera_edge.pipeline import PipelineSettings, load_pipeline
-    from camera_edge.sources import SourceSpec, open_source
+    from camera_edge.pipeline import load_pipeline
+    from camera_edge.sources import open_source
     from safepassage_api.v1 import matching_pb2 as pb
     from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 
     try:
         config = load_edge_config(args.config, {"source.location": args.source} if args.source else None)
         server = config.server
-        credentials = (
-            None if server.plaintext else DeviceCredentials.load(server.ca, server.cert, server.key)  # type: ignore[arg-type]
-        )
-        pipeline = load_pipeline(
-            PipelineSettings(model_dir=config.detection.model_dir, threads=config.detection.threads)
-        )
+        credentials = server.credentials()
+        pipeline = load_pipeline(config.detection.pipeline_settings())
         session = KioskSession(pipeline, lambda text: print(f">> {text}", flush=True))
-        source = open_source(SourceSpec(location=config.source.location, resize_to=config.source.resize_to))
+        source = open_source(config.source.spec())
         # A live camera drops stale frames; a recorded session (a file) plays at its own pace.
         with CaptureLoop(source, pace=Pace.REALTIME, max_fps=config.source.max_fps) as capture:
             for frame in capture.frames():
