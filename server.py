@@ -23,11 +23,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+import enrolment
 import faces
+import holder_credential
 import store
 from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
 from matcher import Matcher, SearchLimits, set_search_threads
-from safepassage_api.v1 import matching_pb2, matching_pb2_grpc
+from safepassage_api.v1 import (
+    matching_pb2,
+    matching_pb2_grpc,
+    protected_identity_pb2,
+    protected_identity_pb2_grpc,
+)
 from safepassage_core.errors import FailedPrecondition
 from safepassage_server.access import AccessInterceptor
 from safepassage_server.audit import AuditRecorder
@@ -44,6 +51,7 @@ from safepassage_server.peer import PeerAuthenticator
 from safepassage_server.peer import server_credentials as mtls_credentials
 from safepassage_server.pki import Pki
 from safepassage_server.probes import ProbeReader
+from safepassage_server.protected_identity import ProtectedIdentityServicer
 
 log = logging.getLogger("safepassage.server")
 # The development PKI's first client, so the CLI works on a fresh machine.
@@ -52,6 +60,7 @@ DEV_ADMIN = "dev-admin"
 SERVICE_NAMES = (
     matching_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
     matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
+    protected_identity_pb2.DESCRIPTOR.services_by_name["ProtectedIdentityService"].full_name,
 )
 
 
@@ -65,6 +74,7 @@ class Service:
     template_store: store.TemplateStore
     kept_probes: store.ProbeStore
     stream_replies: store.ReplyLedger
+    records: enrolment.ProtectedRecords
     transparency_log: TransparencyLog
     health: health.HealthServicer
     config: Config
@@ -121,6 +131,7 @@ class Service:
         self.transparency_log.sign_tree_head()
         self.transparency_log.close()
         self.stream_replies.close()
+        self.records.vault.close()
         self.kept_probes.close()
         self.template_store.close()
         log.info("SafePassage stopped; %d index snapshots written", written)
@@ -148,6 +159,35 @@ def _embedder(config: Config) -> faces.Embedder:
             )
         )
     raise FailedPrecondition(f"unknown face backend {settings.backend!r}")
+
+
+def _protected_records(config: Config, matcher: Matcher, lookup_key: bytes) -> enrolment.ProtectedRecords:
+    """The record vault, its keyring and the station's, issuer's and reader's keys (made on first run)."""
+    settings = config.enrolment
+    keys = enrolment.FileKeyring.open(config.keyring_path, create=config.storage.generate_template_key)
+    vault = enrolment.RecordVault.open(config.records_path)
+    try:
+        return enrolment.ProtectedRecords(
+            vault=vault,
+            keys=keys,
+            matcher=matcher,
+            station=enrolment.StationKey.load_or_create(config.station_key_path, settings.station_id),
+            issuer=holder_credential.IssuerKey.load_or_create(config.issuer_key_path, settings.issuer_id),
+            reader=holder_credential.ReaderKey.load_or_create(config.reader_key_path),
+            agency_readers=[
+                holder_credential.ReaderPublicKey.load(path) for path in settings.agency_reader_keys
+            ],
+            lookup_key=lookup_key,
+            settings=enrolment.EnrolmentSettings(
+                credential_valid_days=settings.credential_valid_days,
+                pin_max_failures=settings.pin_max_failures,
+                pin_lock_s=settings.pin_lock_s,
+                referral_readers={k: frozenset(v) for k, v in settings.referral_readers.items()},
+            ),
+        )
+    except BaseException:
+        vault.close()
+        raise
 
 
 def _security(
@@ -217,6 +257,8 @@ def create_server(config: Config) -> tuple[Service, int]:
             ),
         )
         matcher.load()
+        records = _protected_records(config, matcher, derive_key(master_key, "recovery-code-lookup"))
+        owned.append(records.vault.close)
         probes = ProbeReader(
             _embedder(config),
             faces.ImageLimits(
@@ -251,6 +293,9 @@ def create_server(config: Config) -> tuple[Service, int]:
         matching_pb2_grpc.add_MatchingServiceServicer_to_server(
             MatchingServicer(matcher, probes, config.matching, kept_probes, stream_replies), server
         )
+        protected_identity_pb2_grpc.add_ProtectedIdentityServiceServicer_to_server(
+            ProtectedIdentityServicer(records, probes), server
+        )
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -273,6 +318,7 @@ def create_server(config: Config) -> tuple[Service, int]:
         template_store,
         kept_probes,
         stream_replies,
+        records,
         transparency_log,
         health_servicer,
         config,

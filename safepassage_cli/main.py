@@ -8,6 +8,8 @@ safepassage identify GALLERY IMAGE
 safepassage verify GALLERY REFERENCE IMAGE
 safepassage count GALLERY | delete GALLERY REFERENCE | health
 safepassage edge run|drain|status|kiosk --config CAMERA.toml
+safepassage records enrol|consent|grant|withdraw|credential|verify-holder|erase|... (protected records)
+safepassage credential verify --qr PNG --issuer-key PEM --reader-key KEY --face IMG   (offline)
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from safepassage_cli.client import (
     Stubs,
     open_channel,
 )
+from safepassage_cli.credential_command import add_credential_parser, run_credential
 from safepassage_cli.edge_command import add_edge_parser, run_edge
+from safepassage_cli.records_command import add_records_parser, run_local
 
 Command = Callable[[Stubs, argparse.Namespace], None]
 
@@ -73,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         run: Command,
         help_text: str,
         parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+        extra: tuple[argparse.ArgumentParser, ...] = (),
     ) -> argparse.ArgumentParser:
-        command: argparse.ArgumentParser = parent.add_parser(name, parents=[client], help=help_text)
+        command: argparse.ArgumentParser = parent.add_parser(name, parents=[client, *extra], help=help_text)
         command.set_defaults(run=run)
         return command
 
@@ -115,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     delete = add("delete", commands.delete, "delete one template")
     delete.add_argument("gallery")
     delete.add_argument("reference")
+    add_records_parser(sub, add)
+    add_credential_parser(sub)
     return parser
 
 
@@ -163,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_authorise(args)
     if args.command == "edge":
         return run_edge(args)
+    if args.command == "credential":
+        return run_credential(args)
+    if args.command == "records":
+        local = run_local(args)
+        if local is not None:
+            return local
     if args.command == "serve":
         try:
             return _serve(args)

@@ -28,6 +28,7 @@ import store
 from audit_log import InvalidEvent, LogEvent
 from matcher import GalleryPurpose
 from safepassage_api.v1 import matching_pb2 as pb
+from safepassage_api.v1 import protected_identity_pb2 as ppb
 from safepassage_core.errors import NotFound, SafePassageError
 from safepassage_server.authorization import Operation, check_call, check_purpose, operation_of
 from safepassage_server.cctv_authorisation import METADATA_KEY, Authorisation, AuthorisationVerifier
@@ -37,16 +38,29 @@ from safepassage_server.limits import OperationClass
 
 log = logging.getLogger(__name__)
 
-SEARCHES = frozenset({Operation.IDENTIFY, Operation.VERIFY, Operation.IDENTIFY_STREAM})
+SEARCHES = frozenset(
+    {
+        Operation.IDENTIFY,
+        Operation.VERIFY,
+        Operation.IDENTIFY_STREAM,
+        Operation.VERIFY_HOLDER,
+        Operation.CHECK_DUPLICATE,
+    }
+)
 WRITES = frozenset(
     {
         Operation.INSERT_TEMPLATE,
         Operation.BULK_INSERT_TEMPLATES,
         Operation.DELETE_TEMPLATE,
         Operation.CONFIRM_MATCH,
+        Operation.ENROL_RECORD,
+        Operation.CHANGE_CONSENT,
+        Operation.ISSUE_CREDENTIAL,
+        Operation.ERASE_RECORD,
+        Operation.ACKNOWLEDGE_REFERRAL,
     }
 )
-ADMINISTRATION = frozenset({Operation.CREATE_GALLERY, Operation.DELETE_GALLERY})
+ADMINISTRATION = frozenset({Operation.CREATE_GALLERY, Operation.DELETE_GALLERY, Operation.ROTATE_RECORD_KEYS})
 
 
 def operation_class(operation: Operation) -> OperationClass:
@@ -73,7 +87,21 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
+def _record_details(record_id: str) -> dict[str, str]:
+    """A protected record named by a digest: the holder (who knows the id) can find every access."""
+    return {"record_sha256": hashlib.sha256(record_id.encode()).hexdigest()} if record_id else {}
+
+
 def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
+    # Same details whatever PIN was given: a duress verification must look ordinary here too.
+    if isinstance(response, ppb.VerifyHolderResponse):
+        return pb.Decision.Name(response.decision), _record_details(response.record_id)
+    if isinstance(response, (ppb.EnrolRecordResponse, ppb.EraseRecordResponse, ppb.ConsentState)):
+        return "OK", _record_details(response.record_id)
+    if isinstance(response, ppb.ChangeConsentResponse):
+        return "OK", _record_details(response.state.record_id)
+    if isinstance(response, ppb.CheckDuplicateResponse):
+        return "OK", {"candidates": str(len(response.candidates)), "searched": str(response.searched)}
     if isinstance(response, pb.IdentifyResponse):
         return pb.Decision.Name(response.decision), {"faces": str(len(response.faces))}
     if isinstance(response, pb.VerifyResponse):

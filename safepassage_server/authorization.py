@@ -1,12 +1,15 @@
 """Who may do what, to which purpose of gallery: the whole policy in one table.
 
 Checked by the access interceptor before any servicer runs. Watchlist roles
-can never reach a PROTECTED_IDENTITY gallery: protected records are reachable
-only by the enrolling NGO (its kiosks and caseworkers: enrolment, 1:1, the
-duplicate check, erasure) and, with the protected-identity issue, through
-the holder's own flows. Auditors see metadata and the transparency log,
-never a search. A CCTV unit may only stream searches to a watchlist, and
-only under a signed authorisation (see cctv_authorisation.py).
+can never reach a PROTECTED_IDENTITY gallery's templates: protected records
+are reached only through ProtectedIdentityService, whose flows check the
+holder's consent (MatchingService's template and search calls would bypass
+it, so they are closed on protected galleries to every role). There, NGO
+caseworkers and kiosks enrol, change consent, issue credentials, run the
+duplicate check and erase; officers and kiosks verify a holder 1:1; no
+officer has any 1:N over protected records. Auditors see metadata and the
+transparency log, never a search. A CCTV unit may only stream searches to a
+watchlist, and only under a signed authorisation (see cctv_authorisation.py).
 """
 
 from __future__ import annotations
@@ -38,11 +41,39 @@ class Operation(enum.StrEnum):
     VERIFY = "Verify"
     IDENTIFY_STREAM = "IdentifyStream"
     CONFIRM_MATCH = "ConfirmMatch"
+    # ProtectedIdentityService
+    ENROL_RECORD = "EnrolRecord"
+    GET_CONSENT = "GetConsent"
+    CHANGE_CONSENT = "ChangeConsent"
+    ISSUE_CREDENTIAL = "IssueCredential"
+    VERIFY_HOLDER = "VerifyHolder"
+    CHECK_DUPLICATE = "CheckDuplicate"
+    SHARE_RECORD = "ShareRecord"
+    ERASE_RECORD = "EraseRecord"
+    LIST_REFERRALS = "ListReferrals"
+    ACKNOWLEDGE_REFERRAL = "AcknowledgeReferral"
+    ROTATE_RECORD_KEYS = "RotateRecordKeys"
+    GET_PUBLIC_KEYS = "GetPublicKeys"
 
+
+NGO = frozenset({Role.NGO_CASEWORKER, Role.KIOSK})
 
 # Operations that name no gallery: the role alone decides.
 GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.LIST_GALLERIES: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Operation.GET_CONSENT: NGO,
+    Operation.CHANGE_CONSENT: NGO,
+    Operation.ISSUE_CREDENTIAL: NGO,
+    # The holder at a border desk, or at the NGO's kiosk to see their own record.
+    Operation.VERIFY_HOLDER: frozenset({Role.OFFICER, Role.KIOSK}),
+    # Sharing and referrals are the caseworker's, never a self-service kiosk's.
+    Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ERASE_RECORD: NGO,
+    Operation.LIST_REFERRALS: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ACKNOWLEDGE_REFERRAL: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ROTATE_RECORD_KEYS: frozenset({Role.ADMIN}),
+    # Public keys, for checking receipts and credentials offline.
+    Operation.GET_PUBLIC_KEYS: frozenset(Role),
 }
 
 # Operations on one gallery: role -> the purposes it may touch.
@@ -57,16 +88,36 @@ MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
         Role.KIOSK: WP,
         Role.NGO_CASEWORKER: P,
     },
-    Operation.INSERT_TEMPLATE: {Role.ADMIN: W, Role.NGO_CASEWORKER: P, Role.KIOSK: P},
-    Operation.BULK_INSERT_TEMPLATES: {Role.ADMIN: W, Role.NGO_CASEWORKER: P},
-    Operation.DELETE_TEMPLATE: {Role.ADMIN: W, Role.NGO_CASEWORKER: P},
+    Operation.INSERT_TEMPLATE: {Role.ADMIN: W},
+    Operation.BULK_INSERT_TEMPLATES: {Role.ADMIN: W},
+    Operation.DELETE_TEMPLATE: {Role.ADMIN: W},
     Operation.COUNT_TEMPLATES: {Role.ADMIN: WP, Role.AUDITOR: WP, Role.NGO_CASEWORKER: P},
-    # The NGO's 1:N on protected records is its duplicate check at enrolment.
-    Operation.IDENTIFY: {Role.OFFICER: W, Role.NGO_CASEWORKER: P},
-    Operation.VERIFY: {Role.OFFICER: W, Role.KIOSK: WP, Role.NGO_CASEWORKER: P},
+    Operation.IDENTIFY: {Role.OFFICER: W},
+    Operation.VERIFY: {Role.OFFICER: W, Role.KIOSK: W},
     Operation.IDENTIFY_STREAM: {Role.OFFICER: W, Role.CCTV_EDGE: W},
     Operation.CONFIRM_MATCH: {Role.OFFICER: W},
+    # Protected records enter only with consent, through EnrolRecord.
+    Operation.ENROL_RECORD: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
+    # The NGO's 1:N on protected records: only over holders who allow it.
+    Operation.CHECK_DUPLICATE: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
 }
+
+PROTECTED_IDENTITY_OPERATIONS = frozenset(
+    {
+        Operation.ENROL_RECORD,
+        Operation.GET_CONSENT,
+        Operation.CHANGE_CONSENT,
+        Operation.ISSUE_CREDENTIAL,
+        Operation.VERIFY_HOLDER,
+        Operation.CHECK_DUPLICATE,
+        Operation.SHARE_RECORD,
+        Operation.ERASE_RECORD,
+        Operation.LIST_REFERRALS,
+        Operation.ACKNOWLEDGE_REFERRAL,
+        Operation.ROTATE_RECORD_KEYS,
+        Operation.GET_PUBLIC_KEYS,
+    }
+)
 
 # Operations every authenticated client may call (health, reflection).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")

@@ -105,6 +105,23 @@ class MatchingConfig(_Section):
     max_bulk_errors_reported: int = Field(1000, ge=0)
 
 
+class EnrolmentConfig(_Section):
+    """Protected identity records: keys, credentials, PIN lockout, referral channels."""
+
+    # Who signs consent and erasure receipts (the enrolling station) and issues credentials.
+    station_id: str = Field("safepassage-dev-station", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    issuer_id: str = Field("safepassage-dev-issuer", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    # The key-encryption keyring (file backend; keep it out of backups of the data folder).
+    keyring_file: Path | None = None
+    # Reader public keys (PEM) of agencies whose officers verify credentials offline.
+    agency_reader_keys: list[Path] = []
+    credential_valid_days: int = Field(730, ge=1, le=3650)
+    pin_max_failures: int = Field(5, ge=1, le=100)
+    pin_lock_s: float = Field(900.0, ge=0)
+    # channel -> caseworker client ids allowed to read its referrals (unlisted channels: every caseworker).
+    referral_readers: dict[str, list[str]] = {}
+
+
 class Config(_Section):
     listen: ListenConfig = ListenConfig()
     tls: TlsConfig = TlsConfig()
@@ -115,6 +132,7 @@ class Config(_Section):
     audit: AuditConfig = AuditConfig()
     limits: LimitSettings = LimitSettings()
     fishing: FishingSettings = FishingSettings()
+    enrolment: EnrolmentConfig = EnrolmentConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
@@ -149,6 +167,26 @@ class Config(_Section):
     def audit_key_path(self) -> Path:
         return self.storage.data_dir / "keys" / "audit-log-ed25519.pem"
 
+    @property
+    def records_path(self) -> Path:
+        return self.storage.data_dir / "protected_records.sqlite3"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.enrolment.keyring_file or self.storage.data_dir / "keys" / "record-kek.json"
+
+    @property
+    def station_key_path(self) -> Path:
+        return self.storage.data_dir / "keys" / "station-ed25519.pem"
+
+    @property
+    def issuer_key_path(self) -> Path:
+        return self.storage.data_dir / "keys" / "credential-issuer-ed25519.pem"
+
+    @property
+    def reader_key_path(self) -> Path:
+        return self.storage.data_dir / "keys" / "credential-reader-x25519.key"
+
 
 class ConfigError(InvalidInput):
     """The configuration file is unreadable or invalid."""
@@ -158,6 +196,7 @@ _PATHS = {
     "storage": ("data_dir", "template_key_file"),
     "tls": ("pki_dir",),
     "faces": ("model_dir",),
+    "enrolment": ("keyring_file",),
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 pytest.register_assert_rewrite("tests.pki_helpers")
 
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402 - after the rewrite hook
+from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc  # noqa: E402
 from safepassage_server.identity import Role  # noqa: E402
 from tests.pki_helpers import RolePki  # noqa: E402
 
@@ -111,6 +112,7 @@ class Stubs:
     channel: grpc.Channel
     galleries: pb_grpc.GalleryServiceStub
     matching: pb_grpc.MatchingServiceStub
+    protected: ppb_grpc.ProtectedIdentityServiceStub
 
 
 class Clients:
@@ -125,7 +127,10 @@ class Clients:
         if role not in self._open:
             channel = self._pki.channel_for(self.port, role)
             self._open[role] = Stubs(
-                channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
+                channel,
+                pb_grpc.GalleryServiceStub(channel),
+                pb_grpc.MatchingServiceStub(channel),
+                ppb_grpc.ProtectedIdentityServiceStub(channel),
             )
         return self._open[role]
 
@@ -140,6 +145,10 @@ class Clients:
     @property
     def ngo(self) -> Stubs:
         return self.as_role(Role.NGO_CASEWORKER)
+
+    @property
+    def kiosk(self) -> Stubs:
+        return self.as_role(Role.KIOSK)
 
     def close(self) -> None:
         for stubs in self._open.values():

@@ -24,8 +24,10 @@ def emb(vector: np.ndarray) -> pb.Probe:
 
 @pytest.fixture(scope="module")
 def api(server_factory, clients_for):  # type: ignore[no-untyped-def]
-    _, port, _ = server_factory()
-    return clients_for(port)
+    service, port, _ = server_factory()
+    clients = clients_for(port)
+    clients.service = service
+    return clients
 
 
 def test_health_and_reflection_over_tls(api) -> None:  # type: ignore[no-untyped-def]
@@ -66,10 +68,14 @@ def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
     assert custom.threshold == pytest.approx(0.5)
     listed = {g.gallery_id for g in galleries.ListGalleries(pb.ListGalleriesRequest()).galleries}
     assert {"life", "life-2"} <= listed
-    # Protected records are enrolled by the NGO, never by admin.
-    api.ngo.matching.InsertTemplate(
-        pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM)))
-    )
+    # Protected templates enter only through EnrolRecord (with consent): no role may insert them here.
+    for stubs in (api.ngo, api.admin):
+        with pytest.raises(grpc.RpcError) as refused:
+            stubs.matching.InsertTemplate(
+                pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM)))
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    api.service.matcher.insert("life", "r1", np.ones(DIM))
     assert galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="life")).size == 1
     assert galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="life")).templates_erased == 1
     with pytest.raises(grpc.RpcError) as info:

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from matcher import GalleryPurpose
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.authorization import GALLERY_FREE, MATRIX, Operation
+from safepassage_api.v1 import protected_identity_pb2 as ppb
+from safepassage_server.authorization import GALLERY_FREE, MATRIX, PROTECTED_IDENTITY_OPERATIONS, Operation
 from safepassage_server.cctv_authorisation import METADATA_KEY, sign
 from safepassage_server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
@@ -38,7 +39,7 @@ def emb(seed: int) -> pb.Probe:
 
 @pytest.fixture(scope="module")
 def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-untyped-def]
-    _, port, _ = server_factory()
+    service, port, _ = server_factory()
     clients = clients_for(port)
     for purpose, gallery in GALLERY.items():
         clients.admin.galleries.CreateGallery(
@@ -47,9 +48,8 @@ def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-un
     clients.admin.matching.InsertTemplate(
         pb.InsertTemplateRequest(gallery_id="w", reference_id="known", template=emb(1))
     )
-    clients.ngo.matching.InsertTemplate(
-        pb.InsertTemplateRequest(gallery_id="p", reference_id="known", template=emb(1))
-    )
+    # Protected templates enter only through EnrolRecord; here directly, as a target to reach.
+    service.matcher.insert("p", "known", np.asarray(emb(1).embedding.values))
     admin = role_pki.clients[Role.ADMIN]
     token = sign(
         gallery_id="w",
@@ -59,22 +59,21 @@ def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-un
         admin_cert=x509.load_pem_x509_certificate(admin.cert_pem),
         admin_key=load_pem_private_key(admin.key_pem, None),  # type: ignore[arg-type]
     )
-    return port, clients, token
+    return port, clients, token, service
 
 
-def _setup_target(clients: Any, operation: Operation, purpose: GalleryPurpose, case: str) -> str:
+def _setup_target(
+    clients: Any, service: Any, operation: Operation, purpose: GalleryPurpose, case: str
+) -> str:
     """Throwaway state for operations that change or need something, made by an allowed role."""
     gallery = GALLERY[purpose]
-    owner = clients.admin if purpose is GalleryPurpose.WATCHLIST else clients.ngo
     if operation is Operation.DELETE_GALLERY:
         gallery = f"gone-{case}"
         clients.admin.galleries.CreateGallery(
             pb.CreateGalleryRequest(gallery_id=gallery, purpose=PB_PURPOSE[purpose])
         )
     if operation is Operation.DELETE_TEMPLATE:
-        owner.matching.InsertTemplate(
-            pb.InsertTemplateRequest(gallery_id=gallery, reference_id=case, template=emb(2))
-        )
+        service.matcher.insert(gallery, case, np.asarray(emb(2).embedding.values))
     return gallery
 
 
@@ -116,27 +115,34 @@ def _call(
     return calls[operation]()
 
 
+# ProtectedIdentityService has its own role tests (tests/server/test_protected_authorization.py).
+MATCHING_OPERATIONS = [o for o in Operation if o not in PROTECTED_IDENTITY_OPERATIONS]
 CASES = [
     (operation, role, purpose)
-    for operation, role in itertools.product(Operation, Role)
+    for operation, role in itertools.product(MATCHING_OPERATIONS, Role)
     for purpose in ((GalleryPurpose.WATCHLIST,) if operation in GALLERY_FREE else tuple(GalleryPurpose))
 ]
 
 
 def test_the_matrix_covers_every_rpc() -> None:
-    methods = {m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    methods = {
+        m.name for api in (pb, ppb) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods
+    }
     assert methods == {o.value for o in Operation}
+    assert {m.name for m in ppb.DESCRIPTOR.services_by_name["ProtectedIdentityService"].methods} == {
+        o.value for o in PROTECTED_IDENTITY_OPERATIONS
+    }
 
 
 @pytest.mark.parametrize(("operation", "role", "purpose"), CASES, ids=lambda v: getattr(v, "value", str(v)))
 def test_every_rpc_role_and_purpose(world, operation: Operation, role: Role, purpose: GalleryPurpose) -> None:  # type: ignore[no-untyped-def]
-    _, clients, token = world
+    _, clients, token, service = world
     if operation in GALLERY_FREE:
         allowed = role in GALLERY_FREE[operation]
     else:
         allowed = purpose in MATRIX[operation].get(role, frozenset())
     case = f"{operation.value.lower()}-{role.value.replace('_', '-')}-{purpose.value[0]}"
-    gallery = _setup_target(clients, operation, purpose, case)
+    gallery = _setup_target(clients, service, operation, purpose, case)
     try:
         _call(clients.as_role(role), operation, gallery, purpose, case, token)
         code = Code.OK

@@ -96,7 +96,7 @@ def stored_state(service: Any, clients: Any) -> dict[str, Any]:
         ),
         "kept_probes": service.kept_probes.count(),
     }
-    searcher = {W: clients.officer, P: clients.ngo}
+    probes = [[math.sin(seed + i) * 0.1 for i in range(DIM)] for seed in range(4)]
     for gallery in (W, P):
         stored = service.template_store.state(gallery)
         state[gallery] = {
@@ -105,23 +105,13 @@ def stored_state(service: Any, clients: Any) -> dict[str, Any]:
             "count": clients.admin.matching.CountTemplates(
                 pb.CountTemplatesRequest(gallery_id=gallery)
             ).count,
+            # Watchlists through the API; protected galleries have no 1:N RPC, so the matcher itself.
             "answers": [
                 [
                     (c.reference_id, c.score, c.rank, c.match)
-                    for c in searcher[gallery]
-                    .matching.Identify(
-                        pb.IdentifyRequest(
-                            gallery_id=gallery,
-                            probe=pb.Probe(
-                                embedding=pb.Embedding(values=[math.sin(seed + i) * 0.1 for i in range(DIM)])
-                            ),
-                            top_k=100,
-                        )
-                    )
-                    .faces[0]
-                    .candidates
+                    for c in _identify(service, clients, gallery, probe)
                 ]
-                for seed in range(4)
+                for probe in probes
             ],
         }
     return state
@@ -196,3 +186,13 @@ def summarise(cases: Sequence[Case], outcomes: Sequence[Outcome]) -> dict[str, A
         "templates_inserted": sum(o.inserted for o in outcomes),
         "probes_kept": sum(o.kept for o in outcomes),
     }
+
+
+def _identify(service: Any, clients: Any, gallery: str, probe: list[float]) -> list[Any]:
+    if gallery == W:
+        request = pb.IdentifyRequest(
+            gallery_id=gallery, probe=pb.Probe(embedding=pb.Embedding(values=probe)), top_k=100
+        )
+        return list(clients.officer.matching.Identify(request).faces[0].candidates)
+    (result,) = service.matcher.identify(gallery, [probe], top_k=100)
+    return list(result.candidates)

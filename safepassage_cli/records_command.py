@@ -1,0 +1,294 @@
+"""`safepassage records`: protected identity records, from an NGO desk, a kiosk or a border desk.
+
+safepassage records enrol GALLERY --record R.json --face IMG --consent-text T.txt --language L
+                        --grant SCOPE... [--refuse SCOPE...] [--pin P --duress-pin D] --out DIR
+safepassage records consent|grant|withdraw HOLDER [SCOPE...] [--consent-text T --language L]
+safepassage records credential HOLDER --out DIR [--valid-days N]
+safepassage records verify-holder (--credential FILE | --recovery-code C) --face IMG [--pin P]
+safepassage records duplicates GALLERY IMG | share RECORD ORG | erase HOLDER --out FILE
+safepassage records referrals [--all] | ack ID | rotate-keys | public-keys --out DIR
+safepassage records verify-receipt RECEIPT --station-key PEM     (offline)
+safepassage records backup --data-dir DIR --out FILE              (on the server's host)
+
+HOLDER is --record-id ID (caseworkers), --recovery-code CODE or --credential FILE (text or QR PNG).
+Scopes: store, verify_at_border, duplicate_check, share:<organisation>. PINs not given on the
+command line are asked for without echo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from safepassage_api.v1 import matching_pb2 as mpb
+from safepassage_api.v1 import protected_identity_pb2 as pb
+from safepassage_api.v1 import protected_identity_pb2_grpc as pb_grpc
+from safepassage_cli.client import Stubs
+
+TIMEOUT_S = 120
+Run = Callable[[Stubs, argparse.Namespace], None]
+Add = Callable[..., argparse.ArgumentParser]
+
+
+def _stub(stubs: Stubs) -> pb_grpc.ProtectedIdentityServiceStub:
+    return pb_grpc.ProtectedIdentityServiceStub(stubs.channel)
+
+
+def _credential_text(path: Path) -> str:
+    data = path.read_bytes()
+    if data.startswith(b"\x89PNG") or data.startswith(b"\xff\xd8"):
+        from holder_credential import read_qr  # OpenCV, only when a QR image is given
+
+        return read_qr(data)
+    return data.decode("ascii", errors="replace").strip()
+
+
+def _holder(args: argparse.Namespace) -> pb.HolderRef:
+    if args.record_id:
+        return pb.HolderRef(record_id=args.record_id)
+    if args.recovery_code:
+        return pb.HolderRef(recovery_code=args.recovery_code)
+    if args.credential:
+        return pb.HolderRef(credential=_credential_text(args.credential))
+    raise SystemExit("error: name the holder: --record-id, --recovery-code or --credential")
+
+
+def _consent(args: argparse.Namespace, granted: list[str], refused: list[str]) -> pb.ConsentGiven:
+    text = args.consent_text.read_text(encoding="utf-8") if args.consent_text else ""
+    return pb.ConsentGiven(language=args.language, text=text, granted=granted, refused=refused)
+
+
+def _pin(given: str | None, prompt: str) -> str:
+    if given is not None:
+        return given
+    first = getpass.getpass(f"{prompt}: ")
+    if getpass.getpass(f"{prompt} again: ") != first:
+        raise SystemExit(f"error: the two {prompt} entries differ")
+    return first
+
+
+def _show(message: Any) -> None:
+    shape = MessageToDict(message, preserving_proto_field_name=True)
+    for photo in ("face_photo", "photo"):
+        _drop_photos(shape, photo)
+    print(json.dumps(shape, indent=2, ensure_ascii=False))
+
+
+def _drop_photos(value: Any, key: str) -> None:
+    """Photos are shown as their size: base64 on a terminal helps nobody."""
+    if isinstance(value, dict):
+        if isinstance(value.get(key), str):
+            value[key] = f"<{len(value[key]) * 3 // 4} bytes>"
+        for item in value.values():
+            _drop_photos(item, key)
+    elif isinstance(value, list):
+        for item in value:
+            _drop_photos(item, key)
+
+
+def _write_credential(credential: pb.Credential, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "credential.txt").write_text(credential.text + "\n", encoding="ascii")
+    (out / "credential.png").write_bytes(credential.qr_png)
+    print(f"credential {credential.credential_id} (expires {credential.expires_at}): {out}/credential.png")
+
+
+def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
+    record = ParseDict(json.loads(args.record.read_text(encoding="utf-8")), pb.ProtectedRecord())
+    answer = _stub(stubs).EnrolRecord(
+        pb.EnrolRecordRequest(
+            gallery_id=args.gallery,
+            record=record,
+            faces=[mpb.Probe(image=path.read_bytes()) for path in args.face],
+            consent=_consent(args, args.grant, args.refuse),
+            pin=_pin(args.pin, "PIN"),
+            duress_pin=_pin(args.duress_pin, "duress PIN"),
+            credential_valid_days=args.valid_days or 0,
+        ),
+        timeout=TIMEOUT_S,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "consent-receipt.json").write_text(answer.consent_receipt + "\n", encoding="utf-8")
+    print(f"record {answer.record_id}")
+    print(f"recovery code (shown once, give it to the holder): {answer.recovery_code}")
+    print(f"consent receipt: {args.out}/consent-receipt.json")
+    if answer.HasField("credential"):
+        _write_credential(answer.credential, args.out)
+
+
+def consent(stubs: Stubs, args: argparse.Namespace) -> None:
+    _show(_stub(stubs).GetConsent(pb.GetConsentRequest(holder=_holder(args)), timeout=TIMEOUT_S))
+
+
+def _change(stubs: Stubs, args: argparse.Namespace, granted: list[str], refused: list[str]) -> None:
+    answer = _stub(stubs).ChangeConsent(
+        pb.ChangeConsentRequest(holder=_holder(args), consent=_consent(args, granted, refused)),
+        timeout=TIMEOUT_S,
+    )
+    if args.out:
+        args.out.write_text(answer.receipt + "\n", encoding="utf-8")
+        print(f"receipt: {args.out}")
+    if answer.erasure_receipt:
+        print("'store' withdrawn: the record is erased")
+        print(answer.erasure_receipt)
+    else:
+        _show(answer.state)
+
+
+def grant(stubs: Stubs, args: argparse.Namespace) -> None:
+    _change(stubs, args, args.scopes, [])
+
+
+def withdraw(stubs: Stubs, args: argparse.Namespace) -> None:
+    _change(stubs, args, [], args.scopes)
+
+
+def credential(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = _stub(stubs).IssueCredential(
+        pb.IssueCredentialRequest(holder=_holder(args), valid_days=args.valid_days or 0), timeout=TIMEOUT_S
+    )
+    _write_credential(answer, args.out)
+
+
+def verify_holder(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = _stub(stubs).VerifyHolder(
+        pb.VerifyHolderRequest(
+            holder=_holder(args), live=mpb.Probe(image=args.face.read_bytes()), pin=args.pin or ""
+        ),
+        timeout=TIMEOUT_S,
+    )
+    _show(answer)
+
+
+def duplicates(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = _stub(stubs).CheckDuplicate(
+        pb.CheckDuplicateRequest(
+            gallery_id=args.gallery, probe=mpb.Probe(image=args.image.read_bytes()), top_k=args.top_k
+        ),
+        timeout=TIMEOUT_S,
+    )
+    _show(answer)
+
+
+def share(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.ShareRecordRequest(record_id=args.record, organisation=args.organisation)
+    _show(_stub(stubs).ShareRecord(request, timeout=TIMEOUT_S))
+
+
+def erase_record(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = _stub(stubs).EraseRecord(pb.EraseRecordRequest(holder=_holder(args)), timeout=TIMEOUT_S)
+    args.out.write_text(answer.receipt + "\n", encoding="utf-8")
+    print(f"record {answer.record_id} erased ({answer.templates_removed} templates); receipt: {args.out}")
+
+
+def referrals(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.ListReferralsRequest(channels=args.channel or [], include_acknowledged=args.all)
+    _show(_stub(stubs).ListReferrals(request, timeout=TIMEOUT_S))
+
+
+def acknowledge(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.AcknowledgeReferralRequest(referral_id=args.referral)
+    _show(_stub(stubs).AcknowledgeReferral(request, timeout=TIMEOUT_S))
+
+
+def rotate_keys(stubs: Stubs, args: argparse.Namespace) -> None:
+    _show(_stub(stubs).RotateRecordKeys(pb.RotateRecordKeysRequest(), timeout=TIMEOUT_S))
+
+
+def public_keys(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = _stub(stubs).GetPublicKeys(pb.GetPublicKeysRequest(), timeout=TIMEOUT_S)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{answer.station_id}-station.pem").write_bytes(answer.station_public_pem)
+    (args.out / f"{answer.issuer_id}-issuer.pem").write_bytes(answer.issuer_public_pem)
+    print(f"station {answer.station_id} and issuer {answer.issuer_id} public keys written to {args.out}")
+
+
+def add_records_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Add) -> None:
+    records = sub.add_parser("records", help="protected identity records").add_subparsers(
+        dest="records_action", required=True
+    )
+    holder = argparse.ArgumentParser(add_help=False)
+    who = holder.add_mutually_exclusive_group()
+    who.add_argument("--record-id", help="the record id (NGO caseworkers acting for the holder)")
+    who.add_argument("--recovery-code", help="the holder's recovery code")
+    who.add_argument("--credential", type=Path, help="the holder's credential (text file or QR PNG)")
+    consent_text = argparse.ArgumentParser(add_help=False)
+    consent_text.add_argument("--consent-text", type=Path, help="the consent text shown, UTF-8")
+    consent_text.add_argument("--language", default="en", help="its BCP 47 language tag (default en)")
+
+    def command(
+        name: str, run: Run, help_text: str, *parents: argparse.ArgumentParser
+    ) -> argparse.ArgumentParser:
+        return add(name, run, help_text, records, parents)
+
+    enrol_cmd = command("enrol", enrol, "enrol a protected record with consent", consent_text)
+    enrol_cmd.add_argument("gallery")
+    enrol_cmd.add_argument("--record", type=Path, required=True, help="the record as JSON")
+    enrol_cmd.add_argument("--face", type=Path, action="append", required=True, help="a face image (repeat)")
+    enrol_cmd.add_argument("--grant", action="append", default=[], metavar="SCOPE")
+    enrol_cmd.add_argument("--refuse", action="append", default=[], metavar="SCOPE")
+    enrol_cmd.add_argument("--pin")
+    enrol_cmd.add_argument("--duress-pin")
+    enrol_cmd.add_argument("--valid-days", type=int, help="credential validity in days")
+    enrol_cmd.add_argument("--out", type=Path, required=True, help="folder for the receipt and credential")
+    command("consent", consent, "show a record's consent", holder)
+    for name, run in (("grant", grant), ("withdraw", withdraw)):
+        change = command(name, run, f"{name} consent scopes", holder, consent_text)
+        change.add_argument("scopes", nargs="+", metavar="SCOPE")
+        change.add_argument("--out", type=Path, help="write the signed receipt here")
+    issue = command("credential", credential, "issue a fresh holder credential", holder)
+    issue.add_argument("--valid-days", type=int)
+    issue.add_argument("--out", type=Path, required=True)
+    check = command("verify-holder", verify_holder, "verify a holder 1:1 (and a PIN for the record)", holder)
+    check.add_argument("--face", type=Path, required=True, help="the live capture")
+    check.add_argument("--pin")
+    dup = command("duplicates", duplicates, "duplicate check over consenting records")
+    dup.add_argument("gallery")
+    dup.add_argument("image", type=Path)
+    dup.add_argument("--top-k", type=int, default=5)
+    shared = command("share", share, "the record, for an organisation the holder named")
+    shared.add_argument("record")
+    shared.add_argument("organisation")
+    gone = command("erase", erase_record, "erase a record (crypto-shredding)", holder)
+    gone.add_argument("--out", type=Path, required=True, help="write the signed erasure receipt here")
+    listed = command("referrals", referrals, "protection referrals on your channels")
+    listed.add_argument("--channel", action="append")
+    listed.add_argument("--all", action="store_true", help="include acknowledged ones")
+    command("ack", acknowledge, "acknowledge a referral").add_argument("referral", type=int)
+    command("rotate-keys", rotate_keys, "rotate the key-encryption key (admin)")
+    command("public-keys", public_keys, "fetch the station and issuer public keys").add_argument(
+        "--out", type=Path, required=True
+    )
+    offline = records.add_parser("verify-receipt", help="check a signed receipt offline")
+    offline.add_argument("receipt", type=Path)
+    offline.add_argument("--station-key", type=Path, required=True, help="the station's public key (PEM)")
+    backup = records.add_parser("backup", help="a consistent copy of the record vault (server host)")
+    backup.add_argument("--data-dir", type=Path, default=Path("var/safepassage"))
+    backup.add_argument("--out", type=Path, required=True)
+
+
+def run_local(args: argparse.Namespace) -> int | None:
+    """The records commands that need no server; None for the others."""
+    from enrolment import ReceiptInvalid, verify_receipt
+    from enrolment.vault import backup_vault
+
+    if args.records_action == "verify-receipt":
+        try:
+            receipt = verify_receipt(args.receipt.read_text(encoding="utf-8"), args.station_key.read_bytes())
+        except ReceiptInvalid as error:
+            print(f"INVALID: {error}", file=sys.stderr)
+            return 1
+        print(f"VALID {receipt.kind.value} receipt for record {receipt.record_id} from {receipt.station_id}")
+        return 0
+    if args.records_action == "backup":
+        backup_vault(args.data_dir / "protected_records.sqlite3", args.out)
+        print(f"record vault copied to {args.out}")
+        return 0
+    return None
