@@ -213,6 +213,8 @@ def issue(
         raise MalformedCredential("cannot issue a credential: the validity period must be positive")
     issued = math.floor(now.timestamp())
     expires = issued + math.ceil(valid_for.total_seconds())
+    if issued < 0 or expires >= 2**63:
+        raise MalformedCredential("cannot issue a credential: its dates are out of range")
     payload = (
         _short(record_id, "record id")
         + _short(model, "model name")

@@ -87,9 +87,10 @@ def test_round_trip_for_every_reader(
     for reader in (officer, server_reader):
         credential = verify(text, trusted, reader, NOW)
         assert credential.record_id == RECORD_ID
-        assert credential.issuer_id == "la-strada" and credential.issuer_key_id == trusted.get(
-            credential.issuer_key_id
-        ).key_id
+        assert (
+            credential.issuer_id == "la-strada"
+            and credential.issuer_key_id == trusted.get(credential.issuer_key_id).key_id
+        )
         assert (credential.model, credential.metric, credential.threshold) == (MODEL, Metric.L2, 0.6)
         assert credential.issued_at == NOW and credential.expires_at == NOW + VALID_FOR
         assert credential.template.dtype == np.float32
@@ -117,7 +118,9 @@ def test_every_tampered_byte_is_refused(text: str, trusted: TrustedIssuers, offi
             verify(encode_text(altered), trusted, officer, NOW)
 
 
-def test_a_later_version_is_refused_as_malformed(text: str, trusted: TrustedIssuers, officer: ReaderKey) -> None:
+def test_a_later_version_is_refused_as_malformed(
+    text: str, trusted: TrustedIssuers, officer: ReaderKey
+) -> None:
     binary = bytearray(decode_text(text))
     binary[0] = 0x02
     with pytest.raises(MalformedCredential, match="version 2"):
@@ -202,6 +205,18 @@ def test_qr_png_round_trip(text: str, trusted: TrustedIssuers, officer: ReaderKe
     read = read_qr(png)
     assert read == text
     assert verify(read, trusted, officer, NOW).record_id == RECORD_ID
+
+
+def test_qr_codes_for_one_to_four_readers_read_back_also_as_jpeg(
+    issuer: IssuerKey, trusted: TrustedIssuers, officer: ReaderKey, template: np.ndarray
+) -> None:
+    readers = [officer.public] + [ReaderKey.generate().public for _ in range(3)]
+    for count in range(1, 5):
+        text = issue(issuer, readers[:count], RECORD_ID, template, MODEL, "l2", 0.6, VALID_FOR, NOW)
+        image = cv2.imdecode(np.frombuffer(qr_png(text), np.uint8), cv2.IMREAD_GRAYSCALE)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        assert ok and read_qr(jpeg.tobytes()) == text, f"{count} readers"
+        verify(text, trusted, officer, NOW)
 
 
 def test_read_qr_refuses_images_without_a_code() -> None:

@@ -46,10 +46,16 @@ def agency_reader(tmp_path_factory: pytest.TempPathFactory) -> holder_credential
 
 
 @pytest.fixture(scope="module")
-def world(server_factory, clients_for, agency_reader, tmp_path_factory, faces_dir):  # type: ignore[no-untyped-def]
+def world(server_factory, clients_for, agency_reader, tmp_path_factory, faces_dir, role_pki):  # type: ignore[no-untyped-def]
     public = tmp_path_factory.mktemp("agency-public") / "reader.pub.pem"
     public.write_bytes(agency_reader.public_pem())
-    service, port, config = server_factory(**{"enrolment.agency_reader_keys": [str(public)]})
+    service, port, config = server_factory(
+        **{
+            "enrolment.agency_reader_keys": [str(public)],
+            # Only caseworker ngo-1 reads this channel's referrals.
+            "enrolment.referral_readers": {"la-strada-hotline": ["ngo-1"]},
+        }
+    )
     clients = clients_for(port)
     clients.admin.galleries.CreateGallery(
         mpb.CreateGalleryRequest(gallery_id=GALLERY, purpose=mpb.PROTECTED_IDENTITY)
@@ -57,6 +63,17 @@ def world(server_factory, clients_for, agency_reader, tmp_path_factory, faces_di
     holder = person(faces_dir, HOLDER)
     enrolled = enrol(clients.ngo, holder, "Sita", "Tamang", "PA1234567")
     return service, clients, config, holder, enrolled
+
+
+@pytest.fixture(scope="module")
+def other_caseworker(world, role_pki):  # type: ignore[no-untyped-def]
+    """A second NGO caseworker, not among the referral channel's readers."""
+    from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc
+
+    issued = role_pki.pki.issue_client("ngo-2", Role.NGO_CASEWORKER)
+    channel = role_pki.channel_with(world[1].port, issued)
+    yield ppb_grpc.ProtectedIdentityServiceStub(channel)
+    channel.close()
 
 
 def _code(call: Any) -> tuple[Code, str]:
@@ -421,3 +438,48 @@ def test_transparency_log_names_records_by_digest_only(world) -> None:  # type: 
     log: TransparencyLog = service.transparency_log
     text = " ".join(str(entry.event()) for entry in log.entries(0, log.size()))
     assert enrolled.record_id not in text and "Tamang" not in text
+
+
+def test_duress_at_the_kiosk_and_who_reads_referrals(world, other_caseworker, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, clients, _, _, _ = world
+    holder = person(faces_dir, THIRD)
+    enrolled = enrol(clients.ngo, holder, "Durga", "Thapa", "PD3334445")
+    code = pb.HolderRef(recovery_code=enrolled.recovery_code)
+    ordinary = clients.kiosk.protected.VerifyHolder(
+        pb.VerifyHolderRequest(holder=code, live=holder.probe(1), pin=PIN)
+    )
+    duress = clients.kiosk.protected.VerifyHolder(
+        pb.VerifyHolderRequest(holder=code, live=holder.probe(1), pin=DURESS_PIN)
+    )
+    assert duress == ordinary
+    mine = [
+        r
+        for r in clients.ngo.protected.ListReferrals(pb.ListReferralsRequest()).referrals
+        if r.record_id == enrolled.record_id
+    ]
+    assert [(r.context, r.raised_by.split(":")[0]) for r in mine] == [("kiosk", "kiosk")]
+    # Another caseworker of the deployment, not a reader of this channel, sees nothing of it.
+    assert not other_caseworker.ListReferrals(pb.ListReferralsRequest()).referrals
+    status, _ = _code(
+        lambda: other_caseworker.AcknowledgeReferral(
+            pb.AcknowledgeReferralRequest(referral_id=mine[0].referral_id)
+        )
+    )
+    assert status == Code.NOT_FOUND
+
+
+def test_wrong_pins_lock_the_pin_check(world, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    _, clients, config, _, _ = world
+    holder = person(faces_dir, OTHER)
+    enrolled = enrol(clients.ngo, holder, "Hari", "Bhandari", "PL1010101")
+    request = pb.VerifyHolderRequest(
+        holder=pb.HolderRef(recovery_code=enrolled.recovery_code), live=holder.probe(1), pin="0000"
+    )
+    for _ in range(config.enrolment.pin_max_failures):
+        assert _code(lambda: clients.officer.protected.VerifyHolder(request))[0] == Code.PERMISSION_DENIED
+    request.pin = PIN
+    status, details = _code(lambda: clients.officer.protected.VerifyHolder(request))
+    assert status == Code.PERMISSION_DENIED and "locked" in details
+    # Without a PIN the minimal view is still given: the lock guards the full record only.
+    request.pin = ""
+    assert clients.officer.protected.VerifyHolder(request).view.family_name == "Bhandari"
