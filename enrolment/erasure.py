@@ -2,7 +2,8 @@
 
 The holder (with their recovery code) or the enrolling NGO on their behalf
 asks; the service then, in this order:
-1. removes the record's templates from the gallery (store rows and index);
+1. removes the record's templates from the gallery (store rows and index;
+   at the end the store's WAL is truncated and the index snapshot rewritten);
 2. rotates the key-encryption key: every *other* record's data key is
    rewrapped under a new version (enrolment.custodian);
 3. signs the erasure receipt (record id, time, templates removed, the KEK
@@ -63,6 +64,8 @@ def erase(records: ProtectedRecords, record_id: str, requested_by: str) -> Erase
 
     with records.custodian.lock:
         rotation = records.custodian.rotate(before_destroy=shred)
+    # The gallery's store file, its WAL and the index snapshot must not keep the templates either.
+    records.matcher.flush_erasures()
     log.info(
         "record %s erased: %d templates removed, KEK versions %s destroyed",
         record_id,

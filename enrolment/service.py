@@ -212,6 +212,21 @@ class ProtectedRecords:
         record_id = new_record_id()
         code = new_recovery_code()
         now = self._clock()
+        # Everything that can fail is done before the record is stored: once stored, the holder
+        # must leave with their recovery code.
+        receipt = self.station.sign(
+            ReceiptKind.CONSENT,
+            record_id,
+            {
+                "granted": tuple(sorted(g.label for g in consent.granted)),
+                "refused": tuple(sorted(g.label for g in consent.refused)),
+                "language": consent.language,
+                "text_sha256": consent.text_sha256,
+            },
+        )
+        credential = None
+        if ScopeGrant(Scope.VERIFY_AT_BORDER) in consent.granted:
+            credential = self._issue(record_id, matrix[0], spec, credential_valid_days)
         references = [(f"{record_id}.{n}", row) for n, row in enumerate(matrix)]
         outcomes = self.matcher.insert_many(gallery_id, references)
         failed = next((error for error in outcomes if error is not None), None)
@@ -244,19 +259,6 @@ class ProtectedRecords:
         except BaseException:
             self.remove_templates(gallery_id, [r for r, _ in references])
             raise
-        receipt = self.station.sign(
-            ReceiptKind.CONSENT,
-            record_id,
-            {
-                "granted": tuple(sorted(g.label for g in consent.granted)),
-                "refused": tuple(sorted(g.label for g in consent.refused)),
-                "language": consent.language,
-                "text_sha256": consent.text_sha256,
-            },
-        )
-        credential = None
-        if ScopeGrant(Scope.VERIFY_AT_BORDER) in consent.granted:
-            credential = self._issue(record_id, matrix[0], spec, credential_valid_days)
         log.info("protected record %s enrolled in %s with %d templates", record_id, gallery_id, len(matrix))
         return Enrolled(record_id, code, receipt.to_text(), credential)
 

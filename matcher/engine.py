@@ -153,6 +153,17 @@ class Matcher:
                 written += 1
         return written
 
+    def flush_erasures(self) -> int:
+        """After templates were deleted to erase a person: no file may keep them.
+
+        The store's deleted rows are zeroed in its main file (secure_delete) once
+        its write-ahead log is checkpointed and truncated, and the index snapshot
+        of each changed gallery is rewritten now rather than at the next interval.
+        Returns the snapshots written.
+        """
+        self._store.checkpoint()
+        return self.save_snapshots()
+
     # -- galleries -------------------------------------------------------------
 
     def _live(self, gallery_id: str) -> _LiveGallery:

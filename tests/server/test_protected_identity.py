@@ -10,6 +10,7 @@ rotation, and tampering with the vault file.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,13 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(world, faces_dir, tm
     count_before = clients.admin.matching.CountTemplates(mpb.CountTemplatesRequest(gallery_id=GALLERY)).count
     backup = tmp_path / "before-erasure.sqlite3"
     backup_vault(config.records_path, backup)
+    service.matcher.flush_erasures()  # the snapshot now holds the victim's template: it must go
+    with sqlite3.connect(config.database_path) as conn:
+        (sealed_template,) = conn.execute(
+            "SELECT sealed FROM templates WHERE reference_id = ?", (f"{enrolled.record_id}.0",)
+        ).fetchone()
 
+    erasure_started = time.time_ns()
     erased = clients.kiosk.protected.EraseRecord(
         pb.EraseRecordRequest(holder=pb.HolderRef(recovery_code=enrolled.recovery_code))
     )
@@ -339,6 +346,11 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(world, faces_dir, tm
         data = path.read_bytes() if path.exists() else b""
         for secret in (b"Bishnu", b"Shrestha", b"PZ9988776", b"Kamala", b"PK5554443"):
             assert secret not in data, f"{secret!r} in {path.name}"
+    # The template's sealed bytes: gone from the template store and its WAL; the snapshot rewritten.
+    for path in (config.database_path, Path(f"{config.database_path}-wal")):
+        if path.is_file():
+            assert bytes(sealed_template)[9:] not in path.read_bytes(), path.name
+    assert all(snap.stat().st_mtime_ns > erasure_started for snap in config.snapshot_dir.glob("*"))
     # The backup cannot be decrypted: every data key in it is wrapped by a destroyed KEK version.
     copy = RecordVault.open(backup)
     try:
