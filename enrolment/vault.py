@@ -297,14 +297,14 @@ class RecordVault:
     def pin_failed(self, record_id: str, now: float, max_failures: int, lock_s: float) -> int:
         """Count a wrong PIN; at `max_failures` in a row the record's PIN checks lock for `lock_s`."""
         with self._write("count a wrong PIN") as conn:
-            conn.execute(
-                "UPDATE records SET pin_failures = pin_failures + 1 WHERE record_id = ?", (record_id,)
-            )
-            failures = int(
-                conn.execute("SELECT pin_failures FROM records WHERE record_id = ?", (record_id,)).fetchone()[
-                    0
-                ]
-            )
+            row = conn.execute(
+                "UPDATE records SET pin_failures = pin_failures + 1 WHERE record_id = ?"
+                " RETURNING pin_failures",
+                (record_id,),
+            ).fetchone()
+            if row is None:  # erased while its PIN was being checked
+                self._raise_missing(conn, record_id)
+            failures = int(row[0])
             if failures >= max_failures:
                 conn.execute(
                     "UPDATE records SET pin_failures = 0, pin_locked_until = ? WHERE record_id = ?",

@@ -71,7 +71,11 @@ def _enrol(vault: RecordVault, cipher: RecordCipher, record_id: str) -> dict[str
 def _opens(vault: RecordVault, cipher: RecordCipher, record_id: str, payloads: dict[str, bytes]) -> None:
     stored = vault.get(record_id)
     key = cipher.data_key(record_id, stored.wrapped_key)
-    blobs = {"record": stored.sealed_record, "secrets": stored.sealed_secrets, "templates": stored.sealed_templates}
+    blobs = {
+        "record": stored.sealed_record,
+        "secrets": stored.sealed_secrets,
+        "templates": stored.sealed_templates,
+    }
     for part in PARTS:
         assert RecordCipher.open(key, part, blobs[part]) == payloads[part], (record_id, part)
 

@@ -44,7 +44,18 @@ def test_a_wrong_pin_is_not_verified(secrets: HolderSecrets, wrong: str) -> None
 
 @pytest.mark.parametrize(
     "malformed",
-    ["", "123", "1234567890123", "48291a", " 482916", "482916\n", "４８２９１６", "-48291", None, 482916],
+    [
+        "",
+        "123",
+        "1234567890123",
+        "48291a",
+        " 482916",
+        "482916\n",
+        "\uff14\uff18\uff12\uff19\uff11\uff16",
+        "-48291",
+        None,
+        482916,
+    ],
 )
 def test_a_malformed_pin_is_not_verified(secrets: HolderSecrets, malformed: object) -> None:
     with pytest.raises(HolderNotVerified) as caught:

@@ -45,7 +45,9 @@ def _record(
     )
 
 
-def _entry(grant: ScopeGrant, granted: bool = True, at: float = T0, withdrawn: float | None = None) -> ConsentEntry:
+def _entry(
+    grant: ScopeGrant, granted: bool = True, at: float = T0, withdrawn: float | None = None
+) -> ConsentEntry:
     return ConsentEntry(grant, granted, "en", TEXT_SHA, at, withdrawn)
 
 
@@ -249,12 +251,6 @@ def test_pin_state_survives_reopening(path: Path) -> None:
         again.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="RecordVault.pin_failed on a record erased meanwhile raises TypeError (fetchone() is None),"
-    " not RecordErased: a wrong PIN racing an erasure answers INTERNAL",
-)
 def test_a_wrong_pin_counted_after_erasure_says_erased(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     vault.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
