@@ -79,6 +79,11 @@ def generate_signing_key(path: Path) -> Ed25519PrivateKey:
         os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)  # the new name survives a power cut
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return key
 
 

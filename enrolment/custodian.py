@@ -10,7 +10,7 @@ taken earlier still holds it, wrapped by a KEK version that is still alive.
 So every erasure also rotates: the other records move to a new version and
 the old one is destroyed, after which nothing in an earlier backup can be
 unwrapped, the erased record included. The cost is one unwrap and one wrap
-per live record (benchmarks/erasure_benchmark.py measures it); the price of
+per live record (benchmarks/records_benchmark.py measures it); the price of
 a backup that outlives an erasure is that it can no longer be restored, as
 it must not be (restoring it would bring the erased person back).
 

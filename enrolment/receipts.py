@@ -24,9 +24,7 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from audit_log.keys import generate_signing_key
 from enrolment.errors import KeyringError, ReceiptInvalid
 from enrolment.record import canonical_json
 
@@ -272,7 +271,8 @@ class StationKey:
         """The key at ``path``, created (0600, parents made) on first use; KeyringError if unusable."""
         path = Path(path)
         try:
-            key = _create(path)
+            # The transparency log's key file recipe: written in full, linked into place, 0600.
+            key = generate_signing_key(path)
             log.info("station key created: station %s key %s", station_id, key_id_of(key.public_key()))
         except FileExistsError:
             key = _load(path)
@@ -298,34 +298,6 @@ class StationKey:
         issued_at = now.astimezone(UTC).replace(microsecond=0)
         receipt = Receipt(kind, record_id, issued_at, self.station_id, self.key_id, body)
         return SignedReceipt(receipt, self._key.sign(receipt.signed_message()))
-
-
-def _create(path: Path) -> Ed25519PrivateKey:
-    """Write a new key under a temporary name, then link it into place: link() fails if the name
-    exists, so two processes starting at once cannot each sign with their own key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        raise FileExistsError(path)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return key
 
 
 def _load(path: Path) -> Ed25519PrivateKey:

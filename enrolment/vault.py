@@ -39,8 +39,6 @@ CREATE TABLE IF NOT EXISTS records (
     gallery_id TEXT NOT NULL,
     organisation TEXT NOT NULL,
     templates INTEGER NOT NULL,
-    kek_version INTEGER NOT NULL,
-    wrapped_key BLOB NOT NULL,
     sealed_record BLOB NOT NULL,
     sealed_secrets BLOB NOT NULL,
     sealed_templates BLOB NOT NULL,
@@ -49,7 +47,14 @@ CREATE TABLE IF NOT EXISTS records (
     pin_failures INTEGER NOT NULL DEFAULT 0,
     pin_locked_until REAL NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS records_by_kek ON records (kek_version);
+-- Apart from the records, so a KEK rotation rewrites 80-byte rows, never the sealed records
+-- (a row whose size changes is rewritten whole, document photos included).
+CREATE TABLE IF NOT EXISTS data_keys (
+    record_id TEXT PRIMARY KEY REFERENCES records (record_id) ON DELETE CASCADE,
+    kek_version INTEGER NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_version);
 CREATE TABLE IF NOT EXISTS consents (
     record_id TEXT NOT NULL REFERENCES records (record_id) ON DELETE CASCADE,
     scope TEXT NOT NULL,
@@ -177,22 +182,24 @@ class RecordVault:
                 ).fetchone():
                     raise RecordExists(f"record {record.record_id} was erased; its id is not reused")
                 conn.execute(
-                    "INSERT INTO records (record_id, gallery_id, organisation, templates, kek_version,"
-                    " wrapped_key, sealed_record, sealed_secrets, sealed_templates, recovery_tag, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO records (record_id, gallery_id, organisation, templates,"
+                    " sealed_record, sealed_secrets, sealed_templates, recovery_tag, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.record_id,
                         record.gallery_id,
                         record.organisation,
                         record.templates,
-                        record.wrapped_key.kek_version,
-                        record.wrapped_key.blob,
                         record.sealed_record,
                         record.sealed_secrets,
                         record.sealed_templates,
                         recovery_tag,
                         record.created_at,
                     ),
+                )
+                conn.execute(
+                    "INSERT INTO data_keys (record_id, kek_version, wrapped_key) VALUES (?, ?, ?)",
+                    (record.record_id, record.wrapped_key.kek_version, record.wrapped_key.blob),
                 )
                 self._put_consents(conn, record.record_id, consents)
         except sqlite3.IntegrityError:
@@ -201,9 +208,9 @@ class RecordVault:
     def get(self, record_id: str) -> StoredRecord:
         with self._read("read a record") as conn:
             row = conn.execute(
-                "SELECT record_id, gallery_id, organisation, templates, kek_version, wrapped_key,"
+                "SELECT r.record_id, gallery_id, organisation, templates, kek_version, wrapped_key,"
                 " sealed_record, sealed_secrets, sealed_templates, created_at"
-                " FROM records WHERE record_id = ?",
+                " FROM records r JOIN data_keys k ON k.record_id = r.record_id WHERE r.record_id = ?",
                 (record_id,),
             ).fetchone()
             if row is None:
@@ -324,7 +331,7 @@ class RecordVault:
         """Every live record's wrapped data key (those under another KEK version than `not_version`)."""
         with self._read("read wrapped keys") as conn:
             rows = conn.execute(
-                "SELECT record_id, kek_version, wrapped_key FROM records WHERE kek_version IS NOT ?",
+                "SELECT record_id, kek_version, wrapped_key FROM data_keys WHERE kek_version IS NOT ?",
                 (not_version,),
             ).fetchall()
         return [(str(r[0]), WrappedKey(int(r[1]), bytes(r[2]))) for r in rows]
@@ -332,13 +339,13 @@ class RecordVault:
     def replace_wrapped_keys(self, rewrapped: Iterable[tuple[str, WrappedKey]]) -> None:
         with self._write("store rewrapped keys") as conn:
             conn.executemany(
-                "UPDATE records SET kek_version = ?, wrapped_key = ? WHERE record_id = ?",
+                "UPDATE data_keys SET kek_version = ?, wrapped_key = ? WHERE record_id = ?",
                 [(w.kek_version, w.blob, record_id) for record_id, w in rewrapped],
             )
 
     def kek_versions_in_use(self) -> set[int]:
         with self._read("read KEK versions") as conn:
-            return {int(r[0]) for r in conn.execute("SELECT DISTINCT kek_version FROM records")}
+            return {int(r[0]) for r in conn.execute("SELECT DISTINCT kek_version FROM data_keys")}
 
     # -- referrals -----------------------------------------------------------------
 
