@@ -289,8 +289,9 @@ class ProtectedRecords:
         credential = holder_credential.verify(holder.credential, self._trusted, self._reader, self.now())
         return credential.record_id
 
-    def open(self, record_id: str) -> OpenedRecord:
-        stored = self.vault.get(record_id)
+    def open(self, record_id: str, stored: StoredRecord | None = None) -> OpenedRecord:
+        """Unwrap the record's data key and open the record (`stored`: its row, if already read)."""
+        stored = stored or self.vault.get(record_id)
         key = self.cipher.data_key(record_id, stored.wrapped_key)
         record = ProtectedRecord.from_bytes(RecordCipher.open(key, _RECORD, stored.sealed_record))
         return OpenedRecord(stored, key, record)
@@ -360,7 +361,7 @@ class ProtectedRecords:
                 best = result
         if best is None or not best.match:
             raise HolderNotVerified("the live face does not match the holder's record")
-        opened = self.open(record_id)
+        opened = self.open(record_id, stored)
         full = None
         if pin:
             full = opened.record

@@ -9,7 +9,7 @@ whether a verification is a border check (an officer: needs the holder's
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -77,8 +77,6 @@ def view_to_pb(view: MinimalView) -> pb.MinimalView:
 
 
 def _utc(seconds: float | None) -> str:
-    from datetime import UTC
-
     return "" if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
