@@ -69,10 +69,14 @@ class ReferralDesk:
         return [self._open(r) for r in stored if self.may_read(reader_id, r.channel)]
 
     def acknowledge(self, reader_id: str, referral_id: int, now: float) -> Referral:
-        found = [r for r in self._vault.referrals(None, True) if r.referral_id == referral_id]
-        if not found or not self.may_read(reader_id, found[0].channel):
-            # Another channel's referral is reported as absent, not as forbidden.
-            raise RecordNotFound(f"no referral {referral_id} on a channel this caller reads")
+        # Another channel's referral is reported as absent, not as forbidden.
+        absent = RecordNotFound(f"no referral {referral_id} on a channel this caller reads")
+        try:
+            found = self._vault.referral(referral_id)
+        except RecordNotFound:
+            raise absent from None
+        if not self.may_read(reader_id, found.channel):
+            raise absent
         return self._open(self._vault.acknowledge_referral(referral_id, now))
 
     def _open(self, stored: StoredReferral) -> Referral:

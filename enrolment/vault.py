@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from enrolment.consent import Scope, ScopeGrant
 from enrolment.errors import KeyringError, RecordErased, RecordExists, RecordNotFound
@@ -135,6 +136,13 @@ class StoredReferral:
     raised_at: float
     sealed: bytes
     acknowledged_at: float | None
+
+
+_REFERRAL_COLUMNS = "referral_id, record_id, channel, raised_at, sealed, acknowledged_at"
+
+
+def _referral(row: tuple[Any, ...]) -> StoredReferral:
+    return StoredReferral(int(row[0]), str(row[1]), str(row[2]), float(row[3]), bytes(row[4]), row[5])
 
 
 class RecordVault:
@@ -361,15 +369,20 @@ class RecordVault:
         wanted = None if channels is None else sorted(set(channels))
         with self._read("read referrals") as conn:
             rows = conn.execute(
-                "SELECT referral_id, record_id, channel, raised_at, sealed, acknowledged_at FROM referrals"
+                f"SELECT {_REFERRAL_COLUMNS} FROM referrals"
                 " WHERE (? OR acknowledged_at IS NULL) ORDER BY referral_id",
                 (int(include_acknowledged),),
             ).fetchall()
-        return [
-            StoredReferral(int(r[0]), str(r[1]), str(r[2]), float(r[3]), bytes(r[4]), r[5])
-            for r in rows
-            if wanted is None or r[2] in wanted
-        ]
+        return [_referral(r) for r in rows if wanted is None or r[2] in wanted]
+
+    def referral(self, referral_id: int) -> StoredReferral:
+        with self._read("read a referral") as conn:
+            row = conn.execute(
+                f"SELECT {_REFERRAL_COLUMNS} FROM referrals WHERE referral_id = ?", (referral_id,)
+            ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no referral {referral_id}")
+        return _referral(row)
 
     def acknowledge_referral(self, referral_id: int, now: float) -> StoredReferral:
         with self._write("acknowledge a referral") as conn:
@@ -378,13 +391,11 @@ class RecordVault:
                 (now, referral_id),
             )
             row = conn.execute(
-                "SELECT referral_id, record_id, channel, raised_at, sealed, acknowledged_at FROM referrals"
-                " WHERE referral_id = ?",
-                (referral_id,),
+                f"SELECT {_REFERRAL_COLUMNS} FROM referrals WHERE referral_id = ?", (referral_id,)
             ).fetchone()
         if row is None:
             raise RecordNotFound(f"no referral {referral_id}")
-        return StoredReferral(int(row[0]), str(row[1]), str(row[2]), float(row[3]), bytes(row[4]), row[5])
+        return _referral(row)
 
     # -- erasure and backups -------------------------------------------------------
 
