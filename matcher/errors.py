@@ -6,9 +6,14 @@
     ├── InvalidVector         (InvalidInput)   wrong dimension, NaN or infinite values
     ├── InvalidSearch         (InvalidInput)   bad top_k, threshold, empty probe set
     ├── TooManyReferences     (TooLarge)       a 1:few restriction or batch over its limit
-    └── SnapshotRejected      (DataIntegrityError)
-                              an index snapshot failed verification; the caller
-                              rebuilds from the store instead of trusting it
+    ├── SnapshotRejected      (DataIntegrityError)
+    │                         an index snapshot failed verification; the caller
+    │                         rebuilds from the store instead of trusting it
+    ├── IndexOverBudget       (FailedPrecondition) the index cannot fit the memory budget
+    ├── CalibrationUnavailable (FailedPrecondition) no calibration, or too few impostor
+    │                         searches for the FPIR asked
+    ├── ProtectionKeyError    (FailedPrecondition) template-protection key missing or wrong
+    └── BackendUnavailable    (Unavailable)  an external index backend cannot be reached
 
 Galleries and references that do not exist are reported by the store's own
 errors (``store.GalleryNotFound``, ``store.ReferenceNotFound``), which the
@@ -17,7 +22,14 @@ matcher lets through unchanged.
 
 from __future__ import annotations
 
-from safepassage_core.errors import DataIntegrityError, InvalidInput, SafePassageError, TooLarge
+from safepassage_core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidInput,
+    SafePassageError,
+    TooLarge,
+    Unavailable,
+)
 
 
 class MatcherError(SafePassageError):
@@ -46,3 +58,19 @@ class TooManyReferences(MatcherError, TooLarge):
 
 class SnapshotRejected(MatcherError, DataIntegrityError):
     pass
+
+
+class IndexOverBudget(MatcherError, FailedPrecondition):
+    """A gallery's index cannot fit the memory budget; the message suggests the milvus backend."""
+
+
+class CalibrationUnavailable(MatcherError, FailedPrecondition):
+    """No calibration, or too few impostor searches to support the FPIR asked for."""
+
+
+class ProtectionKeyError(MatcherError, FailedPrecondition):
+    """The template-protection key is missing, destroyed, or not the gallery's."""
+
+
+class BackendUnavailable(MatcherError, Unavailable):
+    """An external index backend (Milvus) cannot be reached."""

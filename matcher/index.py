@@ -31,6 +31,17 @@ def set_search_threads(count: int) -> None:
     faiss.omp_set_num_threads(count)
 
 
+def set_blas_threshold(queries: int) -> None:
+    """Search batches of at least this many queries with BLAS matrix products.
+
+    This faiss version uses BLAS only from about 20 queries by default (since
+    faiss PR #5022), so a micro-batch of 16 would be no faster than 16 single
+    searches; with a low threshold a batch of 16 ran 3.2x faster, 64 ran 5.9x
+    (benchmarks/README.md). Process-wide.
+    """
+    faiss.cvar.distance_compute_blas_threshold = queries
+
+
 class VectorIndex(Protocol):
     metric: Metric
     dimension: int
