@@ -34,10 +34,11 @@ def set_search_threads(count: int) -> None:
 def set_blas_threshold(queries: int) -> None:
     """Search batches of at least this many queries with BLAS matrix products.
 
-    This faiss version uses BLAS only from about 20 queries by default (since
-    faiss PR #5022), so a micro-batch of 16 would be no faster than 16 single
-    searches; with a low threshold a batch of 16 ran 3.2x faster, 64 ran 5.9x
-    (benchmarks/README.md). Process-wide.
+    This faiss version uses BLAS only for large batches by default (the
+    threshold reads 128000 since faiss PR #5022), so a micro-batch of 16 would
+    be no faster than 16 single searches; with a low threshold a batch of 16
+    ran 3.2x faster and one of 64 5.9x (../shared/notes/performance.md).
+    Process-wide.
     """
     faiss.cvar.distance_compute_blas_threshold = queries
 
