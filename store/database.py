@@ -31,6 +31,7 @@ from store.errors import (
     DuplicateReference,
     GalleryExists,
     GalleryNotFound,
+    InvalidTemplate,
     ReferenceNotFound,
     StoreCorrupted,
 )
@@ -48,7 +49,7 @@ _CHUNK = 500
 _MAX_ID = 2**63 - 1
 _GALLERY_COLUMNS = (
     "gallery_pk, gallery_id, purpose, model_name, dimension, metric, threshold, created_at, "
-    "size, generation, digest"
+    "size, generation, digest, target_fpir, protection_version"
 )
 
 
@@ -59,7 +60,18 @@ class _Gallery:
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         self.pk = int(row[0])
-        self.record = GalleryRecord(*row[1:8])
+        gallery_id, purpose, model_name, dimension, metric, threshold, created_at = row[1:8]
+        self.record = GalleryRecord(
+            gallery_id,
+            purpose,
+            model_name,
+            dimension,
+            metric,
+            threshold,
+            created_at,
+            target_fpir=row[11],
+            protection_version=row[12],
+        )
         self.size = int(row[8])
         self.generation = int(row[9])
         self.digest = bytes(row[10])
@@ -155,7 +167,8 @@ class TemplateStore:
             try:
                 conn.execute(
                     "INSERT INTO galleries (gallery_id, purpose, model_name, dimension, metric,"
-                    " threshold, created_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " threshold, created_at, digest, target_fpir, protection_version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.gallery_id,
                         record.purpose,
@@ -165,6 +178,8 @@ class TemplateStore:
                         record.threshold,
                         record.created_at,
                         EMPTY_DIGEST,
+                        record.target_fpir,
+                        record.protection_version,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -191,6 +206,37 @@ class TemplateStore:
             record = self._gallery(conn, gallery_id).record
         _log.info("gallery %r threshold set to %s", gallery_id, value)
         return record
+
+    def set_calibration(
+        self, gallery_id: str, calibration: bytes | None, target_fpir: float | None, threshold: float
+    ) -> GalleryRecord:
+        """Store a calibration (None keeps the one stored), the FPIR the threshold follows
+        (None: fixed) and the threshold it gives now, in one transaction."""
+        value = check_threshold(threshold)
+        with self._db.write("calibrate a gallery") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            if calibration is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO gallery_calibrations (gallery_pk, calibration, calibrated_at)"
+                    " VALUES (?, ?, ?)",
+                    (gallery.pk, calibration, time.time()),
+                )
+            conn.execute(
+                "UPDATE galleries SET threshold = ?, target_fpir = ? WHERE gallery_pk = ?",
+                (value, target_fpir, gallery.pk),
+            )
+            record = self._gallery(conn, gallery_id).record
+        _log.info("gallery %r calibrated (target FPIR %s)", gallery_id, target_fpir)
+        return record
+
+    def calibration(self, gallery_id: str) -> bytes | None:
+        """The stored calibration's bytes, or None. Raises GalleryNotFound."""
+        with self._db.read("read a calibration") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            row = conn.execute(
+                "SELECT calibration FROM gallery_calibrations WHERE gallery_pk = ?", (gallery.pk,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def delete_gallery(self, gallery_id: str) -> int:
         """Delete a gallery and erase its templates; returns how many. Raises GalleryNotFound."""
@@ -260,6 +306,48 @@ class TemplateStore:
             )
         _log.debug("gallery %r: inserted %d templates", gallery_id, len(ids))
         return ids
+
+    def rewrite_templates(
+        self,
+        gallery_id: str,
+        template_ids: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32],
+        protection_version: int | None,
+    ) -> None:
+        """Replace every template's vector (same ids and references) and the gallery's
+        protection version in one transaction: a re-keying is all done or not at all.
+
+        ``template_ids`` must be exactly the gallery's (StoreCorrupted otherwise).
+        """
+        ids = [int(i) for i in template_ids]
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._db.write("rewrite templates") as conn:
+            gallery = self._gallery(conn, gallery_id)
+            if matrix.shape != (len(ids), gallery.record.dimension):
+                raise InvalidTemplate(f"expected {len(ids)} vectors of {gallery.record.dimension} values")
+            stored = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT template_id FROM templates WHERE gallery_pk = ? ORDER BY template_id",
+                    (gallery.pk,),
+                )
+            ]
+            if stored != sorted(ids) or len(set(ids)) != len(ids):
+                raise StoreCorrupted(f"gallery {gallery_id!r}: a rewrite must cover exactly its templates")
+            sealed = self._sealer.seal_batch(matrix, gallery_id=gallery_id, template_ids=ids)
+            digests = row_digests(self._sealer.digest_key, ids, matrix)
+            conn.executemany(
+                "UPDATE templates SET sealed = ?, row_digest = ? WHERE template_id = ?",
+                [(blob, dig, tid) for tid, blob, dig in zip(ids, sealed, digests, strict=True)],
+            )
+            conn.execute(
+                "UPDATE galleries SET generation = generation + 1, digest = ?, protection_version = ?"
+                " WHERE gallery_pk = ?",
+                (xor_digests(digests, EMPTY_DIGEST), protection_version, gallery.pk),
+            )
+        # The old vectors' frames leave the WAL (secure_delete zeroes their pages).
+        self._db.checkpoint()
+        _log.info("gallery %r: rewrote %d templates", gallery_id, len(ids))
 
     @staticmethod
     def _allocate_ids(conn: sqlite3.Connection, n: int) -> list[int]:

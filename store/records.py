@@ -57,6 +57,10 @@ class GalleryRecord:
     metric: str
     threshold: float
     created_at: float
+    # The FPIR the threshold follows at the gallery's current size (None: the fixed threshold).
+    target_fpir: float | None = None
+    # Version of the template-protection key its templates are transformed with (None: plain).
+    protection_version: int | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.gallery_id, "gallery id", MAX_GALLERY_ID_LENGTH)
@@ -72,6 +76,14 @@ class GalleryRecord:
         check_threshold(self.threshold)
         if not isinstance(self.created_at, (int, float)) or not math.isfinite(self.created_at):
             raise InvalidRecord("created_at must be a finite timestamp")
+        if self.target_fpir is not None and not 0.0 < self.target_fpir < 1.0:
+            raise InvalidRecord("target_fpir must be in (0, 1)")
+        if self.protection_version is not None and (
+            isinstance(self.protection_version, bool)
+            or not isinstance(self.protection_version, int)
+            or self.protection_version < 1
+        ):
+            raise InvalidRecord("protection_version must be a positive integer")
 
 
 def check_threshold(threshold: object) -> float:

@@ -16,6 +16,15 @@ Version 1::
               sealed,                        store.sealing blob; never plaintext
               row_digest[32],                store.digest.template_digest of the row
               enrolled_at)
+
+Version 2 (issue #7)::
+
+    galleries + target_fpir REAL NULL        calibrated threshold policy: the gallery's
+                                             threshold follows this FPIR at its current size
+              + protection_version INT NULL  template-protection key version (NULL: none)
+    gallery_calibrations(gallery_pk PK FK ON DELETE CASCADE,
+              calibration BLOB,              matcher.calibration.ImpostorScores bytes
+              calibrated_at)                 (impostor rank-1 scores; no templates)
 """
 
 from __future__ import annotations
@@ -69,6 +78,23 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """,
             # Serves ordered iteration and the cascade; rowid order within a gallery.
             "CREATE INDEX templates_by_gallery ON templates (gallery_pk, template_id)",
+        ),
+    ),
+    (
+        2,
+        (
+            "ALTER TABLE galleries ADD COLUMN target_fpir REAL"
+            " CHECK (target_fpir IS NULL OR (target_fpir > 0 AND target_fpir < 1))",
+            "ALTER TABLE galleries ADD COLUMN protection_version INTEGER"
+            " CHECK (protection_version IS NULL OR protection_version > 0)",
+            """
+            CREATE TABLE gallery_calibrations (
+                gallery_pk     INTEGER PRIMARY KEY
+                               REFERENCES galleries (gallery_pk) ON DELETE CASCADE,
+                calibration    BLOB NOT NULL,
+                calibrated_at  REAL NOT NULL
+            )
+            """,
         ),
     ),
 )
