@@ -28,7 +28,14 @@ import faces
 import holder_credential
 import store
 from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
-from matcher import Matcher, SearchLimits, set_search_threads
+from matcher import (
+    BatchSettings,
+    Matcher,
+    SearchLimits,
+    TransformKeyring,
+    set_blas_threshold,
+    set_search_threads,
+)
 from safepassage_api.v1 import (
     matching_pb2,
     matching_pb2_grpc,
@@ -127,6 +134,7 @@ class Service:
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
+        self.matcher.close()
         written = self.matcher.save_snapshots()
         self.transparency_log.sign_tree_head()
         self.transparency_log.close()
@@ -138,6 +146,14 @@ class Service:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+
+def _transform_keyring(config: Config) -> TransformKeyring | None:
+    """The deployment's template-protection keys; None when absent and not to be made."""
+    path = config.transform_keyring_path
+    if config.matching.template_protection.generate_key:
+        return TransformKeyring.create_if_missing(path)
+    return TransformKeyring.open(path) if path.exists() else None
 
 
 def _embedder(config: Config) -> faces.Embedder:
@@ -246,6 +262,9 @@ def create_server(config: Config) -> tuple[Service, int]:
             config.audit_log_path, load_or_create_signing_key(config.audit_key_path)
         )
         owned.append(transparency_log.close)
+        embedder = _embedder(config)
+        batching = config.matching.batching
+        set_blas_threshold(batching.blas_min_batch * embedder.model.dimension)
         matcher = Matcher(
             template_store,
             config.snapshot_dir,
@@ -255,12 +274,21 @@ def create_server(config: Config) -> tuple[Service, int]:
                 max_restrict_to=config.matching.max_restrict_to,
                 max_batch=config.matching.max_batch,
             ),
+            protection=_transform_keyring(config),
+            batching=BatchSettings(
+                enabled=batching.enabled,
+                max_wait_ms=batching.max_wait_ms,
+                max_batch=batching.max_batch,
+                workers=batching.workers,
+            ),
+            search_threads=config.matching.search_threads,
         )
+        owned.append(matcher.close)
         matcher.load()
         records = _protected_records(config, matcher, derive_key(master_key, "recovery-code-lookup"))
         owned.append(records.vault.close)
         probes = ProbeReader(
-            _embedder(config),
+            embedder,
             faces.ImageLimits(
                 max_bytes=config.faces.max_image_bytes, max_pixels=config.faces.max_image_pixels
             ),
@@ -289,7 +317,10 @@ def create_server(config: Config) -> tuple[Service, int]:
             ],
             maximum_concurrent_rpcs=config.listen.max_concurrent_rpcs,
         )
-        matching_pb2_grpc.add_GalleryServiceServicer_to_server(GalleryServicer(matcher, probes), server)
+        matching_pb2_grpc.add_GalleryServiceServicer_to_server(
+            GalleryServicer(matcher, probes, protect_all=config.matching.template_protection.protect_all),
+            server,
+        )
         matching_pb2_grpc.add_MatchingServiceServicer_to_server(
             MatchingServicer(matcher, probes, config.matching, kept_probes, stream_replies), server
         )

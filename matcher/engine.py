@@ -8,10 +8,11 @@ a snapshot only if it matches the store exactly, and rebuilt otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,20 +21,32 @@ import numpy.typing as npt
 
 import store
 from matcher import snapshot
-from matcher.errors import InvalidSearch, SnapshotRejected, TooManyReferences
+from matcher.batcher import BatchSettings, BatchStats, MicroBatcher
+from matcher.calibration import ImpostorScores, calibrate_with_probes, choose_sample, leave_one_out
+from matcher.errors import (
+    CalibrationUnavailable,
+    InvalidSearch,
+    ProtectionKeyError,
+    SnapshotRejected,
+    TooManyReferences,
+)
 from matcher.gallery import (
+    CalibrationSummary,
     Candidate,
     GalleryInfo,
     GalleryPurpose,
     GallerySpec,
     Identification,
+    ThresholdChoice,
     Verification,
     check_threshold,
 )
-from matcher.index import FlatIndex
+from matcher.index import FlatIndex, set_search_threads
 from matcher.metric import Metric, normalise_rows
+from matcher.protection import TemplateTransform, TransformKeyring
 from matcher.rwlock import ReadWriteLock
-from matcher.search import pairwise_score
+from matcher.search import Hits, pairwise_score
+from matcher.thresholds import check_target_fpir, choose_threshold
 from matcher.vectors import as_matrix, as_vector, check_gallery_id, check_reference_id
 from safepassage_core.errors import SafePassageError
 
@@ -55,6 +68,9 @@ class _LiveGallery:
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     # Store generation of the snapshot on disk; -1 when there is none.
     snapshot_generation: int = -1
+    # Read from the store on first use; None when the gallery is not calibrated.
+    calibration: ImpostorScores | None = None
+    calibration_read: bool = False
 
 
 class Matcher:
@@ -64,8 +80,18 @@ class Matcher:
         snapshot_dir: Path,
         snapshot_key: bytes,
         limits: SearchLimits = SearchLimits(),
+        *,
+        protection: TransformKeyring | None = None,
+        batching: BatchSettings | None = None,
+        search_threads: int = 1,
     ) -> None:
         self._store = template_store
+        self._protection = protection
+        self._batcher = None
+        if batching is not None and batching.enabled:
+            self._batcher = MicroBatcher(
+                batching, self._search, thread_setup=lambda: set_search_threads(search_threads)
+            )
         self._snapshot_dir = snapshot_dir
         self._snapshot_key = snapshot_key
         self.limits = limits
@@ -164,6 +190,15 @@ class Matcher:
         self._store.checkpoint()
         return self.save_snapshots()
 
+    def close(self) -> None:
+        """Stop background work: searches queued in the micro-batcher are answered first."""
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def batch_stats(self) -> BatchStats | None:
+        """Searches and batches so far; None without micro-batching."""
+        return None if self._batcher is None else self._batcher.stats()
+
     # -- galleries -------------------------------------------------------------
 
     def _live(self, gallery_id: str) -> _LiveGallery:
@@ -173,9 +208,17 @@ class Matcher:
             raise store.GalleryNotFound(f"gallery {gallery_id!r} does not exist")
         return live
 
-    def create_gallery(self, spec: GallerySpec) -> GalleryInfo:
+    def create_gallery(self, spec: GallerySpec, *, protect: bool = False) -> GalleryInfo:
+        """Create an empty gallery; `protect` stores its templates under the current protection key."""
         check_gallery_id(spec.gallery_id)
         check_threshold(spec.threshold, spec.metric)
+        version = None
+        if protect:
+            if self._protection is None:
+                raise ProtectionKeyError("template protection is not configured on this server")
+            version = self._protection.current()
+        # A target FPIR needs a calibration, which needs templates: CalibrateGallery sets it.
+        spec = dataclasses.replace(spec, target_fpir=None, protection_version=version)
         with self._lock:
             created_at = time.time()
             self._store.create_gallery(
@@ -187,6 +230,7 @@ class Matcher:
                     metric=spec.metric.value,
                     threshold=spec.threshold,
                     created_at=created_at,
+                    protection_version=version,
                 )
             )
             self._galleries[spec.gallery_id] = _LiveGallery(
@@ -196,8 +240,109 @@ class Matcher:
         return GalleryInfo(spec, 0, created_at)
 
     def describe(self, gallery_id: str) -> GalleryInfo:
+        """The gallery as it stands; under a target-FPIR policy, with the threshold at its present size."""
         live = self._live(gallery_id)
-        return GalleryInfo(live.spec, live.index.size, live.created_at)
+        spec, size = live.spec, live.index.size
+        calibration = self._calibration(live)
+        if spec.target_fpir is not None:
+            try:
+                spec = dataclasses.replace(spec, threshold=choose_threshold(spec, size, calibration).value)
+            except SafePassageError as error:  # grown past what the calibration supports
+                log.warning("gallery %s: threshold for its target FPIR unavailable: %s", gallery_id, error)
+        summary = None
+        if calibration is not None:
+            summary = CalibrationSummary(
+                calibration.searches,
+                calibration.gallery_size,
+                calibration.method.value,
+                calibration.calibrated_at,
+            )
+        return GalleryInfo(spec, size, live.created_at, live.index.kind, live.index.recall, summary)
+
+    def calibrate(
+        self,
+        gallery_id: str,
+        impostors: npt.ArrayLike | None = None,
+        leave_one_out_sample: int = 0,
+        target_fpir: float | None = None,
+    ) -> GalleryInfo:
+        """Measure impostor scores (non-mated probes, or leave-one-out) and store them.
+
+        With `target_fpir` the gallery's threshold follows that FPIR at its
+        current size from now on; without, it keeps its fixed threshold.
+        """
+        live = self._live(gallery_id)
+        spec = live.spec
+        if (impostors is None) == (leave_one_out_sample <= 0):
+            raise InvalidSearch("give either impostor probes or a leave-one-out sample size")
+        if target_fpir is not None:
+            check_target_fpir(target_fpir)
+        if impostors is not None:
+            matrix = as_matrix(impostors, spec.dimension)
+            if len(matrix) > self.limits.max_batch:
+                raise TooManyReferences(
+                    f"{len(matrix)} impostor probes exceed the limit of {self.limits.max_batch}"
+                )
+            prepared = self._protect(spec, matrix)
+            with live.lock.reading():
+                size = live.index.size
+                if size == 0:
+                    raise CalibrationUnavailable(
+                        f"gallery {gallery_id!r} is empty: nothing to calibrate against"
+                    )
+                best = live.index.search(prepared, 1).scores[:, 0]
+            scores = calibrate_with_probes(best, spec.metric, size)
+        else:
+            with live.lock.reading():
+                ids, _ = live.index.contents()
+                sample = choose_sample(ids, min(leave_one_out_sample, self.limits.max_batch))
+                scores = leave_one_out(live.index, sample)
+        threshold = spec.threshold
+        if target_fpir is not None:
+            threshold = scores.threshold_for(target_fpir, scores.gallery_size)
+        record = self._store.set_calibration(gallery_id, scores.to_bytes(), target_fpir, threshold)
+        live.spec = _spec_of(record)
+        live.calibration, live.calibration_read = scores, True
+        log.info(
+            "gallery %s calibrated: %d impostor searches (%s), target FPIR %s",
+            gallery_id,
+            scores.searches,
+            scores.method.value,
+            target_fpir,
+        )
+        return self.describe(gallery_id)
+
+    def renew_protection(self) -> tuple[int, list[str], int]:
+        """A new protection key; every protected gallery rewritten under it; old keys destroyed.
+
+        Each gallery is rewritten in one store transaction under its write
+        lock (searches wait). Returns (new version, galleries, templates rewritten).
+        """
+        if self._protection is None:
+            raise ProtectionKeyError("template protection is not configured on this server")
+        with self._lock:
+            new_version = self._protection.rotate()
+            renewed, rewritten = [], 0
+            for gallery_id in sorted(self._galleries):
+                live = self._galleries[gallery_id]
+                old = self._transform(live.spec)
+                if old is None:
+                    continue
+                new = self._protection.get(new_version, live.spec.dimension)
+                with live.lock.writing():
+                    ids, vectors = live.index.contents()
+                    fresh = TemplateTransform.rekey(vectors, old, new)
+                    self._store.rewrite_templates(gallery_id, ids, fresh, new_version)
+                    live.spec = dataclasses.replace(live.spec, protection_version=new_version)
+                    live.index = self._rebuild(live.spec)
+                renewed.append(gallery_id)
+                rewritten += len(ids)
+            for version in self._protection.versions():
+                if version != new_version:
+                    self._protection.destroy(version)
+        self.save_snapshots()
+        log.info("template protection renewed: version %d, %d galleries", new_version, len(renewed))
+        return new_version, renewed, rewritten
 
     def list_galleries(self) -> list[GalleryInfo]:
         return [self.describe(g) for g in sorted(self._galleries)]
@@ -213,12 +358,28 @@ class Matcher:
 
     # -- templates -------------------------------------------------------------
 
-    def _template(self, spec: GallerySpec, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        checked = as_vector(vector, spec.dimension)
+    def _transform(self, spec: GallerySpec) -> TemplateTransform | None:
+        """The gallery's template-protection transform; None for a plain gallery."""
+        version = spec.protection_version
+        if version is None:
+            return None
+        if self._protection is None:
+            raise ProtectionKeyError(
+                f"gallery {spec.gallery_id!r} holds protected templates but template protection is off"
+            )
+        return self._protection.get(version, spec.dimension)
+
+    def _protect(self, spec: GallerySpec, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Probes or templates as the gallery holds them: unit length for cosine, then transformed."""
         if spec.metric is Metric.COSINE:
             # Cosine galleries keep unit vectors, so the store and the index agree bit for bit.
-            checked = normalise_rows(checked[None, :])[0]
-        return checked
+            matrix = normalise_rows(matrix)
+        transform = self._transform(spec)
+        return matrix if transform is None else transform.apply(matrix)
+
+    def _template(self, spec: GallerySpec, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        template: npt.NDArray[np.float32] = self._protect(spec, as_vector(vector, spec.dimension)[None, :])[0]
+        return template
 
     def insert(self, gallery_id: str, reference_id: str, vector: npt.ArrayLike) -> None:
         live = self._live(gallery_id)
@@ -276,18 +437,28 @@ class Matcher:
 
     # -- search ------------------------------------------------------------------
 
+    def _calibration(self, live: _LiveGallery) -> ImpostorScores | None:
+        if not live.calibration_read:
+            stored = self._store.calibration(live.spec.gallery_id)
+            live.calibration = None if stored is None else ImpostorScores.from_bytes(stored)
+            live.calibration_read = True
+        return live.calibration
+
     def check_search(
         self,
         gallery_id: str,
         top_k: int = 5,
         restrict_to: Sequence[str] | None = None,
         threshold: float | None = None,
-    ) -> float:
+        target_fpir: float | None = None,
+    ) -> ThresholdChoice:
         """Validate a search's parameters (also when an image held no face); returns the threshold used."""
-        spec = self._live(gallery_id).spec
+        live = self._live(gallery_id)
         if not 1 <= top_k <= self.limits.max_top_k:
             raise InvalidSearch(f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
-        used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
+        used = choose_threshold(
+            live.spec, live.index.size, self._calibration(live), threshold=threshold, target_fpir=target_fpir
+        )
         if restrict_to:
             if len(restrict_to) > self.limits.max_restrict_to:
                 raise TooManyReferences(
@@ -298,6 +469,12 @@ class Matcher:
                 check_reference_id(reference_id)
         return used
 
+    def _search(self, gallery_id: Hashable, probes: npt.NDArray[np.float32], k: int) -> Hits:
+        """An unrestricted search of prepared probes (the micro-batcher's search function)."""
+        live = self._live(str(gallery_id))
+        with live.lock.reading():
+            return live.index.search(probes, k)
+
     def identify(
         self,
         gallery_id: str,
@@ -305,20 +482,29 @@ class Matcher:
         top_k: int = 5,
         restrict_to: Sequence[str] | None = None,
         threshold: float | None = None,
+        target_fpir: float | None = None,
     ) -> list[Identification]:
-        """1:N open-set search of each probe; 1:few when restrict_to is given."""
+        """1:N open-set search of each probe; 1:few when restrict_to is given.
+
+        Unrestricted searches from concurrent callers are gathered into one
+        batch by the micro-batcher, when there is one.
+        """
         live = self._live(gallery_id)
         spec = live.spec
-        used = self.check_search(gallery_id, top_k, restrict_to, threshold)
+        used = self.check_search(gallery_id, top_k, restrict_to, threshold, target_fpir)
         matrix = as_matrix(probes, spec.dimension)
         if len(matrix) > self.limits.max_batch:
             raise TooManyReferences(f"{len(matrix)} probes exceed the limit of {self.limits.max_batch}")
-        subset = None
+        prepared = self._protect(spec, matrix)
         if restrict_to:
             known = self._store.template_ids(gallery_id, list(restrict_to))
             subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
-        with live.lock.reading():
-            hits = live.index.search(matrix, top_k, subset)
+            with live.lock.reading():
+                hits = live.index.search(prepared, top_k, subset)
+        elif self._batcher is not None:
+            hits = self._batcher.search(gallery_id, prepared, top_k)
+        else:
+            hits = self._search(gallery_id, prepared, top_k)
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
         names: dict[int, str] = self._store.reference_ids(gallery_id, found) if found else {}
         results = []
@@ -333,10 +519,12 @@ class Matcher:
                         reference_id=name,
                         score=float(score),
                         rank=len(candidates) + 1,
-                        match=spec.metric.is_match(float(score), used),
+                        match=spec.metric.is_match(float(score), used.value),
                     )
                 )
-            results.append(Identification(tuple(candidates), spec.metric, used))
+            results.append(
+                Identification(tuple(candidates), spec.metric, used.value, used.source, used.target_fpir)
+            )
         return results
 
     def verify(
@@ -351,7 +539,7 @@ class Matcher:
         spec = live.spec
         check_reference_id(reference_id)
         used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
-        vector = as_vector(probe, spec.dimension)
+        vector = self._template(spec, probe)
         _, template = self._store.get_template(gallery_id, reference_id)
         return Verification(pairwise_score(vector, template, spec.metric), spec.metric, used)
 
@@ -364,4 +552,6 @@ def _spec_of(record: store.GalleryRecord) -> GallerySpec:
         dimension=record.dimension,
         metric=Metric(record.metric),
         threshold=record.threshold,
+        target_fpir=record.target_fpir,
+        protection_version=record.protection_version,
     )

@@ -21,6 +21,23 @@ class GalleryPurpose(enum.StrEnum):
     PROTECTED_IDENTITY = "protected_identity"
 
 
+class ThresholdSource(enum.StrEnum):
+    """Where an identification's threshold came from."""
+
+    GALLERY = "gallery"  # the gallery's fixed threshold
+    REQUEST = "request"  # the caller's threshold
+    TARGET_FPIR = "target_fpir"  # a target FPIR through the gallery's calibration
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold a search uses, and why."""
+
+    value: float
+    source: ThresholdSource
+    target_fpir: float | None = None
+
+
 @dataclass(frozen=True)
 class GallerySpec:
     gallery_id: str
@@ -29,6 +46,18 @@ class GallerySpec:
     dimension: int
     metric: Metric
     threshold: float
+    # Set: the threshold follows this FPIR at the gallery's current size (from its calibration).
+    target_fpir: float | None = None
+    # Version of the template-protection key its templates are transformed with; None: plain.
+    protection_version: int | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSummary:
+    impostor_searches: int
+    gallery_size: int
+    method: str
+    calibrated_at: float
 
 
 @dataclass(frozen=True)
@@ -36,6 +65,9 @@ class GalleryInfo:
     spec: GallerySpec
     size: int
     created_at: float
+    index_kind: str = "flat"
+    index_recall: float = 1.0
+    calibration: CalibrationSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,8 @@ class Identification:
     candidates: tuple[Candidate, ...]
     metric: Metric
     threshold: float
+    threshold_source: ThresholdSource = ThresholdSource.GALLERY
+    target_fpir: float | None = None
 
     @property
     def match(self) -> bool:

@@ -77,6 +77,8 @@ class FlatIndex:
     they reach the store); probes are normalised here.
     """
 
+    kind = "flat"
+
     def __init__(self, dimension: int, metric: Metric, _index: Any = None) -> None:
         self.dimension = dimension
         self.metric = metric
@@ -137,6 +139,21 @@ class FlatIndex:
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         vectors = self._index.index.reconstruct_n(0, n) if n else np.zeros((0, self.dimension), np.float32)
         return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def vectors_of(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """The stored vectors of `ids` (n, d), in that order; every id must be present."""
+        keys = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(keys) == 0:
+            return np.zeros((0, self.dimension), np.float32)
+        return np.ascontiguousarray(self._index.reconstruct_batch(keys), dtype=np.float32)
+
+    def memory_bytes(self) -> int:
+        """Estimated resident size: the float32 vectors, the id array and the id -> row hash map.
+
+        The hash map (IndexIDMap2's rev_map, a std::unordered_map) costs about
+        32 bytes per entry with its bucket array.
+        """
+        return self.size * (4 * self.dimension + 8 + 32)
 
     def to_bytes(self) -> bytes:
         return bytes(faiss.serialize_index(self._index))

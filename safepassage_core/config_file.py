@@ -31,9 +31,13 @@ def read_tree(path: Path, error: type[InvalidInput], what: str) -> dict[str, obj
 
 
 def resolve_paths(raw: dict[str, object], base: Path, keys: Mapping[str, tuple[str, ...]]) -> None:
-    """Make relative paths (`keys`: section -> path keys) relative to `base`, the file's folder."""
+    """Make relative paths (`keys`: section -> path keys) relative to `base`, the file's folder.
+
+    A section may be nested, named with dots ("matching.milvus")."""
     for section, names in keys.items():
-        table = raw.get(section)
+        table: object = raw
+        for part in section.split("."):
+            table = table.get(part) if isinstance(table, dict) else None
         if isinstance(table, dict):
             for key in names:
                 value = table.get(key)
@@ -42,12 +46,19 @@ def resolve_paths(raw: dict[str, object], base: Path, keys: Mapping[str, tuple[s
 
 
 def apply_overrides(raw: dict[str, object], overrides: Mapping[str, object] | None) -> None:
-    """``{"section.key": value}`` (or a top-level ``"key"``) set over the file's values."""
+    """``{"section.key": value}`` (sections may nest: ``"a.b.key"``; or a top-level ``"key"``)
+    set over the file's values."""
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.rpartition(".")
-        target = raw.setdefault(section, {}) if section else raw
+        *sections, key = dotted.split(".")
+        target: object = raw
+        for depth, section in enumerate(sections):
+            if not isinstance(target, dict):
+                break
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise InvalidInput(f"cannot override {dotted}: {'.'.join(sections[: depth + 1])} is not a section")
         if not isinstance(target, dict):
-            raise InvalidInput(f"cannot override {dotted}: {section} is not a section")
+            raise InvalidInput(f"cannot override {dotted}: not a section")
         target[key] = value
 
 

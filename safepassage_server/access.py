@@ -60,7 +60,15 @@ WRITES = frozenset(
         Operation.ACKNOWLEDGE_REFERRAL,
     }
 )
-ADMINISTRATION = frozenset({Operation.CREATE_GALLERY, Operation.DELETE_GALLERY, Operation.ROTATE_RECORD_KEYS})
+ADMINISTRATION = frozenset(
+    {
+        Operation.CREATE_GALLERY,
+        Operation.DELETE_GALLERY,
+        Operation.ROTATE_RECORD_KEYS,
+        Operation.CALIBRATE_GALLERY,
+        Operation.RENEW_TEMPLATE_PROTECTION,
+    }
+)
 
 
 def operation_class(operation: Operation) -> OperationClass:
@@ -103,7 +111,17 @@ def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
     if isinstance(response, ppb.CheckDuplicateResponse):
         return "OK", {"candidates": str(len(response.candidates)), "searched": str(response.searched)}
     if isinstance(response, pb.IdentifyResponse):
-        return pb.Decision.Name(response.decision), {"faces": str(len(response.faces))}
+        details = {"faces": str(len(response.faces))}
+        if response.HasField("target_fpir"):
+            details["target_fpir"] = f"{response.target_fpir:g}"
+        return pb.Decision.Name(response.decision), details
+    if isinstance(response, pb.Gallery) and response.HasField("calibration"):
+        return "OK", {"impostor_searches": str(response.calibration.impostor_searches)}
+    if isinstance(response, pb.RenewTemplateProtectionResponse):
+        return "OK", {
+            "protection_version": str(response.protection_version),
+            "galleries": str(len(response.galleries)),
+        }
     if isinstance(response, pb.VerifyResponse):
         return pb.Decision.Name(response.decision), {}
     if isinstance(response, pb.BulkInsertResponse):

@@ -33,6 +33,8 @@ class Operation(enum.StrEnum):
     LIST_GALLERIES = "ListGalleries"
     DESCRIBE_GALLERY = "DescribeGallery"
     DELETE_GALLERY = "DeleteGallery"
+    CALIBRATE_GALLERY = "CalibrateGallery"
+    RENEW_TEMPLATE_PROTECTION = "RenewTemplateProtection"
     INSERT_TEMPLATE = "InsertTemplate"
     BULK_INSERT_TEMPLATES = "BulkInsertTemplates"
     DELETE_TEMPLATE = "DeleteTemplate"
@@ -72,6 +74,7 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.LIST_REFERRALS: frozenset({Role.NGO_CASEWORKER}),
     Operation.ACKNOWLEDGE_REFERRAL: frozenset({Role.NGO_CASEWORKER}),
     Operation.ROTATE_RECORD_KEYS: frozenset({Role.ADMIN}),
+    Operation.RENEW_TEMPLATE_PROTECTION: frozenset({Role.ADMIN}),
     # Public keys, for checking receipts and credentials offline.
     Operation.GET_PUBLIC_KEYS: frozenset(Role),
 }
@@ -80,6 +83,9 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
 MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
     Operation.CREATE_GALLERY: {Role.ADMIN: WP},
     Operation.DELETE_GALLERY: {Role.ADMIN: WP},
+    # Calibration searches a gallery with impostors or its own templates (scores are kept, no
+    # identities); on protected records that would be a 1:N outside any holder's consent.
+    Operation.CALIBRATE_GALLERY: {Role.ADMIN: W},
     Operation.DESCRIBE_GALLERY: {
         Role.ADMIN: WP,
         Role.AUDITOR: WP,

@@ -94,9 +94,65 @@ class FacesConfig(_Section):
     threads: int = Field(1, ge=1, le=64)
 
 
+class IndexConfig(_Section):
+    """Which index a gallery gets (matcher.index_policy): exact below a size, approximate above."""
+
+    # Galleries smaller than this are searched exactly (and go back to exact below half of it).
+    exact_below: int = Field(250_000, ge=0)
+    # Memory one gallery's index may take; over it the gallery is refused (use the milvus backend).
+    memory_budget_gib: float = Field(16.0, gt=0)
+    # An approximate index is retrained when its gallery has grown by this factor.
+    rebuild_growth: float = Field(2.0, gt=1.0, le=100.0)
+    # Codes the approximate index scans: 8-bit scalar, product-quantised, or float.
+    codes: Literal["sq8", "pq", "flat"] = "sq8"
+    # Candidates re-ranked by exact distance before any decision.
+    rerank: int = Field(64, ge=1, le=10_000)
+
+
+class BatchingConfig(_Section):
+    """Micro-batching of concurrent identifications (matcher.batcher)."""
+
+    enabled: bool = True
+    # How long the first waiting search waits for others to join its batch.
+    max_wait_ms: float = Field(2.0, gt=0, le=50)
+    max_batch: int = Field(64, ge=1, le=4096)
+    # Threads that run batches (one FAISS thread each).
+    workers: int = Field(1, ge=1, le=64)
+    # FAISS searches batches of at least this many probes with matrix products (BLAS); smaller
+    # ones (a lone probe is 5x slower through BLAS) keep the sequential scan. matcher/batcher.py.
+    blas_min_batch: int = Field(8, ge=1, le=100_000)
+
+
+class MilvusConfig(_Section):
+    """The milvus backend (docs/milvus.md): Milvus Lite in a file, or a Milvus server or cluster."""
+
+    # Empty: Milvus Lite in <data_dir>/milvus.db. Else e.g. "https://milvus.example:19530".
+    uri: str = ""
+    # A file holding the token ("user:password" or an API key); None: no authentication (Lite).
+    token_file: Path | None = None
+    index_type: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"
+
+
+class TemplateProtectionConfig(_Section):
+    """Cancelable templates (matcher.protection): a secret orthonormal transform per deployment."""
+
+    # The deployment's transform keys; None: <data_dir>/keys/template-transform.json.
+    keyring_file: Path | None = None
+    # Made on first start when missing (deployments may provision it instead).
+    generate_key: bool = True
+    # Every new gallery protected, whatever CreateGallery asks.
+    protect_all: bool = False
+
+
 class MatchingConfig(_Section):
     # FAISS threads per search call; parallelism comes from concurrent calls.
     search_threads: int = Field(1, ge=1, le=64)
+    # "faiss": indexes in this process; "milvus": every gallery in Milvus (see docs/milvus.md).
+    backend: Literal["faiss", "milvus"] = "faiss"
+    index: IndexConfig = IndexConfig()
+    batching: BatchingConfig = BatchingConfig()
+    milvus: MilvusConfig = MilvusConfig()
+    template_protection: TemplateProtectionConfig = TemplateProtectionConfig()
     max_top_k: int = Field(100, ge=1, le=10_000)
     max_restrict_to: int = Field(10_000, ge=1)
     max_batch: int = Field(10_000, ge=1)
@@ -176,6 +232,15 @@ class Config(_Section):
         return self.enrolment.keyring_file or self.storage.data_dir / "keys" / "record-kek.json"
 
     @property
+    def transform_keyring_path(self) -> Path:
+        configured = self.matching.template_protection.keyring_file
+        return configured or self.storage.data_dir / "keys" / "template-transform.json"
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.matching.milvus.uri or str(self.storage.data_dir / "milvus.db")
+
+    @property
     def station_key_path(self) -> Path:
         return self.storage.data_dir / "keys" / "station-ed25519.pem"
 
@@ -197,6 +262,8 @@ _PATHS = {
     "tls": ("pki_dir",),
     "faces": ("model_dir",),
     "enrolment": ("keyring_file",),
+    "matching.milvus": ("token_file",),
+    "matching.template_protection": ("keyring_file",),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import faces
-from matcher import GalleryInfo, GalleryPurpose, Identification, Metric
+from matcher import GalleryInfo, GalleryPurpose, Identification, Metric, ThresholdSource
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_core.errors import InvalidInput
 
@@ -14,6 +14,11 @@ _PURPOSES = {
     pb.PROTECTED_IDENTITY: GalleryPurpose.PROTECTED_IDENTITY,
 }
 _METRICS = {Metric.L2: pb.L2, Metric.COSINE: pb.COSINE}
+_THRESHOLD_SOURCES = {
+    ThresholdSource.GALLERY: pb.GALLERY_THRESHOLD,
+    ThresholdSource.REQUEST: pb.REQUEST_THRESHOLD,
+    ThresholdSource.TARGET_FPIR: pb.TARGET_FPIR,
+}
 _SELECTIONS = {
     pb.SINGLE: faces.FaceSelection.SINGLE,
     pb.LARGEST: faces.FaceSelection.LARGEST,
@@ -55,11 +60,19 @@ def selection_from_pb(value: pb.FaceSelection.ValueType, default: faces.FaceSele
         raise InvalidInput(f"face_selection {value} is not a known value") from None
 
 
+def threshold_source_to_pb(source: ThresholdSource) -> pb.ThresholdSource.ValueType:
+    return _THRESHOLD_SOURCES[source]
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
 def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
-    created = Timestamp()
-    created.FromNanoseconds(int(info.created_at * 1e9))
     spec = info.spec
-    return pb.Gallery(
+    gallery = pb.Gallery(
         gallery_id=spec.gallery_id,
         purpose=purpose_to_pb(spec.purpose),
         model=spec.model_name,
@@ -67,8 +80,22 @@ def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
         metric=metric_to_pb(spec.metric),
         threshold=spec.threshold,
         size=info.size,
-        created_at=created,
+        created_at=_timestamp(info.created_at),
+        index_kind=info.index_kind,
+        index_recall=info.index_recall,
+        target_fpir=spec.target_fpir,
+        protection_version=spec.protection_version or 0,
     )
+    if info.calibration is not None:
+        gallery.calibration.CopyFrom(
+            pb.Calibration(
+                impostor_searches=info.calibration.impostor_searches,
+                gallery_size=info.calibration.gallery_size,
+                method=info.calibration.method,
+                calibrated_at=_timestamp(info.calibration.calibrated_at),
+            )
+        )
+    return gallery
 
 
 def box_to_pb(box: faces.FaceBox) -> pb.FaceBox:

@@ -1,4 +1,4 @@
-"""GalleryService: create, list, describe and delete galleries."""
+"""GalleryService: create, list, describe, calibrate and delete galleries; renew template protection."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 import grpc
 
+import faces
 from matcher import GallerySpec, Matcher
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
@@ -17,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 class GalleryServicer(pb_grpc.GalleryServiceServicer):
-    def __init__(self, matcher: Matcher, probes: ProbeReader) -> None:
+    def __init__(self, matcher: Matcher, probes: ProbeReader, *, protect_all: bool = False) -> None:
         self._matcher = matcher
         self._probes = probes
+        self._protect_all = protect_all
 
     def CreateGallery(self, request: pb.CreateGalleryRequest, context: grpc.ServicerContext) -> pb.Gallery:
         model = self._probes.model
@@ -33,7 +35,8 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
             metric=model.metric,
             threshold=request.threshold if request.HasField("threshold") else model.default_threshold,
         )
-        return gallery_to_pb(self._matcher.create_gallery(spec))
+        protect = request.protect_templates or self._protect_all
+        return gallery_to_pb(self._matcher.create_gallery(spec, protect=protect))
 
     def ListGalleries(
         self, request: pb.ListGalleriesRequest, context: grpc.ServicerContext
@@ -44,6 +47,38 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         self, request: pb.DescribeGalleryRequest, context: grpc.ServicerContext
     ) -> pb.Gallery:
         return gallery_to_pb(self._matcher.describe(require(request.gallery_id, "gallery_id")))
+
+    def CalibrateGallery(
+        self, request: pb.CalibrateGalleryRequest, context: grpc.ServicerContext
+    ) -> pb.Gallery:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        spec = self._matcher.describe(gallery_id).spec
+        target = request.target_fpir if request.HasField("target_fpir") else None
+        if request.impostors and request.leave_one_out:
+            raise InvalidInput("give impostors or leave_one_out, not both")
+        if not request.impostors and not request.leave_one_out:
+            raise InvalidInput("give impostors (non-mated probes) or a leave_one_out sample size")
+        impostors = None
+        if request.impostors:
+            vectors = []
+            for position, probe in enumerate(request.impostors):
+                found = self._probes.read(probe, spec, faces.FaceSelection.LARGEST, f"impostors[{position}]")
+                if not found:
+                    raise InvalidInput(f"impostors[{position}] holds no face")
+                vectors.append(found[0].vector)
+            impostors = vectors
+        info = self._matcher.calibrate(
+            gallery_id, impostors, leave_one_out_sample=request.leave_one_out, target_fpir=target
+        )
+        return gallery_to_pb(info)
+
+    def RenewTemplateProtection(
+        self, request: pb.RenewTemplateProtectionRequest, context: grpc.ServicerContext
+    ) -> pb.RenewTemplateProtectionResponse:
+        version, galleries, rewritten = self._matcher.renew_protection()
+        return pb.RenewTemplateProtectionResponse(
+            protection_version=version, galleries=galleries, templates_rewritten=rewritten
+        )
 
     def DeleteGallery(
         self, request: pb.DeleteGalleryRequest, context: grpc.ServicerContext

@@ -35,6 +35,7 @@ from safepassage_server.conversion import (
     metric_to_pb,
     require,
     selection_from_pb,
+    threshold_source_to_pb,
 )
 from safepassage_server.errors import status_of
 from safepassage_server.identity import Caller, Role, current_caller
@@ -178,15 +179,18 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         restrict_to = list(request.restrict_to) or None
         threshold = request.threshold if request.HasField("threshold") else None
+        target_fpir = request.target_fpir if request.HasField("target_fpir") else None
         # Checked before the image is read, so a face-less image cannot slip bad parameters through.
-        used = self._matcher.check_search(gallery_id, top_k, restrict_to, threshold)
+        used = self._matcher.check_search(gallery_id, top_k, restrict_to, threshold, target_fpir)
         found = self._probes.read(request.probe, spec, selection)
         response = pb.IdentifyResponse(
             request_id=request.request_id,
             gallery_id=gallery_id,
             metric=metric_to_pb(spec.metric),
-            threshold=used,
+            threshold=used.value,
             decision=pb.NO_MATCH,
+            threshold_source=threshold_source_to_pb(used.source),
+            target_fpir=used.target_fpir,
         )
         if not found:
             return response, found
@@ -196,7 +200,10 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             top_k=top_k,
             restrict_to=restrict_to,
             threshold=threshold,
+            target_fpir=target_fpir,
         )
+        # The gallery may have grown between the check and the search: report what was used.
+        response.threshold = results[0].threshold
         for face, result in zip(found, results, strict=True):
             response.faces.append(face_result_to_pb(result, face.box))
         if any(r.match for r in results):

@@ -69,6 +69,36 @@ COSINE: Metric.ValueType  # 2
 """Cosine similarity: higher is closer; a match when score >= threshold."""
 Global___Metric: _TypeAlias = Metric  # noqa: Y015
 
+class _ThresholdSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ThresholdSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ThresholdSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    THRESHOLD_SOURCE_UNSPECIFIED: _ThresholdSource.ValueType  # 0
+    GALLERY_THRESHOLD: _ThresholdSource.ValueType  # 1
+    """The gallery's fixed threshold."""
+    REQUEST_THRESHOLD: _ThresholdSource.ValueType  # 2
+    """The request's threshold."""
+    TARGET_FPIR: _ThresholdSource.ValueType  # 3
+    """A target FPIR (the request's, or the gallery's policy) turned into a
+    threshold from the gallery's calibration at its current size.
+    """
+
+class ThresholdSource(_ThresholdSource, metaclass=_ThresholdSourceEnumTypeWrapper):
+    """Where an identification's threshold came from."""
+
+THRESHOLD_SOURCE_UNSPECIFIED: ThresholdSource.ValueType  # 0
+GALLERY_THRESHOLD: ThresholdSource.ValueType  # 1
+"""The gallery's fixed threshold."""
+REQUEST_THRESHOLD: ThresholdSource.ValueType  # 2
+"""The request's threshold."""
+TARGET_FPIR: ThresholdSource.ValueType  # 3
+"""A target FPIR (the request's, or the gallery's policy) turned into a
+threshold from the gallery's calibration at its current size.
+"""
+Global___ThresholdSource: _TypeAlias = ThresholdSource  # noqa: Y015
+
 class _Decision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -126,6 +156,11 @@ class Gallery(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    INDEX_KIND_FIELD_NUMBER: _builtins.int
+    INDEX_RECALL_FIELD_NUMBER: _builtins.int
+    TARGET_FPIR_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    PROTECTION_VERSION_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     purpose: Global___GalleryPurpose.ValueType
     model: _builtins.str
@@ -134,8 +169,24 @@ class Gallery(_message.Message):
     metric: Global___Metric.ValueType
     threshold: _builtins.float
     size: _builtins.int
+    index_kind: _builtins.str
+    """"flat" (exact search) or the approximate index in use, e.g. "ivf_hnsw_sq8"."""
+    index_recall: _builtins.float
+    """Recall@1 of the index against exact search, measured at its last build
+    on held-out queries (1 for exact search).
+    """
+    target_fpir: _builtins.float
+    """Set when the threshold follows this false positive identification rate
+    at the gallery's current size (threshold is then its present value).
+    """
+    protection_version: _builtins.int
+    """Version of the deployment's template-protection key; 0: not protected."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def calibration(self) -> Global___Calibration:
+        """Absent until the gallery is calibrated."""
+
     def __init__(
         self,
         *,
@@ -147,14 +198,138 @@ class Gallery(_message.Message):
         threshold: _builtins.float = ...,
         size: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        index_kind: _builtins.str = ...,
+        index_recall: _builtins.float = ...,
+        target_fpir: _builtins.float | None = ...,
+        calibration: Global___Calibration | None = ...,
+        protection_version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "metric", b"metric", "model", b"model", "purpose", b"purpose", "size", b"size", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
+    _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_fpir) -> _WhichOneofReturnType__target_fpir | None: ...
+
+Global___Gallery: _TypeAlias = Gallery  # noqa: Y015
+
+@_typing.final
+class Calibration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPOSTOR_SEARCHES_FIELD_NUMBER: _builtins.int
+    GALLERY_SIZE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    CALIBRATED_AT_FIELD_NUMBER: _builtins.int
+    impostor_searches: _builtins.int
+    """Non-mated searches whose best scores were kept."""
+    gallery_size: _builtins.int
+    """Gallery size they searched against; thresholds for other sizes are
+    extrapolated, assuming independent impostor scores.
+    """
+    method: _builtins.str
+    """"probes" or "leave_one_out"."""
+    @_builtins.property
+    def calibrated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        impostor_searches: _builtins.int = ...,
+        gallery_size: _builtins.int = ...,
+        method: _builtins.str = ...,
+        calibrated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calibrated_at", b"calibrated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_at", b"calibrated_at", "gallery_size", b"gallery_size", "impostor_searches", b"impostor_searches", "method", b"method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Gallery: _TypeAlias = Gallery  # noqa: Y015
+Global___Calibration: _TypeAlias = Calibration  # noqa: Y015
+
+@_typing.final
+class CalibrateGalleryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    IMPOSTORS_FIELD_NUMBER: _builtins.int
+    LEAVE_ONE_OUT_FIELD_NUMBER: _builtins.int
+    TARGET_FPIR_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    leave_one_out: _builtins.int
+    """Instead of impostors: search this many of the gallery's own templates
+    against the rest (valid when each person is enrolled once).
+    """
+    target_fpir: _builtins.float
+    """Absent: the gallery keeps a fixed threshold (calibration is still
+    stored for requests that name a target FPIR). Set: the threshold follows
+    this FPIR, in (0, 1), at the gallery's current size.
+    """
+    @_builtins.property
+    def impostors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Probe]:
+        """Non-mated probes: faces of people known not to be in the gallery, from
+        the gallery's model (embeddings or images).
+        """
+
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        impostors: _abc.Iterable[Global___Probe] | None = ...,
+        leave_one_out: _builtins.int = ...,
+        target_fpir: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "gallery_id", b"gallery_id", "impostors", b"impostors", "leave_one_out", b"leave_one_out", "target_fpir", b"target_fpir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
+    _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_fpir) -> _WhichOneofReturnType__target_fpir | None: ...
+
+Global___CalibrateGalleryRequest: _TypeAlias = CalibrateGalleryRequest  # noqa: Y015
+
+@_typing.final
+class RenewTemplateProtectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewTemplateProtectionRequest: _TypeAlias = RenewTemplateProtectionRequest  # noqa: Y015
+
+@_typing.final
+class RenewTemplateProtectionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTECTION_VERSION_FIELD_NUMBER: _builtins.int
+    GALLERIES_FIELD_NUMBER: _builtins.int
+    TEMPLATES_REWRITTEN_FIELD_NUMBER: _builtins.int
+    protection_version: _builtins.int
+    templates_rewritten: _builtins.int
+    @_builtins.property
+    def galleries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        protection_version: _builtins.int = ...,
+        galleries: _abc.Iterable[_builtins.str] | None = ...,
+        templates_rewritten: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["galleries", b"galleries", "protection_version", b"protection_version", "templates_rewritten", b"templates_rewritten"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewTemplateProtectionResponse: _TypeAlias = RenewTemplateProtectionResponse  # noqa: Y015
 
 @_typing.final
 class CreateGalleryRequest(_message.Message):
@@ -164,6 +339,7 @@ class CreateGalleryRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
+    PROTECT_TEMPLATES_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     """Lower-case letters, digits, '-' and '_', 1 to 63 characters."""
     purpose: Global___GalleryPurpose.ValueType
@@ -171,6 +347,10 @@ class CreateGalleryRequest(_message.Message):
     """Empty: the server's embedding model."""
     threshold: _builtins.float
     """Absent: the model's default threshold."""
+    protect_templates: _builtins.bool
+    """Store its templates under the deployment's secret orthonormal transform
+    (cancelable templates; the server must have template protection on).
+    """
     def __init__(
         self,
         *,
@@ -178,10 +358,11 @@ class CreateGalleryRequest(_message.Message):
         purpose: Global___GalleryPurpose.ValueType = ...,
         model: _builtins.str = ...,
         threshold: _builtins.float | None = ...,
+        protect_templates: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "gallery_id", b"gallery_id", "model", b"model", "purpose", b"purpose", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "gallery_id", b"gallery_id", "model", b"model", "protect_templates", b"protect_templates", "purpose", b"purpose", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
@@ -564,6 +745,7 @@ class IdentifyRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FACE_SELECTION_FIELD_NUMBER: _builtins.int
+    TARGET_FPIR_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     top_k: _builtins.int
     """Candidates per face; 0 means 5. At most 100."""
@@ -580,6 +762,12 @@ class IdentifyRequest(_message.Message):
     """
     face_selection: Global___FaceSelection.ValueType
     """Unspecified: ALL."""
+    target_fpir: _builtins.float
+    """In place of threshold: the false positive identification rate wanted,
+    in (0, 1); the threshold giving it at the gallery's current size comes
+    from the gallery's calibration (FAILED_PRECONDITION when there is none,
+    or too few impostor searches to support the rate).
+    """
     @_builtins.property
     def probe(self) -> Global___Probe: ...
     @_builtins.property
@@ -596,13 +784,19 @@ class IdentifyRequest(_message.Message):
         threshold: _builtins.float | None = ...,
         request_id: _builtins.str = ...,
         face_selection: Global___FaceSelection.ValueType = ...,
+        target_fpir: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "probe", b"probe", "threshold", b"threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "_threshold", b"_threshold", "probe", b"probe", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "face_selection", b"face_selection", "gallery_id", b"gallery_id", "probe", b"probe", "request_id", b"request_id", "restrict_to", b"restrict_to", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "_threshold", b"_threshold", "face_selection", b"face_selection", "gallery_id", b"gallery_id", "probe", b"probe", "request_id", b"request_id", "restrict_to", b"restrict_to", "target_fpir", b"target_fpir", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
+    _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_fpir) -> _WhichOneofReturnType__target_fpir | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
 
 Global___IdentifyRequest: _TypeAlias = IdentifyRequest  # noqa: Y015
@@ -679,12 +873,17 @@ class IdentifyResponse(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     FACES_FIELD_NUMBER: _builtins.int
+    THRESHOLD_SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FPIR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     gallery_id: _builtins.str
     metric: Global___Metric.ValueType
     threshold: _builtins.float
     decision: Global___Decision.ValueType
     """MATCH when any face matched."""
+    threshold_source: Global___ThresholdSource.ValueType
+    target_fpir: _builtins.float
+    """The FPIR the threshold was set for, when threshold_source is TARGET_FPIR."""
     @_builtins.property
     def faces(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaceResult]:
         """One per face searched; empty when an image held no face."""
@@ -698,12 +897,16 @@ class IdentifyResponse(_message.Message):
         threshold: _builtins.float = ...,
         decision: Global___Decision.ValueType = ...,
         faces: _abc.Iterable[Global___FaceResult] | None = ...,
+        threshold_source: Global___ThresholdSource.ValueType = ...,
+        target_fpir: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "faces", b"faces", "gallery_id", b"gallery_id", "metric", b"metric", "request_id", b"request_id", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "decision", b"decision", "faces", b"faces", "gallery_id", b"gallery_id", "metric", b"metric", "request_id", b"request_id", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_source", b"threshold_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
+    _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_fpir) -> _WhichOneofReturnType__target_fpir | None: ...
 
 Global___IdentifyResponse: _TypeAlias = IdentifyResponse  # noqa: Y015
 

@@ -56,6 +56,16 @@ class GalleryServiceStub:
                 request_serializer=safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryRequest.SerializeToString,
                 response_deserializer=safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryResponse.FromString,
                 _registered_method=True)
+        self.CalibrateGallery = channel.unary_unary(
+                '/safepassage.v1.GalleryService/CalibrateGallery',
+                request_serializer=safepassage__api_dot_v1_dot_matching__pb2.CalibrateGalleryRequest.SerializeToString,
+                response_deserializer=safepassage__api_dot_v1_dot_matching__pb2.Gallery.FromString,
+                _registered_method=True)
+        self.RenewTemplateProtection = channel.unary_unary(
+                '/safepassage.v1.GalleryService/RenewTemplateProtection',
+                request_serializer=safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionRequest.SerializeToString,
+                response_deserializer=safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionResponse.FromString,
+                _registered_method=True)
 
 
 class GalleryServiceServicer:
@@ -87,6 +97,24 @@ class GalleryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CalibrateGallery(self, request, context):
+        """Measures the gallery's impostor scores (from non-mated probes, or leave
+        one out over its own templates) so that identification can take a target
+        false positive identification rate; optionally makes the gallery's
+        threshold follow a target FPIR at its current size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewTemplateProtection(self, request, context):
+        """Renews template protection: a new deployment key, every protected
+        gallery's templates rewritten under it, the old key destroyed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GalleryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +137,16 @@ def add_GalleryServiceServicer_to_server(servicer, server):
                     servicer.DeleteGallery,
                     request_deserializer=safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryRequest.FromString,
                     response_serializer=safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryResponse.SerializeToString,
+            ),
+            'CalibrateGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalibrateGallery,
+                    request_deserializer=safepassage__api_dot_v1_dot_matching__pb2.CalibrateGalleryRequest.FromString,
+                    response_serializer=safepassage__api_dot_v1_dot_matching__pb2.Gallery.SerializeToString,
+            ),
+            'RenewTemplateProtection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewTemplateProtection,
+                    request_deserializer=safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionRequest.FromString,
+                    response_serializer=safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +258,60 @@ class GalleryService:
             '/safepassage.v1.GalleryService/DeleteGallery',
             safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryRequest.SerializeToString,
             safepassage__api_dot_v1_dot_matching__pb2.DeleteGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalibrateGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.GalleryService/CalibrateGallery',
+            safepassage__api_dot_v1_dot_matching__pb2.CalibrateGalleryRequest.SerializeToString,
+            safepassage__api_dot_v1_dot_matching__pb2.Gallery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewTemplateProtection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.GalleryService/RenewTemplateProtection',
+            safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionRequest.SerializeToString,
+            safepassage__api_dot_v1_dot_matching__pb2.RenewTemplateProtectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,16 @@ class GalleryServiceStub:
     DescribeGallery: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DescribeGalleryRequest, _matching_pb2.Gallery]
     DeleteGallery: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DeleteGalleryRequest, _matching_pb2.DeleteGalleryResponse]
     """Erases the gallery and every template in it."""
+    CalibrateGallery: _grpc.UnaryUnaryMultiCallable[_matching_pb2.CalibrateGalleryRequest, _matching_pb2.Gallery]
+    """Measures the gallery's impostor scores (from non-mated probes, or leave
+    one out over its own templates) so that identification can take a target
+    false positive identification rate; optionally makes the gallery's
+    threshold follow a target FPIR at its current size.
+    """
+    RenewTemplateProtection: _grpc.UnaryUnaryMultiCallable[_matching_pb2.RenewTemplateProtectionRequest, _matching_pb2.RenewTemplateProtectionResponse]
+    """Renews template protection: a new deployment key, every protected
+    gallery's templates rewritten under it, the old key destroyed.
+    """
 
 @_typing.type_check_only
 class GalleryServiceAsyncStub(GalleryServiceStub):
@@ -56,6 +66,16 @@ class GalleryServiceAsyncStub(GalleryServiceStub):
     DescribeGallery: _aio.UnaryUnaryMultiCallable[_matching_pb2.DescribeGalleryRequest, _matching_pb2.Gallery]  # type: ignore[assignment]
     DeleteGallery: _aio.UnaryUnaryMultiCallable[_matching_pb2.DeleteGalleryRequest, _matching_pb2.DeleteGalleryResponse]  # type: ignore[assignment]
     """Erases the gallery and every template in it."""
+    CalibrateGallery: _aio.UnaryUnaryMultiCallable[_matching_pb2.CalibrateGalleryRequest, _matching_pb2.Gallery]  # type: ignore[assignment]
+    """Measures the gallery's impostor scores (from non-mated probes, or leave
+    one out over its own templates) so that identification can take a target
+    false positive identification rate; optionally makes the gallery's
+    threshold follow a target FPIR at its current size.
+    """
+    RenewTemplateProtection: _aio.UnaryUnaryMultiCallable[_matching_pb2.RenewTemplateProtectionRequest, _matching_pb2.RenewTemplateProtectionResponse]  # type: ignore[assignment]
+    """Renews template protection: a new deployment key, every protected
+    gallery's templates rewritten under it, the old key destroyed.
+    """
 
 class GalleryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Galleries: named, purpose-bound sets of templates of one embedding model."""
@@ -88,6 +108,28 @@ class GalleryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matching_pb2.DeleteGalleryResponse, _abc.Awaitable[_matching_pb2.DeleteGalleryResponse]]:
         """Erases the gallery and every template in it."""
+
+    @_abc_1.abstractmethod
+    def CalibrateGallery(
+        self,
+        request: _matching_pb2.CalibrateGalleryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.Gallery, _abc.Awaitable[_matching_pb2.Gallery]]:
+        """Measures the gallery's impostor scores (from non-mated probes, or leave
+        one out over its own templates) so that identification can take a target
+        false positive identification rate; optionally makes the gallery's
+        threshold follow a target FPIR at its current size.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewTemplateProtection(
+        self,
+        request: _matching_pb2.RenewTemplateProtectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.RenewTemplateProtectionResponse, _abc.Awaitable[_matching_pb2.RenewTemplateProtectionResponse]]:
+        """Renews template protection: a new deployment key, every protected
+        gallery's templates rewritten under it, the old key destroyed.
+        """
 
 def add_GalleryServiceServicer_to_server(servicer: GalleryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
