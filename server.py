@@ -296,7 +296,7 @@ def create_server(config: Config) -> tuple[Service, int]:
         recorder = AuditRecorder(transparency_log, FishingDetector(config.fishing))
         access = AccessInterceptor(
             authenticate=authenticate,
-            purpose_of=lambda gallery_id: matcher.describe(gallery_id).spec.purpose,
+            purpose_of=lambda gallery_id: matcher.spec(gallery_id).purpose,
             cctv=cctv,
             limiter=RateLimiter(config.limits),
             recorder=recorder,

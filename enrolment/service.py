@@ -184,7 +184,7 @@ class ProtectedRecords:
     # -- enrolment -------------------------------------------------------------------
 
     def gallery_spec(self, gallery_id: str) -> GallerySpec:
-        spec = self.matcher.describe(gallery_id).spec
+        spec = self.matcher.spec(gallery_id)
         if spec.purpose is not GalleryPurpose.PROTECTED_IDENTITY:
             raise WrongGallery(f"gallery {gallery_id!r} is not a PROTECTED_IDENTITY gallery")
         return spec
@@ -307,7 +307,7 @@ class ProtectedRecords:
         templates = _templates_from_bytes(
             RecordCipher.open(opened.key, _TEMPLATES, opened.stored.sealed_templates)
         )
-        spec = self.matcher.describe(opened.stored.gallery_id).spec
+        spec = self.matcher.spec(opened.stored.gallery_id)
         return self._issue(record_id, templates[0], spec, valid_days)
 
     def _issue(

@@ -136,9 +136,7 @@ def _split(hits: Hits, requests: list[_Request]) -> list[Hits]:
     total = sum(len(r.probes) for r in requests)
     widest = max(r.k for r in requests)
     if hits.ids.shape != (total, widest) or hits.scores.shape != (total, widest):
-        raise RuntimeError(
-            f"the search answered shape {hits.ids.shape} for {total} probes at k={widest}"
-        )
+        raise RuntimeError(f"the search answered shape {hits.ids.shape} for {total} probes at k={widest}")
     if len(requests) == 1:
         return [hits]
     answers = []
@@ -217,6 +215,10 @@ class MicroBatcher:
         if request.hits is None:  # pragma: no cover - answer() always sets one of the two
             raise RuntimeError("a batched search ended without an answer")
         return request.hits
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def waiting(self) -> int:
         """Probes queued now and not yet taken by a worker (the queue's depth)."""
@@ -316,7 +318,9 @@ class MicroBatcher:
         requests = batch.requests
         self._count(batch.rows)
         try:
-            probes = requests[0].probes if len(requests) == 1 else np.concatenate([r.probes for r in requests])
+            probes = (
+                requests[0].probes if len(requests) == 1 else np.concatenate([r.probes for r in requests])
+            )
             answers = _split(self._search(batch.key, probes, max(r.k for r in requests)), requests)
         except BaseException as error:  # every caller of the batch hears of it, whatever it is
             log.debug("batched search of %d probes failed: %s", batch.rows, type(error).__name__)

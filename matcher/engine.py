@@ -239,6 +239,10 @@ class Matcher:
         log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
         return GalleryInfo(spec, 0, created_at)
 
+    def spec(self, gallery_id: str) -> GallerySpec:
+        """The gallery's configuration as stored (a fixed or FPIR-following threshold)."""
+        return self._live(gallery_id).spec
+
     def describe(self, gallery_id: str) -> GalleryInfo:
         """The gallery as it stands; under a target-FPIR policy, with the threshold at its present size."""
         live = self._live(gallery_id)

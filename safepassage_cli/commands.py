@@ -37,10 +37,20 @@ def health(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def _print_gallery(g: pb.Gallery) -> None:
+    policy = f" (follows FPIR {g.target_fpir:g} at this size)" if g.HasField("target_fpir") else ""
     print(
         f"{g.gallery_id}  purpose={pb.GalleryPurpose.Name(g.purpose).lower()}  size={g.size}"
-        f"  model={g.model}  dim={g.dimension}  metric={_metric(g.metric)}  threshold={g.threshold:.3f}"
+        f"  model={g.model}  dim={g.dimension}  metric={_metric(g.metric)}"
+        f"  threshold={g.threshold:.3f}{policy}"
+        f"  index={g.index_kind or 'flat'} (recall@1 {g.index_recall:.3f})"
+        + (f"  protected=v{g.protection_version}" if g.protection_version else "")
     )
+    if g.HasField("calibration"):
+        c = g.calibration
+        print(
+            f"  calibrated: {c.impostor_searches} impostor searches ({c.method}) at size {c.gallery_size},"
+            f" {c.calibrated_at.ToDatetime():%Y-%m-%d %H:%M} UTC"
+        )
 
 
 def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -49,7 +59,29 @@ def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:
     )
     if args.threshold is not None:
         request.threshold = args.threshold
+    request.protect_templates = args.protect
     _print_gallery(stubs.galleries.CreateGallery(request, timeout=TIMEOUT_S))
+
+
+def gallery_calibrate(stubs: Stubs, args: argparse.Namespace) -> None:
+    """From a folder of photos of people known not to be in the gallery, or leave-one-out."""
+    request = pb.CalibrateGalleryRequest(gallery_id=args.gallery, leave_one_out=args.leave_one_out or 0)
+    if args.impostors is not None:
+        files = sorted(p for p in args.impostors.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        request.impostors.extend(_probe(p) for p in files)
+    if args.target_fpir is not None:
+        request.target_fpir = args.target_fpir
+    _print_gallery(
+        stubs.galleries.CalibrateGallery(request, timeout=max(TIMEOUT_S, 0.5 * len(request.impostors)))
+    )
+
+
+def renew_protection(stubs: Stubs, args: argparse.Namespace) -> None:
+    answer = stubs.galleries.RenewTemplateProtection(pb.RenewTemplateProtectionRequest(), timeout=3600)
+    print(
+        f"template protection now at key version {answer.protection_version}:"
+        f" {answer.templates_rewritten} templates of {len(answer.galleries)} galleries rewritten"
+    )
 
 
 def gallery_list(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -115,10 +147,15 @@ def identify(stubs: Stubs, args: argparse.Namespace) -> None:
     )
     if args.threshold is not None:
         request.threshold = args.threshold
+    if args.target_fpir is not None:
+        request.target_fpir = args.target_fpir
     answer = stubs.matching.Identify(request, timeout=TIMEOUT_S)
+    source = pb.ThresholdSource.Name(answer.threshold_source).lower().replace("_", " ")
+    if answer.HasField("target_fpir"):
+        source += f" {answer.target_fpir:g}"
     print(
         f"{pb.Decision.Name(answer.decision)}  ({len(answer.faces)} face(s); {_metric(answer.metric)}"
-        f" threshold {answer.threshold:.3f})"
+        f" threshold {answer.threshold:.3f} from {source})"
     )
     for number, face in enumerate(answer.faces, 1):
         where = _box(face.box) if face.HasField("box") else "embedding"

@@ -89,6 +89,25 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("gallery")
     create.add_argument("--purpose", choices=["watchlist", "protected_identity"], default="watchlist")
     create.add_argument("--threshold", type=float)
+    create.add_argument(
+        "--protect", action="store_true", help="store templates under the deployment's transform"
+    )
+    calibrate = add(
+        "calibrate", commands.gallery_calibrate, "measure impostor scores for FPIR thresholds", gallery
+    )
+    calibrate.add_argument("gallery")
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--impostors", type=Path, help="folder of photos of people not in the gallery")
+    source.add_argument(
+        "--leave-one-out", type=int, metavar="N", help="search N own templates against the rest"
+    )
+    calibrate.add_argument("--target-fpir", type=float, help="make the threshold follow this FPIR")
+    add(
+        "renew-protection",
+        commands.renew_protection,
+        "new template-protection key, templates rewritten",
+        gallery,
+    )
     add("list", commands.gallery_list, "list galleries", gallery)
     add("describe", commands.gallery_describe, "describe a gallery", gallery).add_argument("gallery")
     add("delete", commands.gallery_delete, "delete a gallery and erase its templates", gallery).add_argument(
@@ -108,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     identify.add_argument("gallery")
     identify.add_argument("image", type=Path)
     identify.add_argument("--top-k", type=int, default=5)
-    identify.add_argument("--threshold", type=float)
+    threshold = identify.add_mutually_exclusive_group()
+    threshold.add_argument("--threshold", type=float)
+    threshold.add_argument(
+        "--target-fpir", type=float, help="the threshold for this FPIR (calibrated galleries)"
+    )
     identify.add_argument("--restrict-to", nargs="+", metavar="REFERENCE")
     verify = add("verify", commands.verify, "compare a face with one reference (1:1)")
     verify.add_argument("gallery")

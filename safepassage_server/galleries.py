@@ -52,7 +52,7 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         self, request: pb.CalibrateGalleryRequest, context: grpc.ServicerContext
     ) -> pb.Gallery:
         gallery_id = require(request.gallery_id, "gallery_id")
-        spec = self._matcher.describe(gallery_id).spec
+        spec = self._matcher.spec(gallery_id)
         target = request.target_fpir if request.HasField("target_fpir") else None
         if request.impostors and request.leave_one_out:
             raise InvalidInput("give impostors or leave_one_out, not both")

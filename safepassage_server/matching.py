@@ -91,7 +91,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         chosen = selection_from_pb(selection, faces.FaceSelection.SINGLE)
         if chosen is faces.FaceSelection.ALL:
             raise InvalidInput("face_selection ALL is for identification; use SINGLE or LARGEST")
-        spec = self._matcher.describe(gallery_id).spec
+        spec = self._matcher.spec(gallery_id)
         (face,) = self._probes.read(probe, spec, chosen, field)
         return face
 
@@ -174,7 +174,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
 
     def _identify(self, request: pb.IdentifyRequest) -> tuple[pb.IdentifyResponse, list[ProbeFace]]:
         gallery_id = require(request.gallery_id, "gallery_id")
-        spec = self._matcher.describe(gallery_id).spec
+        spec = self._matcher.spec(gallery_id)
         selection = selection_from_pb(request.face_selection, faces.FaceSelection.ALL)
         top_k = request.top_k or DEFAULT_TOP_K
         restrict_to = list(request.restrict_to) or None

@@ -19,7 +19,7 @@ from tests.pki_helpers import RolePki  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"
-pytest_plugins = ("tests.pki_helpers",)
+pytest_plugins = ("tests.pki_helpers", "tests.lfw_embeddings")
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,12 @@ def _call(
         Operation.LIST_GALLERIES: lambda: g.ListGalleries(pb.ListGalleriesRequest()),
         Operation.DESCRIBE_GALLERY: lambda: g.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=gallery)),
         Operation.DELETE_GALLERY: lambda: g.DeleteGallery(pb.DeleteGalleryRequest(gallery_id=gallery)),
+        Operation.CALIBRATE_GALLERY: lambda: g.CalibrateGallery(
+            pb.CalibrateGalleryRequest(gallery_id=gallery, impostors=[emb(9), emb(10)])
+        ),
+        Operation.RENEW_TEMPLATE_PROTECTION: lambda: g.RenewTemplateProtection(
+            pb.RenewTemplateProtectionRequest()
+        ),
         Operation.INSERT_TEMPLATE: lambda: m.InsertTemplate(
             pb.InsertTemplateRequest(gallery_id=gallery, reference_id=case, template=emb(3))
         ),

@@ -1,0 +1,180 @@
+"""Calibrated thresholds on real faces: the FPIR measured on held-back impostors is within a factor
+of 2 of the target (issue #7's acceptance test).
+
+Data. 700 LFW identities (a seeded draw from the 835 in ../shared/data/faces/lfw), the first photo
+of each, embedded once by the server's ONNX pipeline (tests/lfw_embeddings.py). One photo per
+person, so every impostor search is a different person and the searches are independent trials.
+Each split deals the people into three disjoint sets: a gallery of 200 (one template each, as in a
+deduplicated watchlist), 250 calibration impostors and 250 held-back impostors. No one is in two
+sets, so every search here is non-mated and every match is a false positive.
+
+Three calibrations are checked, each turned into a threshold for the full gallery of 200:
+- probes: the calibration impostors' rank-1 scores against the gallery;
+- size extrapolation: the same impostors searched against half the gallery (100), the threshold
+  for 200 derived by `threshold_for` (FPIR_200 = 1 - (1 - FPIR_100) ** 2);
+- leave-one-out: each gallery template searched against the other 199.
+The FPIR measured is the share of the 250 held-back impostors whose rank-1 score passes it.
+
+Why these targets and sizes. A measured FPIR carries two binomial errors: the calibration quantile
+(m searches) and the measurement (n searches); with m = n = 250 its relative standard deviation is
+about sqrt(2 (1 - f) / (250 f)): 0.39 at f = 0.05, 0.27 at 0.1, 0.18 at 0.2. A factor of 2 (-50%)
+is then 1.3, 1.9 and 2.8 standard deviations: only 0.2, and 0.1 for the direct calibration, are
+robust on one split. Measured over 400 seeded re-splits of these 700 people before this test was
+fixed, the share of splits outside a factor 2 was: probes 12.5% at 0.05, 1.5% at 0.1, 0% at 0.2;
+extrapolation 17% at 0.1, 4% at 0.2 (it is biased strict, median ratio 0.8: real look-alikes are
+not independent, and FPIR grows more slowly with size than the formula assumes; see
+matcher/calibration.py); leave-one-out 6% at 0.1, 0.5% at 0.2. So:
+- one fixed split (seed 0, chosen before looking) must pass at 0.1 and 0.2 (probes) and at 0.2
+  (extrapolation, leave-one-out);
+- the lower targets 0.05 and 0.1 are checked on the FPIR pooled over 40 seeded splits (10,000
+  held-back searches per figure), which averages the split-to-split noise away while every split
+  still calibrates on people it then does not measure with.
+Operational targets (1e-3 and below) need tens of thousands of impostor searches; the unit tests
+(test_calibration.py) check the arithmetic there on synthetic scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from matcher.calibration import ImpostorScores, calibrate_with_probes, leave_one_out
+from matcher.errors import CalibrationUnavailable
+from matcher.index import FlatIndex
+from matcher.metric import Metric
+from tests.lfw_embeddings import LfwEmbeddings
+
+PEOPLE = 700
+GALLERY, CALIBRATION = 200, 250  # the rest (250) are the held-back impostors
+SELECTION_SEED = 7
+FIXED_SPLIT = 0
+POOLED_SPLITS = 40
+
+
+@dataclass(frozen=True)
+class Faces:
+    names: list[str]
+    vectors: np.ndarray  # (n, 128) float32, one per person
+    metric: Metric
+
+
+@pytest.fixture(scope="module")
+def faces(lfw_embeddings: LfwEmbeddings) -> Faces:
+    names = lfw_embeddings.identities()
+    order = np.random.default_rng(SELECTION_SEED).permutation(len(names))[:PEOPLE]
+    kept, vectors = lfw_embeddings.first_faces([names[i] for i in order])
+    # A face is found in every one of these photos; a few misses would still leave the sets large.
+    assert len(kept) >= PEOPLE - 10
+    return Faces(kept, vectors, lfw_embeddings.metric)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    target: float
+    threshold: float
+    false_positives: int
+    searches: int
+
+    @property
+    def measured(self) -> float:
+        return self.false_positives / self.searches
+
+
+def index_of(faces: Faces, rows: np.ndarray) -> FlatIndex:
+    index = FlatIndex(faces.vectors.shape[1], faces.metric)
+    index.add(rows.astype(np.int64), faces.vectors[rows])
+    return index
+
+
+def best_scores(index: FlatIndex, faces: Faces, rows: np.ndarray) -> np.ndarray:
+    hits = index.search(faces.vectors[rows], 1)
+    assert (hits.ids[:, 0] >= 0).all()
+    return hits.scores[:, 0]
+
+
+def run_split(faces: Faces, seed: int, targets: list[float]) -> dict[str, list[Outcome]]:
+    """Calibrate three ways on one split of the people, measure on its held-back impostors."""
+    order = np.random.default_rng(seed).permutation(len(faces.names))
+    gallery_rows = order[:GALLERY]
+    calibration_rows = order[GALLERY : GALLERY + CALIBRATION]
+    held_back_rows = order[GALLERY + CALIBRATION :]
+    gallery = index_of(faces, gallery_rows)
+    half = index_of(faces, gallery_rows[: GALLERY // 2])
+    calibrations: dict[str, ImpostorScores] = {
+        "probes": calibrate_with_probes(best_scores(gallery, faces, calibration_rows), faces.metric, GALLERY),
+        "extrapolated": calibrate_with_probes(
+            best_scores(half, faces, calibration_rows), faces.metric, GALLERY // 2
+        ),
+        "leave_one_out": leave_one_out(gallery, gallery_rows.astype(np.int64)),
+    }
+    assert calibrations["extrapolated"].gallery_size == 100
+    assert calibrations["leave_one_out"].gallery_size == GALLERY - 1
+    held_back = best_scores(gallery, faces, held_back_rows)
+    outcomes: dict[str, list[Outcome]] = {}
+    for method, calibration in calibrations.items():
+        outcomes[method] = []
+        for target in targets:
+            threshold = calibration.threshold_for(target, GALLERY)
+            false_positives = int(faces.metric.matches(held_back, threshold).sum())
+            outcomes[method].append(Outcome(target, threshold, false_positives, len(held_back)))
+    return outcomes
+
+
+def within_factor_2(measured: float, target: float) -> bool:
+    return target / 2 <= measured <= target * 2
+
+
+def test_measured_fpir_is_within_a_factor_of_2_of_the_target(faces: Faces, capsys) -> None:  # type: ignore[no-untyped-def]
+    fixed = run_split(faces, FIXED_SPLIT, [0.05, 0.1, 0.2])
+    pooled: dict[str, dict[float, list[int]]] = {}
+    for seed in range(POOLED_SPLITS):
+        for method, outcomes in run_split(faces, seed, [0.05, 0.1, 0.2]).items():
+            for outcome in outcomes:
+                counts = pooled.setdefault(method, {}).setdefault(outcome.target, [0, 0])
+                counts[0] += outcome.false_positives
+                counts[1] += outcome.searches
+    report = {
+        "fixed_split": {
+            method: {
+                str(o.target): {"threshold": round(o.threshold, 4), "measured_fpir": round(o.measured, 4)}
+                for o in outcomes
+            }
+            for method, outcomes in fixed.items()
+        },
+        f"pooled_over_{POOLED_SPLITS}_splits": {
+            method: {str(target): round(fp / n, 4) for target, (fp, n) in by_target.items()}
+            for method, by_target in pooled.items()
+        },
+    }
+    with capsys.disabled():
+        print("\ncalibrated FPIR on real faces (target -> measured):", json.dumps(report, indent=2))
+
+    checked_on_one_split = {"probes": [0.1, 0.2], "extrapolated": [0.2], "leave_one_out": [0.2]}
+    for method, targets in checked_on_one_split.items():
+        for outcome in fixed[method]:
+            if outcome.target in targets:
+                assert within_factor_2(outcome.measured, outcome.target), (method, outcome)
+    for method, by_target in pooled.items():
+        for target, (false_positives, searches) in by_target.items():
+            assert within_factor_2(false_positives / searches, target), (method, target, false_positives)
+
+
+def test_a_threshold_is_stricter_for_a_larger_gallery(faces: Faces) -> None:
+    """The same impostors give a stricter threshold when asked for the same FPIR at twice the size,
+    and the estimate for the looser threshold at 200 is about what the 200-gallery calibration says."""
+    order = np.random.default_rng(FIXED_SPLIT).permutation(len(faces.names))
+    gallery_rows, calibration_rows = order[:GALLERY], order[GALLERY : GALLERY + CALIBRATION]
+    half = calibrate_with_probes(
+        best_scores(index_of(faces, gallery_rows[: GALLERY // 2]), faces, calibration_rows),
+        faces.metric,
+        GALLERY // 2,
+    )
+    at_half, at_full = half.threshold_for(0.2, GALLERY // 2), half.threshold_for(0.2, GALLERY)
+    assert faces.metric.is_match(at_full, at_half) and at_full != at_half  # L2: smaller distance
+    assert half.fpir_at(at_full, GALLERY) <= 0.2
+    # 250 searches cannot resolve 0.1% at 200: the error says how many would.
+    with pytest.raises(CalibrationUnavailable, match=r"needs at least 2000 impostor searches"):
+        half.threshold_for(0.001, GALLERY)
