@@ -26,10 +26,11 @@ Probes: a share are mated (a fresh capture of an enrolled identity), the rest
 are captures of identities that are not enrolled.
 
 Generation is seeded and chunked: identities are made CHUNK_IDENTITIES at a
-time, each chunk from its own generator (seed, chunk number), straight into the
-preallocated gallery array, so the only large allocation is the gallery itself
-(10M x 128 float32 = 5.1 GB) and, for a seed, the first identities are the same
-whatever the gallery size.
+time, each chunk from its own generator (seed, chunk number) and always whole,
+straight into the preallocated gallery array (the last, partial chunk through a
+chunk-sized buffer), so the only large allocation is the gallery itself (10M x
+128 float32 = 5.1 GB) and, for a seed, a smaller gallery is a prefix of a larger
+one.
 """
 
 from __future__ import annotations
@@ -109,9 +110,7 @@ class Population:
         self.cluster_weights = rng.dirichlet(np.full(model.clusters, model.cluster_weight_concentration))
         # The log-normal factor has mean square exp(2 sigma^2): divide it out so the
         # root-mean-square capture distance stays capture_distance.
-        self.noise_std = float(
-            model.capture_distance / np.sqrt(2.0 * d) / np.exp(model.quality_sigma**2)
-        )
+        self.noise_std = float(model.capture_distance / np.sqrt(2.0 * d) / np.exp(model.quality_sigma**2))
 
     def centres(self, rng: np.random.Generator, count: int) -> Vectors:
         """`count` new identity centres."""
@@ -124,7 +123,7 @@ class Population:
 
     def capture_into(self, rng: np.random.Generator, out: Vectors, buffer: Vectors | None = None) -> None:
         """In place: add capture noise to `out` (rows already hold their identity centres)."""
-        noise = buffer[: len(out)] if buffer is not None else np.empty_like(out)
+        noise = buffer if buffer is not None and len(buffer) == len(out) else np.empty_like(out)
         rng.standard_normal(dtype=np.float32, out=noise)
         quality = rng.lognormal(0.0, self.model.quality_sigma, size=(len(out), 1)).astype(np.float32)
         noise *= quality * np.float32(self.noise_std)
@@ -187,22 +186,29 @@ def generate(
 
     templates = np.empty((size, model.dimension), dtype=np.float32)
     mated_probes = np.empty((mated, model.dimension), dtype=np.float32)
-    buffer = np.empty((min(CHUNK_IDENTITIES * s, size), model.dimension), dtype=np.float32)
+    chunk_rows = CHUNK_IDENTITIES * s
+    noise = np.empty((min(chunk_rows, size), model.dimension), dtype=np.float32)
+    partial: Vectors | None = None
     for chunk, first in enumerate(range(0, identities, CHUNK_IDENTITIES)):
-        last = min(first + CHUNK_IDENTITIES, identities)
         rng = np.random.default_rng([seed, _STREAM_GALLERY, chunk])
-        centres = population.centres(rng, last - first)
-        rows = templates[first * s : min(last * s, size)]
+        # Always a whole chunk, so that the draws of identity i do not depend on the
+        # gallery's size: a smaller gallery of the same seed is a prefix of a larger one.
+        centres = population.centres(rng, CHUNK_IDENTITIES)
+        target = templates[first * s : first * s + chunk_rows]
+        if len(target) < chunk_rows:
+            partial = np.empty((chunk_rows, model.dimension), dtype=np.float32)
+            noise = np.empty_like(partial)
+        rows = target if partial is None else partial
         for sample in range(s):
-            # Rows of sample `sample` of each identity in the chunk (the last identity may be short).
-            view = rows[sample::s]
-            view[:] = centres[: len(view)]
-        population.capture_into(rng, rows, buffer)
-        lo, hi = np.searchsorted(mated_identities, [first, last])
+            rows[sample::s] = centres  # rows i*s .. i*s+s-1 are captures of identity i
+        population.capture_into(rng, rows, noise)
+        if partial is not None:
+            target[:] = partial[: len(target)]
+        lo, hi = np.searchsorted(mated_identities, [first, first + CHUNK_IDENTITIES])
         if hi > lo:
             mated_probes[lo:hi] = population.captures(rng, centres[mated_identities[lo:hi] - first])
         if progress is not None:
-            progress(len(rows) + first * s, size)
+            progress(first * s + len(target), size)
 
     strangers_rng = np.random.default_rng([seed, _STREAM_STRANGERS])
     strangers = population.captures(strangers_rng, population.centres(strangers_rng, queries - mated))
@@ -240,7 +246,9 @@ def _distances(a: Vectors, b: Vectors) -> npt.NDArray[np.float64]:
     return np.asarray(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64), axis=1))
 
 
-def distance_stats(data: SyntheticSet, pairs: int = 20_000, threshold: float = MATCH_THRESHOLD) -> DistanceStats:
+def distance_stats(
+    data: SyntheticSet, pairs: int = 20_000, threshold: float = MATCH_THRESHOLD
+) -> DistanceStats:
     """Genuine and impostor distance statistics from a seeded sample of pairs (as LFW's pairs are)."""
     rng = np.random.default_rng([data.seed, _STREAM_STATS])
     genuine: list[npt.NDArray[np.float64]] = []

@@ -38,6 +38,8 @@ from matcher.metric import Metric, normalise_rows
 from matcher.search import Hits
 
 log = logging.getLogger(__name__)
+# The parts of faiss's SWIG module that its type stubs leave out.
+_swig: Any = faiss
 
 Codes = Literal["sq8", "pq", "flat"]
 CODES: tuple[Codes, ...] = ("sq8", "pq", "flat")
@@ -103,6 +105,58 @@ def recall_at_k(approx: Hits, exact: Hits, k: int) -> float:
     return found / len(exact.ids)
 
 
+def exact_top_k(
+    ids: npt.NDArray[np.int64],
+    vectors: npt.NDArray[np.float32],
+    probes: npt.NDArray[np.float32],
+    k: int,
+    metric: Metric,
+) -> Hits:
+    """Exact k nearest neighbours by blocked matrix products: the ground truth of recall.
+
+    Unlike `exact_search` it never holds a full (vectors x probes) table, so
+    it runs over millions of vectors. Candidates come from the expanded form
+    (|v|^2 - 2 v.p for L2), which rounds, so a few extra are kept and all are
+    re-scored from differences, the way `ApproximateIndex` scores.
+    """
+    q, n = len(probes), len(ids)
+    scores = np.full((q, k), metric.worst_score(), dtype=np.float32)
+    found = np.full((q, k), -1, dtype=np.int64)
+    if n == 0 or q == 0:
+        return Hits(scores, found)
+    prepared = normalise_rows(probes) if metric is Metric.COSINE else np.asarray(probes, np.float32)
+    depth = min(k + 8, n)
+    block = max(4096, (1 << 24) // q)
+    best_keys = np.zeros((q, 0), dtype=np.float32)
+    best_rows = np.zeros((q, 0), dtype=np.int64)
+    for start in range(0, n, block):
+        chunk = np.asarray(vectors[start : start + block], dtype=np.float32)
+        products = prepared @ chunk.T
+        if metric is Metric.L2:
+            keys = np.einsum("ij,ij->i", chunk, chunk)[None, :] - 2.0 * products
+        else:
+            keys = -products
+        take = min(depth, len(chunk))
+        part = np.argpartition(keys, take - 1, axis=1)[:, :take]
+        keys = np.concatenate([best_keys, np.take_along_axis(keys, part, axis=1)], axis=1)
+        rows = np.concatenate([best_rows, part + start], axis=1)
+        keep = np.argpartition(keys, depth - 1, axis=1)[:, :depth]
+        best_keys = np.take_along_axis(keys, keep, axis=1)
+        best_rows = np.take_along_axis(rows, keep, axis=1)
+    stored = np.asarray(vectors, dtype=np.float32)[best_rows]  # (q, depth, d)
+    if metric is Metric.L2:
+        difference = stored - prepared[:, None, :]
+        exact = np.sqrt(np.einsum("ijk,ijk->ij", difference, difference))
+        order = np.argsort(exact, axis=1, kind="stable")
+    else:
+        exact = np.einsum("ijk,ik->ij", stored, prepared)
+        order = np.argsort(-exact, axis=1, kind="stable")
+    take = min(k, depth)
+    scores[:, :take] = np.take_along_axis(exact, order[:, :take], axis=1)
+    found[:, :take] = np.asarray(ids, dtype=np.int64)[np.take_along_axis(best_rows, order[:, :take], axis=1)]
+    return Hits(scores, found)
+
+
 class ApproximateIndex:
     """IVF-HNSW candidates, exact re-ranking; implements `VectorIndex`."""
 
@@ -149,13 +203,11 @@ class ApproximateIndex:
         ivf.train(training)
         ivf.clustering_index = None
         del training
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        ivf.set_direct_map_type(_swig.DirectMap.Hashtable)
         index = cls(dimension, metric, params, ivf, FlatIndex(dimension, metric))
         for start in range(0, len(vectors), _ADD_BLOCK):
             index.add(ids[start : start + _ADD_BLOCK], vectors[start : start + _ADD_BLOCK])
-        log.info(
-            "trained %s on %d of %d vectors (nlist %d)", params.kind, count, len(vectors), params.nlist
-        )
+        log.info("trained %s on %d of %d vectors (nlist %d)", params.kind, count, len(vectors), params.nlist)
         return index
 
     @property
@@ -200,16 +252,12 @@ class ApproximateIndex:
         prepared = self._prepare_probes(probes)
         settings = faiss.SearchParametersIVF(  # type: ignore[call-arg]
             nprobe=self.params.nprobe,
-            quantizer_params=faiss.SearchParametersHNSW(  # type: ignore[call-arg]
-                efSearch=self.params.quantizer_ef_search
-            ),
+            quantizer_params=_swig.SearchParametersHNSW(efSearch=self.params.quantizer_ef_search),
         )
         _, candidates = self._ivf.search(prepared, max(self.params.rerank, k), params=settings)
         return self._rerank(prepared, candidates.astype(np.int64), k)
 
-    def _rerank(
-        self, probes: npt.NDArray[np.float32], candidates: npt.NDArray[np.int64], k: int
-    ) -> Hits:
+    def _rerank(self, probes: npt.NDArray[np.float32], candidates: npt.NDArray[np.int64], k: int) -> Hits:
         """Exact scores of the candidates, closest first; only these reach the caller."""
         q, depth = candidates.shape
         worst = self.metric.worst_score()
@@ -248,7 +296,7 @@ class ApproximateIndex:
         centroids = self.params.nlist * (4 * d + 4 * 2 * self.params.hnsw_m + 64)
         tables = 0
         if self.params.codes == "pq":
-            tables = 4 * int(faiss.downcast_index(self._ivf).precomputed_table.size())
+            tables = 4 * int(_swig.downcast_index(self._ivf).precomputed_table.size())
         return self._exact.memory_bytes() + codes + centroids + tables
 
     def to_bytes(self) -> bytes:
@@ -288,7 +336,7 @@ class ApproximateIndex:
         offset += ivf_length
         if not isinstance(ivf, faiss.IndexIVF) or ivf.d != dimension:
             raise ValueError(f"approximate index holds a {type(ivf).__name__} of dimension {ivf.d}")
-        if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+        if ivf.direct_map.type != _swig.DirectMap.Hashtable:
             raise ValueError("approximate index lacks its id map")
         exact = FlatIndex.from_bytes(data[offset:], dimension, metric)
         if int(ivf.ntotal) != exact.size:
@@ -302,7 +350,7 @@ def _faiss_metric(metric: Metric) -> int:
 
 def _empty_ivf(dimension: int, metric: Metric, params: ApproximateParams) -> Any:
     faiss_metric = _faiss_metric(metric)
-    quantizer = faiss.IndexHNSWFlat(dimension, params.hnsw_m, faiss_metric)
+    quantizer: Any = faiss.IndexHNSWFlat(dimension, params.hnsw_m, faiss_metric)
     if params.codes == "sq8":
         ivf: Any = faiss.IndexIVFScalarQuantizer(
             quantizer, dimension, params.nlist, faiss.ScalarQuantizer.QT_8bit, faiss_metric

@@ -303,7 +303,10 @@ class MicroBatcher:
 
     def _work(self) -> None:
         if self._thread_setup is not None:
-            self._thread_setup()
+            try:
+                self._thread_setup()
+            except Exception:  # a worker that died here would leave its callers waiting for ever
+                log.exception("search batcher worker setup failed; the worker runs without it")
         while True:
             with self._condition:
                 batch = self._take_due()

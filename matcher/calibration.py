@@ -82,16 +82,23 @@ class CalibrationMethod(enum.StrEnum):
 
 
 def _check_target(target_fpir: float) -> float:
-    value = float(target_fpir)
+    try:
+        value = float(target_fpir)
+    except (TypeError, ValueError):
+        value = math.nan
     if not (0.0 < value < 1.0):  # also refuses NaN
         raise InvalidSearch(f"target FPIR must be strictly between 0 and 1; got {target_fpir!r}")
     return value
 
 
 def _check_size(gallery_size: int, what: str) -> int:
-    if isinstance(gallery_size, bool) or int(gallery_size) != gallery_size or gallery_size < 1:
+    try:
+        whole = int(gallery_size)
+    except (TypeError, ValueError, OverflowError):
+        whole = 0
+    if isinstance(gallery_size, bool) or whole != gallery_size or whole < 1:
         raise InvalidSearch(f"{what} must be a positive whole number of templates; got {gallery_size!r}")
-    return int(gallery_size)
+    return whole
 
 
 def _quantile(target_fpir: float, calibrated_size: int, gallery_size: int) -> float:
@@ -188,12 +195,12 @@ class ImpostorScores:
                 f" the calibration has {m}"
             )
         if allowed >= m:
-            # Every calibration search may match: nothing above bounds the threshold.
-            needed = math.ceil(1.0 / max(1.0 - p, 1e-300) - _COUNT_SLACK)
+            # Only when p rounds to 1 (a far smaller gallery than calibrated): every calibration
+            # search may match and nothing bounds the threshold from above.
             raise CalibrationUnavailable(
                 f"target FPIR {target:g} at gallery size {size} lets all {m} calibration searches"
                 f" (run at size {self.gallery_size}) match, so they do not bound the threshold;"
-                f" it needs at least {needed} searches, or a calibration at a size nearer {size}"
+                f" calibrate at a size nearer {size}"
             )
         return self._between(allowed)
 
@@ -216,7 +223,10 @@ class ImpostorScores:
 
     def fpir_at(self, threshold: float, gallery_size: int) -> float:
         """The FPIR estimated for `threshold` at `gallery_size`, extrapolated from the calibrated size."""
-        value = float(threshold)
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            value = math.nan
         if not math.isfinite(value):
             raise InvalidSearch(f"threshold must be a finite number; got {threshold!r}")
         size = _check_size(gallery_size, "gallery size")
@@ -288,7 +298,10 @@ def calibrate_with_probes(
     Each probe should be a different person (scores of one person's photos are
     correlated and count for less than their number).
     """
-    scores = np.asarray(best_scores, dtype=np.float32)
+    try:
+        scores = np.asarray(best_scores, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InvalidSearch(f"best scores must be numbers, one per search: {error}") from None
     if scores.ndim != 1:
         raise InvalidSearch(f"best scores must be one score per search (1-D); got shape {scores.shape}")
     calibration = ImpostorScores(
@@ -298,11 +311,7 @@ def calibrate_with_probes(
         CalibrationMethod.PROBES,
         time.time() if calibrated_at is None else calibrated_at,
     )
-    log.info(
-        "calibrated from %d impostor probes at gallery size %d",
-        calibration.searches,
-        calibration.gallery_size,
-    )
+    log.info("calibrated from %d impostor probes at size %d", calibration.searches, gallery_size)
     return calibration
 
 

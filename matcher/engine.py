@@ -303,7 +303,7 @@ class Matcher:
                 scores = leave_one_out(live.index, sample)
         threshold = spec.threshold
         if target_fpir is not None:
-            threshold = scores.threshold_for(target_fpir, scores.gallery_size)
+            threshold = scores.threshold_for(target_fpir, self.count(gallery_id))
         record = self._store.set_calibration(gallery_id, scores.to_bytes(), target_fpir, threshold)
         live.spec = _spec_of(record)
         live.calibration, live.calibration_read = scores, True
@@ -444,7 +444,12 @@ class Matcher:
     def _calibration(self, live: _LiveGallery) -> ImpostorScores | None:
         if not live.calibration_read:
             stored = self._store.calibration(live.spec.gallery_id)
-            live.calibration = None if stored is None else ImpostorScores.from_bytes(stored)
+            try:
+                live.calibration = None if stored is None else ImpostorScores.from_bytes(stored)
+            except ValueError as error:
+                raise store.StoreCorrupted(
+                    f"gallery {live.spec.gallery_id!r}: its stored calibration is unreadable ({error})"
+                ) from None
             live.calibration_read = True
         return live.calibration
 

@@ -9,8 +9,8 @@ decoding and embedding the same photos again:
         vectors = lfw_embeddings.faces_of("Tony_Blair", limit=2)    # the faces found in the first 2 images
 
 Embeddings are made lazily and memoised per image, so a run embeds the union
-of what its tests asked for (the calibration test asks for about 700 images, a
-few seconds each 100 on one core). The pipeline is the server's own
+of what its tests asked for (the calibration test asks for 700 photos: about
+30 s on one core, at ~40 ms a photo). The pipeline is the server's own
 (`faces.onnx_embedder.OnnxEmbedder` over the verified model pack, one thread),
 with the server's `LARGEST` face selection: deep-funneled LFW photos often hold
 smaller bystanders, and the face the image is about is the large central one.

@@ -382,6 +382,16 @@ def test_thread_setup_runs_in_every_worker() -> None:
     assert sorted(names) == ["micro-batcher-0", "micro-batcher-1", "micro-batcher-2"]
 
 
+def test_a_failing_thread_setup_does_not_stop_the_worker() -> None:
+    index, probes = gallery(Metric.L2, n=100)
+
+    def setup() -> None:
+        raise RuntimeError("no OpenMP here")
+
+    with MicroBatcher(BatchSettings(), Recorder({"a": index}), thread_setup=setup) as batcher:
+        assert_same_hits(batcher.search("a", probes[:2], 3), index.search(probes[:2], 3))
+
+
 def test_stats_start_empty() -> None:
     with MicroBatcher(BatchSettings(), Recorder({})) as batcher:
         assert batcher.stats() == BatchStats(batches=0, queries=0, largest_batch=0, mean_batch=0.0)

@@ -203,13 +203,13 @@ def test_extrapolation_holds_where_comparisons_are_independent() -> None:
 # --- threshold_for: errors --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", [0.0, 1.0, -0.1, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("target", [0.0, 1.0, -0.1, 1.5, float("nan"), float("inf"), "abc", None])
 def test_target_must_be_strictly_between_0_and_1(target: float) -> None:
     with pytest.raises(InvalidSearch, match="strictly between 0 and 1"):
         l2_scores().threshold_for(target, 1000)
 
 
-@pytest.mark.parametrize("size", [0, -5, 1.5])
+@pytest.mark.parametrize("size", [0, -5, 1.5, float("inf"), "ten", True])
 def test_gallery_size_must_be_positive(size: int) -> None:
     with pytest.raises(InvalidSearch, match="gallery size must be a positive whole number"):
         l2_scores().threshold_for(0.1, size)
@@ -220,6 +220,8 @@ def test_gallery_size_must_be_positive(size: int) -> None:
 def test_fpir_at_needs_a_finite_threshold() -> None:
     with pytest.raises(InvalidSearch, match="finite"):
         l2_scores().fpir_at(float("nan"), 10)
+    with pytest.raises(InvalidSearch, match="finite"):
+        l2_scores().fpir_at("close", 10)  # type: ignore[arg-type]
 
 
 def test_a_target_below_the_resolution_says_how_many_searches_it_needs() -> None:

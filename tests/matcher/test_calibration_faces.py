@@ -152,6 +152,10 @@ def test_measured_fpir_is_within_a_factor_of_2_of_the_target(faces: Faces, capsy
     with capsys.disabled():
         print("\ncalibrated FPIR on real faces (target -> measured):", json.dumps(report, indent=2))
 
+    # Observed (ONNX pipeline, L2): fixed split, target -> measured: probes 0.1 -> 0.064, 0.2 -> 0.14;
+    # extrapolated 0.2 -> 0.108 (this split's held-back people are on the easy side: every method
+    # measures low on it); leave-one-out 0.2 -> 0.132. Pooled over 40 splits: probes 0.0475, 0.0973,
+    # 0.1938; extrapolated 0.0388, 0.0727, 0.1618; leave-one-out 0.0462, 0.0944, 0.1913.
     checked_on_one_split = {"probes": [0.1, 0.2], "extrapolated": [0.2], "leave_one_out": [0.2]}
     for method, targets in checked_on_one_split.items():
         for outcome in fixed[method]:
@@ -163,8 +167,8 @@ def test_measured_fpir_is_within_a_factor_of_2_of_the_target(faces: Faces, capsy
 
 
 def test_a_threshold_is_stricter_for_a_larger_gallery(faces: Faces) -> None:
-    """The same impostors give a stricter threshold when asked for the same FPIR at twice the size,
-    and the estimate for the looser threshold at 200 is about what the 200-gallery calibration says."""
+    """The same impostors give a stricter threshold for the same FPIR at twice the size, whose
+    estimated FPIR there keeps to the target; a target below their resolution is refused."""
     order = np.random.default_rng(FIXED_SPLIT).permutation(len(faces.names))
     gallery_rows, calibration_rows = order[:GALLERY], order[GALLERY : GALLERY + CALIBRATION]
     half = calibrate_with_probes(
