@@ -20,7 +20,9 @@ snapshot). The server has `--server-threads` RPC threads (at least the client
 count, so that every client's call can wait in the batcher at once). By default
 the gallery is searched exactly (`matching.index.exact_below` above the size):
 micro-batching exists for the exact scan, which reads every vector once per
-search; `--index policy` keeps the configured index policy instead.
+search; `--index policy` keeps the configured index policy instead. The JSON
+records the index kind each setting searched; a run whose index was swapped by
+a background rebuild while it measured is refused.
 
 Reported per setting: throughput (answered calls / wall time), latency p50 /
 p99 / mean / max as the clients saw it, speedup over unbatched, and the
@@ -30,7 +32,7 @@ unbatched answers against the numpy brute-force reference on a sample.
 Client and server share this process (one GIL) and the machine's cores.
 Results: benchmarks/results/batching.json and a Markdown table on stdout.
 
-    uv run python benchmarks/batching_benchmark.py                  # 1M templates, 32 clients
+    uv run python benchmarks/batching_benchmark.py                  # 1M, 32 clients: about 7 min
     uv run python benchmarks/batching_benchmark.py --size 100000 --seconds 10 --out /tmp/batching.json
 """
 
@@ -50,7 +52,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
@@ -332,61 +334,93 @@ def describe(running: Running) -> pb.Gallery:
     return running.server.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=bench.GALLERY))
 
 
+def load_gallery(running: Running, dataset: bench.Dataset, streams: int) -> bench.Load:
+    created = running.server.galleries.CreateGallery(
+        pb.CreateGalleryRequest(gallery_id=bench.GALLERY, purpose=pb.WATCHLIST)
+    )
+    if created.dimension != bench.DIMENSION or created.metric != pb.L2:
+        raise RuntimeError(f"the server's model is not 128-d L2: {created}")
+    bench.log(f"size {len(dataset.templates):,}: loading over gRPC")
+    load = bench.bulk_insert(running.server.loader, dataset.templates, streams)
+    bench.log(f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)")
+    return load
+
+
+def checked_gallery(running: Running, options: Options) -> pb.Gallery:
+    gallery = describe(running)
+    if gallery.size != options.size:
+        raise RuntimeError(f"the gallery holds {gallery.size} templates, not {options.size}")
+    if options.index == "exact" and gallery.index_kind != "flat":
+        raise RuntimeError(
+            f"asked for exact search, the server built {gallery.index_kind!r}:"
+            " is matching.index.exact_below passed to the matcher's index policy?"
+        )
+    return gallery
+
+
+@dataclass
+class Run:
+    """What the settings measured so far, on one store."""
+
+    options: Options
+    dataset: bench.Dataset
+    requests: list[pb.IdentifyRequest]
+    folder: Path
+    load: bench.Load | None = None
+    gallery: pb.Gallery | None = None
+    truth: dict[int, bench.Top1] | None = None  # the unbatched run's answers
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def measure(self, setting: Setting) -> Measurement:
+        options = self.options
+        stopped: list[float] = []
+        with running_server(self.folder, setting.overrides(options), stopped) as running:
+            if self.load is None:
+                self.load = load_gallery(running, self.dataset, options.load_streams)
+            gallery = self.gallery = checked_gallery(running, options)
+            bench.log(f"{setting.name}: {options.clients} clients for {options.seconds:g} s")
+            before = batcher_counts(running)
+            sample = drive(running, self.requests, options.clients, options.seconds)
+            after = batcher_counts(running)
+            kind_after = describe(running).index_kind
+            start_s = running.server.start_s
+        if kind_after != gallery.index_kind:
+            # A background rebuild swapped the index mid-run: the figures would mix two indexes.
+            raise RuntimeError(f"the index went from {gallery.index_kind!r} to {kind_after!r} during the run")
+        batches = (after[0] - before[0], after[1] - before[1], after[2]) if before and after else None
+        if self.truth is None:
+            self.truth = dict(sample.answers)
+        unbatched = self.measurements[0].qps if self.measurements else None
+        m = summarise(
+            setting,
+            sample,
+            batches,
+            self.truth,
+            unbatched,
+            gallery.index_kind,
+            start_s,
+            stopped[0],
+            options.clients,
+        )
+        self.measurements.append(m)
+        bench.log(
+            f"  {m.qps:,.1f} q/s, p50 {m.p50_ms:.1f} ms, p99 {m.p99_ms:.1f} ms,"
+            f" mean batch {optional(m.mean_batch, '.1f')}"
+        )
+        return m
+
+
 def run_benchmark(options: Options) -> dict[str, object]:
     began = time.perf_counter()
     machine = bench.machine_info()
     bench.log(f"size {options.size:,}: generating data")
     dataset = bench.synthetic_dataset(options.size, options.queries, options.seed + options.size)
-    requests = bench.identify_requests(dataset.probes)
-    measurements: list[Measurement] = []
-    truth: dict[int, bench.Top1] = {}
-    load: bench.Load | None = None
-    gallery: pb.Gallery | None = None
     with tempfile.TemporaryDirectory(prefix="batching-bench-", dir=options.data_dir) as folder:
+        run = Run(options, dataset, bench.identify_requests(dataset.probes), Path(folder))
         for setting in settings_of(options):
-            stopped: list[float] = []
-            with running_server(Path(folder), setting.overrides(options), stopped) as running:
-                if load is None:
-                    created = running.server.galleries.CreateGallery(
-                        pb.CreateGalleryRequest(gallery_id=bench.GALLERY, purpose=pb.WATCHLIST)
-                    )
-                    if created.dimension != bench.DIMENSION or created.metric != pb.L2:
-                        raise RuntimeError(f"the server's model is not 128-d L2: {created}")
-                    bench.log(f"size {options.size:,}: loading over gRPC")
-                    load = bench.bulk_insert(running.server.loader, dataset.templates, options.load_streams)
-                    bench.log(
-                        f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)"
-                    )
-                gallery = describe(running)
-                if gallery.size != options.size:
-                    raise RuntimeError(f"the gallery holds {gallery.size} templates, not {options.size}")
-                bench.log(f"{setting.name}: {options.clients} clients for {options.seconds:g} s")
-                before = batcher_counts(running)
-                sample = drive(running, requests, options.clients, options.seconds)
-                after = batcher_counts(running)
-                start_s = running.server.start_s
-            batches = (after[0] - before[0], after[1] - before[1], after[2]) if before and after else None
-            if not setting.batching:
-                truth = dict(sample.answers)
-            unbatched = measurements[0].qps if measurements else None
-            measurement = summarise(
-                setting,
-                sample,
-                batches,
-                truth,
-                unbatched,
-                gallery.index_kind,
-                start_s,
-                stopped[0],
-                options.clients,
-            )
-            measurements.append(measurement)
-            m = measurement
-            bench.log(
-                f"  {m.qps:,.1f} q/s, p50 {m.p50_ms:.1f} ms, p99 {m.p99_ms:.1f} ms,"
-                f" mean batch {optional(m.mean_batch, '.1f')}"
-            )
-    assert gallery is not None and load is not None
+            run.measure(setting)
+    load, gallery, truth, measurements = run.load, run.gallery, run.truth, run.measurements
+    assert load is not None and gallery is not None and truth is not None
     exact_checked, exact_agreed = bench.exact_agreement(dataset, truth, options.exact_sample)
     report: dict[str, object] = {
         "benchmark": "batching",

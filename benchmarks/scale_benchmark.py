@@ -25,7 +25,9 @@ measured on the same build:
 
     sq8:nlist=4096,nprobe=16/32/64,rerank=64     three searches of one IVF4096 SQ8 build
 
-Unset parameters come from the index policy's defaults at N. The exact
+Unset parameters come from the index policy's defaults at N (IndexPolicy with
+those codes); unless ef is set, it follows nprobe as the policy's does (2 x
+nprobe, at least 64). The exact
 single-query figure is compared with the memory-bandwidth bound (bytes of the
 vectors / bandwidth, the bandwidth measured in this run by stream-reading a
 1 GiB array, best of several reads), and the targets of issue 7 are checked:
@@ -38,9 +40,14 @@ memory exceeds what the machine has available (--force to run it anyway). The
 JSON is rewritten after every index, so a run cut short still leaves figures.
 Results: a table on stdout, a Markdown table for the README, and a JSON file.
 
-    uv run python benchmarks/scale_benchmark.py --sizes 10000,100000          # about 2 minutes
-    uv run python benchmarks/scale_benchmark.py --sizes 1000000,10000000      # on a quiet machine
-    uv run python benchmarks/scale_benchmark.py --sizes 10000000 --plan       # estimates only
+    uv run python benchmarks/scale_benchmark.py --sizes 10000,100000       # about 1.5 minutes
+    uv run python benchmarks/scale_benchmark.py --sizes 1000000            # 4 to 6 minutes, 2 GiB
+    uv run python benchmarks/scale_benchmark.py --sizes 10000000           # 16 to 30 minutes, 16 GiB
+    uv run python benchmarks/scale_benchmark.py --sizes 10000000 --plan    # the estimates only
+    uv run python benchmarks/scale_benchmark.py --sizes 1000000 --configs flat "sq8:nprobe=64/128"
+
+The times are for 2 otherwise idle cores: builds and the ground truth run two
+OpenMP threads, which slow down sharply when another process holds a core.
 """
 
 from __future__ import annotations
@@ -247,13 +254,26 @@ def _status_bytes(name: str) -> int:
     return 0
 
 
-def reset_peak_rss() -> bool:
-    """Restart the kernel's peak-RSS count (VmHWM) for this process (Linux 4.0+)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+class PeakRss:
+    """The process's peak resident memory, across restarts of the kernel's count (VmHWM)."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # the highest count seen before the last restart
+
+    def restart(self) -> bool:
+        """Restart the kernel's count, so that the next peak is one stage's (Linux 4.0+)."""
+        self.seen = max(self.seen, _status_bytes("VmHWM"))
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def since_start(self) -> int:
+        return max(self.seen, _status_bytes("VmHWM"))
+
+
+PEAK_RSS = PeakRss()
 
 
 def available_memory() -> int:
@@ -330,7 +350,7 @@ class BuildCost:
 def timed_build(build: Callable[[], Any], threads: int) -> tuple[Any, BuildCost]:
     gc.collect()
     before = _status_bytes("VmRSS")
-    peak_known = reset_peak_rss()
+    peak_known = PEAK_RSS.restart()
     started = time.perf_counter()
     with faiss_threads(threads):
         index = build()
@@ -474,7 +494,7 @@ class Rates:
     # them on at most 65,536 points, so a fixed cost) + adding every row (coarse assignment
     # and encoding). k-means compares each point with every centroid up to 2048 lists, and
     # searches an HNSW graph of the centroids above (matcher.approximate).
-    kmeans_s_per_point_list: float = 1e-7  # up to 2048 lists
+    kmeans_s_per_point_list: float = 1.5e-7  # up to 2048 lists
     hnsw_kmeans_s_per_point: float = 3e-4  # above 2048 lists: measured at 4096 lists
     pq_codebook_s: float = 25.0
     add_s_per_row: dict[str, float] = field(
@@ -635,6 +655,7 @@ class SizeResult:
     indexes: list[IndexResult] = field(default_factory=list)
     policy: dict[str, Any] | None = None  # what IndexPolicy picks at this size and which entry measured it
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage
+    failures: dict[str, str] = field(default_factory=dict)  # configuration -> the error that stopped it
     peak_rss_mib: float = 0.0  # of the process since the size began
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # after measuring: others' work shows here
 
@@ -765,7 +786,8 @@ def measure_size(size: int, options: Options, rates: Rates, run: Run) -> None:
         run.skipped.append({"size": size, "reason": reason})
         run.write()
         return
-    reset_peak_rss()
+    PEAK_RSS.restart()
+    PEAK_RSS.seen = 0
     seconds: dict[str, float] = {}
     timer = Stages(seconds)
     log(f"size {size:,}: generating {size:,} templates and {options.queries:,} probes")
@@ -813,15 +835,20 @@ def measure_size(size: int, options: Options, rates: Rates, run: Run) -> None:
     run.write()
     sized = SizeRun(result, data, truth, options, run)
     for spec in ordered(options.configs):
-        if spec.family == "flat":
-            sized.flat_index("flat", spec.text)
-        elif spec.family == "policy":
-            sized.policy()
-        else:
-            base = with_values(default_params(size, APPROXIMATE_CODES[spec.family]), spec.build)
-            sized.approximate(search_variants(spec, base), spec.text)
+        try:
+            if spec.family == "flat":
+                sized.flat_index("flat", spec.text)
+            elif spec.family == "policy":
+                sized.policy()
+            else:
+                base = with_values(default_params(size, APPROXIMATE_CODES[spec.family]), spec.build)
+                sized.approximate(search_variants(spec, base), spec.text)
+        except Exception as error:  # one failed configuration must not cost a long run the others
+            log(f"  {spec.text} failed: {error!r}")
+            result.failures[spec.text] = repr(error)
+            run.write()
         gc.collect()  # each index is freed before the next is built
-    result.peak_rss_mib = _status_bytes("VmHWM") / MIB
+    result.peak_rss_mib = PEAK_RSS.since_start() / MIB
     result.load_average = os.getloadavg()
     update_rates(rates, result)
     run.write()
@@ -829,7 +856,11 @@ def measure_size(size: int, options: Options, rates: Rates, run: Run) -> None:
 
 
 def update_rates(rates: Rates, result: SizeResult) -> None:
+    """Take the run's own rates from this size, unless it is too small to say much (fixed costs
+    and caches dominate below 100k)."""
     size = result.size
+    if size < 100_000:
+        return
     rates.generate_s_per_row = result.generation_s / size
     rates.ground_truth_gflops = float(result.ground_truth["gflops"])
     rates.bandwidth_gb_s = result.bandwidth.gb_s
@@ -1112,24 +1143,37 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(argv)
+@contextlib.contextmanager
+def search_settings() -> Iterator[None]:
+    """One FAISS thread per search, BLAS for batches only; the process's settings back after
+    (they are process-wide, and the smoke test runs this inside pytest)."""
+    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
     # Batches use BLAS, single probes never: this faiss compares the threshold with
     # probes x dimension (measured: not with probes alone, as the name suggests), and
     # a single probe through BLAS is about 5x slower than FAISS's own scan.
     faiss.cvar.distance_compute_blas_threshold = 2 * DIMENSION
     faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+        faiss.omp_set_num_threads(threads)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
     rates = Rates()
     if options.plan:
         for size in options.sizes:
             print(format_estimate(size, estimate(size, options, rates)))
         print(f"memory available now: {available_memory() / GIB:.1f} GiB")
         return 0
-    run = Run(options)
-    for size in options.sizes:
-        measure_size(size, options, rates, run)
-    run.complete = True
-    run.write()
+    with search_settings():
+        run = Run(options)
+        for size in options.sizes:
+            measure_size(size, options, rates, run)
+        run.complete = True
+        run.write()
     print()
     print(format_targets(check_targets(run.results)))
     print("\nMarkdown for the README:\n")

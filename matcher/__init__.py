@@ -3,6 +3,7 @@
 The matcher knows nothing of people: only reference ids and vectors.
 """
 
+from matcher.approximate import ApproximateIndex, ApproximateParams, recall_at_k
 from matcher.batcher import BatchSettings, BatchStats, MicroBatcher
 from matcher.calibration import ImpostorScores
 from matcher.engine import Matcher, SearchLimits
@@ -30,12 +31,16 @@ from matcher.gallery import (
     ThresholdSource,
     Verification,
 )
+from matcher.gallery_index import GalleryIndex, RecallReport
 from matcher.index import FlatIndex, VectorIndex, set_blas_threshold, set_search_threads
+from matcher.index_policy import IndexPlan, IndexPolicy
 from matcher.metric import Metric
 from matcher.protection import TemplateTransform, TransformKeyring
 from matcher.search import Hits, exact_search
 
 __all__ = [
+    "ApproximateIndex",
+    "ApproximateParams",
     "BackendUnavailable",
     "BatchSettings",
     "BatchStats",
@@ -43,6 +48,7 @@ __all__ = [
     "CalibrationUnavailable",
     "Candidate",
     "FlatIndex",
+    "GalleryIndex",
     "GalleryInfo",
     "GalleryPurpose",
     "GallerySpec",
@@ -50,6 +56,8 @@ __all__ = [
     "Identification",
     "ImpostorScores",
     "IndexOverBudget",
+    "IndexPlan",
+    "IndexPolicy",
     "InvalidGalleryId",
     "InvalidReferenceId",
     "InvalidSearch",
@@ -59,6 +67,7 @@ __all__ = [
     "Metric",
     "MicroBatcher",
     "ProtectionKeyError",
+    "RecallReport",
     "SearchLimits",
     "SnapshotRejected",
     "TemplateTransform",
@@ -69,6 +78,7 @@ __all__ = [
     "VectorIndex",
     "Verification",
     "exact_search",
+    "recall_at_k",
     "set_blas_threshold",
     "set_search_threads",
 ]

@@ -41,7 +41,9 @@ from matcher.gallery import (
     Verification,
     check_threshold,
 )
+from matcher.gallery_index import GalleryIndex
 from matcher.index import FlatIndex, set_search_threads
+from matcher.index_policy import IndexPolicy
 from matcher.metric import Metric, normalise_rows
 from matcher.protection import TemplateTransform, TransformKeyring
 from matcher.rwlock import ReadWriteLock
@@ -64,10 +66,12 @@ class SearchLimits:
 class _LiveGallery:
     spec: GallerySpec
     created_at: float
-    index: FlatIndex
+    index: GalleryIndex  # shares `lock`, which it takes to swap in a rebuilt index
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     # Store generation of the snapshot on disk; -1 when there is none.
     snapshot_generation: int = -1
+    # index.builds when that snapshot was taken: a background rebuild since makes it stale.
+    snapshot_builds: int = 0
     # Read from the store on first use; None when the gallery is not calibrated.
     calibration: ImpostorScores | None = None
     calibration_read: bool = False
@@ -84,8 +88,10 @@ class Matcher:
         protection: TransformKeyring | None = None,
         batching: BatchSettings | None = None,
         search_threads: int = 1,
+        index_policy: IndexPolicy | None = None,
     ) -> None:
         self._store = template_store
+        self._index_policy = index_policy or IndexPolicy()
         self._protection = protection
         self._batcher = None
         if batching is not None and batching.enabled:
@@ -104,11 +110,15 @@ class Matcher:
         """Bring every gallery of the store into memory, from a verified snapshot or a rebuild."""
         for record in self._store.list_galleries():
             spec = _spec_of(record)
-            index, from_snapshot = self._load_index(spec)
-            live = _LiveGallery(spec, record.created_at, index)
+            lock = ReadWriteLock()
+            index, from_snapshot = self._load_index(spec, lock)
+            live = _LiveGallery(spec, record.created_at, index, lock)
             if from_snapshot:
                 live.snapshot_generation = self._store.state(spec.gallery_id).generation
+                live.snapshot_builds = index.builds
             self._galleries[spec.gallery_id] = live
+            # The policy may want another kind than the snapshot's, or than flat for a large gallery.
+            index.maybe_rebuild()
         log.info("matcher loaded %d galleries", len(self._galleries))
 
     def _snapshot_path(self, gallery_id: str) -> Path:
@@ -125,15 +135,23 @@ class Matcher:
             metric=spec.metric.value,
         )
 
-    def _load_index(self, spec: GallerySpec) -> tuple[FlatIndex, bool]:
+    def _load_index(self, spec: GallerySpec, lock: ReadWriteLock) -> tuple[GalleryIndex, bool]:
         """The gallery's index, and whether it came from a verified snapshot."""
         path = self._snapshot_path(spec.gallery_id)
         if path.exists():
             try:
-                index = snapshot.load(path, self._snapshot_key, self._expected_header(spec), self._digest_of)
+                index = snapshot.load(
+                    path,
+                    self._snapshot_key,
+                    self._expected_header(spec),
+                    self._digest_of,
+                    self._index_policy,
+                    lock,
+                )
                 log.info(
-                    "gallery %s: index loaded from verified snapshot (%d templates)",
+                    "gallery %s: %s index loaded from verified snapshot (%d templates)",
                     spec.gallery_id,
+                    index.kind,
                     index.size,
                 )
                 return index, True
@@ -141,22 +159,35 @@ class Matcher:
                 log.warning(
                     "gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error
                 )
-        return self._rebuild(spec), False
+        return self._rebuild(spec, lock), False
 
-    def _rebuild(self, spec: GallerySpec) -> FlatIndex:
+    def _rebuild(self, spec: GallerySpec, lock: ReadWriteLock | None = None) -> GalleryIndex:
+        """A flat index of the gallery's templates in the store, sharing the gallery's lock.
+
+        A large gallery is searchable (exactly) at once, and its approximate
+        index follows from a background rebuild. A live gallery's present
+        index stops rebuilding: the caller replaces it.
+        """
         started = time.monotonic()
-        index = FlatIndex(spec.dimension, spec.metric)
+        live = self._galleries.get(spec.gallery_id)
+        if live is not None:
+            live.index.close()
+        flat = FlatIndex(spec.dimension, spec.metric)
         for ids, vectors in self._store.iter_templates(spec.gallery_id):
-            index.add(ids, vectors)
+            flat.add(ids, vectors)
         log.info(
             "gallery %s: index rebuilt from the store (%d templates, %.1f s)",
             spec.gallery_id,
-            index.size,
+            flat.size,
             time.monotonic() - started,
         )
+        if lock is None:
+            lock = live.lock if live is not None else ReadWriteLock()
+        index = GalleryIndex(flat, policy=self._index_policy, lock=lock, name=spec.gallery_id)
+        index.maybe_rebuild()
         return index
 
-    def _digest_of(self, index: FlatIndex) -> bytes:
+    def _digest_of(self, index: GalleryIndex) -> bytes:
         ids, vectors = index.contents()
         return store.gallery_digest(self._store.sealer, ids, vectors)
 
@@ -172,10 +203,12 @@ class Matcher:
                     header = self._expected_header(live.spec)
                 except store.GalleryNotFound:
                     continue
-                if header.generation == live.snapshot_generation:
+                if (header.generation, live.index.builds) == (live.snapshot_generation, live.snapshot_builds):
                     continue
+                header = dataclasses.replace(header, index_kind=live.index.kind)
                 snapshot.save(self._snapshot_path(gallery_id), header, live.index, self._snapshot_key)
                 live.snapshot_generation = header.generation
+                live.snapshot_builds = live.index.builds
                 written += 1
         return written
 
@@ -191,7 +224,13 @@ class Matcher:
         return self.save_snapshots()
 
     def close(self) -> None:
-        """Stop background work: searches queued in the micro-batcher are answered first."""
+        """Stop background work: searches queued in the micro-batcher are answered first.
+
+        Index rebuilds start no more; one in progress is dropped before its swap
+        (its daemon thread ends with the process).
+        """
+        for live in list(self._galleries.values()):
+            live.index.close()
         if self._batcher is not None:
             self._batcher.close()
 
@@ -233,9 +272,9 @@ class Matcher:
                     protection_version=version,
                 )
             )
-            self._galleries[spec.gallery_id] = _LiveGallery(
-                spec, created_at, FlatIndex(spec.dimension, spec.metric)
-            )
+            lock = ReadWriteLock()
+            index = GalleryIndex.empty(spec.dimension, spec.metric, self._index_policy, lock, spec.gallery_id)
+            self._galleries[spec.gallery_id] = _LiveGallery(spec, created_at, index, lock)
         log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
         return GalleryInfo(spec, 0, created_at)
 

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher.approximate import ApproximateIndex, exact_top_k, recall_at_k
+from matcher.errors import IndexOverBudget
 from matcher.index import FlatIndex, VectorIndex
 from matcher.index_policy import FLAT, IndexPlan, IndexPolicy, build
 from matcher.metric import Metric, normalise_rows
@@ -111,14 +112,21 @@ class GalleryIndex:
     def __init__(
         self,
         index: BuiltIndex,
-        plan: IndexPlan = FLAT,
+        plan: IndexPlan | None = None,
         policy: IndexPolicy | None = None,
         lock: ReadWriteLock | None = None,
         recall: RecallReport | None = None,
         name: str = "gallery",
     ) -> None:
+        if plan is None:  # an index built elsewhere (benchmarks, tests): its plan is what it is
+            params = index.params if isinstance(index, ApproximateIndex) else None
+            plan = IndexPlan("flat" if params is None else "approximate", params, index.size)
         if index.kind != plan.index_kind:
             raise ValueError(f"a {index.kind} index cannot serve a {plan.index_kind} plan")
+        if recall is None and plan.kind == "approximate":
+            # Every index reports its recall; one handed over unmeasured is measured now, while
+            # the caller still owns it.
+            recall = measure_recall(index, *index.contents())
         self._index: BuiltIndex = index
         self._plan = plan
         self._policy = policy or IndexPolicy()
@@ -156,11 +164,9 @@ class GalleryIndex:
         return self._plan
 
     @property
-    def recall(self) -> float | None:
-        """recall@1 against exact search: 1.0 for flat, measured after each approximate build."""
-        if self._plan.kind == "flat":
-            return 1.0
-        return None if self._recall is None else self._recall.at_1
+    def recall(self) -> float:
+        """recall@1 against exact search: 1.0 for flat (exact), measured after each approximate build."""
+        return 1.0 if self._recall is None else self._recall.at_1
 
     @property
     def recall_report(self) -> RecallReport | None:
@@ -258,6 +264,9 @@ class GalleryIndex:
                     return
                 swapped = self._build_and_swap()
             self._failed_at = None
+        except IndexOverBudget as error:
+            self._failed_at = size
+            log.error("index of gallery %s: rebuild failed; the current index stays: %s", self.name, error)
         except Exception:
             self._failed_at = size
             log.exception("index of gallery %s: rebuild failed; the current index stays", self.name)

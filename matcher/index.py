@@ -31,16 +31,16 @@ def set_search_threads(count: int) -> None:
     faiss.omp_set_num_threads(count)
 
 
-def set_blas_threshold(queries: int) -> None:
-    """Search batches of at least this many queries with BLAS matrix products.
+def set_blas_threshold(queries_times_dimension: int) -> None:
+    """Search batches with BLAS matrix products from this many queries x dimension on.
 
-    This faiss version uses BLAS only for large batches by default (the
-    threshold reads 128000 since faiss PR #5022), so a micro-batch of 16 would
-    be no faster than 16 single searches; with a low threshold a batch of 16
-    ran 3.2x faster and one of 64 5.9x (../shared/notes/performance.md).
-    Process-wide.
+    faiss compares the threshold with nq * d, not nq (faiss PR #5022); its
+    default, 128000, means 1000 queries at d = 128, so micro-batches would be
+    scanned one probe at a time. A lone probe is about 5.7x slower through
+    BLAS, and BLAS pays from about 8 probes: pass 8 * dimension
+    (matcher/batcher.py has the measurements). Process-wide.
     """
-    faiss.cvar.distance_compute_blas_threshold = queries
+    faiss.cvar.distance_compute_blas_threshold = queries_times_dimension
 
 
 class VectorIndex(Protocol):

@@ -7,22 +7,28 @@ vectors, retrained when it has grown by `rebuild_growth`, and back to flat
 only below half of `exact_below` (hysteresis, so a gallery hovering around
 the boundary is not rebuilt on every insert and delete).
 
-The search settings scale with the number of lists. Measured on clustered
-synthetic 128-d templates with genuine/impostor distances like dlib's on LFW
-(genuine mean 0.45, impostor 0.82), recall@1 against exact search, mated and
-non-mated probes, codes sq8, rerank 64:
+The search settings scale with the number of lists: about 2 sqrt(N) lists
+(a power of two), 1/16 of them probed (at least 32), an HNSW efSearch of
+twice nprobe. Measured on clustered synthetic 128-d templates whose genuine
+and impostor L2 distances resemble dlib's on LFW (means 0.45 and 0.82), 500
+mated and 500 non-mated probes, sq8 codes, rerank 64, one thread, recall@1
+against exact search and the time of one query beside an exact flat scan:
 
-    gallery   nlist  nprobe  efSearch  mated  non-mated  cost vs exact
-    50k       512    16      64        1.000  0.998      (flat is cheaper here)
-    200k      1024   32      128       1.000  1.000      about 1/12 of the time
-    200k      2048   64      256       1.000  0.996
-    800k      2048   32      128       0.998  0.986
-    800k      2048   64      256       1.000  0.994      about 1/17 of the time
+    gallery  nlist  nprobe  efSearch  mated  non-mated  ms (exact ms)
+    50k      512    32      64        1.000  0.996      0.22 (0.79)
+    200k     1024   64      128       1.000  1.000      0.62 (5.6)
+    200k*    1024   64      128       1.000  0.998      0.55 (5.1)
+    200k c   1024   64      128       1.000  1.000      0.68 (4.9)
+    800k     2048   128     256       1.000  1.000      1.6 (24.8)
+    800k*    2048   128     256       0.998  0.998      1.6 (19.4)
+    (* a flatter spectrum, harder; c cosine)
 
-so about 2 sqrt(N) lists with 1/32 of them probed; fewer, larger lists did
-better than the usual 4 sqrt(N) at the same number of scanned codes. The HNSW
-quantizer needs efSearch of at least twice nprobe: at efSearch = nprobe it
-missed 5 to 7% of the lists to probe.
+Probing 1/32 of the lists was not enough: non-mated recall@1 0.985 to 0.994
+at 50k to 800k. Fewer, larger lists did better than the usual 4 sqrt(N) at
+the same number of scanned codes (200k: 1024 lists x 32 probes 1.000, 2048 x
+64 0.996), and the HNSW quantizer needs efSearch of at least twice nprobe: at
+efSearch = nprobe it missed 5 to 7% of the lists to probe. Beyond a million
+templates measure (benchmarks/scale_benchmark.py) before trusting these.
 """
 
 from __future__ import annotations
@@ -98,8 +104,8 @@ class IndexPolicy:
     min_nlist: int = 256
     max_nlist: int = 65_536
     # nprobe is this fraction of the lists, at least min_nprobe, unless `nprobe` fixes it.
-    probe_fraction: float = 1 / 32
-    min_nprobe: int = 16
+    probe_fraction: float = 1 / 16
+    min_nprobe: int = 32
     nprobe: int | None = None
     # efSearch of the HNSW quantizer: by default twice nprobe, at least 64.
     quantizer_ef_search: int | None = None

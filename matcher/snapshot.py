@@ -10,6 +10,10 @@ The body is split into chunks, each sealed with its index and a last-chunk
 flag in the associated data (so chunks cannot be dropped, reordered or
 truncated) along with a hash of the header.
 
+The body is a serialised `GalleryIndex` (its plan, measured recall and the
+flat or approximate index); the header's `index_kind` names the index kind.
+Version 1 snapshots (a bare flat index) are refused, and the caller rebuilds.
+
 File layout::
 
     b"SPSNAP" version(1 byte) header_length(u32 LE) header(JSON)
@@ -24,20 +28,22 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from matcher.errors import SnapshotRejected
-from matcher.index import FlatIndex
+from matcher.gallery_index import BuiltIndex, GalleryIndex
+from matcher.index_policy import IndexPolicy
 from matcher.metric import Metric
+from matcher.rwlock import ReadWriteLock
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"SPSNAP"
-VERSION = 1
+VERSION = 2
 CHUNK_BYTES = 64 * 1024 * 1024
 _U32 = struct.Struct("<I")
 
@@ -50,7 +56,7 @@ class SnapshotHeader:
     digest: str  # hex of the store's content digest when the snapshot was taken
     dimension: int
     metric: str
-    index_kind: str = "flat"
+    index_kind: str = "flat"  # GalleryIndex.kind: "flat", "ivf_hnsw_sq8", ...
 
 
 def _chunk_aad(header_hash: bytes, position: int, last: bool) -> bytes:
@@ -63,8 +69,14 @@ def _chunks(body: bytes) -> Iterator[tuple[int, bytes, bool]]:
         yield position, body[position * CHUNK_BYTES : (position + 1) * CHUNK_BYTES], position == count - 1
 
 
-def save(path: Path, header: SnapshotHeader, index: FlatIndex, key: bytes) -> None:
-    """Write the snapshot atomically: a crash leaves the old file or the new one."""
+def save(path: Path, header: SnapshotHeader, index: GalleryIndex | BuiltIndex, key: bytes) -> None:
+    """Write the snapshot atomically: a crash leaves the old file or the new one.
+
+    Callers hold the gallery's read lock, so the index cannot change meanwhile.
+    """
+    gallery = index if isinstance(index, GalleryIndex) else GalleryIndex(index)
+    if header.index_kind != gallery.kind:
+        raise ValueError(f"header names a {header.index_kind} index; this one is {gallery.kind}")
     aead = AESGCM(key)
     header_bytes = json.dumps(asdict(header), sort_keys=True).encode()
     prefix = MAGIC + bytes([VERSION]) + _U32.pack(len(header_bytes)) + header_bytes
@@ -74,7 +86,7 @@ def save(path: Path, header: SnapshotHeader, index: FlatIndex, key: bytes) -> No
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(prefix)
-        for position, chunk, last in _chunks(index.to_bytes()):
+        for position, chunk, last in _chunks(gallery.to_bytes()):
             nonce = os.urandom(12)
             sealed = aead.encrypt(nonce, chunk, _chunk_aad(header_hash, position, last))
             out.write(_U32.pack(len(sealed)) + nonce + sealed)
@@ -94,13 +106,17 @@ def load(
     path: Path,
     key: bytes,
     expected: SnapshotHeader,
-    digest_of: Callable[[FlatIndex], bytes],
-) -> FlatIndex:
-    """Return the snapshot's index if it matches `expected` in every respect.
+    digest_of: Callable[[GalleryIndex], bytes],
+    policy: IndexPolicy | None = None,
+    lock: ReadWriteLock | None = None,
+) -> GalleryIndex:
+    """Return the snapshot's index if it matches `expected` in every respect but its kind.
 
     `digest_of` recomputes the store's content digest from the loaded index,
     so a snapshot whose vectors differ from the store's is rejected even when
-    its counters agree.
+    its counters agree. The index may be of any kind (`expected.index_kind`
+    is not compared): the returned GalleryIndex gets `policy` and `lock`, and
+    rebuilds itself if the policy now wants another kind.
     """
     try:
         data = path.read_bytes()
@@ -109,7 +125,9 @@ def load(
     if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 5:
         raise SnapshotRejected("not a SafePassage index snapshot")
     if data[len(MAGIC)] != VERSION:
-        raise SnapshotRejected(f"snapshot version {data[len(MAGIC)]} is not supported")
+        raise SnapshotRejected(
+            f"snapshot version {data[len(MAGIC)]} is not supported (this server writes version {VERSION})"
+        )
     offset = len(MAGIC) + 1
     (header_length,) = _U32.unpack(_read_exact(data, offset, 4))
     offset += 4
@@ -120,7 +138,7 @@ def load(
         header = SnapshotHeader(**json.loads(header_bytes))
     except (ValueError, TypeError) as error:
         raise SnapshotRejected(f"snapshot header is unreadable: {error}") from None
-    if header != expected:
+    if replace(header, index_kind=expected.index_kind) != expected:
         raise SnapshotRejected(
             f"snapshot is of generation {header.generation} with {header.size} templates;"
             f" the store is at generation {expected.generation} with {expected.size}"
@@ -142,9 +160,13 @@ def load(
         if last:
             break
     try:
-        index = FlatIndex.from_bytes(bytes(body), expected.dimension, Metric(expected.metric))
+        index = GalleryIndex.from_bytes(
+            bytes(body), expected.dimension, Metric(expected.metric), policy, lock, expected.gallery_id
+        )
     except (RuntimeError, ValueError) as error:
         raise SnapshotRejected(f"snapshot index is unreadable: {error}") from None
+    if index.kind != header.index_kind:
+        raise SnapshotRejected(f"snapshot header names a {header.index_kind} index; it holds {index.kind}")
     if index.size != expected.size:
         raise SnapshotRejected(f"snapshot holds {index.size} templates; the store {expected.size}")
     if digest_of(index).hex() != expected.digest:

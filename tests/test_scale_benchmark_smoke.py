@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -70,10 +71,13 @@ def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.Monkey
     argv = ["--sizes", "2000", "--queries", "40", "--time-limit", "5", "--build-threads", "1"]
     argv += ["--configs", "flat", "sq8:nlist=32,nprobe=4/32", "pq:nlist=32,pq_m=16", "policy"]
     argv += ["--bandwidth-gib", "0.0625", "--bandwidth-repeats", "2", "--out", str(out)]
+    threshold = faiss.cvar.distance_compute_blas_threshold
     assert bench.main(argv) == 0
+    assert faiss.cvar.distance_compute_blas_threshold == threshold  # process-wide: put back
 
     report = json.loads(out.read_text())
     assert report["benchmark"] == "scale" and report["complete"] is True and report["skipped"] == []
+    assert report["results"][0]["failures"] == {}
     assert {"cpu_count", "faiss", "numpy", "date"} <= report["machine"].keys()
     settings = report["settings"]
     assert settings["sizes"] == [2000] and settings["search_threads"] == 1
@@ -82,15 +86,19 @@ def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.Monkey
     assert result["size"] == 2000 and result["identities"] == 1000 and result["mated_queries"] == 20
     distances = result["distances"]
     assert 0.3 < distances["genuine_mean"] < 0.6 < distances["impostor_mean"] < 1.0
-    assert result["bandwidth"]["gb_s"] > 0 and result["exact_bound_ms"] > 0
+    assert result["bandwidth"]["gb_s"] > 0 and result["exact_bound_ms"] > 0 and result["peak_rss_mib"] > 0
     assert result["search_data"]["mated_rank1_identity_rate"] > 0.9
 
     by_name = {entry["name"]: entry for entry in result["indexes"]}
-    assert list(by_name)[:4] == [
+    # The pq entry's unset search parameters are the index policy's at 2,000.
+    (pq,) = bench.search_variants(bench.parse_config("pq:nlist=32,pq_m=16"), bench.default_params(2000, "pq"))
+    pq_name = bench.params_name(pq)
+    assert pq_name.startswith("pq m16 nlist=32 nprobe=")
+    assert list(by_name) == [
         "flat",
         "sq8 nlist=32 nprobe=4 ef=64 rerank=64",
         "sq8 nlist=32 nprobe=32 ef=64 rerank=64",
-        "pq m16 nlist=32 nprobe=16 ef=64 rerank=64",
+        pq_name,
     ]
     for name, entry in by_name.items():
         recall = entry["recall"]
@@ -112,7 +120,7 @@ def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.Monkey
     assert probed_all["build_shared_with"] == "sq8 nlist=32 nprobe=4 ef=64 rerank=64"
     # Every list probed and every candidate re-ranked exactly: nothing can be missed at k=1.
     assert probed_all["recall"]["at_1"] == 1.0
-    assert by_name["pq m16 nlist=32 nprobe=16 ef=64 rerank=64"]["kind"] == "ivf_hnsw_pq"
+    assert by_name[pq_name]["kind"] == "ivf_hnsw_pq" and by_name[pq_name]["params"]["pq_m"] == 16
 
     policy = result["policy"]  # below its exact_below the policy keeps the gallery exact
     assert policy["available"] and policy["kind"] == "flat" and policy["measured_as"] == "flat"
@@ -125,3 +133,23 @@ def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.Monkey
         "approximate_10m_speedup_vs_exact",
     }
     assert all(t["met"] is None for t in targets.values())  # their sizes were not run
+
+
+def test_large_sizes_are_planned_and_skipped_when_memory_is_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["--plan", "--sizes", "1000000,10000000"]) == 0
+    planned = capsys.readouterr().out
+    assert "estimate for 10,000,000" in planned and "peak" in planned
+    # 10M: the gallery (5.1 GB), then its largest index beside it.
+    stages = bench.estimate(10_000_000, bench.parse_options(["--sizes", "10000000"]), bench.Rates())
+    peak = max(stage.peak_bytes for stage in stages)
+    assert 10 * bench.GIB < peak < 20 * bench.GIB
+
+    monkeypatch.setattr(bench, "available_memory", lambda: 64 * bench.MIB)
+    out = tmp_path / "scale.json"
+    assert bench.main(["--sizes", "100000", "--configs", "flat", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"] and report["results"] == []
+    (skipped,) = report["skipped"]
+    assert skipped["size"] == 100_000 and "GiB available" in skipped["reason"]

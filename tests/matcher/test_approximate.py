@@ -11,6 +11,7 @@ import pytest
 from matcher import FlatIndex, Metric, exact_search
 from matcher.approximate import ApproximateIndex, ApproximateParams, exact_top_k, recall_at_k
 from matcher.errors import IndexOverBudget
+from matcher.gallery_index import GalleryIndex
 from matcher.index_policy import GiB, IndexPlan, IndexPolicy, build, estimate_bytes
 from matcher.metric import normalise_rows
 from matcher.search import Hits
@@ -37,15 +38,19 @@ def clustered_templates(n: int, queries: int, metric: Metric = Metric.L2, seed: 
     centres = rng.normal(size=(32, D)) * np.sqrt(0.08 / D)
 
     def identities(m: int) -> npt.NDArray[np.float64]:
-        return centres[rng.integers(32, size=m)] + (rng.normal(size=(m, D)) * np.sqrt(spectrum)) @ basis.T
+        people: npt.NDArray[np.float64] = centres[rng.integers(32, size=m)]
+        offsets: npt.NDArray[np.float64] = (rng.normal(size=(m, D)) * np.sqrt(spectrum)) @ basis.T
+        return people + offsets
 
     def sample(people: npt.NDArray[np.float64]) -> Vectors:
-        noisy = people + rng.normal(size=people.shape) * (0.45 / np.sqrt(2 * D)) + 0.05
-        return normalise_rows(noisy.astype(np.float32)) if metric is Metric.COSINE else noisy.astype(np.float32)
+        noisy = (people + rng.normal(size=people.shape) * (0.45 / np.sqrt(2 * D)) + 0.05).astype(np.float32)
+        return normalise_rows(noisy) if metric is Metric.COSINE else noisy
 
     enrolled = identities(n)
     ids = rng.permutation(10 * n)[:n].astype(np.int64)
-    return Templates(ids, sample(enrolled), sample(enrolled[: queries // 2]), sample(identities(queries // 2)))
+    return Templates(
+        ids, sample(enrolled), sample(enrolled[: queries // 2]), sample(identities(queries // 2))
+    )
 
 
 def _trained(data: Templates, metric: Metric, **changes: object) -> ApproximateIndex:
@@ -132,6 +137,10 @@ def test_empty_slots_and_serialisation_round_trip() -> None:
     with pytest.raises(ValueError, match="not a serialised"):
         ApproximateIndex.from_bytes(FlatIndex(D, Metric.L2).to_bytes(), D, Metric.L2)
     assert index.memory_bytes() > 3000 * D * 4
+    # Handed to a GalleryIndex (as snapshots and benchmarks do), it gets its plan and a measured recall.
+    live = GalleryIndex(index)
+    assert live.plan == IndexPlan("approximate", index.params, 3000)
+    assert live.recall_report is not None and 0.5 <= live.recall <= 1.0
 
 
 def test_recall_at_k_counts_ids_found() -> None:
@@ -156,7 +165,7 @@ def test_policy_plans_flat_below_approximate_above_with_hysteresis() -> None:
     assert policy.plan(1000, D) == IndexPlan("flat", None, 1000)
     big = policy.plan(1_000_000, D)
     assert big.kind == "approximate" and big.params is not None and big.trained_for == 1_000_000
-    assert big.params.nlist == 2048 and big.params.nprobe == 64 and big.params.quantizer_ef_search == 128
+    assert big.params.nlist == 2048 and big.params.nprobe == 128 and big.params.quantizer_ef_search == 256
     assert big.params.rerank == 64 and big.params.codes == "sq8"
     # Back to flat only below half the boundary.
     assert policy.plan(200_000, D, current=big).kind == "approximate"
