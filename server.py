@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -59,6 +60,9 @@ from safepassage_server.peer import server_credentials as mtls_credentials
 from safepassage_server.pki import Pki
 from safepassage_server.probes import ProbeReader
 from safepassage_server.protected_identity import ProtectedIdentityServicer
+
+if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
+    from matcher.milvus_index import MilvusConnection
 
 log = logging.getLogger("safepassage.server")
 # The development PKI's first client, so the CLI works on a fresh machine.
@@ -146,6 +150,41 @@ class Service:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+
+def _milvus(config: Config) -> MilvusConnection | None:
+    """The Milvus connection of the milvus backend; None for FAISS in this process."""
+    if config.matching.backend != "milvus":
+        return None
+    try:
+        from matcher.milvus_index import MilvusConnection, MilvusSettings, MilvusTls
+    except ImportError as error:
+        raise FailedPrecondition(
+            f"matching.backend is milvus but pymilvus is not installed ({error}); install the milvus extra"
+        ) from None
+    settings = config.matching.milvus
+    tls = None
+    if settings.tls_server_pem or settings.tls_ca_pem:
+        tls = MilvusTls(
+            server_pem_path=str(settings.tls_server_pem or ""),
+            server_name=settings.tls_server_name,
+            ca_pem_path=str(settings.tls_ca_pem or ""),
+            client_pem_path=str(settings.tls_client_pem or ""),
+            client_key_path=str(settings.tls_client_key or ""),
+        )
+    token = settings.token_file.read_text().strip() if settings.token_file else ""
+    return MilvusConnection(
+        MilvusSettings(
+            uri=config.milvus_uri,
+            token=token,
+            db_name=settings.db_name,
+            index_type=settings.index_type,
+            index_params=settings.index_params,
+            search_params=settings.search_params,
+            timeout_s=settings.timeout_s,
+            tls=tls,
+        )
+    )
 
 
 def _transform_keyring(config: Config) -> TransformKeyring | None:
@@ -282,6 +321,8 @@ def create_server(config: Config) -> tuple[Service, int]:
                 workers=batching.workers,
             ),
             search_threads=config.matching.search_threads,
+            index_policy=config.matching.index.policy(),
+            milvus=_milvus(config),
         )
         owned.append(matcher.close)
         matcher.load()

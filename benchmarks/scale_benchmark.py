@@ -40,9 +40,9 @@ memory exceeds what the machine has available (--force to run it anyway). The
 JSON is rewritten after every index, so a run cut short still leaves figures.
 Results: a table on stdout, a Markdown table for the README, and a JSON file.
 
-    uv run python benchmarks/scale_benchmark.py --sizes 10000,100000       # about 1.5 minutes
-    uv run python benchmarks/scale_benchmark.py --sizes 1000000            # 4 to 6 minutes, 2 GiB
-    uv run python benchmarks/scale_benchmark.py --sizes 10000000           # 16 to 30 minutes, 16 GiB
+    uv run python benchmarks/scale_benchmark.py --sizes 10000,100000       # under a minute
+    uv run python benchmarks/scale_benchmark.py --sizes 1000000            # 3 to 5 minutes, 2 GiB
+    uv run python benchmarks/scale_benchmark.py --sizes 10000000           # 10 to 20 minutes, 17 GiB
     uv run python benchmarks/scale_benchmark.py --sizes 10000000 --plan    # the estimates only
     uv run python benchmarks/scale_benchmark.py --sizes 1000000 --configs flat "sq8:nprobe=64/128"
 
@@ -481,29 +481,28 @@ class IndexResult:
 
 @dataclass
 class Rates:
-    """Costs per unit for the estimates, updated from each size the run measures. The defaults
-    were measured on this 2-vCPU machine (busy) at 100k and are replaced by the run's own."""
+    """Costs per unit for the estimates, updated from each size of 100k or more that the run
+    measures. The defaults: this 2-vCPU machine, idle, at 100k to 300k (two build threads),
+    with some margin; on a busy machine the builds can take several times longer."""
 
-    generate_s_per_row: float = 6e-6
-    ground_truth_gflops: float = 50.0  # BLAS with --build-threads threads
+    generate_s_per_row: float = 5e-6
+    ground_truth_gflops: float = 80.0  # BLAS with --build-threads threads
     batched_gflops: float = 35.0  # flat batched search, one thread
-    bandwidth_gb_s: float = 15.0
-    exact_over_bound: float = 1.4  # flat single-query latency over the bandwidth bound
+    bandwidth_gb_s: float = 20.0
+    exact_over_bound: float = 1.3  # flat single-query latency over the bandwidth bound
     flat_build_s_per_row: float = 5e-7
     # Approximate builds = k-means on the training sample + PQ code books (pq only; FAISS trains
     # them on at most 65,536 points, so a fixed cost) + adding every row (coarse assignment
     # and encoding). k-means compares each point with every centroid up to 2048 lists, and
     # searches an HNSW graph of the centroids above (matcher.approximate).
-    kmeans_s_per_point_list: float = 1.5e-7  # up to 2048 lists
-    hnsw_kmeans_s_per_point: float = 3e-4  # above 2048 lists: measured at 4096 lists
-    pq_codebook_s: float = 25.0
-    add_s_per_row: dict[str, float] = field(
-        default_factory=lambda: {"sq8": 1.5e-5, "pq": 2.5e-5, "flat": 1.5e-5}
-    )
+    kmeans_s_per_point_list: float = 8e-8  # up to 2048 lists
+    hnsw_kmeans_s_per_point: float = 2e-4  # above 2048 lists: 1.3e-4 measured at 4096 lists
+    pq_codebook_s: float = 10.0
+    add_s_per_row: dict[str, float] = field(default_factory=lambda: {"sq8": 7e-6, "pq": 1.5e-5, "flat": 7e-6})
     # Approximate single-probe latency: a fixed part (coarse quantizer, re-ranking, Python)
     # plus a cost per code scanned (nprobe lists of about N / nlist codes each).
     search_overhead_ms: float = 0.25
-    search_ns_per_code: float = 35.0
+    search_ns_per_code: float = 30.0
 
 
 @dataclass(frozen=True)

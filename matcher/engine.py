@@ -15,19 +15,18 @@ import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 import store
-from matcher import snapshot
 from matcher.batcher import BatchSettings, BatchStats, MicroBatcher
 from matcher.calibration import ImpostorScores, calibrate_with_probes, choose_sample, leave_one_out
 from matcher.errors import (
     CalibrationUnavailable,
     InvalidSearch,
     ProtectionKeyError,
-    SnapshotRejected,
     TooManyReferences,
 )
 from matcher.gallery import (
@@ -41,8 +40,8 @@ from matcher.gallery import (
     Verification,
     check_threshold,
 )
-from matcher.gallery_index import GalleryIndex
-from matcher.index import FlatIndex, set_search_threads
+from matcher.index import set_search_threads
+from matcher.index_loader import IndexLoader, LiveIndex
 from matcher.index_policy import IndexPolicy
 from matcher.metric import Metric, normalise_rows
 from matcher.protection import TemplateTransform, TransformKeyring
@@ -51,6 +50,9 @@ from matcher.search import Hits, pairwise_score
 from matcher.thresholds import check_target_fpir, choose_threshold
 from matcher.vectors import as_matrix, as_vector, check_gallery_id, check_reference_id
 from safepassage_core.errors import SafePassageError
+
+if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
+    from matcher.milvus_index import MilvusConnection
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class SearchLimits:
 class _LiveGallery:
     spec: GallerySpec
     created_at: float
-    index: GalleryIndex  # shares `lock`, which it takes to swap in a rebuilt index
+    index: LiveIndex  # shares `lock`, which it takes to swap in a rebuilt index
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     # Store generation of the snapshot on disk; -1 when there is none.
     snapshot_generation: int = -1
@@ -89,17 +91,18 @@ class Matcher:
         batching: BatchSettings | None = None,
         search_threads: int = 1,
         index_policy: IndexPolicy | None = None,
+        milvus: MilvusConnection | None = None,
     ) -> None:
         self._store = template_store
-        self._index_policy = index_policy or IndexPolicy()
+        self._loader = IndexLoader(
+            template_store, snapshot_dir, snapshot_key, index_policy or IndexPolicy(), milvus
+        )
         self._protection = protection
         self._batcher = None
         if batching is not None and batching.enabled:
             self._batcher = MicroBatcher(
                 batching, self._search, thread_setup=lambda: set_search_threads(search_threads)
             )
-        self._snapshot_dir = snapshot_dir
-        self._snapshot_key = snapshot_key
         self.limits = limits
         self._galleries: dict[str, _LiveGallery] = {}
         self._lock = threading.Lock()
@@ -111,85 +114,12 @@ class Matcher:
         for record in self._store.list_galleries():
             spec = _spec_of(record)
             lock = ReadWriteLock()
-            index, from_snapshot = self._load_index(spec, lock)
-            live = _LiveGallery(spec, record.created_at, index, lock)
-            if from_snapshot:
-                live.snapshot_generation = self._store.state(spec.gallery_id).generation
-                live.snapshot_builds = index.builds
+            index, generation = self._loader.open(spec, lock)
+            live = _LiveGallery(spec, record.created_at, index, lock, generation, index.builds)
             self._galleries[spec.gallery_id] = live
             # The policy may want another kind than the snapshot's, or than flat for a large gallery.
             index.maybe_rebuild()
         log.info("matcher loaded %d galleries", len(self._galleries))
-
-    def _snapshot_path(self, gallery_id: str) -> Path:
-        return self._snapshot_dir / f"{gallery_id}.snapshot"
-
-    def _expected_header(self, spec: GallerySpec) -> snapshot.SnapshotHeader:
-        state = self._store.state(spec.gallery_id)
-        return snapshot.SnapshotHeader(
-            gallery_id=spec.gallery_id,
-            generation=state.generation,
-            size=state.size,
-            digest=state.digest.hex(),
-            dimension=spec.dimension,
-            metric=spec.metric.value,
-        )
-
-    def _load_index(self, spec: GallerySpec, lock: ReadWriteLock) -> tuple[GalleryIndex, bool]:
-        """The gallery's index, and whether it came from a verified snapshot."""
-        path = self._snapshot_path(spec.gallery_id)
-        if path.exists():
-            try:
-                index = snapshot.load(
-                    path,
-                    self._snapshot_key,
-                    self._expected_header(spec),
-                    self._digest_of,
-                    self._index_policy,
-                    lock,
-                )
-                log.info(
-                    "gallery %s: %s index loaded from verified snapshot (%d templates)",
-                    spec.gallery_id,
-                    index.kind,
-                    index.size,
-                )
-                return index, True
-            except SnapshotRejected as error:
-                log.warning(
-                    "gallery %s: snapshot rejected (%s); rebuilding from the store", spec.gallery_id, error
-                )
-        return self._rebuild(spec, lock), False
-
-    def _rebuild(self, spec: GallerySpec, lock: ReadWriteLock | None = None) -> GalleryIndex:
-        """A flat index of the gallery's templates in the store, sharing the gallery's lock.
-
-        A large gallery is searchable (exactly) at once, and its approximate
-        index follows from a background rebuild. A live gallery's present
-        index stops rebuilding: the caller replaces it.
-        """
-        started = time.monotonic()
-        live = self._galleries.get(spec.gallery_id)
-        if live is not None:
-            live.index.close()
-        flat = FlatIndex(spec.dimension, spec.metric)
-        for ids, vectors in self._store.iter_templates(spec.gallery_id):
-            flat.add(ids, vectors)
-        log.info(
-            "gallery %s: index rebuilt from the store (%d templates, %.1f s)",
-            spec.gallery_id,
-            flat.size,
-            time.monotonic() - started,
-        )
-        if lock is None:
-            lock = live.lock if live is not None else ReadWriteLock()
-        index = GalleryIndex(flat, policy=self._index_policy, lock=lock, name=spec.gallery_id)
-        index.maybe_rebuild()
-        return index
-
-    def _digest_of(self, index: GalleryIndex) -> bytes:
-        ids, vectors = index.contents()
-        return store.gallery_digest(self._store.sealer, ids, vectors)
 
     def save_snapshots(self) -> int:
         """Snapshot every gallery changed since its last snapshot; returns how many were written."""
@@ -200,14 +130,15 @@ class Matcher:
                 continue
             with live.lock.reading():
                 try:
-                    header = self._expected_header(live.spec)
+                    generation = self._loader.generation_to_save(live.spec, live.index)
                 except store.GalleryNotFound:
                     continue
-                if (header.generation, live.index.builds) == (live.snapshot_generation, live.snapshot_builds):
+                if generation is None:
                     continue
-                header = dataclasses.replace(header, index_kind=live.index.kind)
-                snapshot.save(self._snapshot_path(gallery_id), header, live.index, self._snapshot_key)
-                live.snapshot_generation = header.generation
+                if (generation, live.index.builds) == (live.snapshot_generation, live.snapshot_builds):
+                    continue
+                self._loader.save(live.spec, live.index)
+                live.snapshot_generation = generation
                 live.snapshot_builds = live.index.builds
                 written += 1
         return written
@@ -221,6 +152,8 @@ class Matcher:
         Returns the snapshots written.
         """
         self._store.checkpoint()
+        for live in list(self._galleries.values()):
+            self._loader.erased(live.index)
         return self.save_snapshots()
 
     def close(self) -> None:
@@ -229,10 +162,11 @@ class Matcher:
         Index rebuilds start no more; one in progress is dropped before its swap
         (its daemon thread ends with the process).
         """
-        for live in list(self._galleries.values()):
-            live.index.close()
         if self._batcher is not None:
             self._batcher.close()
+        for live in list(self._galleries.values()):
+            live.index.close()
+        self._loader.close()
 
     def batch_stats(self) -> BatchStats | None:
         """Searches and batches so far; None without micro-batching."""
@@ -273,7 +207,7 @@ class Matcher:
                 )
             )
             lock = ReadWriteLock()
-            index = GalleryIndex.empty(spec.dimension, spec.metric, self._index_policy, lock, spec.gallery_id)
+            index = self._loader.create(spec, lock)
             self._galleries[spec.gallery_id] = _LiveGallery(spec, created_at, index, lock)
         log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
         return GalleryInfo(spec, 0, created_at)
@@ -377,7 +311,8 @@ class Matcher:
                     fresh = TemplateTransform.rekey(vectors, old, new)
                     self._store.rewrite_templates(gallery_id, ids, fresh, new_version)
                     live.spec = dataclasses.replace(live.spec, protection_version=new_version)
-                    live.index = self._rebuild(live.spec)
+                    live.index.close()
+                    live.index = self._loader.rebuild(live.spec, live.lock)
                 renewed.append(gallery_id)
                 rewritten += len(ids)
             for version in self._protection.versions():
@@ -395,7 +330,8 @@ class Matcher:
         with self._lock, live.lock.writing():
             erased = self._store.delete_gallery(gallery_id)
             del self._galleries[gallery_id]
-            self._snapshot_path(gallery_id).unlink(missing_ok=True)
+            live.index.close()
+            self._loader.drop(gallery_id)
         log.info("gallery %s deleted with %d templates", gallery_id, erased)
         return erased
 
@@ -429,6 +365,7 @@ class Matcher:
         check_reference_id(reference_id)
         template = self._template(live.spec, vector)
         with live.lock.writing():
+            live.index.check_room(1)  # refused before the store commits, so nothing is half done
             (template_id,) = self._store.insert_templates(gallery_id, [(reference_id, template)])
             live.index.add(np.array([template_id], np.int64), template[None, :])
 
@@ -464,6 +401,7 @@ class Matcher:
                 else:
                     fresh.append((position, reference_id, template))
             if fresh:
+                live.index.check_room(len(fresh))
                 ids = self._store.insert_templates(gallery_id, [(r, t) for _, r, t in fresh])
                 live.index.add(np.asarray(ids, np.int64), np.stack([t for _, _, t in fresh]))
         return outcomes

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from matcher.approximate import ApproximateIndex, exact_top_k, recall_at_k
 from matcher.errors import IndexOverBudget
-from matcher.index import FlatIndex, VectorIndex
+from matcher.index import FlatIndex, SnapshotIndex, VectorIndex
 from matcher.index_policy import FLAT, IndexPlan, IndexPolicy, build
 from matcher.metric import Metric, normalise_rows
 from matcher.rwlock import ReadWriteLock
@@ -52,7 +52,7 @@ _BUILD_SLOT = threading.Lock()
 _RETRY_CHANGE = 0.1
 
 
-class BuiltIndex(VectorIndex, Protocol):
+class BuiltIndex(SnapshotIndex, Protocol):
     @property
     def kind(self) -> str: ...
 

@@ -65,6 +65,10 @@ class VectorIndex(Protocol):
         """All (ids, vectors) in the index, for verification and snapshots."""
         ...
 
+
+class SnapshotIndex(VectorIndex, Protocol):
+    """An index kept in this process, written into encrypted snapshots (Milvus keeps its own)."""
+
     def to_bytes(self) -> bytes: ...
 
 

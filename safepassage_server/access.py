@@ -113,7 +113,8 @@ def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
     if isinstance(response, pb.IdentifyResponse):
         details = {"faces": str(len(response.faces))}
         if response.HasField("target_fpir"):
-            details["target_fpir"] = f"{response.target_fpir:g}"
+            # A count: the log's shape rules keep free-form numbers out.
+            details["target_fpir_ppm"] = str(round(response.target_fpir * 1_000_000))
         return pb.Decision.Name(response.decision), details
     if isinstance(response, pb.Gallery) and response.HasField("calibration"):
         return "OK", {"impostor_searches": str(response.calibration.impostor_searches)}

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from matcher.index_policy import IndexPolicy
 from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
 from safepassage_core.errors import InvalidInput
 from safepassage_server.fishing import FishingSettings
@@ -99,14 +100,31 @@ class IndexConfig(_Section):
 
     # Galleries smaller than this are searched exactly (and go back to exact below half of it).
     exact_below: int = Field(250_000, ge=0)
-    # Memory one gallery's index may take; over it the gallery is refused (use the milvus backend).
+    # Memory one gallery's index may take; over it inserts are refused (use the milvus backend).
     memory_budget_gib: float = Field(16.0, gt=0)
     # An approximate index is retrained when its gallery has grown by this factor.
     rebuild_growth: float = Field(2.0, gt=1.0, le=100.0)
     # Codes the approximate index scans: 8-bit scalar, product-quantised, or float.
     codes: Literal["sq8", "pq", "flat"] = "sq8"
+    # Inverted lists = list_factor x sqrt(size); the search probes this fraction of them.
+    list_factor: float = Field(2.0, gt=0, le=64)
+    probe_fraction: float = Field(1 / 16, gt=0, le=1)
     # Candidates re-ranked by exact distance before any decision.
     rerank: int = Field(64, ge=1, le=10_000)
+    # FAISS threads for training a rebuilt index in the background (0: OpenMP's default).
+    build_threads: int = Field(1, ge=0, le=64)
+
+    def policy(self) -> IndexPolicy:
+        return IndexPolicy(
+            exact_below=self.exact_below,
+            memory_budget_bytes=int(self.memory_budget_gib * 1024**3),
+            rebuild_growth=self.rebuild_growth,
+            codes=self.codes,
+            list_factor=self.list_factor,
+            probe_fraction=self.probe_fraction,
+            rerank=self.rerank,
+            build_threads=self.build_threads,
+        )
 
 
 class BatchingConfig(_Section):
@@ -130,7 +148,19 @@ class MilvusConfig(_Section):
     uri: str = ""
     # A file holding the token ("user:password" or an API key); None: no authentication (Lite).
     token_file: Path | None = None
-    index_type: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"
+    db_name: str = ""
+    # Milvus's own index types and parameters: FLAT is exact; IVF_FLAT {"nlist"} / {"nprobe"};
+    # HNSW {"M", "efConstruction"} / {"ef"}.
+    index_type: str = Field("FLAT", pattern=r"^[A-Z][A-Z0-9_]{0,31}$")
+    index_params: dict[str, int | float | str] = {}
+    search_params: dict[str, int | float | str] = {}
+    timeout_s: float = Field(30.0, gt=0)
+    # TLS to a Milvus server: its CA or certificate, and for mutual TLS a client certificate and key.
+    tls_server_pem: Path | None = None
+    tls_server_name: str = ""
+    tls_ca_pem: Path | None = None
+    tls_client_pem: Path | None = None
+    tls_client_key: Path | None = None
 
 
 class TemplateProtectionConfig(_Section):
@@ -262,7 +292,7 @@ _PATHS = {
     "tls": ("pki_dir",),
     "faces": ("model_dir",),
     "enrolment": ("keyring_file",),
-    "matching.milvus": ("token_file",),
+    "matching.milvus": ("token_file", "tls_server_pem", "tls_ca_pem", "tls_client_pem", "tls_client_key"),
     "matching.template_protection": ("keyring_file",),
 }
 
