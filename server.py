@@ -319,8 +319,8 @@ def create_server(config: Config) -> tuple[Service, int]:
                 max_wait_ms=batching.max_wait_ms,
                 max_batch=batching.max_batch,
                 workers=batching.workers,
+                threads=batching.threads,
             ),
-            search_threads=config.matching.search_threads,
             index_policy=config.matching.index.policy(),
             milvus=_milvus(config),
         )

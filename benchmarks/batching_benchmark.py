@@ -79,7 +79,7 @@ class Options:
     clients: int
     seconds: float
     queries: int
-    batch_workers: list[int]
+    batch_workers: list[tuple[int, int]]  # (workers, FAISS threads per batch search)
     max_wait_ms: float
     max_batch: int
     server_threads: int
@@ -96,6 +96,7 @@ class Setting:
     name: str
     batching: bool
     batch_workers: int | None  # None when unbatched
+    batch_threads: int = 1
 
     def overrides(self, options: Options) -> dict[str, object]:
         values: dict[str, object] = {
@@ -106,6 +107,7 @@ class Setting:
         }
         if self.batch_workers is not None:
             values["matching.batching.workers"] = self.batch_workers
+            values["matching.batching.threads"] = self.batch_threads
         if options.index == "exact":
             values["matching.index.exact_below"] = options.size + 1
         return values
@@ -114,7 +116,10 @@ class Setting:
 def settings_of(options: Options) -> list[Setting]:
     return [
         Setting("unbatched", False, None),
-        *(Setting(f"batched_w{n}", True, n) for n in options.batch_workers),
+        *(
+            Setting(f"batched_w{n}" + (f"t{t}" if t > 1 else ""), True, n, t)
+            for n, t in options.batch_workers
+        ),
     ]
 
 
@@ -471,13 +476,18 @@ def run_benchmark(options: Options) -> dict[str, object]:
 # -- command line ----------------------------------------------------------------------------------------
 
 
-def positive_ints(text: str) -> list[int]:
+def positive_ints(text: str) -> list[tuple[int, int]]:
+    """Batch workers per setting, each optionally with FAISS threads per search: "1,2,1x2"."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,2: {error}") from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers, e.g. 1,2")
+        values = [
+            (int(part.split("x")[0]), int(part.split("x")[1]) if "x" in part else 1)
+            for part in text.split(",")
+            if part.strip()
+        ]
+    except (ValueError, IndexError) as error:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,2,1x2 (workers[xthreads]): {error}") from error
+    if not values or min(min(v) for v in values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers, e.g. 1,2,1x2")
     return values
 
 
@@ -490,7 +500,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per setting")
     parser.add_argument("--queries", type=int, default=2000, help="probes the clients cycle through")
     parser.add_argument(
-        "--batch-workers", type=positive_ints, default=[1], help="batched settings to run, by worker count"
+        "--batch-workers",
+        type=positive_ints,
+        default=[(1, 1)],
+        help="batched settings to run: workers, or workers x FAISS threads per batch (1,2,1x2)",
     )
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="matching.batching.max_wait_ms")
     parser.add_argument("--max-batch", type=int, default=64, help="matching.batching.max_batch")

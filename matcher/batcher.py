@@ -75,6 +75,7 @@ class BatchSettings:
     max_wait_ms: float = 2.0  # from the first request of a batch; 0 < x <= MAX_WAIT_LIMIT_MS
     max_batch: int = 64  # probes per search call
     workers: int = 1  # threads that run batches
+    threads: int = 1  # FAISS (OpenMP) threads of each batch search
 
     def __post_init__(self) -> None:
         if not 0 < self.max_wait_ms <= MAX_WAIT_LIMIT_MS:

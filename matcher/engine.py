@@ -89,7 +89,6 @@ class Matcher:
         *,
         protection: TransformKeyring | None = None,
         batching: BatchSettings | None = None,
-        search_threads: int = 1,
         index_policy: IndexPolicy | None = None,
         milvus: MilvusConnection | None = None,
     ) -> None:
@@ -101,7 +100,7 @@ class Matcher:
         self._batcher = None
         if batching is not None and batching.enabled:
             self._batcher = MicroBatcher(
-                batching, self._search, thread_setup=lambda: set_search_threads(search_threads)
+                batching, self._search, thread_setup=lambda: set_search_threads(batching.threads)
             )
         self.limits = limits
         self._galleries: dict[str, _LiveGallery] = {}

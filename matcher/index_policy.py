@@ -103,8 +103,11 @@ class IndexPolicy:
     list_factor: float = 2.0
     min_nlist: int = 256
     max_nlist: int = 65_536
-    # nprobe is this fraction of the lists, at least min_nprobe, unless `nprobe` fixes it.
-    probe_fraction: float = 1 / 16
+    # nprobe is sqrt(probe_scale * nlist) rounded up to a power of two, at least min_nprobe,
+    # unless `nprobe` fixes it. Lists fill as a gallery grows, so a shrinking fraction of them
+    # keeps recall: on the synthetic set (benchmarks/results/scale.json) recall@1 >= 0.99 came
+    # at 64 of 512 lists (100k), 128 of 2048 (1M) and 256 of 8192 (10M): sqrt(8 * nlist).
+    probe_scale: float = 8.0
     min_nprobe: int = 32
     nprobe: int | None = None
     # efSearch of the HNSW quantizer: by default twice nprobe, at least 64.
@@ -121,8 +124,8 @@ class IndexPolicy:
     def __post_init__(self) -> None:
         if self.exact_below < 0 or self.memory_budget_bytes <= 0 or self.rebuild_growth <= 1.0:
             raise ValueError("exact_below >= 0, memory_budget_bytes > 0 and rebuild_growth > 1 are required")
-        if not 0 < self.probe_fraction <= 1 or self.min_nlist < 1 or self.max_nlist < self.min_nlist:
-            raise ValueError("probe_fraction must be in (0, 1] and 1 <= min_nlist <= max_nlist")
+        if not self.probe_scale > 0 or self.min_nlist < 1 or self.max_nlist < self.min_nlist:
+            raise ValueError("probe_scale must be positive and 1 <= min_nlist <= max_nlist")
 
     def approximate_params(self, size: int) -> ApproximateParams:
         """The IVF parameters for a gallery of `size` templates."""
@@ -130,7 +133,8 @@ class IndexPolicy:
         nlist = min(max(wanted, self.min_nlist), self.max_nlist)
         # Never more lists than the gallery can train.
         nlist = max(1, min(nlist, 2 ** int(math.log2(max(1, size // _POINTS_PER_LIST)))))
-        nprobe = self.nprobe or max(self.min_nprobe, round(nlist * self.probe_fraction))
+        wanted_probes = 2 ** math.ceil(math.log2(math.sqrt(self.probe_scale * nlist)))
+        nprobe = self.nprobe or max(self.min_nprobe, wanted_probes)
         nprobe = min(nprobe, nlist)
         ef = self.quantizer_ef_search or max(64, 2 * nprobe)
         return ApproximateParams(

@@ -106,9 +106,9 @@ class IndexConfig(_Section):
     rebuild_growth: float = Field(2.0, gt=1.0, le=100.0)
     # Codes the approximate index scans: 8-bit scalar, product-quantised, or float.
     codes: Literal["sq8", "pq", "flat"] = "sq8"
-    # Inverted lists = list_factor x sqrt(size); the search probes this fraction of them.
+    # Inverted lists = list_factor x sqrt(size); a search probes sqrt(probe_scale x lists) of them.
     list_factor: float = Field(2.0, gt=0, le=64)
-    probe_fraction: float = Field(1 / 16, gt=0, le=1)
+    probe_scale: float = Field(8.0, gt=0, le=1_000_000)
     # Candidates re-ranked by exact distance before any decision.
     rerank: int = Field(64, ge=1, le=10_000)
     # FAISS threads for training a rebuilt index in the background (0: OpenMP's default).
@@ -121,7 +121,7 @@ class IndexConfig(_Section):
             rebuild_growth=self.rebuild_growth,
             codes=self.codes,
             list_factor=self.list_factor,
-            probe_fraction=self.probe_fraction,
+            probe_scale=self.probe_scale,
             rerank=self.rerank,
             build_threads=self.build_threads,
         )
@@ -134,8 +134,10 @@ class BatchingConfig(_Section):
     # How long the first waiting search waits for others to join its batch.
     max_wait_ms: float = Field(2.0, gt=0, le=50)
     max_batch: int = Field(64, ge=1, le=4096)
-    # Threads that run batches (one FAISS thread each).
+    # Threads that run batches, and FAISS (OpenMP) threads of each batch search. Keep
+    # workers x threads within the cores: oversubscribed OpenMP threads slow down sharply.
     workers: int = Field(1, ge=1, le=64)
+    threads: int = Field(1, ge=1, le=64)
     # FAISS searches batches of at least this many probes with matrix products (BLAS); smaller
     # ones (a lone probe is 5x slower through BLAS) keep the sequential scan. matcher/batcher.py.
     blas_min_batch: int = Field(8, ge=1, le=100_000)

@@ -53,7 +53,7 @@ def test_benchmark_writes_its_results(tmp_path: Path, capsys: pytest.CaptureFixt
     assert {"cpu_count", "faiss", "grpcio", "numpy", "date"} <= report["machine"].keys()
     settings = report["settings"]
     assert settings["size"] == 2000 and settings["clients"] == 4 and settings["seconds"] == 2
-    assert settings["index"] == "exact" and settings["batch_workers"] == [1]
+    assert settings["index"] == "exact" and settings["batch_workers"] == [[1, 1]]
     # Mutual TLS as deployed; the rate limits are off: the benchmark measures capacity, not policy.
     assert settings["mutual_tls"] is True and settings["rate_limits"] is False
     assert settings["targets"] == {"speedup": 3.0, "p99_ms": 500.0}
