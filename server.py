@@ -62,7 +62,7 @@ from safepassage_server.probes import ProbeReader
 from safepassage_server.protected_identity import ProtectedIdentityServicer
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
-    from matcher.milvus_index import MilvusConnection
+    from matcher.milvus_connection import MilvusConnection
 
 log = logging.getLogger("safepassage.server")
 # The development PKI's first client, so the CLI works on a fresh machine.
@@ -157,7 +157,7 @@ def _milvus(config: Config) -> MilvusConnection | None:
     if config.matching.backend != "milvus":
         return None
     try:
-        from matcher.milvus_index import MilvusConnection, MilvusSettings, MilvusTls
+        from matcher.milvus_connection import MilvusConnection, MilvusSettings, MilvusTls
     except ImportError as error:
         raise FailedPrecondition(
             f"matching.backend is milvus but pymilvus is not installed ({error}); install the milvus extra"

@@ -13,8 +13,8 @@ as soon as it has its answer, for `--seconds`:
     batched_w<N>   matching.batching.enabled = true with N batch workers
                    (one setting per value of --batch-workers)
 
-Each setting gets a server of its own (`server.create_server` with config
-overrides), on the same store: the first loads the templates over
+Each setting gets a server of its own (identify_benchmark.running_server with
+config overrides), on the same store: the first loads the templates over
 BulkInsertTemplates, the later ones start from what it left (store and index
 snapshot). The server has `--server-threads` RPC threads (at least the client
 count, so that every client's call can wait in the batcher at once). By default
@@ -44,13 +44,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import contextlib
 import logging
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,10 +60,6 @@ import numpy as np
 from benchmarks import identify_benchmark as bench
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.config import load_config
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert, Pki
-from server import create_server
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "batching.json"
 WARMUP_CALLS_PER_CLIENT = 2
@@ -123,60 +118,6 @@ def settings_of(options: Options) -> list[Setting]:
     ]
 
 
-# -- the server -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Running:
-    server: bench.Server
-    port: int
-    ca_pem: bytes
-    officer: IssuedCert
-
-
-@contextlib.contextmanager
-def running_server(data_dir: Path, overrides: dict[str, object], stopped: list[float]) -> Iterator[Running]:
-    """identify_benchmark.running_server with config overrides of our own: a real server on a free
-    port with mutual TLS, admin and officer clients of a PKI kept in `data_dir`."""
-    pki_dir = data_dir / "pki"
-    pki = Pki.init(pki_dir, exist_ok=True)
-    admin = pki.issue_client("bench-admin", Role.ADMIN, replace=True)
-    officer = pki.issue_client("bench-officer", Role.OFFICER, replace=True)
-    started = time.perf_counter()
-    config = load_config(
-        None,
-        {
-            "storage.data_dir": str(data_dir),
-            "listen.port": 0,
-            "storage.snapshot_interval_s": 0,
-            "tls.pki_dir": str(pki_dir),
-            # Capacity, not policy: the limits would cap the figures at their settings.
-            "limits.enabled": False,
-            "fishing.enabled": False,
-            **overrides,
-        },
-    )
-    service, port = create_server(config)
-    service.start()
-    admin_channel = bench.client_channel(port, pki.ca_pem, admin)
-    officer_channel = bench.client_channel(port, pki.ca_pem, officer)
-    try:
-        server = bench.Server(
-            service,
-            pb_grpc.GalleryServiceStub(admin_channel),
-            pb_grpc.MatchingServiceStub(admin_channel),
-            pb_grpc.MatchingServiceStub(officer_channel),
-            time.perf_counter() - started,
-        )
-        yield Running(server, port, pki.ca_pem, officer)
-    finally:
-        for channel in (admin_channel, officer_channel):
-            channel.close()
-        stopping = time.perf_counter()
-        service.stop(grace_s=1)
-        stopped.append(time.perf_counter() - stopping)
-
-
 # -- clients --------------------------------------------------------------------------------------
 
 
@@ -188,13 +129,15 @@ class Sample:
     seconds: float
 
 
-def drive(running: Running, requests: Sequence[pb.IdentifyRequest], clients: int, seconds: float) -> Sample:
+def drive(
+    server: bench.Server, requests: Sequence[pb.IdentifyRequest], clients: int, seconds: float
+) -> Sample:
     """`clients` threads, each on its own channel, calling Identify back to back for `seconds`.
 
     Client c sends probes c, c + clients, c + 2 clients, ... (cycling through
     the pool), so concurrent calls carry different probes.
     """
-    channels = [bench.client_channel(running.port, running.ca_pem, running.officer) for _ in range(clients)]
+    channels = [bench.client_channel(server.port, server.ca_pem, server.officer) for _ in range(clients)]
     stubs = [pb_grpc.MatchingServiceStub(channel) for channel in channels]
     pool = len(requests)
     try:
@@ -330,29 +273,29 @@ def markdown_table(size: int, measurements: Sequence[Measurement]) -> str:
 # -- the run ------------------------------------------------------------------------------------------
 
 
-def batcher_counts(running: Running) -> tuple[int, int, int] | None:
-    stats = running.server.service.matcher.batch_stats()
+def batcher_counts(server: bench.Server) -> tuple[int, int, int] | None:
+    stats = server.service.matcher.batch_stats()
     return None if stats is None else (stats.batches, stats.queries, stats.largest_batch)
 
 
-def describe(running: Running) -> pb.Gallery:
-    return running.server.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=bench.GALLERY))
+def describe(server: bench.Server) -> pb.Gallery:
+    return server.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=bench.GALLERY))
 
 
-def load_gallery(running: Running, dataset: bench.Dataset, streams: int) -> bench.Load:
-    created = running.server.galleries.CreateGallery(
+def load_gallery(server: bench.Server, dataset: bench.Dataset, streams: int) -> bench.Load:
+    created = server.galleries.CreateGallery(
         pb.CreateGalleryRequest(gallery_id=bench.GALLERY, purpose=pb.WATCHLIST)
     )
     if created.dimension != bench.DIMENSION or created.metric != pb.L2:
         raise RuntimeError(f"the server's model is not 128-d L2: {created}")
     bench.log(f"size {len(dataset.templates):,}: loading over gRPC")
-    load = bench.bulk_insert(running.server.loader, dataset.templates, streams)
+    load = bench.bulk_insert(server.loader, dataset.templates, streams)
     bench.log(f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)")
     return load
 
 
-def checked_gallery(running: Running, options: Options) -> pb.Gallery:
-    gallery = describe(running)
+def checked_gallery(server: bench.Server, options: Options) -> pb.Gallery:
+    gallery = describe(server)
     if gallery.size != options.size:
         raise RuntimeError(f"the gallery holds {gallery.size} templates, not {options.size}")
     if options.index == "exact" and gallery.index_kind != "flat":
@@ -379,16 +322,16 @@ class Run:
     def measure(self, setting: Setting) -> Measurement:
         options = self.options
         stopped: list[float] = []
-        with running_server(self.folder, setting.overrides(options), stopped) as running:
+        with bench.running_server(self.folder, stopped, setting.overrides(options)) as server:
             if self.load is None:
-                self.load = load_gallery(running, self.dataset, options.load_streams)
-            gallery = self.gallery = checked_gallery(running, options)
+                self.load = load_gallery(server, self.dataset, options.load_streams)
+            gallery = self.gallery = checked_gallery(server, options)
             bench.log(f"{setting.name}: {options.clients} clients for {options.seconds:g} s")
-            before = batcher_counts(running)
-            sample = drive(running, self.requests, options.clients, options.seconds)
-            after = batcher_counts(running)
-            kind_after = describe(running).index_kind
-            start_s = running.server.start_s
+            before = batcher_counts(server)
+            sample = drive(server, self.requests, options.clients, options.seconds)
+            after = batcher_counts(server)
+            kind_after = describe(server).index_kind
+            start_s = server.start_s
         if kind_after != gallery.index_kind:
             # A background rebuild swapped the index mid-run: the figures would mix two indexes.
             raise RuntimeError(f"the index went from {gallery.index_kind!r} to {kind_after!r} during the run")

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,6 +156,9 @@ class Server:
     loader: pb_grpc.MatchingServiceStub  # as admin: enrols into the watchlist
     matching: pb_grpc.MatchingServiceStub  # as officer: searches it
     start_s: float
+    port: int  # for channels of the caller's own (client_channel)
+    ca_pem: bytes
+    officer: IssuedCert
 
 
 # Each channel gets its own connections: with gRPC's global subchannel pool,
@@ -172,9 +175,12 @@ def client_channel(port: int, ca_pem: bytes, issued: IssuedCert) -> grpc.Channel
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, stopped: list[float]) -> Iterator[Server]:
+def running_server(
+    data_dir: Path, stopped: list[float], overrides: Mapping[str, object] | None = None
+) -> Iterator[Server]:
     """A real server on a free port with mutual TLS, and admin and officer clients of a PKI made
-    for the run (in `data_dir`); its stop time goes to `stopped`."""
+    for the run (in `data_dir`); its stop time goes to `stopped`. `overrides` are config values
+    (dotted keys, as load_config takes them) applied over the benchmark's own."""
     pki_dir = data_dir / "pki"
     pki = Pki.init(pki_dir, exist_ok=True)
     admin = pki.issue_client("bench-admin", Role.ADMIN, replace=True)
@@ -190,6 +196,7 @@ def running_server(data_dir: Path, stopped: list[float]) -> Iterator[Server]:
             # Capacity, not policy: the limits would cap the figures at their settings.
             "limits.enabled": False,
             "fishing.enabled": False,
+            **(overrides or {}),
         },
     )
     service, port = create_server(config)
@@ -203,6 +210,9 @@ def running_server(data_dir: Path, stopped: list[float]) -> Iterator[Server]:
             pb_grpc.MatchingServiceStub(admin_channel),
             pb_grpc.MatchingServiceStub(officer_channel),
             time.perf_counter() - started,
+            port,
+            pki.ca_pem,
+            officer,
         )
     finally:
         for channel in (admin_channel, officer_channel):

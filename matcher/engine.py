@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,37 +22,30 @@ import numpy.typing as npt
 
 import store
 from matcher.batcher import BatchSettings, BatchStats, MicroBatcher
-from matcher.calibration import ImpostorScores, calibrate_with_probes, choose_sample, leave_one_out
-from matcher.errors import (
-    CalibrationUnavailable,
-    InvalidSearch,
-    ProtectionKeyError,
-    TooManyReferences,
-)
+from matcher.errors import InvalidSearch, TooManyReferences
 from matcher.gallery import (
-    CalibrationSummary,
-    Candidate,
     GalleryInfo,
-    GalleryPurpose,
     GallerySpec,
     Identification,
     ThresholdChoice,
     Verification,
     check_threshold,
 )
+from matcher.gallery_calibration import GalleryCalibration
 from matcher.index import set_search_threads
-from matcher.index_loader import IndexLoader, LiveIndex
+from matcher.index_loader import IndexLoader
 from matcher.index_policy import IndexPolicy
-from matcher.metric import Metric, normalise_rows
-from matcher.protection import TemplateTransform, TransformKeyring
+from matcher.live_gallery import LiveGallery, record_of, spec_of
+from matcher.protected_templates import ProtectedTemplates
+from matcher.protection import TransformKeyring
 from matcher.rwlock import ReadWriteLock
-from matcher.search import Hits, pairwise_score
+from matcher.search import Hits, identifications, pairwise_score
 from matcher.thresholds import check_target_fpir, choose_threshold
-from matcher.vectors import as_matrix, as_vector, check_gallery_id, check_reference_id
+from matcher.vectors import as_matrix, check_gallery_id, check_reference_id
 from safepassage_core.errors import SafePassageError
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
-    from matcher.milvus_index import MilvusConnection
+    from matcher.milvus_connection import MilvusConnection
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +55,6 @@ class SearchLimits:
     max_top_k: int = 100
     max_restrict_to: int = 10_000
     max_batch: int = 10_000
-
-
-@dataclass
-class _LiveGallery:
-    spec: GallerySpec
-    created_at: float
-    index: LiveIndex  # shares `lock`, which it takes to swap in a rebuilt index
-    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
-    # Store generation of the snapshot on disk; -1 when there is none.
-    snapshot_generation: int = -1
-    # index.builds when that snapshot was taken: a background rebuild since makes it stale.
-    snapshot_builds: int = 0
-    # Read from the store on first use; None when the gallery is not calibrated.
-    calibration: ImpostorScores | None = None
-    calibration_read: bool = False
 
 
 class Matcher:
@@ -96,14 +74,14 @@ class Matcher:
         self._loader = IndexLoader(
             template_store, snapshot_dir, snapshot_key, index_policy or IndexPolicy(), milvus
         )
-        self._protection = protection
+        self._templates = ProtectedTemplates(protection)
         self._batcher = None
         if batching is not None and batching.enabled:
             self._batcher = MicroBatcher(
                 batching, self._search, thread_setup=lambda: set_search_threads(batching.threads)
             )
         self.limits = limits
-        self._galleries: dict[str, _LiveGallery] = {}
+        self._galleries: dict[str, LiveGallery] = {}
         self._lock = threading.Lock()
 
     # -- start-up and shutdown -------------------------------------------------
@@ -111,10 +89,11 @@ class Matcher:
     def load(self) -> None:
         """Bring every gallery of the store into memory, from a verified snapshot or a rebuild."""
         for record in self._store.list_galleries():
-            spec = _spec_of(record)
+            spec = spec_of(record)
             lock = ReadWriteLock()
             index, generation = self._loader.open(spec, lock)
-            live = _LiveGallery(spec, record.created_at, index, lock, generation, index.builds)
+            calibration = GalleryCalibration(self._store, spec.gallery_id)
+            live = LiveGallery(spec, record.created_at, index, calibration, lock, generation, index.builds)
             self._galleries[spec.gallery_id] = live
             # The policy may want another kind than the snapshot's, or than flat for a large gallery.
             index.maybe_rebuild()
@@ -173,7 +152,7 @@ class Matcher:
 
     # -- galleries -------------------------------------------------------------
 
-    def _live(self, gallery_id: str) -> _LiveGallery:
+    def _live(self, gallery_id: str) -> LiveGallery:
         check_gallery_id(gallery_id)
         live = self._galleries.get(gallery_id)
         if live is None:
@@ -184,30 +163,16 @@ class Matcher:
         """Create an empty gallery; `protect` stores its templates under the current protection key."""
         check_gallery_id(spec.gallery_id)
         check_threshold(spec.threshold, spec.metric)
-        version = None
-        if protect:
-            if self._protection is None:
-                raise ProtectionKeyError("template protection is not configured on this server")
-            version = self._protection.current()
+        version = self._templates.current_version() if protect else None
         # A target FPIR needs a calibration, which needs templates: CalibrateGallery sets it.
         spec = dataclasses.replace(spec, target_fpir=None, protection_version=version)
         with self._lock:
             created_at = time.time()
-            self._store.create_gallery(
-                store.GalleryRecord(
-                    gallery_id=spec.gallery_id,
-                    purpose=spec.purpose.value,
-                    model_name=spec.model_name,
-                    dimension=spec.dimension,
-                    metric=spec.metric.value,
-                    threshold=spec.threshold,
-                    created_at=created_at,
-                    protection_version=version,
-                )
-            )
+            self._store.create_gallery(record_of(spec, created_at))
             lock = ReadWriteLock()
             index = self._loader.create(spec, lock)
-            self._galleries[spec.gallery_id] = _LiveGallery(spec, created_at, index, lock)
+            calibration = GalleryCalibration(self._store, spec.gallery_id)
+            self._galleries[spec.gallery_id] = LiveGallery(spec, created_at, index, calibration, lock)
         log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
         return GalleryInfo(spec, 0, created_at)
 
@@ -218,21 +183,8 @@ class Matcher:
     def describe(self, gallery_id: str) -> GalleryInfo:
         """The gallery as it stands; under a target-FPIR policy, with the threshold at its present size."""
         live = self._live(gallery_id)
-        spec, size = live.spec, live.index.size
-        calibration = self._calibration(live)
-        if spec.target_fpir is not None:
-            try:
-                spec = dataclasses.replace(spec, threshold=choose_threshold(spec, size, calibration).value)
-            except SafePassageError as error:  # grown past what the calibration supports
-                log.warning("gallery %s: threshold for its target FPIR unavailable: %s", gallery_id, error)
-        summary = None
-        if calibration is not None:
-            summary = CalibrationSummary(
-                calibration.searches,
-                calibration.gallery_size,
-                calibration.method.value,
-                calibration.calibrated_at,
-            )
+        size = live.index.size
+        spec, summary = live.calibration.at_size(live.spec, size)
         return GalleryInfo(spec, size, live.created_at, live.index.kind, live.index.recall, summary)
 
     def calibrate(
@@ -259,26 +211,18 @@ class Matcher:
                 raise TooManyReferences(
                     f"{len(matrix)} impostor probes exceed the limit of {self.limits.max_batch}"
                 )
-            prepared = self._protect(spec, matrix)
+            prepared = self._templates.prepare(spec, matrix)
             with live.lock.reading():
-                size = live.index.size
-                if size == 0:
-                    raise CalibrationUnavailable(
-                        f"gallery {gallery_id!r} is empty: nothing to calibrate against"
-                    )
-                best = live.index.search(prepared, 1).scores[:, 0]
-            scores = calibrate_with_probes(best, spec.metric, size)
+                scores = live.calibration.measure_with_probes(spec, live.index, prepared)
         else:
             with live.lock.reading():
-                ids, _ = live.index.contents()
-                sample = choose_sample(ids, min(leave_one_out_sample, self.limits.max_batch))
-                scores = leave_one_out(live.index, sample)
+                scores = live.calibration.measure_leave_one_out(
+                    live.index, min(leave_one_out_sample, self.limits.max_batch)
+                )
         threshold = spec.threshold
         if target_fpir is not None:
             threshold = scores.threshold_for(target_fpir, self.count(gallery_id))
-        record = self._store.set_calibration(gallery_id, scores.to_bytes(), target_fpir, threshold)
-        live.spec = _spec_of(record)
-        live.calibration, live.calibration_read = scores, True
+        live.spec = spec_of(live.calibration.save(scores, target_fpir, threshold))
         log.info(
             "gallery %s calibrated: %d impostor searches (%s), target FPIR %s",
             gallery_id,
@@ -294,29 +238,24 @@ class Matcher:
         Each gallery is rewritten in one store transaction under its write
         lock (searches wait). Returns (new version, galleries, templates rewritten).
         """
-        if self._protection is None:
-            raise ProtectionKeyError("template protection is not configured on this server")
         with self._lock:
-            new_version = self._protection.rotate()
+            new_version = self._templates.rotate()
             renewed, rewritten = [], 0
             for gallery_id in sorted(self._galleries):
                 live = self._galleries[gallery_id]
-                old = self._transform(live.spec)
-                if old is None:
+                renewal = self._templates.renewal(live.spec, new_version)
+                if renewal is None:
                     continue
-                new = self._protection.get(new_version, live.spec.dimension)
                 with live.lock.writing():
                     ids, vectors = live.index.contents()
-                    fresh = TemplateTransform.rekey(vectors, old, new)
+                    fresh = renewal.rewrite(vectors)
                     self._store.rewrite_templates(gallery_id, ids, fresh, new_version)
                     live.spec = dataclasses.replace(live.spec, protection_version=new_version)
                     live.index.close()
                     live.index = self._loader.rebuild(live.spec, live.lock)
                 renewed.append(gallery_id)
                 rewritten += len(ids)
-            for version in self._protection.versions():
-                if version != new_version:
-                    self._protection.destroy(version)
+            self._templates.retire_all_but(new_version)
         self.save_snapshots()
         log.info("template protection renewed: version %d, %d galleries", new_version, len(renewed))
         return new_version, renewed, rewritten
@@ -336,34 +275,14 @@ class Matcher:
 
     # -- templates -------------------------------------------------------------
 
-    def _transform(self, spec: GallerySpec) -> TemplateTransform | None:
-        """The gallery's template-protection transform; None for a plain gallery."""
-        version = spec.protection_version
-        if version is None:
-            return None
-        if self._protection is None:
-            raise ProtectionKeyError(
-                f"gallery {spec.gallery_id!r} holds protected templates but template protection is off"
-            )
-        return self._protection.get(version, spec.dimension)
-
-    def _protect(self, spec: GallerySpec, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Probes or templates as the gallery holds them: unit length for cosine, then transformed."""
-        if spec.metric is Metric.COSINE:
-            # Cosine galleries keep unit vectors, so the store and the index agree bit for bit.
-            matrix = normalise_rows(matrix)
-        transform = self._transform(spec)
-        return matrix if transform is None else transform.apply(matrix)
-
-    def _template(self, spec: GallerySpec, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        template: npt.NDArray[np.float32] = self._protect(spec, as_vector(vector, spec.dimension)[None, :])[0]
-        return template
-
     def insert(self, gallery_id: str, reference_id: str, vector: npt.ArrayLike) -> None:
         live = self._live(gallery_id)
         check_reference_id(reference_id)
-        template = self._template(live.spec, vector)
+        spec = live.spec
+        template = self._templates.template(spec, vector)
         with live.lock.writing():
+            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
+                template = self._templates.template(live.spec, vector)
             live.index.check_room(1)  # refused before the store commits, so nothing is half done
             (template_id,) = self._store.insert_templates(gallery_id, [(reference_id, template)])
             live.index.add(np.array([template_id], np.int64), template[None, :])
@@ -378,10 +297,11 @@ class Matcher:
         outcomes: list[SafePassageError | None] = [None] * len(items)
         accepted: list[tuple[int, str, npt.NDArray[np.float32]]] = []
         seen: set[str] = set()
+        spec = live.spec
         for position, (reference_id, vector) in enumerate(items):
             try:
                 check_reference_id(reference_id)
-                template = self._template(live.spec, vector)
+                template = self._templates.template(spec, vector)
                 if reference_id in seen:
                     raise store.DuplicateReference(f"reference {reference_id!r} appears twice in this batch")
             except SafePassageError as error:
@@ -390,6 +310,9 @@ class Matcher:
             seen.add(reference_id)
             accepted.append((position, reference_id, template))
         with live.lock.writing():
+            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
+                raw = {position: items[position][1] for position, _, _ in accepted}
+                accepted = [(p, r, self._templates.template(live.spec, raw[p])) for p, r, _ in accepted]
             existing = self._store.template_ids(gallery_id, [r for _, r, _ in accepted])
             fresh = []
             for position, reference_id, template in accepted:
@@ -417,18 +340,6 @@ class Matcher:
 
     # -- search ------------------------------------------------------------------
 
-    def _calibration(self, live: _LiveGallery) -> ImpostorScores | None:
-        if not live.calibration_read:
-            stored = self._store.calibration(live.spec.gallery_id)
-            try:
-                live.calibration = None if stored is None else ImpostorScores.from_bytes(stored)
-            except ValueError as error:
-                raise store.StoreCorrupted(
-                    f"gallery {live.spec.gallery_id!r}: its stored calibration is unreadable ({error})"
-                ) from None
-            live.calibration_read = True
-        return live.calibration
-
     def check_search(
         self,
         gallery_id: str,
@@ -442,7 +353,11 @@ class Matcher:
         if not 1 <= top_k <= self.limits.max_top_k:
             raise InvalidSearch(f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
         used = choose_threshold(
-            live.spec, live.index.size, self._calibration(live), threshold=threshold, target_fpir=target_fpir
+            live.spec,
+            live.index.size,
+            live.calibration.scores(),
+            threshold=threshold,
+            target_fpir=target_fpir,
         )
         if restrict_to:
             if len(restrict_to) > self.limits.max_restrict_to:
@@ -480,37 +395,25 @@ class Matcher:
         matrix = as_matrix(probes, spec.dimension)
         if len(matrix) > self.limits.max_batch:
             raise TooManyReferences(f"{len(matrix)} probes exceed the limit of {self.limits.max_batch}")
-        prepared = self._protect(spec, matrix)
+        subset = None
         if restrict_to:
             known = self._store.template_ids(gallery_id, list(restrict_to))
             subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
-            with live.lock.reading():
-                hits = live.index.search(prepared, top_k, subset)
-        elif self._batcher is not None:
-            hits = self._batcher.search(gallery_id, prepared, top_k)
-        else:
-            hits = self._search(gallery_id, prepared, top_k)
+        while True:
+            prepared = self._templates.prepare(spec, matrix)
+            if subset is not None:
+                with live.lock.reading():
+                    hits = live.index.search(prepared, top_k, subset)
+            elif self._batcher is not None:
+                hits = self._batcher.search(gallery_id, prepared, top_k)
+            else:
+                hits = self._search(gallery_id, prepared, top_k)
+            if live.spec.protection_version == spec.protection_version:
+                break
+            spec = live.spec  # re-keyed during the search: search again under the new key
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
         names: dict[int, str] = self._store.reference_ids(gallery_id, found) if found else {}
-        results = []
-        for scores, ids in zip(hits.scores, hits.ids, strict=True):
-            candidates: list[Candidate] = []
-            for score, template_id in zip(scores, ids, strict=True):
-                name = names.get(int(template_id))
-                if name is None:  # empty slot, or deleted since the search
-                    continue
-                candidates.append(
-                    Candidate(
-                        reference_id=name,
-                        score=float(score),
-                        rank=len(candidates) + 1,
-                        match=spec.metric.is_match(float(score), used.value),
-                    )
-                )
-            results.append(
-                Identification(tuple(candidates), spec.metric, used.value, used.source, used.target_fpir)
-            )
-        return results
+        return identifications(hits, names, spec.metric, used)
 
     def verify(
         self,
@@ -524,19 +427,6 @@ class Matcher:
         spec = live.spec
         check_reference_id(reference_id)
         used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
-        vector = self._template(spec, probe)
+        vector = self._templates.template(spec, probe)
         _, template = self._store.get_template(gallery_id, reference_id)
         return Verification(pairwise_score(vector, template, spec.metric), spec.metric, used)
-
-
-def _spec_of(record: store.GalleryRecord) -> GallerySpec:
-    return GallerySpec(
-        gallery_id=record.gallery_id,
-        purpose=GalleryPurpose(record.purpose),
-        model_name=record.model_name,
-        dimension=record.dimension,
-        metric=Metric(record.metric),
-        threshold=record.threshold,
-        target_fpir=record.target_fpir,
-        protection_version=record.protection_version,
-    )

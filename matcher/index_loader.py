@@ -33,7 +33,8 @@ from matcher.milvus_gallery import EXACT_TYPES, MilvusGallery
 from matcher.rwlock import ReadWriteLock
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
-    from matcher.milvus_index import MilvusConnection, MilvusIndex
+    from matcher.milvus_connection import MilvusConnection
+    from matcher.milvus_index import MilvusIndex
 
 log = logging.getLogger(__name__)
 

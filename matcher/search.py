@@ -1,9 +1,10 @@
-"""The functional core of search: exact k-nearest neighbours over numpy arrays.
+"""The functional core of search: exact k-nearest neighbours over numpy arrays, and their answers.
 
 `exact_search` is the reference that every index is checked against (as in
 faiss.contrib's exhaustive search). Scores are reported in the metric's own
 units: Euclidean distance (not its square) for L2, similarity for cosine.
-Empty result slots carry id -1 and the metric's worst score.
+Empty result slots carry id -1 and the metric's worst score. `identifications`
+turns hits into the open-set answers that name reference ids.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from matcher.gallery import Candidate, Identification, ThresholdChoice
 from matcher.metric import Metric, normalise_rows
 
 
@@ -64,3 +66,26 @@ def pairwise_score(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], metri
             return 0.0
         return float(np.dot(a, b) / (na * nb))
     return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+
+
+def identifications(
+    hits: Hits, names: dict[int, str], metric: Metric, used: ThresholdChoice
+) -> list[Identification]:
+    """Each probe's answer: its hits that `names` knows (template id -> reference id), ranked, decided."""
+    results = []
+    for scores, ids in zip(hits.scores, hits.ids, strict=True):
+        candidates: list[Candidate] = []
+        for score, template_id in zip(scores, ids, strict=True):
+            name = names.get(int(template_id))
+            if name is None:  # empty slot, or deleted since the search
+                continue
+            candidates.append(
+                Candidate(
+                    reference_id=name,
+                    score=float(score),
+                    rank=len(candidates) + 1,
+                    match=metric.is_match(float(score), used.value),
+                )
+            )
+        results.append(Identification(tuple(candidates), metric, used.value, used.source, used.target_fpir))
+    return results

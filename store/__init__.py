@@ -4,6 +4,8 @@ The matcher rebuilds or verifies its in-memory index from this store at
 start-up: ``TemplateStore.iter_templates`` yields what to index and
 ``TemplateStore.state`` what the index must agree with, using
 ``gallery_digest``/``template_digest`` (whose definition is in store.digest).
+``TemplateStore`` (store.database) holds the templates and, through
+store.galleries, the gallery rows.
 Camera probes kept for review (store.probes) and answers given on identify
 streams (store.replies) are sealed with the same key, each in a file of its own.
 """

@@ -1,5 +1,8 @@
 """TemplateStore: the durable source of truth for galleries and sealed templates.
 
+It holds the template operations itself and delegates gallery rows (create,
+read, thresholds, calibrations, delete, state) to store.galleries.
+
 Threading (see store.connections): writes are serialised on one connection;
 reads use pooled connections concurrently with them. Every method is one
 transaction, so what it reads is one consistent snapshot.
@@ -29,13 +32,13 @@ from store.connections import Connections
 from store.digest import EMPTY_DIGEST, gallery_digest, row_digests, xor_digests
 from store.errors import (
     DuplicateReference,
-    GalleryExists,
     GalleryNotFound,
     InvalidTemplate,
     ReferenceNotFound,
     StoreCorrupted,
 )
-from store.records import GalleryRecord, GalleryState, StoredTemplate, check_threshold
+from store.galleries import Galleries, gallery_row
+from store.records import GalleryRecord, GalleryState, StoredTemplate
 from store.schema import SCHEMA_VERSION
 from store.sealing import TemplateSealer
 from store.vectors import check_batch
@@ -47,34 +50,6 @@ _log = logging.getLogger(__name__)
 # Bound variables per IN (...) query; far below SQLite's limit of 32766.
 _CHUNK = 500
 _MAX_ID = 2**63 - 1
-_GALLERY_COLUMNS = (
-    "gallery_pk, gallery_id, purpose, model_name, dimension, metric, threshold, created_at, "
-    "size, generation, digest, target_fpir, protection_version"
-)
-
-
-class _Gallery:
-    """One galleries row as read inside a transaction."""
-
-    __slots__ = ("digest", "generation", "pk", "record", "size")
-
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        self.pk = int(row[0])
-        gallery_id, purpose, model_name, dimension, metric, threshold, created_at = row[1:8]
-        self.record = GalleryRecord(
-            gallery_id,
-            purpose,
-            model_name,
-            dimension,
-            metric,
-            threshold,
-            created_at,
-            target_fpir=row[11],
-            protection_version=row[12],
-        )
-        self.size = int(row[8])
-        self.generation = int(row[9])
-        self.digest = bytes(row[10])
 
 
 # Template ids as the matcher has them: a list, or an int64 array from the index.
@@ -98,6 +73,7 @@ class TemplateStore:
         """Use :meth:`open`."""
         self._db = connections
         self._sealer = sealer
+        self._galleries = Galleries(connections)
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer, *, busy_timeout: float = 5.0) -> TemplateStore:
@@ -142,15 +118,6 @@ class TemplateStore:
     def sealer(self) -> TemplateSealer:
         return self._sealer
 
-    @staticmethod
-    def _gallery(conn: sqlite3.Connection, gallery_id: str) -> _Gallery:
-        row = conn.execute(
-            f"SELECT {_GALLERY_COLUMNS} FROM galleries WHERE gallery_id = ?", (gallery_id,)
-        ).fetchone()
-        if row is None:
-            raise GalleryNotFound(f"gallery {gallery_id!r} does not exist")
-        return _Gallery(row)
-
     def checkpoint(self) -> bool:
         """Move the WAL into the main file and truncate it; False if readers deferred part of it."""
         return self._db.checkpoint()
@@ -159,104 +126,42 @@ class TemplateStore:
         """The digest ``state`` would report for exactly these templates (store.digest)."""
         return gallery_digest(self._sealer, template_ids, vectors)
 
-    # -- galleries -----------------------------------------------------------
+    # -- galleries (store.galleries) -----------------------------------------
 
     def create_gallery(self, record: GalleryRecord) -> None:
         """Create an empty gallery. Raises GalleryExists."""
-        with self._db.write("create a gallery") as conn:
-            try:
-                conn.execute(
-                    "INSERT INTO galleries (gallery_id, purpose, model_name, dimension, metric,"
-                    " threshold, created_at, digest, target_fpir, protection_version)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.gallery_id,
-                        record.purpose,
-                        record.model_name,
-                        record.dimension,
-                        record.metric,
-                        record.threshold,
-                        record.created_at,
-                        EMPTY_DIGEST,
-                        record.target_fpir,
-                        record.protection_version,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise GalleryExists(f"gallery {record.gallery_id!r} already exists") from None
-        _log.info("created gallery %r (dimension %d)", record.gallery_id, record.dimension)
+        self._galleries.create(record)
 
     def get_gallery(self, gallery_id: str) -> GalleryRecord:
         """The gallery's record. Raises GalleryNotFound."""
-        with self._db.read("read a gallery") as conn:
-            return self._gallery(conn, gallery_id).record
+        return self._galleries.get(gallery_id)
 
     def list_galleries(self) -> list[GalleryRecord]:
         """Every gallery, ordered by gallery id."""
-        with self._db.read("list galleries") as conn:
-            rows = conn.execute(f"SELECT {_GALLERY_COLUMNS} FROM galleries ORDER BY gallery_id").fetchall()
-        return [_Gallery(row).record for row in rows]
+        return self._galleries.records()
 
     def update_threshold(self, gallery_id: str, threshold: float) -> GalleryRecord:
         """Set the match threshold; returns the updated record. Raises GalleryNotFound."""
-        value = check_threshold(threshold)
-        with self._db.write("update a threshold") as conn:
-            gallery = self._gallery(conn, gallery_id)
-            conn.execute("UPDATE galleries SET threshold = ? WHERE gallery_pk = ?", (value, gallery.pk))
-            record = self._gallery(conn, gallery_id).record
-        _log.info("gallery %r threshold set to %s", gallery_id, value)
-        return record
+        return self._galleries.update_threshold(gallery_id, threshold)
 
     def set_calibration(
         self, gallery_id: str, calibration: bytes | None, target_fpir: float | None, threshold: float
     ) -> GalleryRecord:
         """Store a calibration (None keeps the one stored), the FPIR the threshold follows
         (None: fixed) and the threshold it gives now, in one transaction."""
-        value = check_threshold(threshold)
-        with self._db.write("calibrate a gallery") as conn:
-            gallery = self._gallery(conn, gallery_id)
-            if calibration is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO gallery_calibrations (gallery_pk, calibration, calibrated_at)"
-                    " VALUES (?, ?, ?)",
-                    (gallery.pk, calibration, time.time()),
-                )
-            conn.execute(
-                "UPDATE galleries SET threshold = ?, target_fpir = ? WHERE gallery_pk = ?",
-                (value, target_fpir, gallery.pk),
-            )
-            record = self._gallery(conn, gallery_id).record
-        _log.info("gallery %r calibrated (target FPIR %s)", gallery_id, target_fpir)
-        return record
+        return self._galleries.set_calibration(gallery_id, calibration, target_fpir, threshold)
 
     def calibration(self, gallery_id: str) -> bytes | None:
         """The stored calibration's bytes, or None. Raises GalleryNotFound."""
-        with self._db.read("read a calibration") as conn:
-            gallery = self._gallery(conn, gallery_id)
-            row = conn.execute(
-                "SELECT calibration FROM gallery_calibrations WHERE gallery_pk = ?", (gallery.pk,)
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+        return self._galleries.calibration(gallery_id)
 
     def delete_gallery(self, gallery_id: str) -> int:
         """Delete a gallery and erase its templates; returns how many. Raises GalleryNotFound."""
-        with self._db.write("delete a gallery") as conn:
-            gallery = self._gallery(conn, gallery_id)
-            conn.execute("DELETE FROM galleries WHERE gallery_pk = ?", (gallery.pk,))
-            left = conn.execute(
-                "SELECT count(*) FROM templates WHERE gallery_pk = ?", (gallery.pk,)
-            ).fetchone()[0]
-            if left:
-                raise StoreCorrupted(f"gallery {gallery_id!r}: cascade left {left} templates")
-        self._db.checkpoint()
-        _log.info("deleted gallery %r and erased %d templates", gallery_id, gallery.size)
-        return gallery.size
+        return self._galleries.delete(gallery_id)
 
     def state(self, gallery_id: str) -> GalleryState:
         """Size, generation and content digest, read together. Raises GalleryNotFound."""
-        with self._db.read("read a gallery state") as conn:
-            gallery = self._gallery(conn, gallery_id)
-        return GalleryState(gallery_id, gallery.size, gallery.generation, gallery.digest)
+        return self._galleries.state(gallery_id)
 
     def count(self, gallery_id: str) -> int:
         """Number of templates in the gallery. Raises GalleryNotFound."""
@@ -274,7 +179,7 @@ class TemplateStore:
         """
         batch = check_batch(gallery_id, items)
         with self._db.write("insert templates") as conn:
-            gallery = self._gallery(conn, gallery_id)
+            gallery = gallery_row(conn, gallery_id)
             matrix = batch.matrix(gallery.record.dimension)
             if not len(batch):
                 return []
@@ -322,7 +227,7 @@ class TemplateStore:
         ids = [int(i) for i in template_ids]
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._db.write("rewrite templates") as conn:
-            gallery = self._gallery(conn, gallery_id)
+            gallery = gallery_row(conn, gallery_id)
             if matrix.shape != (len(ids), gallery.record.dimension):
                 raise InvalidTemplate(f"expected {len(ids)} vectors of {gallery.record.dimension} values")
             stored = [
@@ -364,7 +269,7 @@ class TemplateStore:
     def delete_template(self, gallery_id: str, reference_id: str) -> int:
         """Erase one template; returns its template id. Raises GalleryNotFound, ReferenceNotFound."""
         with self._db.write("delete a template") as conn:
-            gallery = self._gallery(conn, gallery_id)
+            gallery = gallery_row(conn, gallery_id)
             row = conn.execute(
                 "SELECT template_id, row_digest FROM templates WHERE gallery_pk = ? AND reference_id = ?",
                 (gallery.pk, reference_id),
@@ -410,7 +315,7 @@ class TemplateStore:
         wanted = _valid_ids(template_ids)
         found: dict[int, str] = {}
         with self._db.read("map template ids") as conn:
-            pk = self._gallery(conn, gallery_id).pk
+            pk = gallery_row(conn, gallery_id).pk
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 found.update(
@@ -429,7 +334,7 @@ class TemplateStore:
         wanted = sorted({str(ref) for ref in reference_ids})
         found: dict[str, int] = {}
         with self._db.read("map reference ids") as conn:
-            pk = self._gallery(conn, gallery_id).pk
+            pk = gallery_row(conn, gallery_id).pk
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 found.update(
@@ -446,7 +351,7 @@ class TemplateStore:
     ) -> list[StoredTemplate]:
         """One page of (template id, reference id) in id order, for paging through a gallery."""
         with self._db.read("list templates") as conn:
-            pk = self._gallery(conn, gallery_id).pk
+            pk = gallery_row(conn, gallery_id).pk
             rows = conn.execute(
                 "SELECT template_id, reference_id FROM templates"
                 " WHERE gallery_pk = ? AND template_id > ? ORDER BY template_id LIMIT ?",
@@ -473,7 +378,7 @@ class TemplateStore:
         self, gallery_id: str, batch_size: int, verify: bool
     ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
         with self._db.read("iterate templates") as conn:
-            gallery = self._gallery(conn, gallery_id)
+            gallery = gallery_row(conn, gallery_id)
             dimension = gallery.record.dimension
             digest, seen, last = EMPTY_DIGEST, 0, 0
             while True:

@@ -10,8 +10,12 @@ import faiss
 import numpy as np
 import pytest
 
+from benchmarks import ground_truth
 from benchmarks import scale_benchmark as bench
 from benchmarks import synthetic_templates as synthetic
+from benchmarks.machine_profile import GIB, MIB
+from benchmarks.scale_configs import default_params, params_name, parse_config, search_variants
+from benchmarks.scale_estimate import Rates, estimate
 from matcher import Metric, exact_search
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,32 +45,32 @@ def test_templates_are_seeded_chunk_independent_and_shaped_like_dlib_descriptors
 
 def test_ground_truth_merges_gallery_chunks_into_the_exact_top_k(monkeypatch: pytest.MonkeyPatch) -> None:
     data = synthetic.generate(5000, 60, seed=8)
-    monkeypatch.setattr(bench, "GROUND_TRUTH_CHUNK", 700)  # several chunks, the last one short
-    truth = bench.exact_top_k(data.templates, data.probes, 10, threads=1)
+    monkeypatch.setattr(ground_truth, "GROUND_TRUTH_CHUNK", 700)  # several chunks, the last one short
+    truth = ground_truth.exact_top_k(data.templates, data.probes, 10, threads=1)
     reference = exact_search(data.templates, data.ids, data.probes, 10, Metric.L2)
     assert np.array_equal(truth.hits.ids, reference.ids)
     assert np.allclose(truth.hits.scores, reference.scores, atol=1e-5)
-    tiny = bench.exact_top_k(data.templates[:4], data.probes[:3], 10, threads=1)
+    tiny = ground_truth.exact_top_k(data.templates[:4], data.probes[:3], 10, threads=1)
     assert (tiny.hits.ids[:, 4:] == -1).all() and sorted(tiny.hits.ids[0, :4]) == [0, 1, 2, 3]
 
 
 def test_configurations_parse_build_and_search_parameters() -> None:
-    spec = bench.parse_config("sq8:nlist=64,nprobe=8/16,rerank=32")
+    spec = parse_config("sq8:nlist=64,nprobe=8/16,rerank=32")
     assert spec.family == "sq8" and spec.build == {"nlist": 64}
-    variants = bench.search_variants(spec, bench.default_params(10_000, "sq8"))
+    variants = search_variants(spec, default_params(10_000, "sq8"))
     assert [(v.nlist, v.nprobe, v.rerank) for v in variants] == [(64, 8, 32), (64, 16, 32)]
     # Unless set, efSearch follows nprobe as the policy's does: twice nprobe, at least 64.
-    wide = bench.search_variants(bench.parse_config("sq8:nprobe=16/128"), bench.default_params(10**6, "sq8"))
+    wide = search_variants(parse_config("sq8:nprobe=16/128"), default_params(10**6, "sq8"))
     assert [v.quantizer_ef_search for v in wide] == [64, 256]
-    fixed = bench.search_variants(bench.parse_config("sq8:nprobe=128,ef=100"), variants[0])
+    fixed = search_variants(parse_config("sq8:nprobe=128,ef=100"), variants[0])
     assert fixed[0].quantizer_ef_search == 100
     for bad in ("hnsw", "sq8:nprobe", "sq8:nlist=1/2", "sq8:colour=3", "flat:nprobe=2"):
         with pytest.raises(argparse.ArgumentTypeError):
-            bench.parse_config(bad)
+            parse_config(bad)
 
 
 def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "GROUND_TRUTH_CHUNK", 512)
+    monkeypatch.setattr(ground_truth, "GROUND_TRUTH_CHUNK", 512)
     out = tmp_path / "results" / "scale.json"
     argv = ["--sizes", "2000", "--queries", "40", "--time-limit", "5", "--build-threads", "1"]
     argv += ["--configs", "flat", "sq8:nlist=32,nprobe=4/32", "pq:nlist=32,pq_m=16", "policy"]
@@ -91,8 +95,8 @@ def test_benchmark_writes_its_results(tmp_path: Path, monkeypatch: pytest.Monkey
 
     by_name = {entry["name"]: entry for entry in result["indexes"]}
     # The pq entry's unset search parameters are the index policy's at 2,000.
-    (pq,) = bench.search_variants(bench.parse_config("pq:nlist=32,pq_m=16"), bench.default_params(2000, "pq"))
-    pq_name = bench.params_name(pq)
+    (pq,) = search_variants(parse_config("pq:nlist=32,pq_m=16"), default_params(2000, "pq"))
+    pq_name = params_name(pq)
     assert pq_name.startswith("pq m16 nlist=32 nprobe=")
     assert list(by_name) == [
         "flat",
@@ -142,11 +146,11 @@ def test_large_sizes_are_planned_and_skipped_when_memory_is_short(
     planned = capsys.readouterr().out
     assert "estimate for 10,000,000" in planned and "peak" in planned
     # 10M: the gallery (5.1 GB), then its largest index beside it.
-    stages = bench.estimate(10_000_000, bench.parse_options(["--sizes", "10000000"]), bench.Rates())
+    stages = estimate(10_000_000, bench.parse_options(["--sizes", "10000000"]), Rates())
     peak = max(stage.peak_bytes for stage in stages)
-    assert 10 * bench.GIB < peak < 20 * bench.GIB
+    assert 10 * GIB < peak < 20 * GIB
 
-    monkeypatch.setattr(bench, "available_memory", lambda: 64 * bench.MIB)
+    monkeypatch.setattr(bench, "available_memory", lambda: 64 * MIB)
     out = tmp_path / "scale.json"
     assert bench.main(["--sizes", "100000", "--configs", "flat", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

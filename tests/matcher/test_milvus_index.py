@@ -13,7 +13,8 @@ import pytest
 
 from matcher import BackendUnavailable, FlatIndex, InvalidGalleryId, Metric, SnapshotRejected
 from matcher.metric import normalise_rows
-from matcher.milvus_index import MilvusConnection, MilvusIndex, MilvusSettings, MilvusTls, collection_name
+from matcher.milvus_connection import MilvusConnection, MilvusSettings, MilvusTls, collection_name
+from matcher.milvus_index import MilvusIndex
 
 DIMENSION = 32
 
@@ -201,7 +202,7 @@ def test_unreachable_milvus_raises_backend_unavailable(tmp_path: Path) -> None:
 
 
 def test_a_server_lost_mid_use_raises_backend_unavailable(lite: MilvusConnection) -> None:
-    from milvus_lite.server_manager import server_manager_instance  # type: ignore[import-untyped]
+    from milvus_lite.server_manager import server_manager_instance
 
     index = lite.index("g-1", DIMENSION, Metric.L2)
     server_manager_instance.release_server(os.path.abspath(lite.settings.uri))
@@ -211,7 +212,7 @@ def test_a_server_lost_mid_use_raises_backend_unavailable(lite: MilvusConnection
 
 def test_a_lite_folder_in_use_by_another_process_is_unavailable(lite: MilvusConnection) -> None:
     code = (
-        "from matcher.milvus_index import MilvusConnection, MilvusSettings\n"
+        "from matcher.milvus_connection import MilvusConnection, MilvusSettings\n"
         "from matcher import BackendUnavailable\n"
         f"try: MilvusConnection(MilvusSettings(uri={lite.settings.uri!r}))\n"
         "except BackendUnavailable as e: print(e)\n"

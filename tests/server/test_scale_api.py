@@ -174,7 +174,7 @@ def test_protected_templates_rank_and_score_as_plain_ones_and_renew(world) -> No
     _, restored = service.template_store.get_template("prot", "r0")
     assert not np.allclose(restored, stored, atol=1e-3)
     same(ranked("prot"))
-    keyring = service.matcher._protection
+    keyring = service.matcher._templates.keyring
     assert described.protection_version in keyring.destroyed_versions()
     verified = clients.officer.matching.Verify(
         pb.VerifyRequest(gallery_id="prot", reference_id="r3", probe=probe(rows[3]))
