@@ -9,7 +9,8 @@ the boundary is not rebuilt on every insert and delete).
 
 The search settings scale with the number of lists: about 2 sqrt(N) lists
 (a power of two), sqrt(8 x lists) of them probed (a power of two, at least
-32: 64 of 512, 128 of 2048, 256 of 8192), an HNSW efSearch of twice nprobe. Measured on clustered synthetic 128-d templates whose genuine
+32: 64 of 512, 128 of 2048, 256 of 8192), an HNSW efSearch of twice
+nprobe. Measured on clustered synthetic 128-d templates whose genuine
 and impostor L2 distances resemble dlib's on LFW (means 0.45 and 0.82), 500
 mated and 500 non-mated probes, sq8 codes, rerank 64, one thread, recall@1
 against exact search and the time of one query beside an exact flat scan:
@@ -26,7 +27,8 @@ against exact search and the time of one query beside an exact flat scan:
 Probing 1/32 of the lists was not enough up to a million templates:
 non-mated recall@1 0.985 to 0.994 at 50k to 800k; at 10M, where lists hold
 about 1,200 templates each, 1/32 (256 of 8192) reached 0.997 at 29x the
-exact scan (benchmarks/results/scale.json), and 1/16 only added cost. Fewer, larger lists did better than the usual 4 sqrt(N) at
+exact scan (benchmarks/results/scale.json), and 1/16 only added cost.
+Fewer, larger lists did better than the usual 4 sqrt(N) at
 the same number of scanned codes (200k: 1024 lists x 32 probes 1.000, 2048 x
 64 0.996), and the HNSW quantizer needs efSearch of at least twice nprobe: at
 efSearch = nprobe it missed 5 to 7% of the lists to probe. Real embeddings

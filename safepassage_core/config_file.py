@@ -56,7 +56,8 @@ def apply_overrides(raw: dict[str, object], overrides: Mapping[str, object] | No
                 break
             target = target.setdefault(section, {})
             if not isinstance(target, dict):
-                raise InvalidInput(f"cannot override {dotted}: {'.'.join(sections[: depth + 1])} is not a section")
+                where = ".".join(sections[: depth + 1])
+                raise InvalidInput(f"cannot override {dotted}: {where} is not a section")
         if not isinstance(target, dict):
             raise InvalidInput(f"cannot override {dotted}: not a section")
         target[key] = value
