@@ -48,17 +48,10 @@ RecordIntegrityError or KeyringError. Key bytes never appear in messages or logs
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import json
 import logging
 import os
-import secrets
-import stat
 import struct
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -67,6 +60,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enrolment.errors import InvalidRecord, KeyDestroyed, KeyringError, RecordIntegrityError, WrongKey
+from safepassage_core import keyring_file
+from safepassage_core.keyring_file import KeyringState
 
 __all__ = [
     "DATA_KEY_SIZE",
@@ -86,7 +81,6 @@ _TAG_SIZE = 16
 _HEADER = struct.Struct("<BI")  # format version, KEK version
 WRAPPED_KEY_SIZE = _HEADER.size + _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
 _AAD_LABEL = b"safepassage/enrolment/data-key/v1\x00"
-_MAX_VERSION = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -144,122 +138,16 @@ def _check_record_id(record_id: str) -> None:
         raise InvalidRecord("a wrapped data key needs a non-empty record id")
 
 
-_FILE_FORMAT = "safepassage-kek-keyring"
-_FILE_FORMAT_VERSION = 1
-_MAX_FILE_SIZE = 4 * 1024 * 1024  # about 60 000 versions; anything larger is not a keyring
-
-
-@dataclass(frozen=True)
-class _State:
-    """One consistent view of the keyring; replaced whole, never mutated."""
-
-    current: int
-    keys: Mapping[int, bytes] = field(repr=False)
-    destroyed: tuple[int, ...]
-
-
-def _serialise(state: _State) -> bytes:
-    document = {
-        "format": _FILE_FORMAT,
-        "format_version": _FILE_FORMAT_VERSION,
-        "current_version": state.current,
-        "keys": {str(v): base64.b64encode(k).decode("ascii") for v, k in sorted(state.keys.items())},
-        "destroyed": list(state.destroyed),
-    }
-    return (json.dumps(document, indent=2) + "\n").encode("ascii")
-
-
-def _version(value: object, where: str) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_VERSION:
-        raise KeyringError(f"{where}: a KEK version is not an integer in 1..2**32-1")
-    return value
-
-
-def _parse(data: bytes, where: str) -> _State:
-    """Validate a keyring document; messages never quote the content (it holds keys)."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        raise KeyringError(f"{where} is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != _FILE_FORMAT:
-        raise KeyringError(f"{where} is not a SafePassage KEK keyring")
-    if doc.get("format_version") != _FILE_FORMAT_VERSION:
-        raise KeyringError(f"{where} has an unsupported format version")
-    raw_keys, raw_destroyed = doc.get("keys"), doc.get("destroyed")
-    if not isinstance(raw_keys, dict) or not isinstance(raw_destroyed, list):
-        raise KeyringError(f"{where}: 'keys' must be an object and 'destroyed' a list")
-    keys: dict[int, bytes] = {}
-    for name, text in raw_keys.items():
-        version = _version(name, where)
-        key = b""
-        with contextlib.suppress(binascii.Error, ValueError):
-            key = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
-        if len(key) != DATA_KEY_SIZE or version in keys:
-            raise KeyringError(f"{where}: KEK version {version} does not hold one 32-byte base64 key")
-        keys[version] = key
-    destroyed = tuple(sorted({_version(v, where) for v in raw_destroyed}))
-    current = _version(doc.get("current_version"), where)
-    if set(destroyed) & set(keys):
-        raise KeyringError(f"{where}: a version is both live and destroyed")
-    if current not in keys or current != max((*keys, *destroyed)):
-        raise KeyringError(f"{where}: the current version must be the newest live version")
-    return _State(current=current, keys=keys, destroyed=destroyed)
-
-
-def _load_state(path: Path) -> _State:
-    where = f"KEK keyring {str(path)!r}"
-    try:
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            data = handle.read(_MAX_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise KeyringError(f"{where} does not exist") from None
-    except OSError as exc:
-        raise KeyringError(f"cannot read {where}: {exc.strerror}") from None
-    if len(data) > _MAX_FILE_SIZE:
-        raise KeyringError(f"{where} is too large to be a keyring")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Warn rather than refuse, as store.keys does: the operator may use group-owned secret mounts.
-        log.warning("KEK keyring %s is accessible to group or others (mode %o)", path, mode & 0o777)
-    return _parse(data, where)
-
-
-def _write(path: Path, state: _State, *, replace: bool) -> bool:
-    """Write the keyring atomically: a 0600 temporary file beside it, fsync, rename, fsync the folder.
-
-    Readers and crashes see the old file or the new one. Creating (``replace``
-    false) links instead of renaming, so it never overwrites a keyring another
-    process made first (which would lose every data key wrapped under it) and
-    returns False in that case.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        if not replace:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-                os.fchmod(out.fileno(), 0o600)  # the umask may have taken bits; never leave more
-                out.write(_serialise(state))
-                out.flush()
-                os.fsync(out.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError as exc:
-        raise KeyringError(f"cannot write KEK keyring {str(path)!r}: {exc.strerror}") from None
-    return True
+# Kept as these words: existing keyring files and the messages operators and tests know.
+_FORMAT = keyring_file.KeyringFormat(
+    name="safepassage-kek-keyring",
+    key_size=DATA_KEY_SIZE,
+    keyring="KEK keyring",
+    version="KEK version",
+    entry="KEK version",
+    error=KeyringError,
+    log=log,
+)
 
 
 class FileKeyring(KeyEncryptionKeys):
@@ -268,7 +156,7 @@ class FileKeyring(KeyEncryptionKeys):
         {"format": "safepassage-kek-keyring", "format_version": 1, "current_version": 3,
          "keys": {"2": "<base64 of 32 bytes>", "3": "..."}, "destroyed": [1]}
 
-    Every change is written atomically (see ``_write``) before memory changes, so
+    Every change is written atomically (see ``keyring_file.write``) before memory changes, so
     a failed write leaves both as they were. Destroyed version numbers are kept,
     so a backup's wrapped key is reported as KeyDestroyed and no number is reused.
 
@@ -283,7 +171,7 @@ class FileKeyring(KeyEncryptionKeys):
 
     __slots__ = ("_aeads", "_lock", "_path", "_state")
 
-    def __init__(self, path: Path, state: _State) -> None:
+    def __init__(self, path: Path, state: KeyringState) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._state = state
@@ -298,10 +186,10 @@ class FileKeyring(KeyEncryptionKeys):
         """
         path = Path(path)
         if create and not path.exists():
-            state = _State(current=1, keys={1: AESGCM.generate_key(bit_length=256)}, destroyed=())
-            if _write(path, state, replace=False):
+            state = KeyringState(current=1, keys={1: AESGCM.generate_key(bit_length=256)}, destroyed=())
+            if keyring_file.write(path, state, _FORMAT, replace=False):
                 log.info("created a new KEK keyring at %s (version 1)", path)
-        return cls(path, _load_state(path))
+        return cls(path, keyring_file.load(path, _FORMAT))
 
     @property
     def path(self) -> Path:
@@ -366,14 +254,11 @@ class FileKeyring(KeyEncryptionKeys):
 
     def rotate(self) -> int:
         with self._lock:
-            state = self._state
-            version = max((*state.keys, *state.destroyed)) + 1
-            if version > _MAX_VERSION:
-                raise KeyringError("the keyring has used every KEK version number")
+            version = keyring_file.next_version(self._state, _FORMAT)
             key = AESGCM.generate_key(bit_length=256)
             aead = AESGCM(key)
-            new = _State(current=version, keys={**state.keys, version: key}, destroyed=state.destroyed)
-            _write(self._path, new, replace=True)
+            new = self._state.with_key(version, key)
+            keyring_file.write(self._path, new, _FORMAT, replace=True)
             self._state = new
             self._aeads[version] = aead
         log.info("rotated KEK keyring %s to version %d", self._path, version)
@@ -388,11 +273,8 @@ class FileKeyring(KeyEncryptionKeys):
                 return  # already gone: destroying is idempotent
             if version not in state.keys:
                 raise KeyringError(f"KEK version {version} is unknown to this keyring")
-            keys = {v: k for v, k in state.keys.items() if v != version}
-            new = _State(
-                current=state.current, keys=keys, destroyed=tuple(sorted((*state.destroyed, version)))
-            )
-            _write(self._path, new, replace=True)
+            new = state.without(version)
+            keyring_file.write(self._path, new, _FORMAT, replace=True)
             self._state = new
             del self._aeads[version]
         log.info("destroyed KEK version %d of keyring %s", version, self._path)

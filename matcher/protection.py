@@ -54,18 +54,11 @@ tells which key a gallery was written under. Key bytes and ``Q`` never appear in
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
-import stat
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +68,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from matcher.errors import InvalidVector, ProtectionKeyError
+from safepassage_core import keyring_file
+from safepassage_core.keyring_file import KeyringState
 
 __all__ = ["KEY_SIZE", "TemplateTransform", "TransformKeyring"]
 
@@ -184,127 +179,16 @@ class TemplateTransform:
         return _product(vectors, old._matrix @ new._matrix.T, "a template re-key")
 
 
-_FILE_FORMAT = "safepassage-template-keyring"
-_FILE_FORMAT_VERSION = 1
-_MAX_FILE_SIZE = 4 * 1024 * 1024
-_MAX_VERSION = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class _State:
-    """One consistent view of the keyring; replaced whole, never mutated."""
-
-    current: int
-    keys: Mapping[int, bytes] = field(repr=False)
-    destroyed: tuple[int, ...]
-
-
-def _serialise(state: _State) -> bytes:
-    document = {
-        "format": _FILE_FORMAT,
-        "format_version": _FILE_FORMAT_VERSION,
-        "current_version": state.current,
-        "keys": {str(v): base64.b64encode(k).decode("ascii") for v, k in sorted(state.keys.items())},
-        "destroyed": list(state.destroyed),
-    }
-    return (json.dumps(document, indent=2) + "\n").encode("ascii")
-
-
-def _version(value: object, where: str) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_VERSION:
-        raise ProtectionKeyError(f"{where}: a key version is not an integer in 1..2**32-1")
-    return value
-
-
-def _parse(data: bytes, where: str) -> _State:
-    """Validate a keyring document; messages never quote the content (it holds keys)."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        raise ProtectionKeyError(f"{where} is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != _FILE_FORMAT:
-        raise ProtectionKeyError(f"{where} is not a SafePassage template-protection keyring")
-    if doc.get("format_version") != _FILE_FORMAT_VERSION:
-        raise ProtectionKeyError(f"{where} has an unsupported format version")
-    raw_keys, raw_destroyed = doc.get("keys"), doc.get("destroyed")
-    if not isinstance(raw_keys, dict) or not isinstance(raw_destroyed, list):
-        raise ProtectionKeyError(f"{where}: 'keys' must be an object and 'destroyed' a list")
-    keys: dict[int, bytes] = {}
-    for name, text in raw_keys.items():
-        version = _version(name, where)
-        key = b""
-        with contextlib.suppress(binascii.Error, ValueError):
-            key = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
-        if len(key) != KEY_SIZE or version in keys:
-            raise ProtectionKeyError(
-                f"{where}: version {version} does not hold one {KEY_SIZE}-byte base64 key"
-            )
-        keys[version] = key
-    destroyed = tuple(sorted({_version(v, where) for v in raw_destroyed}))
-    current = _version(doc.get("current_version"), where)
-    if set(destroyed) & set(keys):
-        raise ProtectionKeyError(f"{where}: a version is both live and destroyed")
-    if current not in keys or current != max((*keys, *destroyed)):
-        raise ProtectionKeyError(f"{where}: the current version must be the newest live version")
-    return _State(current=current, keys=keys, destroyed=destroyed)
-
-
-def _load_state(path: Path) -> _State:
-    where = f"template-protection keyring {str(path)!r}"
-    try:
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            data = handle.read(_MAX_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise ProtectionKeyError(f"{where} does not exist") from None
-    except OSError as exc:
-        raise ProtectionKeyError(f"cannot read {where}: {exc.strerror}") from None
-    if len(data) > _MAX_FILE_SIZE:
-        raise ProtectionKeyError(f"{where} is too large to be a keyring")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Warn rather than refuse, as enrolment.kek does: operators may use group-owned secret mounts.
-        log.warning(
-            "template-protection keyring %s is accessible to group or others (mode %o)", path, mode & 0o777
-        )
-    return _parse(data, where)
-
-
-def _write(path: Path, state: _State, *, replace: bool) -> bool:
-    """Write atomically: a 0600 temporary file beside it, fsync, rename (or link), fsync the folder.
-
-    Creating (``replace`` false) links instead of renaming, so it never overwrites a keyring another
-    process made first (templates written under it would be lost) and returns False in that case.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        if not replace:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-                os.fchmod(out.fileno(), 0o600)  # the umask may have taken bits; never leave more
-                out.write(_serialise(state))
-                out.flush()
-                os.fsync(out.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError as exc:
-        raise ProtectionKeyError(
-            f"cannot write template-protection keyring {str(path)!r}: {exc.strerror}"
-        ) from None
-    return True
+# Kept as these words: existing keyring files and the messages operators and tests know.
+_FORMAT = keyring_file.KeyringFormat(
+    name="safepassage-template-keyring",
+    key_size=KEY_SIZE,
+    keyring="template-protection keyring",
+    version="key version",
+    entry="version",
+    error=ProtectionKeyError,
+    log=log,
+)
 
 
 class TransformKeyring:
@@ -325,7 +209,7 @@ class TransformKeyring:
 
     __slots__ = ("_cache", "_lock", "_path", "_state")
 
-    def __init__(self, path: Path, state: _State) -> None:
+    def __init__(self, path: Path, state: KeyringState) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._state = state
@@ -335,15 +219,15 @@ class TransformKeyring:
     def open(cls, path: Path) -> TransformKeyring:
         """The keyring at ``path``; ProtectionKeyError if it is missing, unreadable or malformed."""
         path = Path(path)
-        return cls(path, _load_state(path))
+        return cls(path, keyring_file.load(path, _FORMAT))
 
     @classmethod
     def create_if_missing(cls, path: Path) -> TransformKeyring:
         """The keyring at ``path``, made with a random version 1 if there is none (never overwriting one)."""
         path = Path(path)
         if not path.exists():
-            state = _State(current=1, keys={1: secrets.token_bytes(KEY_SIZE)}, destroyed=())
-            if _write(path, state, replace=False):
+            state = KeyringState(current=1, keys={1: secrets.token_bytes(KEY_SIZE)}, destroyed=())
+            if keyring_file.write(path, state, _FORMAT, replace=False):
                 log.info("created template-protection keyring %s (version 1)", path)
         return cls.open(path)
 
@@ -397,13 +281,10 @@ class TransformKeyring:
     def rotate(self) -> int:
         """A new random key as the current version; older versions stay until destroyed."""
         with self._lock:
-            state = self._state
-            version = max((*state.keys, *state.destroyed)) + 1
-            if version > _MAX_VERSION:
-                raise ProtectionKeyError("the keyring has used every key version number")
+            version = keyring_file.next_version(self._state, _FORMAT)
             key = secrets.token_bytes(KEY_SIZE)
-            new = _State(current=version, keys={**state.keys, version: key}, destroyed=state.destroyed)
-            _write(self._path, new, replace=True)
+            new = self._state.with_key(version, key)
+            keyring_file.write(self._path, new, _FORMAT, replace=True)
             self._state = new
         log.info(
             "rotated template-protection keyring %s to version %d (%s)",
@@ -427,11 +308,8 @@ class TransformKeyring:
                 raise ProtectionKeyError(
                     f"template-protection key version {version} is unknown to this keyring"
                 )
-            keys = {v: k for v, k in state.keys.items() if v != version}
-            new = _State(
-                current=state.current, keys=keys, destroyed=tuple(sorted((*state.destroyed, version)))
-            )
-            _write(self._path, new, replace=True)
+            new = state.without(version)
+            keyring_file.write(self._path, new, _FORMAT, replace=True)
             self._state = new
             self._cache = {k: t for k, t in self._cache.items() if k[0] != version}
         log.info("destroyed template-protection key version %d of keyring %s", version, self._path)
