@@ -10,6 +10,7 @@ safepassage count GALLERY | delete GALLERY REFERENCE | health
 safepassage edge run|drain|status|kiosk --config CAMERA.toml
 safepassage records enrol|consent|grant|withdraw|credential|verify-holder|erase|... (protected records)
 safepassage credential verify --qr PNG --issuer-key PEM --reader-key KEY --face IMG   (offline)
+safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out DIR] [--limit N]   (offline)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from safepassage_cli.client import (
 )
 from safepassage_cli.credential_command import add_credential_parser, run_credential
 from safepassage_cli.edge_command import add_edge_parser, run_edge
+from safepassage_cli.evaluate_command import add_evaluate_parser, run_evaluate
 from safepassage_cli.records_command import add_records_parser, run_local
 
 Command = Callable[[Stubs, argparse.Namespace], None]
@@ -54,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_authorise_parser(sub)
     add_edge_parser(sub)
+    add_evaluate_parser(sub)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_edge(args)
     if args.command == "credential":
         return run_credential(args)
+    if args.command == "evaluate":
+        return run_evaluate(args)
     if args.command == "records":
         local = run_local(args)
         if local is not None:

@@ -1,0 +1,1 @@
+"""Evaluation harness: verification and identification error rates in NIST FRTE / ISO/IEC 19795 terms."""
