@@ -52,8 +52,10 @@ from safepassage_server.errors import ErrorMappingInterceptor
 from safepassage_server.fishing import FishingDetector
 from safepassage_server.galleries import GalleryServicer
 from safepassage_server.identity import Caller, Role
+from safepassage_server.key_layout import check_key_layout
 from safepassage_server.keys import derive_key, load_or_create_key
 from safepassage_server.limits import RateLimiter
+from safepassage_server.live_capture import LiveCaptureReader
 from safepassage_server.matching import MatchingServicer
 from safepassage_server.peer import PeerAuthenticator
 from safepassage_server.peer import server_credentials as mtls_credentials
@@ -222,7 +224,7 @@ def _protected_records(config: Config, matcher: Matcher, lookup_key: bytes) -> e
     keys = enrolment.FileKeyring.open(config.keyring_path, create=config.storage.generate_template_key)
     vault = enrolment.RecordVault.open(config.records_path)
     try:
-        return enrolment.ProtectedRecords(
+        records = enrolment.ProtectedRecords(
             vault=vault,
             keys=keys,
             matcher=matcher,
@@ -240,6 +242,13 @@ def _protected_records(config: Config, matcher: Matcher, lookup_key: bytes) -> e
                 referral_readers={k: frozenset(v) for k, v in settings.referral_readers.items()},
             ),
         )
+        # Before serving: finish erasures a stop interrupted, move protected templates an earlier
+        # version kept in the template store out of it, and hold them in memory only.
+        enrolment.complete_pending(records)
+        records.purge_store_copies()
+        loaded = records.load_templates()
+        log.info("protected records: %d records' templates loaded from the vault", loaded)
+        return records
     except BaseException:
         vault.close()
         raise
@@ -286,6 +295,7 @@ def _is_loopback(host: str) -> bool:
 
 def create_server(config: Config) -> tuple[Service, int]:
     """Build the whole service and bind its port (0 = a free one); not started yet."""
+    check_key_layout(config)  # before anything is written: keys never beside the data they protect
     credentials, authenticate, cctv = _security(config)
     master_key = load_or_create_key(config.template_key_path, config.storage.generate_template_key)
     sealer = store.TemplateSealer(master_key)
@@ -366,7 +376,7 @@ def create_server(config: Config) -> tuple[Service, int]:
             MatchingServicer(matcher, probes, config.matching, kept_probes, stream_replies), server
         )
         protected_identity_pb2_grpc.add_ProtectedIdentityServiceServicer_to_server(
-            ProtectedIdentityServicer(records, probes), server
+            ProtectedIdentityServicer(records, probes, LiveCaptureReader(probes)), server
         )
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -189,7 +189,8 @@ def running_server(
     config = load_config(
         None,
         {
-            "storage.data_dir": str(data_dir),
+            # The keys go beside the data (storage.keys_dir: <data_dir>-keys), both inside the run's folder.
+            "storage.data_dir": str(data_dir / "data"),
             "listen.port": 0,
             "storage.snapshot_interval_s": 0,
             "tls.pki_dir": str(pki_dir),

@@ -80,7 +80,7 @@ from enrolment.record import (
     ProtectedRecord,
 )
 from enrolment.record_cipher import SEALED_OVERHEAD, RecordCipher
-from enrolment.service import _RECORD, _SECRETS, _TEMPLATES, _templates_to_bytes, new_record_id
+from enrolment.service import _RECORD, _SECRETS, _TEMPLATES, new_record_id, templates_to_bytes
 from enrolment.vault import ConsentEntry, RecordVault, StoredRecord, Tombstone
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "records.json"
@@ -230,7 +230,7 @@ def make_payload(kind: str, record: ProtectedRecord, secrets: bytes, seed: int) 
     rng = np.random.default_rng(seed)
     matrix = rng.standard_normal((TEMPLATES_PER_RECORD, DIMENSION)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    templates = _templates_to_bytes(matrix)
+    templates = templates_to_bytes(matrix)
     sealed = len(data) + SEALED_OVERHEAD
     shape = RecordShape(kind, len(data), sealed, len(secrets), len(templates), serialise_ms, parse_ms)
     return Payload(kind, data, secrets, templates, shape)

@@ -84,7 +84,8 @@ def _read(path: Path, what: str) -> bytes:
     except OSError as error:
         raise CredentialsError(
             f"cannot read the device's {what} {path}: {error.strerror or error};"
-            " `safepassage pki issue <device> --role cctv_edge` (or kiosk) makes one"
+            " `safepassage pki issue <device> --role cctv_edge`"
+            " (or `--role kiosk --organisation ORG`) makes one"
         ) from None
 
 

@@ -12,6 +12,13 @@ compare, and with several the device cannot know who is presenting the
 credential, so the officer retakes the picture (PipelineInputError) rather
 than the holder being refused. Only public metadata leaves this module; the
 template stays inside the verified credential.
+
+A device that holds its issuer's revocation list (synced with `safepassage
+credential revocations`) refuses credentials the issuer has retired, such as
+the previous credential of a holder who was issued a new one, or any
+credential of an erased record. Once a list is given, every check needs it
+to be current: a stale list, or a credential of an issuer it does not cover,
+is refused rather than passed unchecked.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from holder_credential import (
     CredentialInfo,
     ModelMismatch,
     ReaderKey,
+    RevocationList,
     TrustedIssuers,
+    UnknownIssuer,
     match,
     require_model,
     verify,
@@ -63,20 +72,40 @@ class HolderCheckResult:
 class HolderCheck:
     """Verifies credentials with fixed keys and a loaded face pipeline; one check at a time per pipeline."""
 
-    def __init__(self, pipeline: FacePipeline, trusted: TrustedIssuers, reader: ReaderKey) -> None:
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        trusted: TrustedIssuers,
+        reader: ReaderKey,
+        revocations: RevocationList | None = None,
+    ) -> None:
+        if revocations is not None and revocations.issuer_key_id not in trusted:
+            raise UnknownIssuer(
+                f"the revocation list is signed by issuer key {revocations.issuer_key_id},"
+                " which this device does not trust"
+            )
         self.pipeline = pipeline
         self.trusted = trusted
         self.reader = reader
+        # Replace with a newer list (verify_revocations) as it is synced; read once per check.
+        self.revocations = revocations
 
     def check(self, credential_text: str, live: RgbImage, now: datetime | None = None) -> HolderCheckResult:
         """Verify ``credential_text`` and match it to the one face in ``live`` (uint8 HxWx3 RGB).
 
         Raises the credential's errors (MalformedCredential, UnknownIssuer,
         CredentialTampered, CredentialExpired, CredentialNotYetValid,
-        NotForThisReader, ModelMismatch, HolderMismatch) or PipelineInputError
-        when the capture is malformed or does not show exactly one face.
+        NotForThisReader, CredentialRevoked, ModelMismatch, HolderMismatch),
+        RevocationListStale or RevocationListNotForIssuer when a revocation
+        list is held but cannot vouch for this credential, or
+        PipelineInputError when the capture is malformed or does not show
+        exactly one face.
         """
         credential = verify(credential_text, self.trusted, self.reader, now)
+        revocations = self.revocations
+        if revocations is not None:
+            revocations.require_current(now)
+            revocations.check(credential.info)
         spec = self.pipeline.spec
         # Before the pipeline runs: a template of another model is of no use.
         require_model(credential, spec.name)

@@ -6,23 +6,30 @@ consent receipt, a recovery code and a signed holder credential. Officers
 verify the holder 1:1 and see a minimal view; the PIN releases the full
 record; a duress PIN looks the same and raises a protection referral.
 Erasure destroys the data key and every KEK version an earlier backup could
-use. `enrolment` asks `matcher` for templates and never touches FAISS.
+use. Who may do what to a record is decided in one place, record_policy.py.
+Protected templates live sealed in the vault and, while the server runs, in
+memory (holder_templates.py); `enrolment` asks `matcher` only for gallery
+settings and never touches FAISS.
 """
 
 from enrolment.consent import ConsentDecision, ConsentText, Scope, ScopeGrant, decide
 from enrolment.consent_changes import ConsentChanged, change_consent
+from enrolment.credential_desk import CredentialDesk, IssuedCredential
 from enrolment.custodian import KeyCustodian, Rotation
-from enrolment.erasure import Erased, erase
+from enrolment.erasure import Erased, complete_pending, erase
 from enrolment.errors import (
     ConsentRequired,
+    CredentialRetired,
     EnrolmentError,
     HolderNotVerified,
     InvalidConsent,
     InvalidRecord,
     KeyDestroyed,
     KeyringError,
+    LiveFaceRefused,
     PinLocked,
     ReceiptInvalid,
+    RecordAccessDenied,
     RecordErased,
     RecordExists,
     RecordIntegrityError,
@@ -30,26 +37,33 @@ from enrolment.errors import (
     WrongGallery,
     WrongKey,
 )
+from enrolment.holder_proof import HolderRef, LiveFace, Located, Proved
 from enrolment.kek import FileKeyring, KeyEncryptionKeys, WrappedKey
 from enrolment.receipts import ReceiptKind, StationKey, verify_receipt
 from enrolment.record import ProtectedRecord
+from enrolment.record_policy import Action, Actor, ActorKind, Proof
 from enrolment.referrals import Referral
 from enrolment.service import (
+    DuplicateCheck,
     Enrolled,
     EnrolmentSettings,
-    HolderRef,
     HolderVerified,
-    IssuedCredential,
     ProtectedRecords,
 )
 from enrolment.vault import RecordVault
 from enrolment.views import MinimalView, minimal_view
 
 __all__ = [
+    "Action",
+    "Actor",
+    "ActorKind",
     "ConsentChanged",
     "ConsentDecision",
     "ConsentRequired",
     "ConsentText",
+    "CredentialDesk",
+    "CredentialRetired",
+    "DuplicateCheck",
     "Enrolled",
     "EnrolmentError",
     "EnrolmentSettings",
@@ -65,12 +79,18 @@ __all__ = [
     "KeyDestroyed",
     "KeyEncryptionKeys",
     "KeyringError",
+    "LiveFace",
+    "LiveFaceRefused",
+    "Located",
     "MinimalView",
     "PinLocked",
+    "Proof",
     "ProtectedRecord",
     "ProtectedRecords",
+    "Proved",
     "ReceiptInvalid",
     "ReceiptKind",
+    "RecordAccessDenied",
     "RecordErased",
     "RecordExists",
     "RecordIntegrityError",
@@ -85,6 +105,7 @@ __all__ = [
     "WrongGallery",
     "WrongKey",
     "change_consent",
+    "complete_pending",
     "decide",
     "erase",
     "minimal_view",

@@ -5,7 +5,10 @@ from the moment it is withdrawn the service refuses what it allowed (the
 duplicate check stops searching the record, credentials stop being issued
 and verified at the border, sharing with that organisation stops).
 Withdrawing "store" is the holder asking for erasure, and erases the record.
-Every change returns a receipt signed by the station, like the first one.
+Granting needs the holder's proof; the record's own organisation may record a
+withdrawal on the holder's instruction (narrowing only); the record policy
+decides. Every change returns a receipt signed by the station, like the
+first one, naming who asked and with what proof.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 from enrolment.consent import ConsentText, Scope, ScopeGrant
 from enrolment.erasure import Erased, erase
 from enrolment.errors import InvalidConsent
+from enrolment.holder_proof import Located, Proved
 from enrolment.receipts import ReceiptKind
+from enrolment.record_policy import Action, Actor
 from enrolment.service import ProtectedRecords
 from enrolment.vault import ConsentEntry
 
@@ -32,11 +37,11 @@ class ConsentChanged:
 
 def change_consent(
     records: ProtectedRecords,
-    record_id: str,
+    actor: Actor,
+    proved: Proved | Located,
     text: ConsentText,
     grant: frozenset[ScopeGrant],
     withdraw: frozenset[ScopeGrant],
-    requested_by: str,
 ) -> ConsentChanged:
     if not grant and not withdraw:
         raise InvalidConsent("consent: name at least one scope to grant or withdraw")
@@ -44,6 +49,8 @@ def change_consent(
         raise InvalidConsent("consent: a scope cannot be granted and withdrawn at once")
     if ScopeGrant(Scope.STORE) in grant:
         raise InvalidConsent("consent: 'store' is given at enrolment; it can only be withdrawn")
+    records.authorise(Action.GRANT_SCOPE if grant else Action.WITHDRAW_SCOPE, actor, proved)
+    record_id = proved.record_id
     now = records.now()
     before = {entry.grant: entry for entry in records.vault.consents(record_id)}
     body: dict[str, str | tuple[str, ...]] = {
@@ -51,10 +58,11 @@ def change_consent(
         "withdrawn": tuple(sorted(g.label for g in withdraw)),
         "language": text.language,
         "text_sha256": text.sha256,
+        "requested_by": f"{actor.label} ({proved.proof.label})",
     }
     if ScopeGrant(Scope.STORE) in withdraw:
         receipt = records.station.sign(ReceiptKind.CONSENT_CHANGE, record_id, body, now=now).to_text()
-        erased = erase(records, record_id, requested_by)
+        erased = erase(records, actor, proved)
         return ConsentChanged(record_id, (), receipt, erased)
     stamp = now.timestamp()
     changes = [ConsentEntry(g, True, text.language, text.sha256, stamp) for g in grant]

@@ -18,6 +18,11 @@ Like pyca/cryptography, a failed check raises; nothing returns False.
     ├── ConsentRequired         (PermissionDenied)    the operation's scope is not granted, or withdrawn
     ├── HolderNotVerified       (PermissionDenied)    live face, PIN or recovery code did not prove the holder
     ├── PinLocked               (PermissionDenied)    too many wrong PINs; locked for a while
+    ├── RecordAccessDenied      (PermissionDenied)    the record policy refuses this caller (another
+    │                                                 organisation's record, or a role that never may)
+    ├── CredentialRetired       (PermissionDenied)    the credential was replaced by a newer one or revoked
+    ├── LiveFaceRefused         (PermissionDenied)    the live face is not a fresh capture (embedding,
+    │                                                 replayed template, unsigned or stale capture)
     ├── RecordIntegrityError    (DataIntegrityError)  a sealed record or wrapped key failed to open (tampered,
     │                                                 or moved to another record id)
     ├── WrongKey                (DataIntegrityError)  sealed under another data key or KEK than the one given
@@ -38,14 +43,17 @@ from safepassage_core.errors import (
 
 __all__ = [
     "ConsentRequired",
+    "CredentialRetired",
     "EnrolmentError",
     "HolderNotVerified",
     "InvalidConsent",
     "InvalidRecord",
     "KeyDestroyed",
     "KeyringError",
+    "LiveFaceRefused",
     "PinLocked",
     "ReceiptInvalid",
+    "RecordAccessDenied",
     "RecordErased",
     "RecordExists",
     "RecordIntegrityError",
@@ -113,3 +121,15 @@ class WrongKey(EnrolmentError, DataIntegrityError):
 
 class ReceiptInvalid(EnrolmentError, DataIntegrityError):
     """A signed receipt failed verification: bad signature, unknown key, or malformed content."""
+
+
+class RecordAccessDenied(EnrolmentError, PermissionDenied):
+    """The record policy refuses this caller: another organisation's record, or a role that never may."""
+
+
+class CredentialRetired(EnrolmentError, PermissionDenied):
+    """The credential was replaced by a newer one, or revoked at erasure."""
+
+
+class LiveFaceRefused(EnrolmentError, PermissionDenied):
+    """The live face is not a fresh capture by this device: an embedding, a replay, unsigned or stale."""

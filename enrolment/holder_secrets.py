@@ -39,7 +39,10 @@ __all__ = [
     "recovery_tag",
 ]
 
-PIN_PATTERN = re.compile(r"[0-9]{4,12}")
+# New PINs: 6 to 12 digits (a million guesses, against five a lockout). Hashes of 4-digit PINs
+# made before that rule still check, so nobody is locked out by it; they change at the next PIN change.
+PIN_PATTERN = re.compile(r"[0-9]{6,12}")
+_CHECKABLE_PIN = re.compile(r"[0-9]{4,12}")
 _SALT_SIZE = 16
 # scrypt at 2**14 x 8: about 40 ms a hash, 16 MiB; two per check.
 _SCRYPT_N = 2**14
@@ -64,7 +67,7 @@ def _scrypt(pin: str, salt: bytes) -> bytes:
 
 def _check_pin(pin: str, field: str) -> str:
     if not isinstance(pin, str) or not PIN_PATTERN.fullmatch(pin):
-        raise InvalidRecord(f"{field} must be 4 to 12 digits")
+        raise InvalidRecord(f"{field} must be 6 to 12 digits")
     return pin
 
 
@@ -91,7 +94,7 @@ class HolderSecrets:
 
     def check(self, pin: str) -> PinKind:
         """Which PIN this is; HolderNotVerified if neither. Both hashes are always computed."""
-        candidate = pin if isinstance(pin, str) and PIN_PATTERN.fullmatch(pin) else "0000"
+        candidate = pin if isinstance(pin, str) and _CHECKABLE_PIN.fullmatch(pin) else "0000"
         ordinary = hmac.compare_digest(_scrypt(candidate, self.pin_salt), self.pin_hash)
         duress = hmac.compare_digest(_scrypt(candidate, self.duress_salt), self.duress_hash)
         if candidate != pin:

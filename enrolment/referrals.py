@@ -1,16 +1,20 @@
-"""Protection referrals: what a duress PIN raises, and where the NGO reads it.
+"""Protection referrals: what a duress PIN or repeated PIN lockouts raise, and who reads them.
 
 A holder forced to release their record enters the duress PIN: the answer
 on the officer's or kiosk's screen is the ordinary one, and a referral goes
-to the NGO channel named in the record's contact. The referral says where
-(the device or officer account), when and in which flow; it is sealed under
-the record's data key, so it dies with the record at erasure, and the vault
-shows only its channel and times in clear. It is never written to the
-transparency log or the server log with anything that tells it apart from
-an ordinary verification.
+to the NGO channel named in the record's contact. From the second PIN lockout
+in a row a referral goes there too (context "pin_lockout"): someone keeps
+guessing. The referral says where (the device or officer account), when and in
+which flow; it is sealed under the record's data key, so it dies with the
+record at erasure, and the vault shows only its organisation, channel and
+times in clear. It is never written to the transparency log or the server log
+with anything that tells it apart from an ordinary verification.
 
-Who reads a channel is configured per channel (caseworker client ids); a
-channel not configured is open to every NGO caseworker of the deployment.
+A referral belongs to the record's enrolling organisation: only that
+organisation's caseworkers list or acknowledge it, and to anyone else it does
+not exist (RecordNotFound, not PermissionDenied, so its existence leaks
+nothing). Within the organisation, a channel may further be limited to a list
+of caseworker client ids; a channel not configured is open to all of them.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ _PART = "referral"
 class Referral:
     referral_id: int
     record_id: str
+    organisation: str  # the record's enrolling organisation: the only one that sees it
     channel: str
     raised_at: datetime
     raised_by: str  # caller label: role and device or account id
-    context: str  # "verification" or "kiosk"
+    context: str  # "verification", "kiosk" or "pin_lockout"
     acknowledged_at: datetime | None
 
 
@@ -55,27 +60,40 @@ class ReferralDesk:
         self._cipher = cipher
         self._readers = readers
 
-    def raise_referral(self, key: DataKey, channel: str, raised_by: str, context: str, now: float) -> int:
+    def raise_referral(
+        self, key: DataKey, organisation: str, channel: str, raised_by: str, context: str, now: float
+    ) -> int:
+        """Seal and store a referral to the record's `organisation` on `channel`; its id."""
         payload = json.dumps({"raised_by": raised_by, "context": context}, sort_keys=True).encode()
         sealed = RecordCipher.seal(key, _PART, payload)
-        return self._vault.add_referral(key.record_id, channel, now, sealed)
+        return self._vault.add_referral(key.record_id, organisation, channel, now, sealed)
 
     def may_read(self, reader_id: str, channel: str) -> bool:
+        """The channel's reader list, where configured (on top of the organisation check)."""
         allowed = self._readers.get(channel)
         return allowed is None or reader_id in allowed
 
-    def list(self, reader_id: str, channels: list[str], include_acknowledged: bool) -> list[Referral]:
-        stored = self._vault.referrals(channels or None, include_acknowledged)
+    def list(
+        self, reader_id: str, organisation: str, channels: list[str], include_acknowledged: bool
+    ) -> list[Referral]:
+        """The organisation's referrals the reader may read (on `channels` only, unless empty)."""
+        if not organisation:  # a caller of no organisation reads none, not those of "" (schema 1 rows)
+            return []
+        stored = self._vault.referrals(organisation, channels or None, include_acknowledged)
         return [self._open(r) for r in stored if self.may_read(reader_id, r.channel)]
 
-    def acknowledge(self, reader_id: str, referral_id: int, now: float) -> Referral:
-        # Another channel's referral is reported as absent, not as forbidden.
+    def acknowledge(self, reader_id: str, organisation: str, referral_id: int, now: float) -> Referral:
+        """Mark it read; another organisation's or channel's referral is reported as absent."""
         absent = RecordNotFound(f"no referral {referral_id} on a channel this caller reads")
         try:
             found = self._vault.referral(referral_id)
         except RecordNotFound:
             raise absent from None
-        if not self.may_read(reader_id, found.channel):
+        if (
+            not organisation
+            or found.organisation != organisation
+            or not self.may_read(reader_id, found.channel)
+        ):
             raise absent
         return self._open(self._vault.acknowledge_referral(referral_id, now))
 
@@ -92,6 +110,7 @@ class ReferralDesk:
         return Referral(
             stored.referral_id,
             stored.record_id,
+            stored.organisation,
             stored.channel,
             raised_at,
             raised_by,

@@ -3,86 +3,51 @@
 Nothing personal is stored in clear: a record's details and the holder's
 secrets are sealed under its own data key (enrolment.record_cipher), kept
 here only wrapped by the key-encryption key. The clear columns are ids,
-times, consent scopes and hashes, and lookup tags (an HMAC of the recovery
-code). Erasure deletes the row's sealed parts and wrapped key in one
-transaction, leaves a tombstone, and truncates the write-ahead log so the
-old pages leave it too (``secure_delete`` zeroes them in the main file).
+times, consent scopes and hashes, PIN attempt counters, credential ids and
+lookup tags (an HMAC of the recovery code). Erasure deletes the row's sealed
+parts and wrapped key in one transaction, leaves a tombstone, and truncates the
+write-ahead log so the old pages leave it too (``secure_delete`` zeroes them in
+the main file).
 
-Like the template store: WAL, synchronous=FULL, secure_delete, a private
-file (0600 in a 0700 folder). One connection behind a lock: protected
-enrolment is a few operations a minute, not a search path.
+:class:`RecordVault` is the one object the service holds. It keeps records,
+consents and wrapped keys itself and hands the other aggregates to their own
+modules, all sharing one :class:`~enrolment.vault_file.VaultFile` (connection
+and lock): PIN attempts (enrolment.pin_attempts), credentials
+(enrolment.credential_registry), referrals (enrolment.vault_referrals), the
+erasure journal and tombstones (enrolment.vault_erasures). The schema and its
+migration are in enrolment.vault_schema.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from enrolment.consent import Scope, ScopeGrant
-from enrolment.errors import KeyringError, RecordErased, RecordExists, RecordNotFound
+from enrolment.credential_registry import CredentialRegistry, CredentialRow
+from enrolment.errors import RecordExists, RecordNotFound
 from enrolment.kek import WrappedKey
-from store.connections import open_private_file, sqlite_errors, write_transaction
+from enrolment.pin_attempts import PinAttempts, PinLockout
+from enrolment.vault_erasures import Erasures, PendingErasure, Tombstone
+from enrolment.vault_file import VaultFile, backup_vault
+from enrolment.vault_referrals import ReferralRows, StoredReferral
 
-__all__ = ["ConsentEntry", "RecordVault", "StoredRecord", "StoredReferral", "Tombstone", "backup_vault"]
+__all__ = [
+    "ConsentEntry",
+    "CredentialRow",
+    "PendingErasure",
+    "PinLockout",
+    "RecordVault",
+    "StoredRecord",
+    "StoredReferral",
+    "Tombstone",
+    "backup_vault",
+]
 
-log = logging.getLogger(__name__)
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    record_id TEXT PRIMARY KEY,
-    gallery_id TEXT NOT NULL,
-    organisation TEXT NOT NULL,
-    templates INTEGER NOT NULL,
-    sealed_record BLOB NOT NULL,
-    sealed_secrets BLOB NOT NULL,
-    sealed_templates BLOB NOT NULL,
-    recovery_tag BLOB NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    pin_failures INTEGER NOT NULL DEFAULT 0,
-    pin_locked_until REAL NOT NULL DEFAULT 0
-);
--- Apart from the records, so a KEK rotation rewrites 80-byte rows, never the sealed records
--- (a row whose size changes is rewritten whole, document photos included).
-CREATE TABLE IF NOT EXISTS data_keys (
-    record_id TEXT PRIMARY KEY REFERENCES records (record_id) ON DELETE CASCADE,
-    kek_version INTEGER NOT NULL,
-    wrapped_key BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_version);
-CREATE TABLE IF NOT EXISTS consents (
-    record_id TEXT NOT NULL REFERENCES records (record_id) ON DELETE CASCADE,
-    scope TEXT NOT NULL,
-    organisation TEXT NOT NULL,
-    granted INTEGER NOT NULL,
-    language TEXT NOT NULL,
-    text_sha256 TEXT NOT NULL,
-    decided_at REAL NOT NULL,
-    withdrawn_at REAL,
-    PRIMARY KEY (record_id, scope, organisation)
-);
-CREATE TABLE IF NOT EXISTS tombstones (
-    record_id TEXT PRIMARY KEY,
-    erased_at REAL NOT NULL,
-    requested_by TEXT NOT NULL,
-    receipt_sha256 TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS referrals (
-    referral_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT NOT NULL REFERENCES records (record_id) ON DELETE CASCADE,
-    channel TEXT NOT NULL,
-    raised_at REAL NOT NULL,
-    sealed BLOB NOT NULL,
-    acknowledged_at REAL
-);
-CREATE INDEX IF NOT EXISTS referrals_by_channel ON referrals (channel, acknowledged_at);
-"""
+# Rows per read while streaming sealed templates at start-up (the lock is released between chunks).
+_TEMPLATE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -91,13 +56,16 @@ class StoredRecord:
 
     record_id: str
     gallery_id: str
-    organisation: str  # the enrolling caller (NGO caseworker or kiosk id): who may act for the holder
+    # The enrolling organisation's id: whose caseworkers may act for the holder and read its referrals.
+    # Rows from schema version 1 keep what they had (the enrolling caller's label).
+    organisation: str
     templates: int  # its reference ids in the gallery are f"{record_id}.{n}"
     wrapped_key: WrappedKey
     sealed_record: bytes
     sealed_secrets: bytes
     sealed_templates: bytes
     created_at: float
+    credential_days: int = 0  # credential validity chosen at enrolment; 0 = unknown (schema version 1)
 
     @property
     def reference_ids(self) -> list[str]:
@@ -120,79 +88,39 @@ class ConsentEntry:
         return self.granted and self.withdrawn_at is None
 
 
-@dataclass(frozen=True)
-class Tombstone:
-    record_id: str
-    erased_at: float
-    requested_by: str
-    receipt_sha256: str
-
-
-@dataclass(frozen=True)
-class StoredReferral:
-    referral_id: int
-    record_id: str
-    channel: str
-    raised_at: float
-    sealed: bytes
-    acknowledged_at: float | None
-
-
-_REFERRAL_COLUMNS = "referral_id, record_id, channel, raised_at, sealed, acknowledged_at"
-
-
-def _referral(row: tuple[Any, ...]) -> StoredReferral:
-    return StoredReferral(int(row[0]), str(row[1]), str(row[2]), float(row[3]), bytes(row[4]), row[5])
-
-
 class RecordVault:
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = conn
-        self._lock = threading.Lock()
+    """Records, consents and wrapped keys; the other aggregates through the same file and lock."""
+
+    def __init__(self, file: VaultFile) -> None:
+        """Use :meth:`open`."""
+        self._file = file
+        self.path = file.path
+        self._pins = PinAttempts(file)
+        self._credentials = CredentialRegistry(file)
+        self._referrals = ReferralRows(file)
+        self._erasures = Erasures(file)
 
     @classmethod
     def open(cls, path: Path) -> RecordVault:
-        conn = open_private_file(path)
-        try:
-            with sqlite_errors("open the record vault"):
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                if version > _SCHEMA_VERSION:
-                    raise KeyringError(f"record vault {path} has schema {version}, newer than this code")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return cls(path, conn)
+        """Open or create the vault; a schema-1 file is migrated in place (KeyringError if newer)."""
+        return cls(VaultFile.open(path))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._lock, sqlite_errors(action), write_transaction(self._conn) as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._lock, sqlite_errors(action):
-            yield self._conn
+        self._file.close()
 
     # -- records -------------------------------------------------------------------
 
     def insert(self, record: StoredRecord, recovery_tag: bytes, consents: Iterable[ConsentEntry]) -> None:
         try:
-            with self._write("store a record") as conn:
+            with self._file.write("store a record") as conn:
                 if conn.execute(
                     "SELECT 1 FROM tombstones WHERE record_id = ?", (record.record_id,)
                 ).fetchone():
                     raise RecordExists(f"record {record.record_id} was erased; its id is not reused")
                 conn.execute(
-                    "INSERT INTO records (record_id, gallery_id, organisation, templates,"
-                    " sealed_record, sealed_secrets, sealed_templates, recovery_tag, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO records (record_id, gallery_id, organisation, templates, sealed_record,"
+                    " sealed_secrets, sealed_templates, recovery_tag, created_at, credential_days)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.record_id,
                         record.gallery_id,
@@ -203,6 +131,7 @@ class RecordVault:
                         record.sealed_templates,
                         recovery_tag,
                         record.created_at,
+                        record.credential_days,
                     ),
                 )
                 conn.execute(
@@ -214,15 +143,15 @@ class RecordVault:
             raise RecordExists(f"record {record.record_id} (or its recovery code) already exists") from None
 
     def get(self, record_id: str) -> StoredRecord:
-        with self._read("read a record") as conn:
+        with self._file.read("read a record") as conn:
             row = conn.execute(
                 "SELECT r.record_id, gallery_id, organisation, templates, kek_version, wrapped_key,"
-                " sealed_record, sealed_secrets, sealed_templates, created_at"
+                " sealed_record, sealed_secrets, sealed_templates, created_at, credential_days"
                 " FROM records r JOIN data_keys k ON k.record_id = r.record_id WHERE r.record_id = ?",
                 (record_id,),
             ).fetchone()
             if row is None:
-                self._raise_missing(conn, record_id)
+                self._file.raise_missing(conn, record_id)
         return StoredRecord(
             record_id=row[0],
             gallery_id=row[1],
@@ -233,15 +162,20 @@ class RecordVault:
             sealed_secrets=bytes(row[7]),
             sealed_templates=bytes(row[8]),
             created_at=row[9],
+            credential_days=int(row[10]),
         )
 
-    def _raise_missing(self, conn: sqlite3.Connection, record_id: str) -> None:
-        if conn.execute("SELECT 1 FROM tombstones WHERE record_id = ?", (record_id,)).fetchone():
-            raise RecordErased(f"record {record_id} was erased")
-        raise RecordNotFound(f"no record {record_id}")
+    def replace_secrets(self, record_id: str, sealed_secrets: bytes) -> None:
+        """Store the holder's new sealed secrets (a PIN change); RecordNotFound / RecordErased."""
+        with self._file.write("replace a record's secrets") as conn:
+            updated = conn.execute(
+                "UPDATE records SET sealed_secrets = ? WHERE record_id = ?", (sealed_secrets, record_id)
+            ).rowcount
+            if updated == 0:
+                self._file.raise_missing(conn, record_id)
 
     def find_by_recovery_tag(self, tag: bytes) -> str:
-        with self._read("find a record") as conn:
+        with self._file.read("find a record") as conn:
             row = conn.execute("SELECT record_id FROM records WHERE recovery_tag = ?", (tag,)).fetchone()
         if row is None:
             raise RecordNotFound("no record answers to this recovery code")
@@ -249,7 +183,7 @@ class RecordVault:
 
     def records_in(self, gallery_id: str, grant: ScopeGrant) -> list[tuple[str, int]]:
         """(id, template count) of the gallery's records whose holders granted `grant`, not withdrawn."""
-        with self._read("list consenting records") as conn:
+        with self._file.read("list consenting records") as conn:
             rows = conn.execute(
                 "SELECT r.record_id, r.templates FROM records r JOIN consents c ON c.record_id = r.record_id"
                 " WHERE r.gallery_id = ? AND c.scope = ? AND c.organisation = ? AND c.granted = 1"
@@ -258,12 +192,37 @@ class RecordVault:
             ).fetchall()
         return [(str(row[0]), int(row[1])) for row in rows]
 
+    def sealed_templates(self) -> Iterator[tuple[str, str, WrappedKey, bytes]]:
+        """(record id, gallery id, wrapped key, sealed templates) of every live record, by id.
+
+        For rebuilding the in-memory protected templates at start-up. Read in
+        chunks; the lock is not held while the caller works on a chunk, so a
+        record inserted or erased meanwhile may or may not be in the stream.
+        """
+        after = ""
+        while True:
+            with self._file.read("read sealed templates") as conn:
+                rows = conn.execute(
+                    "SELECT r.record_id, r.gallery_id, k.kek_version, k.wrapped_key, r.sealed_templates"
+                    " FROM records r JOIN data_keys k ON k.record_id = r.record_id"
+                    " WHERE r.record_id > ? ORDER BY r.record_id LIMIT ?",
+                    (after, _TEMPLATE_CHUNK),
+                ).fetchall()
+            for row in rows:
+                yield str(row[0]), str(row[1]), WrappedKey(int(row[2]), bytes(row[3])), bytes(row[4])
+            if len(rows) < _TEMPLATE_CHUNK:
+                return
+            after = str(rows[-1][0])
+
+    def count(self) -> int:
+        with self._file.read("count records") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
     # -- consent -------------------------------------------------------------------
 
     def consents(self, record_id: str) -> list[ConsentEntry]:
-        with self._read("read consents") as conn:
-            if conn.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone() is None:
-                self._raise_missing(conn, record_id)
+        with self._file.read("read consents") as conn:
+            self._file.require_record(conn, record_id)
             rows = conn.execute(
                 "SELECT scope, organisation, granted, language, text_sha256, decided_at, withdrawn_at"
                 " FROM consents WHERE record_id = ? ORDER BY scope, organisation",
@@ -273,9 +232,8 @@ class RecordVault:
 
     def put_consents(self, record_id: str, entries: Iterable[ConsentEntry]) -> None:
         """Record new decisions (a later grant replaces a refusal or a withdrawal, and vice versa)."""
-        with self._write("record consent") as conn:
-            if conn.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone() is None:
-                self._raise_missing(conn, record_id)
+        with self._file.write("record consent") as conn:
+            self._file.require_record(conn, record_id)
             self._put_consents(conn, record_id, entries)
 
     @staticmethod
@@ -298,46 +256,11 @@ class RecordVault:
             ],
         )
 
-    # -- PIN attempts --------------------------------------------------------------
-
-    def pin_locked_until(self, record_id: str) -> float:
-        with self._read("read PIN state") as conn:
-            row = conn.execute(
-                "SELECT pin_locked_until FROM records WHERE record_id = ?", (record_id,)
-            ).fetchone()
-            if row is None:
-                self._raise_missing(conn, record_id)
-        return float(row[0])
-
-    def pin_failed(self, record_id: str, now: float, max_failures: int, lock_s: float) -> int:
-        """Count a wrong PIN; at `max_failures` in a row the record's PIN checks lock for `lock_s`."""
-        with self._write("count a wrong PIN") as conn:
-            row = conn.execute(
-                "UPDATE records SET pin_failures = pin_failures + 1 WHERE record_id = ?"
-                " RETURNING pin_failures",
-                (record_id,),
-            ).fetchone()
-            if row is None:  # erased while its PIN was being checked
-                self._raise_missing(conn, record_id)
-            failures = int(row[0])
-            if failures >= max_failures:
-                conn.execute(
-                    "UPDATE records SET pin_failures = 0, pin_locked_until = ? WHERE record_id = ?",
-                    (now + lock_s, record_id),
-                )
-        return failures
-
-    def pin_passed(self, record_id: str) -> None:
-        with self._write("reset PIN failures") as conn:
-            conn.execute(
-                "UPDATE records SET pin_failures = 0, pin_locked_until = 0 WHERE record_id = ?", (record_id,)
-            )
-
     # -- keys ----------------------------------------------------------------------
 
     def wrapped_keys(self, not_version: int | None = None) -> list[tuple[str, WrappedKey]]:
         """Every live record's wrapped data key (those under another KEK version than `not_version`)."""
-        with self._read("read wrapped keys") as conn:
+        with self._file.read("read wrapped keys") as conn:
             rows = conn.execute(
                 "SELECT record_id, kek_version, wrapped_key FROM data_keys WHERE kek_version IS NOT ?",
                 (not_version,),
@@ -345,118 +268,93 @@ class RecordVault:
         return [(str(r[0]), WrappedKey(int(r[1]), bytes(r[2]))) for r in rows]
 
     def replace_wrapped_keys(self, rewrapped: Iterable[tuple[str, WrappedKey]]) -> None:
-        with self._write("store rewrapped keys") as conn:
+        with self._file.write("store rewrapped keys") as conn:
             conn.executemany(
                 "UPDATE data_keys SET kek_version = ?, wrapped_key = ? WHERE record_id = ?",
                 [(w.kek_version, w.blob, record_id) for record_id, w in rewrapped],
             )
 
     def kek_versions_in_use(self) -> set[int]:
-        with self._read("read KEK versions") as conn:
+        with self._file.read("read KEK versions") as conn:
             return {int(r[0]) for r in conn.execute("SELECT DISTINCT kek_version FROM data_keys")}
 
-    # -- referrals -----------------------------------------------------------------
+    # -- PIN attempts (enrolment.pin_attempts) -----------------------------------
 
-    def add_referral(self, record_id: str, channel: str, raised_at: float, sealed: bytes) -> int:
-        with self._write("raise a referral") as conn:
-            cursor = conn.execute(
-                "INSERT INTO referrals (record_id, channel, raised_at, sealed) VALUES (?, ?, ?, ?)",
-                (record_id, channel, raised_at, sealed),
-            )
-        return int(cursor.lastrowid or 0)
+    def pin_locked_until(self, record_id: str) -> float:
+        return self._pins.locked_until(record_id)
 
-    def referrals(self, channels: Iterable[str] | None, include_acknowledged: bool) -> list[StoredReferral]:
-        wanted = None if channels is None else sorted(set(channels))
-        with self._read("read referrals") as conn:
-            rows = conn.execute(
-                f"SELECT {_REFERRAL_COLUMNS} FROM referrals"
-                " WHERE (? OR acknowledged_at IS NULL) ORDER BY referral_id",
-                (int(include_acknowledged),),
-            ).fetchall()
-        return [_referral(r) for r in rows if wanted is None or r[2] in wanted]
+    def reserve_pin_attempt(self, record_id: str, now: float, max_failures: int) -> None:
+        """Count an attempt before checking it; PinLocked while locked or `max_failures` are counted."""
+        self._pins.reserve(record_id, now, max_failures)
+
+    def pin_failed(self, record_id: str, now: float, max_failures: int, lock_s: float) -> PinLockout | None:
+        """The reserved attempt was wrong; the lockout it starts (lock_s * 2**(lockouts-1)), if any."""
+        return self._pins.failed(record_id, now, max_failures, lock_s)
+
+    def pin_passed(self, record_id: str) -> None:
+        self._pins.passed(record_id)
+
+    # -- credentials (enrolment.credential_registry) -----------------------------
+
+    def add_credential(self, credential_id: str, record_id: str, issued_at: float, expires_at: float) -> None:
+        """Record an issued credential, retiring the record's earlier ones (RecordExists if the id is)."""
+        self._credentials.add(credential_id, record_id, issued_at, expires_at)
+
+    def credential(self, credential_id: str) -> CredentialRow:
+        return self._credentials.get(credential_id)
+
+    def credentials_of(self, record_id: str) -> list[CredentialRow]:
+        return self._credentials.of(record_id)
+
+    def revoked_credentials(self, now: float) -> list[tuple[str, float]]:
+        """(credential id, expires_at) of retired credentials still within their validity."""
+        return self._credentials.revoked(now)
+
+    def purge_credentials(self, now: float) -> int:
+        return self._credentials.purge(now)
+
+    # -- referrals (enrolment.vault_referrals) -----------------------------------
+
+    def add_referral(
+        self, record_id: str, organisation: str, channel: str, raised_at: float, sealed: bytes
+    ) -> int:
+        return self._referrals.add(record_id, organisation, channel, raised_at, sealed)
+
+    def referrals(
+        self, organisation: str, channels: Iterable[str] | None, include_acknowledged: bool
+    ) -> list[StoredReferral]:
+        """The organisation's referrals, on `channels` only unless None."""
+        return self._referrals.for_organisation(organisation, channels, include_acknowledged)
 
     def referral(self, referral_id: int) -> StoredReferral:
-        with self._read("read a referral") as conn:
-            row = conn.execute(
-                f"SELECT {_REFERRAL_COLUMNS} FROM referrals WHERE referral_id = ?", (referral_id,)
-            ).fetchone()
-        if row is None:
-            raise RecordNotFound(f"no referral {referral_id}")
-        return _referral(row)
+        return self._referrals.get(referral_id)
 
     def acknowledge_referral(self, referral_id: int, now: float) -> StoredReferral:
-        with self._write("acknowledge a referral") as conn:
-            conn.execute(
-                "UPDATE referrals SET acknowledged_at = COALESCE(acknowledged_at, ?) WHERE referral_id = ?",
-                (now, referral_id),
-            )
-            row = conn.execute(
-                f"SELECT {_REFERRAL_COLUMNS} FROM referrals WHERE referral_id = ?", (referral_id,)
-            ).fetchone()
-        if row is None:
-            raise RecordNotFound(f"no referral {referral_id}")
-        return _referral(row)
+        return self._referrals.acknowledge(referral_id, now)
 
-    # -- erasure and backups -------------------------------------------------------
+    # -- erasure (enrolment.vault_erasures) and backups ---------------------------
+
+    def begin_erasure(self, record_id: str, requested_by: str, now: float) -> None:
+        """Journal an erasure (idempotent); RecordNotFound if the id is neither live nor tombstoned."""
+        self._erasures.begin(record_id, requested_by, now)
+
+    def pending_erasures(self) -> list[PendingErasure]:
+        return self._erasures.pending()
+
+    def end_erasure(self, record_id: str) -> None:
+        self._erasures.end(record_id)
 
     def erase(self, tombstone: Tombstone) -> None:
-        """Delete the record, its consents and referrals; leave the tombstone; purge the WAL."""
-        with self._write("erase a record") as conn:
-            deleted = conn.execute("DELETE FROM records WHERE record_id = ?", (tombstone.record_id,)).rowcount
-            if deleted == 0:
-                self._raise_missing(conn, tombstone.record_id)
-            conn.execute(
-                "INSERT INTO tombstones (record_id, erased_at, requested_by, receipt_sha256)"
-                " VALUES (?, ?, ?, ?)",
-                (tombstone.record_id, tombstone.erased_at, tombstone.requested_by, tombstone.receipt_sha256),
-            )
-        self.purge_journal()
+        """Delete the record (consents, referrals, key), unlink its credentials, leave the tombstone."""
+        self._erasures.erase(tombstone)
+
+    def tombstone(self, record_id: str) -> Tombstone | None:
+        return self._erasures.tombstone(record_id)
 
     def purge_journal(self) -> None:
         """Copy the WAL into the main file (zeroing freed pages) and truncate it to nothing."""
-        with self._read("checkpoint the record vault") as conn:
-            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            log.warning(
-                "record vault checkpoint incomplete (a reader holds the WAL); old pages remain for now"
-            )
-
-    def tombstone(self, record_id: str) -> Tombstone | None:
-        with self._read("read a tombstone") as conn:
-            row = conn.execute(
-                "SELECT record_id, erased_at, requested_by, receipt_sha256"
-                " FROM tombstones WHERE record_id = ?",
-                (record_id,),
-            ).fetchone()
-        return None if row is None else Tombstone(str(row[0]), float(row[1]), str(row[2]), str(row[3]))
-
-    def count(self) -> int:
-        with self._read("count records") as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        self._file.purge_journal()
 
     def backup(self, destination: Path) -> None:
         """A consistent copy of the vault (SQLite's online backup), made while the service runs."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        target = open_private_file(destination)
-        try:
-            with self._lock, sqlite_errors("back up the record vault"):
-                self._conn.backup(target)
-        finally:
-            target.close()
-
-
-def backup_vault(source: Path, destination: Path) -> None:
-    """Copy a vault file consistently while the server may be writing it (read-only source)."""
-    if not source.exists():
-        raise RecordNotFound(f"no record vault at {source}")
-    reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        target = open_private_file(destination)
-        try:
-            with sqlite_errors("back up the record vault"):
-                reader.backup(target)
-        finally:
-            target.close()
-    finally:
-        reader.close()
+        self._file.backup(destination)

@@ -21,6 +21,14 @@ Typical use (every failed check raises a :class:`CredentialError`)::
     credential = verify(read_qr(photo_of_card), trusted, ReaderKey.load(Path("keys/reader.pem")))
     result = match(credential, live_embedding, model="dlib-resnet-v1")  # HolderMismatch if not the holder
 
+Two companions travel with credentials. The issuer's signed revocation list
+(:func:`sign_revocations`, :func:`verify_revocations`) lets an offline reader
+refuse a credential that was re-issued or whose record was erased. A capture
+statement (:func:`sign_capture`, :func:`verify_capture`) is a kiosk's or
+officer device's signature, with its mTLS client key, over an image it has
+just captured, so the server takes a face as live only from the calling
+device, only fresh and only once.
+
 What a reader without a reader key learns from the code: a random
 credential id, the issuer's key id, the validity dates and the key ids of
 the readers it is sealed to. The record id, the model, the threshold and the
@@ -33,6 +41,15 @@ depends only on numpy, cryptography, base45, segno and safepassage_core
 
 from __future__ import annotations
 
+from holder_credential.capture_statement import (
+    MAX_STATEMENT_BYTES,
+    CaptureStatement,
+    Liveness,
+    NonceCache,
+    require_liveness,
+    sign_capture,
+    verify_capture,
+)
 from holder_credential.credential import (
     MAX_READERS,
     CredentialInfo,
@@ -44,15 +61,30 @@ from holder_credential.credential import (
     verify,
 )
 from holder_credential.errors import (
+    CaptureDeviceMismatch,
+    CaptureError,
+    CaptureImageMismatch,
+    CaptureKeyError,
+    CaptureNotFresh,
+    CaptureReplayCacheFull,
+    CaptureReplayed,
+    CaptureSignatureInvalid,
     CredentialError,
     CredentialExpired,
     CredentialKeyError,
     CredentialNotYetValid,
+    CredentialRevoked,
     CredentialTampered,
     HolderMismatch,
+    LivenessNotAccepted,
+    MalformedCaptureStatement,
     MalformedCredential,
+    MalformedRevocationList,
     ModelMismatch,
     NotForThisReader,
+    RevocationListNotForIssuer,
+    RevocationListStale,
+    RevocationListTampered,
     UnknownIssuer,
 )
 from holder_credential.keys import (
@@ -65,27 +97,54 @@ from holder_credential.keys import (
     write_public_pem,
 )
 from holder_credential.qr import MAX_TEXT_CHARS, TEXT_PREFIX, decode_text, qr_png, read_qr
+from holder_credential.revocation import (
+    MAX_LIST_BYTES,
+    RevocationList,
+    sign_revocations,
+    verify_revocations,
+)
 
 __all__ = [
+    "MAX_LIST_BYTES",
     "MAX_READERS",
+    "MAX_STATEMENT_BYTES",
     "MAX_TEXT_CHARS",
     "TEXT_PREFIX",
+    "CaptureDeviceMismatch",
+    "CaptureError",
+    "CaptureImageMismatch",
+    "CaptureKeyError",
+    "CaptureNotFresh",
+    "CaptureReplayCacheFull",
+    "CaptureReplayed",
+    "CaptureSignatureInvalid",
+    "CaptureStatement",
     "CredentialError",
     "CredentialExpired",
     "CredentialInfo",
     "CredentialKeyError",
     "CredentialNotYetValid",
+    "CredentialRevoked",
     "CredentialTampered",
     "HolderCredential",
     "HolderMatch",
     "HolderMismatch",
     "IssuerKey",
     "IssuerPublicKey",
+    "Liveness",
+    "LivenessNotAccepted",
+    "MalformedCaptureStatement",
     "MalformedCredential",
+    "MalformedRevocationList",
     "ModelMismatch",
+    "NonceCache",
     "NotForThisReader",
     "ReaderKey",
     "ReaderPublicKey",
+    "RevocationList",
+    "RevocationListNotForIssuer",
+    "RevocationListStale",
+    "RevocationListTampered",
     "TrustedIssuers",
     "UnknownIssuer",
     "decode_text",
@@ -94,7 +153,12 @@ __all__ = [
     "public_pem_path",
     "qr_png",
     "read_qr",
+    "require_liveness",
     "require_model",
+    "sign_capture",
+    "sign_revocations",
     "verify",
+    "verify_capture",
+    "verify_revocations",
     "write_public_pem",
 ]

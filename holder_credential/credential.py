@@ -239,7 +239,7 @@ def issue(
     body = aad + AESGCM(content_key).encrypt(nonce, payload, aad)
     binary = body + issuer.sign(body)
     text = encode_text(binary)
-    log.info("issued credential %s for %d readers", credential_id.hex(), len(readers))
+    log.debug("issued a credential for %d readers", len(readers))
     return text
 
 
@@ -352,7 +352,7 @@ def verify(
     if now > parsed.expires_at + skew:
         raise CredentialExpired(f"credential {credential} expired at {parsed.expires_at.isoformat()}")
     record_id, model, metric, threshold, template = _read_payload(_open(parsed, reader))
-    log.info("verified credential %s of issuer %s for reader %s", credential, issuer.issuer_id, reader.key_id)
+    log.debug("verified a credential of issuer %s for reader %s", issuer.issuer_id, reader.key_id)
     return HolderCredential(
         credential_id=credential,
         issuer_id=issuer.issuer_id,

@@ -76,7 +76,26 @@ class Stubs:
     channel: grpc.Channel
     galleries: pb_grpc.GalleryServiceStub
     matching: pb_grpc.MatchingServiceStub
+    # The client's own certificate and key: a device signs its live captures with them.
+    files: ClientFiles | None = None
 
     @classmethod
-    def connect(cls, channel: grpc.Channel) -> Stubs:
-        return cls(channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel))
+    def connect(cls, channel: grpc.Channel, files: ClientFiles | None = None) -> Stubs:
+        return cls(channel, pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel), files)
+
+    def sign_capture(self, image: bytes, liveness: str) -> bytes:
+        """This client's signed statement that it captured `image` now (see capture_statement)."""
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        import holder_credential
+
+        if self.files is None:
+            raise ClientSetupError(
+                "a live capture must be signed with the client's certificate key (no --plaintext)"
+            )
+        certificate = x509.load_pem_x509_certificate(_read(self.files.cert, "client certificate"))
+        client_id = str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        return holder_credential.sign_capture(
+            _read(self.files.key, "client key"), client_id, image, holder_credential.Liveness(liveness)
+        )

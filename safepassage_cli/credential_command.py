@@ -1,8 +1,9 @@
-"""`safepassage credential`: check a holder credential offline, or make a device's reader key.
+"""`safepassage credential`: check a holder credential offline, make a device's reader key, sync revocations.
 
 safepassage credential verify (--qr PNG | --text FILE) --issuer-key PEM [--issuer-key PEM ...]
-                              --reader-key KEYFILE --face IMAGE [--model-dir DIR]
+                              --reader-key KEYFILE --face IMAGE [--model-dir DIR] [--revocations FILE]
 safepassage credential reader-key --out KEYFILE
+safepassage credential revocations --out FILE [--issuer-key PEM ...] [--server H:P --client ID ...]
 
 ``verify`` runs on the officer's device with no server: it checks the
 issuer's signature and the dates, opens the sealed template with the reader
@@ -11,25 +12,39 @@ credential id, issuer, score and threshold and expiry, and exits 0; on any
 failure it prints the reason and exits 1. ``reader-key`` creates the
 device's X25519 reader key (0600) if it does not exist and writes its public
 PEM beside it, for the NGO that issues credentials to include.
+
+With ``--revocations FILE`` ``verify`` also refuses a credential its issuer
+has retired, and refuses to run on a list that is past its next update.
+``revocations`` is the one subcommand that calls the server: it fetches the
+issuer's signed revocation list, checks its signature against the issuer key
+(``--issuer-key`` pins it; otherwise the server's GetPublicKeys answer over
+the same mutual-TLS channel), and only then replaces FILE, atomically, so a
+reader never holds a list it could not use.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from safepassage_cli.client import DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PKI, ClientSetupError
 from safepassage_core.errors import SafePassageError
 
 if TYPE_CHECKING:  # the edge stack (OpenCV, ONNX Runtime) loads only when a credential is verified
     from camera_edge.pipeline import RgbImage
+    from holder_credential import RevocationList, TrustedIssuers
+    from safepassage_api.v1.protected_identity_pb2_grpc import ProtectedIdentityServiceStub
 
-__all__ = ["add_credential_parser", "run_credential"]
+__all__ = ["add_credential_parser", "fetch_revocations", "run_credential", "save_revocations"]
 
 DEFAULT_MODEL_DIR = Path("var/models")
 FAILED = 1
+TIMEOUT_S = 60
 
 
 def add_credential_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,10 +76,48 @@ def add_credential_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
         default=DEFAULT_MODEL_DIR,
         help=f"the model pack (default {DEFAULT_MODEL_DIR})",
     )
+    verify.add_argument(
+        "--revocations",
+        type=Path,
+        metavar="FILE",
+        help="the issuer's signed revocation list (`credential revocations`): refuse retired credentials",
+    )
     verify.add_argument("--verbose", action="store_true", help="log at INFO")
     reader = actions.add_parser("reader-key", help="create this device's reader key and write its public PEM")
     reader.add_argument(
         "--out", type=Path, required=True, metavar="KEYFILE", help="the private key file (0600)"
+    )
+    sync = actions.add_parser(
+        "revocations", help="fetch the issuer's signed revocation list from the server, check it, save it"
+    )
+    sync.add_argument("--out", type=Path, required=True, metavar="FILE", help="where the list is kept")
+    sync.add_argument(
+        "--issuer-key",
+        type=Path,
+        action="append",
+        metavar="PEM",
+        help="check the list against this issuer key (repeat for several); default: the server's own",
+    )
+    _connection_arguments(sync)
+    sync.add_argument("--verbose", action="store_true", help="log at INFO")
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The same options as the server commands of `safepassage` (see safepassage_cli.main)."""
+    parser.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument(
+        "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
+    )
+    parser.add_argument(
+        "--pki-dir", type=Path, default=DEFAULT_PKI, help=f"where client certificates are ({DEFAULT_PKI})"
+    )
+    parser.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
+    parser.add_argument(
+        "--cert", type=Path, help="client certificate (default <pki-dir>/clients/<client>.pem)"
+    )
+    parser.add_argument("--key", type=Path, help="client key (default <pki-dir>/clients/<client>-key.pem)")
+    parser.add_argument(
+        "--plaintext", action="store_true", help="no TLS (only for a server run with plaintext on localhost)"
     )
 
 
@@ -110,15 +163,96 @@ def _live_face(path: Path) -> RgbImage:
 def _verify(args: argparse.Namespace) -> int:
     from camera_edge.holder_check import HolderCheck
     from camera_edge.pipeline import PipelineSettings, load_pipeline
-    from holder_credential import ReaderKey, TrustedIssuers
+    from holder_credential import MAX_LIST_BYTES, ReaderKey, TrustedIssuers, verify_revocations
 
     text = _credential_text(args)
     trusted = TrustedIssuers.from_files(args.issuer_key)
     reader = ReaderKey.load(args.reader_key)
+    revocations = None
+    if args.revocations is not None:
+        data = _read_bytes(args.revocations, MAX_LIST_BYTES, "revocation list")
+        revocations = verify_revocations(data, trusted, _now())
     live = _live_face(args.face)
     pipeline = load_pipeline(PipelineSettings(model_dir=args.model_dir))
-    result = HolderCheck(pipeline, trusted, reader).check(text, live)
+    result = HolderCheck(pipeline, trusted, reader, revocations).check(text, live)
     print(result.line())
+    return 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename: never half a list."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise _Failure(f"cannot write the revocation list {str(path)!r}: {error.strerror}") from None
+
+
+def save_revocations(data: bytes, trusted: TrustedIssuers, out: Path, now: datetime) -> RevocationList:
+    """Verify a signed revocation list and only then replace ``out`` with it (atomically)."""
+    from holder_credential import verify_revocations
+
+    listed = verify_revocations(data, trusted, now)
+    _replace_atomically(out, data)
+    return listed
+
+
+def fetch_revocations(
+    stub: ProtectedIdentityServiceStub, pinned: TrustedIssuers | None
+) -> tuple[bytes, TrustedIssuers]:
+    """The signed list from the server, and the issuer keys to check it by (``pinned``, else the server's)."""
+    from holder_credential import IssuerPublicKey, TrustedIssuers
+    from safepassage_api.v1 import protected_identity_pb2 as pb
+
+    answer = stub.GetCredentialRevocations(pb.GetCredentialRevocationsRequest(), timeout=TIMEOUT_S)
+    if pinned is None:
+        keys = stub.GetPublicKeys(pb.GetPublicKeysRequest(), timeout=TIMEOUT_S)
+        issuer = IssuerPublicKey.from_pem(
+            keys.issuer_public_pem, keys.issuer_id or None, source="the server's issuer key"
+        )
+        pinned = TrustedIssuers([issuer])
+    return answer.signed_list, pinned
+
+
+def _revocations(args: argparse.Namespace) -> int:
+    import grpc
+
+    from holder_credential import TrustedIssuers
+    from safepassage_api.v1.protected_identity_pb2_grpc import ProtectedIdentityServiceStub
+    from safepassage_cli.client import ClientFiles, open_channel
+
+    pinned = TrustedIssuers.from_files(args.issuer_key) if args.issuer_key else None
+    files = (
+        None
+        if args.plaintext
+        else ClientFiles.resolve(args.pki_dir, args.client, args.ca, args.cert, args.key)
+    )
+    try:
+        with open_channel(args.server, files, args.plaintext) as channel:
+            data, trusted = fetch_revocations(ProtectedIdentityServiceStub(channel), pinned)
+    except grpc.RpcError as error:
+        raise _Failure(f"{error.code().name}: {error.details()}") from None
+    listed = save_revocations(data, trusted, args.out, _now())
+    print(
+        f"revocation list of issuer {listed.issuer_id} (key {listed.issuer_key_id}): {len(listed)} revoked"
+        f" credentials, next update due {listed.next_update.isoformat()}; written to {args.out}"
+    )
     return 0
 
 
@@ -143,8 +277,10 @@ def run_credential(args: argparse.Namespace) -> int:
     try:
         if args.credential_action == "reader-key":
             return _reader_key(args)
+        if args.credential_action == "revocations":
+            return _revocations(args)
         return _verify(args)
-    except (SafePassageError, _Failure) as error:
+    except (SafePassageError, _Failure, ClientSetupError) as error:
         print(
             f"NOT VERIFIED: {error}" if args.credential_action == "verify" else f"error: {error}",
             file=sys.stderr,

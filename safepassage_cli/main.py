@@ -171,11 +171,12 @@ def _log_certificate_change(pki_dir: Path) -> Callable[[str, dict[str, str]], No
 
     def append(operation: str, metadata: dict[str, str]) -> None:
         from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
+        from safepassage_server.config import load_config
 
         data_dir = pki_dir.parent
         log_path, key_path = (
             data_dir / "audit" / "transparency.sqlite3",
-            data_dir / "keys" / "audit-log-ed25519.pem",
+            load_config(None, {"storage.data_dir": str(data_dir)}).audit_key_path,
         )
         if not key_path.exists():
             print(f"warning: no transparency log at {log_path}; {operation} is not recorded", file=sys.stderr)
@@ -231,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with channel:
         try:
-            args.run(Stubs.connect(channel), args)
+            args.run(Stubs.connect(channel, files), args)
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
+        except ClientSetupError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

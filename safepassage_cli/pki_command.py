@@ -1,14 +1,15 @@
 """`safepassage pki`: the deployment's CA, server and client certificates, on the PKI folder itself.
 
 safepassage pki init [--server-name NAME ...]
-safepassage pki issue CLIENT_ID --role ROLE [--days N] [--replace]
+safepassage pki issue CLIENT_ID --role ROLE [--organisation ORG] [--days N] [--replace]
 safepassage pki issue-server [NAME ...] [--days N]
 safepassage pki revoke CLIENT_ID|SERIAL
 safepassage pki list [--json]
 
 These work on files, not through the server: they need the CA key, which
 the server never reads. A running server honours a revocation on its next
-call; a new server certificate when it restarts.
+call; a new server certificate when it restarts. NGO caseworkers and kiosks
+act for one organisation: their certificates must name it (--organisation).
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def _date(value: datetime.datetime) -> str:
 
 
 def _print_issued(issued: IssuedCert) -> None:
-    what = f"{issued.client_id} ({issued.role.value})" if issued.role else f"server {issued.client_id}"
+    if issued.role is None:
+        what = f"server {issued.client_id}"
+    elif issued.organisation:
+        what = f"{issued.client_id} ({issued.role.value}, {issued.organisation})"
+    else:
+        what = f"{issued.client_id} ({issued.role.value})"
     print(f"issued {what}: serial {format_serial(issued.serial)}, valid until {_date(issued.not_after)}")
     print(f"  certificate: {issued.cert_path}")
     print(f"  key:         {issued.key_path} (mode 0600)")
@@ -65,7 +71,9 @@ def issue(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
         for r in pki.list()
         if r.kind is CertificateKind.CLIENT and r.client_id == args.client_id and r.status() == "valid"
     ]
-    issued = pki.issue_client(args.client_id, args.role, args.days, replace=args.replace)
+    issued = pki.issue_client(
+        args.client_id, args.role, args.days, replace=args.replace, organisation=args.organisation
+    )
     _print_issued(issued)
     print("  give the client both files and the CA certificate over a secure channel,")
     print("  then delete the key here")
@@ -101,6 +109,7 @@ def list_certificates(args: argparse.Namespace, on_change: ChangeHook | None) ->
                 "client_id": r.client_id,
                 "kind": r.kind.value,
                 "role": r.role.value if r.role else None,
+                "organisation": r.organisation or None,
                 "serial": format_serial(r.serial),
                 "not_after": r.not_after.isoformat(),
                 "revoked": r.revoked,
@@ -114,11 +123,13 @@ def list_certificates(args: argparse.Namespace, on_change: ChangeHook | None) ->
         print("no certificates")
         return
     width = max(len(r.client_id) for r in records)
+    organisation_width = max(len(r.organisation or "-") for r in records)
     for r in records:
         role = r.role.value if r.role else "(server)"
+        organisation = r.organisation or "-"
         print(
-            f"{r.client_id:<{width}}  {role:<14}  {format_serial(r.serial):<40}"
-            f"  until {_date(r.not_after)}  {r.status()}"
+            f"{r.client_id:<{width}}  {role:<14}  {organisation:<{organisation_width}}"
+            f"  {format_serial(r.serial):<40}  until {_date(r.not_after)}  {r.status()}"
         )
 
 
@@ -148,6 +159,13 @@ def add_pki_parser(
     issued = add("issue", issue, "issue a client certificate for one role")
     issued.add_argument("client_id", help="opaque account or device id, e.g. officer-0042 (never a name)")
     issued.add_argument("--role", required=True, choices=[role.value for role in Role])
+    issued.add_argument(
+        "--organisation",
+        metavar="ORG",
+        help="id of the organisation the client acts for, e.g. la-strada (a-z 0-9 -);"
+        " required for ngo_caseworker and kiosk, which are bound to their organisation's records;"
+        " optional for other roles",
+    )
     issued.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     issued.add_argument(
         "--replace", action="store_true", help="issue even if the client has a valid certificate"

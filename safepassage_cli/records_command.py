@@ -4,15 +4,19 @@ safepassage records enrol GALLERY --record R.json --face IMG --consent-text T.tx
                         --grant SCOPE... [--refuse SCOPE...] [--pin P --duress-pin D] --out DIR
 safepassage records consent|grant|withdraw HOLDER [SCOPE...] [--consent-text T --language L]
 safepassage records credential HOLDER --out DIR [--valid-days N]
+safepassage records change-pin HOLDER [--new-pin P --new-duress-pin D]
 safepassage records verify-holder (--credential FILE | --recovery-code C) --face IMG [--pin P]
-safepassage records duplicates GALLERY IMG | share RECORD ORG | erase HOLDER --out FILE
+safepassage records duplicates GALLERY IMG | share HOLDER [ORG] | erase HOLDER --out FILE
 safepassage records referrals [--all] | ack ID | rotate-keys | public-keys --out DIR
 safepassage records verify-receipt RECEIPT --station-key PEM     (offline)
-safepassage records backup --data-dir DIR --out FILE              (on the server's host)
+safepassage records backup [--config F] [--data-dir DIR] --out FILE  (on the server's host)
 
-HOLDER is --record-id ID (caseworkers), --recovery-code CODE or --credential FILE (text or QR PNG).
+HOLDER is --record-id ID (caseworkers of the record's organisation), --recovery-code CODE (the
+holder's proof), or --credential FILE (text or QR PNG) with the holder's live --face IMG and --pin:
+a credential alone proves nothing. A live face is signed by this client's certificate key as a
+capture statement (--liveness: supervised at a staffed desk, head_turn from a kiosk's challenge).
 Scopes: store, verify_at_border, duplicate_check, share:<organisation>. PINs not given on the
-command line are asked for without echo.
+command line are asked for without echo (on a terminal only).
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ def _consent(args: argparse.Namespace, granted: list[str], refused: list[str]) -
 def _pin(given: str | None, prompt: str) -> str:
     if given is not None:
         return given
+    if not sys.stdin.isatty():
+        raise SystemExit(
+            f"error: no {prompt} given: pass it with its flag (standard input is not a terminal)"
+        )
     first = getpass.getpass(f"{prompt}: ")
     if getpass.getpass(f"{prompt} again: ") != first:
         raise SystemExit(f"error: the two {prompt} entries differ")
@@ -123,13 +131,36 @@ def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
         _write_credential(answer.credential, args.out)
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SystemExit(f"error: cannot read the {what} {path}: {error.strerror}") from None
+
+
+def _live(stubs: Stubs, face: Path, liveness: str) -> pb.LiveCapture:
+    image = _read(face, "face image")
+    return pb.LiveCapture(image=image, statement=stubs.sign_capture(image, liveness))
+
+
+def _proof(stubs: Stubs, args: argparse.Namespace) -> pb.HolderProof:
+    """The holder's live face and PIN, when the holder is named by a credential."""
+    if not getattr(args, "face", None):
+        return pb.HolderProof()
+    pin = args.pin if args.pin is not None else (_pin(None, "PIN") if args.credential else "")
+    return pb.HolderProof(live=_live(stubs, args.face, args.liveness), pin=pin)
+
+
 def consent(stubs: Stubs, args: argparse.Namespace) -> None:
-    _show(_stub(stubs).GetConsent(pb.GetConsentRequest(holder=_holder(args)), timeout=TIMEOUT_S))
+    request = pb.GetConsentRequest(holder=_holder(args), proof=_proof(stubs, args))
+    _show(_stub(stubs).GetConsent(request, timeout=TIMEOUT_S))
 
 
 def _change(stubs: Stubs, args: argparse.Namespace, granted: list[str], refused: list[str]) -> None:
     answer = _stub(stubs).ChangeConsent(
-        pb.ChangeConsentRequest(holder=_holder(args), consent=_consent(args, granted, refused)),
+        pb.ChangeConsentRequest(
+            holder=_holder(args), consent=_consent(args, granted, refused), proof=_proof(stubs, args)
+        ),
         timeout=TIMEOUT_S,
     )
     if args.out:
@@ -151,16 +182,33 @@ def withdraw(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def credential(stubs: Stubs, args: argparse.Namespace) -> None:
-    answer = _stub(stubs).IssueCredential(
-        pb.IssueCredentialRequest(holder=_holder(args), valid_days=args.valid_days or 0), timeout=TIMEOUT_S
+    request = pb.IssueCredentialRequest(
+        holder=_holder(args), valid_days=args.valid_days or 0, proof=_proof(stubs, args)
     )
-    _write_credential(answer, args.out)
+    _write_credential(_stub(stubs).IssueCredential(request, timeout=TIMEOUT_S), args.out)
+
+
+def change_pin(stubs: Stubs, args: argparse.Namespace) -> None:
+    request = pb.ChangePinRequest(
+        holder=_holder(args),
+        proof=_proof(stubs, args),
+        new_pin=_pin(args.new_pin, "new PIN"),
+        new_duress_pin=_pin(args.new_duress_pin, "new duress PIN"),
+    )
+    answer = _stub(stubs).ChangePin(request, timeout=TIMEOUT_S)
+    print(f"record {answer.record_id}: PIN and duress PIN changed")
 
 
 def verify_holder(stubs: Stubs, args: argparse.Namespace) -> None:
+    if args.face is None:
+        raise SystemExit("error: verify-holder needs the holder's live --face")
+    live = _live(stubs, args.face, args.liveness)
     answer = _stub(stubs).VerifyHolder(
         pb.VerifyHolderRequest(
-            holder=_holder(args), live=mpb.Probe(image=args.face.read_bytes()), pin=args.pin or ""
+            holder=_holder(args),
+            live=mpb.Probe(image=live.image),
+            live_statement=live.statement,
+            pin=args.pin or "",
         ),
         timeout=TIMEOUT_S,
     )
@@ -178,12 +226,15 @@ def duplicates(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def share(stubs: Stubs, args: argparse.Namespace) -> None:
-    request = pb.ShareRecordRequest(record_id=args.record, organisation=args.organisation)
+    request = pb.ShareRecordRequest(
+        holder=_holder(args), proof=_proof(stubs, args), organisation=args.organisation or ""
+    )
     _show(_stub(stubs).ShareRecord(request, timeout=TIMEOUT_S))
 
 
 def erase_record(stubs: Stubs, args: argparse.Namespace) -> None:
-    answer = _stub(stubs).EraseRecord(pb.EraseRecordRequest(holder=_holder(args)), timeout=TIMEOUT_S)
+    request = pb.EraseRecordRequest(holder=_holder(args), proof=_proof(stubs, args))
+    answer = _stub(stubs).EraseRecord(request, timeout=TIMEOUT_S)
     args.out.write_text(answer.receipt + "\n", encoding="utf-8")
     print(f"record {answer.record_id} erased ({answer.templates_removed} templates); receipt: {args.out}")
 
@@ -216,9 +267,17 @@ def add_records_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     )
     holder = argparse.ArgumentParser(add_help=False)
     who = holder.add_mutually_exclusive_group()
-    who.add_argument("--record-id", help="the record id (NGO caseworkers acting for the holder)")
-    who.add_argument("--recovery-code", help="the holder's recovery code")
+    who.add_argument("--record-id", help="the record id (caseworkers of the record's organisation)")
+    who.add_argument("--recovery-code", help="the holder's recovery code (proves the holder)")
     who.add_argument("--credential", type=Path, help="the holder's credential (text file or QR PNG)")
+    holder.add_argument("--face", type=Path, help="the holder's live face, captured now (with --credential)")
+    holder.add_argument("--pin", help="the holder's PIN (with --credential and --face)")
+    holder.add_argument(
+        "--liveness",
+        choices=["supervised", "head_turn"],
+        default="supervised",
+        help="what this device checked of the live face (default supervised: a staffed desk)",
+    )
     consent_text = argparse.ArgumentParser(add_help=False)
     consent_text.add_argument("--consent-text", type=Path, help="the consent text shown, UTF-8")
     consent_text.add_argument("--language", default="en", help="its BCP 47 language tag (default en)")
@@ -246,16 +305,16 @@ def add_records_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     issue = command("credential", credential, "issue a fresh holder credential", holder)
     issue.add_argument("--valid-days", type=int)
     issue.add_argument("--out", type=Path, required=True)
-    check = command("verify-holder", verify_holder, "verify a holder 1:1 (and a PIN for the record)", holder)
-    check.add_argument("--face", type=Path, required=True, help="the live capture")
-    check.add_argument("--pin")
+    pins = command("change-pin", change_pin, "the holder changes their PIN and duress PIN", holder)
+    pins.add_argument("--new-pin")
+    pins.add_argument("--new-duress-pin")
+    command("verify-holder", verify_holder, "verify a holder 1:1 (and a PIN for the record)", holder)
     dup = command("duplicates", duplicates, "duplicate check over consenting records")
     dup.add_argument("gallery")
     dup.add_argument("image", type=Path)
     dup.add_argument("--top-k", type=int, default=5)
-    shared = command("share", share, "the record, for an organisation the holder named")
-    shared.add_argument("record")
-    shared.add_argument("organisation")
+    shared = command("share", share, "the record, for your organisation, if the holder named it", holder)
+    shared.add_argument("organisation", nargs="?", help="your organisation (default: your certificate's)")
     gone = command("erase", erase_record, "erase a record (crypto-shredding)", holder)
     gone.add_argument("--out", type=Path, required=True, help="write the signed erasure receipt here")
     listed = command("referrals", referrals, "protection referrals on your channels")
@@ -270,14 +329,14 @@ def add_records_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     offline.add_argument("receipt", type=Path)
     offline.add_argument("--station-key", type=Path, required=True, help="the station's public key (PEM)")
     backup = records.add_parser("backup", help="a consistent copy of the record vault (server host)")
-    backup.add_argument("--data-dir", type=Path, default=Path("var/safepassage"))
-    backup.add_argument("--out", type=Path, required=True)
+    backup.add_argument("--config", type=Path, help="the server's configuration file (for its key folder)")
+    backup.add_argument("--data-dir", type=Path, help="override storage.data_dir (default var/safepassage)")
+    backup.add_argument("--out", type=Path, required=True, help="the copy; never among the server's keys")
 
 
 def run_local(args: argparse.Namespace) -> int | None:
     """The records commands that need no server; None for the others."""
     from enrolment import ReceiptInvalid, verify_receipt
-    from enrolment.vault import backup_vault
 
     if args.records_action == "verify-receipt":
         try:
@@ -288,7 +347,25 @@ def run_local(args: argparse.Namespace) -> int | None:
         print(f"VALID {receipt.kind.value} receipt for record {receipt.record_id} from {receipt.station_id}")
         return 0
     if args.records_action == "backup":
-        backup_vault(args.data_dir / "protected_records.sqlite3", args.out)
-        print(f"record vault copied to {args.out}")
-        return 0
+        return run_backup(args)
     return None
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    """Copy the vault, never into the keys' folder, and say which keys must not go with the copy."""
+    from enrolment.vault import backup_vault
+    from safepassage_core.errors import SafePassageError
+    from safepassage_server.config import load_config
+    from safepassage_server.key_layout import backup_warning, check_backup_destination
+
+    overrides: dict[str, object] = {} if args.data_dir is None else {"storage.data_dir": str(args.data_dir)}
+    try:
+        config = load_config(args.config, overrides)
+        check_backup_destination(args.out, config)
+        backup_vault(config.records_path, args.out)
+    except SafePassageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"record vault copied to {args.out}")
+    print(backup_warning(args.out, config), file=sys.stderr)
+    return 0

@@ -31,6 +31,7 @@ from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import protected_identity_pb2 as ppb
 from safepassage_core.errors import NotFound, SafePassageError
 from safepassage_server.authorization import Operation, check_call, check_purpose, operation_of
+from safepassage_server.call_notes import CALL_NOTES, CallNotes
 from safepassage_server.cctv_authorisation import METADATA_KEY, Authorisation, AuthorisationVerifier
 from safepassage_server.errors import status_of
 from safepassage_server.identity import CURRENT_CALLER, Caller, Role
@@ -56,6 +57,7 @@ WRITES = frozenset(
         Operation.ENROL_RECORD,
         Operation.CHANGE_CONSENT,
         Operation.ISSUE_CREDENTIAL,
+        Operation.CHANGE_PIN,
         Operation.ERASE_RECORD,
         Operation.ACKNOWLEDGE_REFERRAL,
     }
@@ -109,7 +111,14 @@ def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
     if isinstance(response, ppb.ChangeConsentResponse):
         return "OK", _record_details(response.state.record_id)
     if isinstance(response, ppb.CheckDuplicateResponse):
-        return "OK", {"candidates": str(len(response.candidates)), "searched": str(response.searched)}
+        # MATCH / NO_MATCH, so the fishing detector counts duplicate checks like any search.
+        matched = response.matches_elsewhere > 0 or any(c.match for c in response.candidates)
+        return ("MATCH" if matched else "NO_MATCH"), {
+            "candidates": str(len(response.candidates)),
+            "searched": str(response.searched),
+        }
+    if isinstance(response, ppb.ListReferralsResponse):
+        return "OK", {"referrals": str(len(response.referrals))}
     if isinstance(response, pb.IdentifyResponse):
         details = {"faces": str(len(response.faces))}
         if response.HasField("target_fpir"):
@@ -259,15 +268,20 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         # "MatchingService/Identify": how the transparency log names the operation.
         name = method.rsplit(".", 1)[-1]
 
-        def failed(caller: Caller | None, gallery_id: str, error: BaseException) -> None:
+        def failed(
+            caller: Caller | None, gallery_id: str, error: BaseException, notes: CallNotes | None = None
+        ) -> None:
             outcome = status_of(error).name if isinstance(error, SafePassageError) else "INTERNAL"
             # A log failure is already logged; the caller must still get the original error.
             with contextlib.suppress(Exception):
-                self._record(caller, name, gallery_id, outcome, {})
+                self._record(caller, name, gallery_id, outcome, notes.details() if notes else {})
 
         def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
             caller: Caller | None = None
             gallery_id = ""
+            # Fresh per call: pool threads keep their context from one call to the next.
+            notes = CallNotes()
+            CALL_NOTES.set(notes)
             try:
                 caller = self._admit(context, operation)
                 if unknown:
@@ -278,10 +292,10 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 response = handler.unary_unary(request, context)
             except BaseException as error:
                 if operation is not None or unknown:
-                    failed(caller, gallery_id, error)
+                    failed(caller, gallery_id, error, notes)
                 raise
             outcome, extra = _outcome_of(response)
-            self._record(caller, name, gallery_id, outcome, extra)
+            self._record(caller, name, gallery_id, outcome, {**extra, **notes.details()})
             return response
 
         def checked_stream(

@@ -25,8 +25,13 @@ _SEARCHES = {
     "Identify": SearchKind.IDENTIFY,
     "Verify": SearchKind.VERIFY,
     "IdentifyStream": SearchKind.IDENTIFY,
+    # Protected records: a duplicate check is a 1:N, a holder check a 1:1 with a credential.
+    "CheckDuplicate": SearchKind.IDENTIFY,
+    "VerifyHolder": SearchKind.VERIFY,
 }
 _OUTCOMES = {"MATCH": Outcome.MATCH, "NO_MATCH": Outcome.NO_MATCH}
+# A holder check that failed (face, PIN, proof) is a no-match to the fishing detector.
+_REFUSED_HOLDER_CHECKS = frozenset({"PERMISSION_DENIED", "FAILED_PRECONDITION"})
 
 
 class AuditRecorder:
@@ -50,7 +55,10 @@ class AuditRecorder:
         self._log.append(
             LogEvent.now(actor, operation, gallery_id=gallery_id, outcome=outcome, details=details)
         )
-        kind, result = _SEARCHES.get(operation.rsplit("/", 1)[-1]), _OUTCOMES.get(outcome)
+        short = operation.rsplit("/", 1)[-1]
+        kind, result = _SEARCHES.get(short), _OUTCOMES.get(outcome)
+        if short == "VerifyHolder" and outcome in _REFUSED_HOLDER_CHECKS:
+            result = Outcome.NO_MATCH
         if details.get("replayed") == "true":
             kind = None  # an answer given again is not a new search
         if caller is None or kind is None or result is None:

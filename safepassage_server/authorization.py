@@ -5,8 +5,10 @@ can never reach a PROTECTED_IDENTITY gallery's templates: protected records
 are reached only through ProtectedIdentityService, whose flows check the
 holder's consent (MatchingService's template and search calls would bypass
 it, so they are closed on protected galleries to every role). There, NGO
-caseworkers and kiosks enrol, change consent, issue credentials, run the
-duplicate check and erase; officers and kiosks verify a holder 1:1; no
+caseworkers and kiosks enrol, change consent, issue credentials and erase,
+each also subject to the record policy (enrolment/record_policy.py: the
+caller's organisation, the holder's proof); caseworkers run the duplicate
+check; officers and kiosks verify a holder 1:1; no
 officer has any 1:N over protected records. Auditors see metadata and the
 transparency log, never a search. A CCTV unit may only stream searches to a
 watchlist, and only under a signed authorisation (see cctv_authorisation.py).
@@ -48,6 +50,8 @@ class Operation(enum.StrEnum):
     GET_CONSENT = "GetConsent"
     CHANGE_CONSENT = "ChangeConsent"
     ISSUE_CREDENTIAL = "IssueCredential"
+    CHANGE_PIN = "ChangePin"
+    GET_CREDENTIAL_REVOCATIONS = "GetCredentialRevocations"
     VERIFY_HOLDER = "VerifyHolder"
     CHECK_DUPLICATE = "CheckDuplicate"
     SHARE_RECORD = "ShareRecord"
@@ -66,6 +70,9 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.GET_CONSENT: NGO,
     Operation.CHANGE_CONSENT: NGO,
     Operation.ISSUE_CREDENTIAL: NGO,
+    Operation.CHANGE_PIN: NGO,
+    # Retired credential ids (random, nothing personal), for offline readers to sync.
+    Operation.GET_CREDENTIAL_REVOCATIONS: frozenset(Role),
     # The holder at a border desk, or at the NGO's kiosk to see their own record.
     Operation.VERIFY_HOLDER: frozenset({Role.OFFICER, Role.KIOSK}),
     # Sharing and referrals are the caseworker's, never a self-service kiosk's.
@@ -104,8 +111,10 @@ MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
     Operation.CONFIRM_MATCH: {Role.OFFICER: W},
     # Protected records enter only with consent, through EnrolRecord.
     Operation.ENROL_RECORD: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
-    # The NGO's 1:N on protected records: only over holders who allow it.
-    Operation.CHECK_DUPLICATE: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
+    # The NGO caseworker's 1:N on protected records: only over holders who allow it, naming only
+    # the caller's own organisation's records. Never a kiosk's: a self-service screen would let
+    # anyone test a photo for membership.
+    Operation.CHECK_DUPLICATE: {Role.NGO_CASEWORKER: P},
 }
 
 PROTECTED_IDENTITY_OPERATIONS = frozenset(
@@ -114,6 +123,8 @@ PROTECTED_IDENTITY_OPERATIONS = frozenset(
         Operation.GET_CONSENT,
         Operation.CHANGE_CONSENT,
         Operation.ISSUE_CREDENTIAL,
+        Operation.CHANGE_PIN,
+        Operation.GET_CREDENTIAL_REVOCATIONS,
         Operation.VERIFY_HOLDER,
         Operation.CHECK_DUPLICATE,
         Operation.SHARE_RECORD,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matcher.index_policy import IndexPolicy
 from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
@@ -55,11 +55,25 @@ class TlsConfig(_Section):
 
 class StorageConfig(_Section):
     data_dir: Path = Path("var/safepassage")
-    # 32-byte AES key for templates at rest (raw or base64). Empty: <data_dir>/keys/template.key.
+    # Every key file the server makes or reads by default (template key, KEK keyring, transform
+    # keyring, station, issuer, reader and transparency-log keys). Empty: the sibling folder
+    # "<data_dir>-keys" (var/safepassage -> var/safepassage-keys), never inside data_dir: a copy
+    # of the data folder (a backup) must not carry the keys that decrypt it, and erasure destroys
+    # old key versions only in the live keyring (safepassage_server/key_layout.py).
+    keys_dir: Path | None = None
+    # 32-byte AES key for templates at rest (raw or base64). Empty: <keys_dir>/template.key.
     template_key_file: Path | None = None
     generate_template_key: bool = True
     # Index snapshots are written at shutdown and every this many seconds (0: only at shutdown).
     snapshot_interval_s: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_apart(self) -> StorageConfig:
+        if self.keys_dir is not None and self.keys_dir == self.data_dir:
+            raise ValueError(
+                "keys_dir must be a folder of its own, not data_dir: backups would carry the keys"
+            )
+        return self
 
 
 class RetentionConfig(_Section):
@@ -168,7 +182,7 @@ class MilvusConfig(_Section):
 class TemplateProtectionConfig(_Section):
     """Cancelable templates (matcher.protection): a secret orthonormal transform per deployment."""
 
-    # The deployment's transform keys; None: <data_dir>/keys/template-transform.json.
+    # The deployment's transform keys; None: <keys_dir>/template-transform.json.
     keyring_file: Path | None = None
     # Made on first start when missing (deployments may provision it instead).
     generate_key: bool = True
@@ -199,8 +213,11 @@ class EnrolmentConfig(_Section):
     # Who signs consent and erasure receipts (the enrolling station) and issues credentials.
     station_id: str = Field("safepassage-dev-station", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     issuer_id: str = Field("safepassage-dev-issuer", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    # The key-encryption keyring (file backend; keep it out of backups of the data folder).
+    # The key-encryption keyring (file backend); None: <keys_dir>/record-kek.json.
     keyring_file: Path | None = None
+    # The server refuses to start with the keyring inside data_dir: a backup of the data folder
+    # would carry it, and an erasure could not reach the old key versions in that copy.
+    allow_keyring_in_data_dir: bool = False
     # Reader public keys (PEM) of agencies whose officers verify credentials offline.
     agency_reader_keys: list[Path] = []
     credential_valid_days: int = Field(730, ge=1, le=3650)
@@ -224,8 +241,12 @@ class Config(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
+    def keys_dir(self) -> Path:
+        return self.storage.keys_dir or default_keys_dir(self.storage.data_dir)
+
+    @property
     def template_key_path(self) -> Path:
-        return self.storage.template_key_file or self.storage.data_dir / "keys" / "template.key"
+        return self.storage.template_key_file or self.keys_dir / "template.key"
 
     @property
     def database_path(self) -> Path:
@@ -253,7 +274,7 @@ class Config(_Section):
 
     @property
     def audit_key_path(self) -> Path:
-        return self.storage.data_dir / "keys" / "audit-log-ed25519.pem"
+        return self.keys_dir / "audit-log-ed25519.pem"
 
     @property
     def records_path(self) -> Path:
@@ -261,12 +282,12 @@ class Config(_Section):
 
     @property
     def keyring_path(self) -> Path:
-        return self.enrolment.keyring_file or self.storage.data_dir / "keys" / "record-kek.json"
+        return self.enrolment.keyring_file or self.keys_dir / "record-kek.json"
 
     @property
     def transform_keyring_path(self) -> Path:
         configured = self.matching.template_protection.keyring_file
-        return configured or self.storage.data_dir / "keys" / "template-transform.json"
+        return configured or self.keys_dir / "template-transform.json"
 
     @property
     def milvus_uri(self) -> str:
@@ -274,15 +295,23 @@ class Config(_Section):
 
     @property
     def station_key_path(self) -> Path:
-        return self.storage.data_dir / "keys" / "station-ed25519.pem"
+        return self.keys_dir / "station-ed25519.pem"
 
     @property
     def issuer_key_path(self) -> Path:
-        return self.storage.data_dir / "keys" / "credential-issuer-ed25519.pem"
+        return self.keys_dir / "credential-issuer-ed25519.pem"
 
     @property
     def reader_key_path(self) -> Path:
-        return self.storage.data_dir / "keys" / "credential-reader-x25519.key"
+        return self.keys_dir / "credential-reader-x25519.key"
+
+
+def default_keys_dir(data_dir: Path) -> Path:
+    """The sibling "<data_dir>-keys": beside the data folder, so copying that folder leaves the keys."""
+    folder = data_dir if data_dir.name not in ("", ".", "..") else data_dir.resolve()
+    if not folder.name:
+        raise ConfigError(f"storage.data_dir {data_dir} has no name to put -keys after; set storage.keys_dir")
+    return folder.with_name(f"{folder.name}-keys")
 
 
 class ConfigError(InvalidInput):
@@ -290,7 +319,7 @@ class ConfigError(InvalidInput):
 
 
 _PATHS = {
-    "storage": ("data_dir", "template_key_file"),
+    "storage": ("data_dir", "keys_dir", "template_key_file"),
     "tls": ("pki_dir",),
     "faces": ("model_dir",),
     "enrolment": ("keyring_file",),

@@ -8,9 +8,14 @@ within its validity, a clientAuth certificate with a known role, not
 revoked. Parsing and the signature check are cached per certificate; the
 time and revocation checks are not.
 
+An NGO caseworker's or kiosk's certificate must also name its organisation
+(see identity.py): one issued before organisations existed would otherwise
+act for every organisation, so it is refused.
+
     PeerError (SafePassageError)
     ├── NoClientCertificate         (Unauthenticated)  the call carries no client certificate
-    ├── InvalidClientCertificate    (Unauthenticated)  unparsable, foreign CA, not for clients, bad subject
+    ├── InvalidClientCertificate    (Unauthenticated)  unparsable, foreign CA, not for clients, bad subject,
+    │                                                  no organisation for a role that needs one
     ├── ClientCertificateExpired    (Unauthenticated)  outside its validity
     └── ClientCertificateRevoked    (Unauthenticated)  its serial is in revoked.json
 """
@@ -28,7 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from safepassage_core.errors import SafePassageError, Unauthenticated
-from safepassage_server.identity import Caller, Role
+from safepassage_server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Caller, Role
 from safepassage_server.pki import (
     CLIENT_ID,
     PkiNotInitialised,
@@ -79,6 +84,24 @@ def _only(name: x509.Name, oid: x509.ObjectIdentifier, label: str) -> str:
     return values[0].value
 
 
+def _organisation(name: x509.Name, role: Role) -> str:
+    """The subject's organizationIdentifier, or "" for a role that may go without one."""
+    values = name.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)
+    if len(values) > 1:
+        raise InvalidClientCertificate("the client certificate names more than one organisation")
+    if not values:
+        if role in ORGANISATION_ROLES:
+            raise InvalidClientCertificate(
+                f"the role {role.value} needs an organisation, and the client certificate names none;"
+                " issue a new one with `safepassage pki issue ... --organisation ORG`"
+            )
+        return ""
+    value = values[0].value
+    if not isinstance(value, str) or not ORGANISATION_ID.fullmatch(value):
+        raise InvalidClientCertificate("the client certificate's organisation is not an organisation id")
+    return value
+
+
 @functools.lru_cache(maxsize=4096)
 def _verify(pem: bytes, ca: x509.Certificate) -> _Verified:
     try:
@@ -113,6 +136,7 @@ def _verify(pem: bytes, ca: x509.Certificate) -> _Verified:
         role=role,
         serial=certificate.serial_number,
         fingerprint=fingerprint_of(certificate),
+        organisation=_organisation(certificate.subject, role),
     )
     return _Verified(caller, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
 
@@ -177,3 +201,8 @@ def client_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.C
     return grpc.ssl_channel_credentials(
         root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
     )
+
+
+def peer_certificate_pem(context: grpc.ServicerContext) -> bytes:
+    """The PEM certificate the call was authenticated with (capture statements are checked against it)."""
+    return _peer_pem(context)

@@ -6,13 +6,17 @@ Everything lives in one folder (default ``<data_dir>/pki``)::
     ca-key.pem          the CA key (0600); only `safepassage pki` reads it, never the server
     server.pem          the server's certificate (serverAuth; SANs = the server names)
     server-key.pem      its key (0600)
-    clients/ID.pem      a client's certificate (clientAuth; CN=ID, OU=role, O=SafePassage)
+    clients/ID.pem      a client's certificate (clientAuth; CN=ID, OU=role, O=SafePassage,
+                        organizationIdentifier=ORG for the roles that act for an organisation)
     clients/ID-key.pem  its key (0600): hand it to the client over a secure channel
-    index.json          every certificate issued: serial, kind, id, role, validity, fingerprint
+    index.json          every certificate issued: serial, kind, id, role, organisation, validity,
+                        fingerprint (indexes written before organisations load as "")
     revoked.json        revoked serials and when they were revoked
     .lock               advisory lock that serialises changes between processes
 
-A client's role is its certificate's OU and its id the CN (see identity.py).
+A client's role is its certificate's OU, its id the CN and its organisation,
+if any, the organizationIdentifier (see identity.py). NGO caseworkers and
+kiosks are issued only with an organisation: the server refuses theirs without.
 The server needs only ca.pem, server.pem, server-key.pem and revoked.json, so
 the CA key may be kept on another machine. gRPC checks chains and validity at
 the handshake only; a connection outlives both, so `RevocationList` is made
@@ -23,7 +27,7 @@ Every change is written atomically (temporary file, fsync, rename, fsync of
 the folder), so a reader never sees half a file.
 
     PkiError (SafePassageError)
-    ├── InvalidCertificateRequest (InvalidInput)        bad client id, role, names or validity
+    ├── InvalidCertificateRequest (InvalidInput)        bad client id, role, organisation, names or validity
     ├── PkiAlreadyExists          (AlreadyExists)       init on an initialised folder; a live cert for the id
     ├── CertificateNotFound       (NotFound)            revoke of an unknown client id or serial
     ├── PkiNotInitialised         (FailedPrecondition)  no CA in the folder; key readable by others
@@ -65,7 +69,7 @@ from safepassage_core.errors import (
     SafePassageError,
     Unavailable,
 )
-from safepassage_server.identity import Role
+from safepassage_server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Role
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +181,7 @@ class CertificateRecord:
     fingerprint: str  # sha256 of the DER certificate, hex
     issued_at: datetime.datetime
     revoked_at: datetime.datetime | None = None
+    organisation: str = ""  # the organizationIdentifier; "" for none (and in indexes from before it)
 
     @property
     def revoked(self) -> bool:
@@ -215,6 +220,10 @@ class IssuedCert:
     @property
     def role(self) -> Role | None:
         return self.record.role
+
+    @property
+    def organisation(self) -> str:
+        return self.record.organisation
 
     @property
     def fingerprint(self) -> str:
@@ -258,6 +267,26 @@ def check_client_id(client_id: str) -> str:
     if client_id.endswith("-key"):
         raise InvalidCertificateRequest(f"client id {client_id!r} may not end in '-key'")
     return client_id
+
+
+def check_organisation(role: Role, organisation: str | None) -> str:
+    """The organisation id for a certificate of `role` ("" for none), or InvalidCertificateRequest.
+
+    NGO caseworkers and kiosks act for one organisation, and the server binds
+    them to its records by this id: issuing them without one is refused.
+    """
+    if organisation is None or organisation == "":
+        if role in ORGANISATION_ROLES:
+            raise InvalidCertificateRequest(
+                f"the role {role.value} needs an organisation (--organisation ORG, e.g. la-strada)"
+            )
+        return ""
+    if not ORGANISATION_ID.fullmatch(organisation):
+        raise InvalidCertificateRequest(
+            f"organisation {organisation!r} is not an organisation id: 2-63 characters of a-z 0-9 -,"
+            " starting with a letter or digit"
+        )
+    return organisation
 
 
 def role_of(value: Role | str) -> Role:
@@ -407,8 +436,10 @@ class RevocationList:
         return self._refresh()
 
 
-def _name(common_name: str, role: Role | None = None) -> x509.Name:
+def _name(common_name: str, role: Role | None = None, organisation: str = "") -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
+    if organisation:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, organisation))
     if role is not None:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value))
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -560,8 +591,13 @@ class Pki:
         replace: bool = False,
         valid_from: datetime.datetime | None = None,
         valid_until: datetime.datetime | None = None,
+        organisation: str | None = None,
     ) -> IssuedCert:
         """A client certificate and key, written to clients/ID.pem and clients/ID-key.pem (0600).
+
+        `organisation` (an id such as ``la-strada``) goes into the subject's
+        organizationIdentifier; ngo_caseworker and kiosk certificates need one,
+        other roles may have one.
 
         A client id that still has a valid certificate is refused unless
         `replace`: the old certificate stays valid until revoked, so that a
@@ -570,9 +606,11 @@ class Pki:
         """
         check_client_id(client_id)
         checked_role = role_of(role)
+        checked_organisation = check_organisation(checked_role, organisation)
         not_before, not_after = self._validity(days, valid_from, valid_until)
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = self._leaf(_name(client_id, checked_role), key, not_before, not_after).add_extension(
+        subject = _name(client_id, checked_role, checked_organisation)
+        builder = self._leaf(subject, key, not_before, not_after).add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
         with _locked(self.paths):
@@ -593,7 +631,9 @@ class Pki:
                     f" {format_serial(live[0].serial)}); revoke it first, or replace it (--replace)"
                 )
             certificate = builder.sign(self._ca_key, hashes.SHA256())
-            record = _record_of(certificate, CertificateKind.CLIENT, client_id, checked_role, now)
+            record = _record_of(
+                certificate, CertificateKind.CLIENT, client_id, checked_role, now, checked_organisation
+            )
             self._commit_issue(records, record)
             cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
             key_pem = _pem_key(key)
@@ -785,6 +825,7 @@ def _record_of(
     client_id: str,
     role: Role | None,
     issued_at: datetime.datetime,
+    organisation: str = "",
 ) -> CertificateRecord:
     return CertificateRecord(
         serial=certificate.serial_number,
@@ -795,6 +836,7 @@ def _record_of(
         not_after=certificate.not_valid_after_utc,
         fingerprint=fingerprint_of(certificate),
         issued_at=issued_at,
+        organisation=organisation,
     )
 
 
@@ -809,6 +851,7 @@ def _metadata(record: CertificateRecord) -> dict[str, str]:
         "kind": record.kind.value,
         "client_id": record.client_id,
         "role": record.role.value if record.role else "",
+        "organisation": record.organisation,
         "serial": format_serial(record.serial),
         "not_after": _iso(record.not_after),
     }
@@ -821,6 +864,7 @@ def _index_json(records: Sequence[CertificateRecord]) -> bytes:
             "kind": r.kind.value,
             "client_id": r.client_id,
             "role": r.role.value if r.role else None,
+            "organisation": r.organisation or None,
             "not_before": _iso(r.not_before),
             "not_after": _iso(r.not_after),
             "fingerprint": r.fingerprint,
@@ -833,6 +877,10 @@ def _index_json(records: Sequence[CertificateRecord]) -> bytes:
 
 def _parse_record(entry: dict[str, Any]) -> CertificateRecord:
     role = entry["role"]
+    # Absent from indexes written before certificates named organisations.
+    organisation = entry.get("organisation") or ""
+    if not isinstance(organisation, str) or (organisation and not ORGANISATION_ID.fullmatch(organisation)):
+        raise ValueError("not an organisation id")
     return CertificateRecord(
         serial=parse_serial(entry["serial"]),
         kind=CertificateKind(entry["kind"]),
@@ -842,4 +890,5 @@ def _parse_record(entry: dict[str, Any]) -> CertificateRecord:
         not_after=_time(entry["not_after"]),
         fingerprint=str(entry["fingerprint"]),
         issued_at=_time(entry["issued_at"]),
+        organisation=organisation,
     )

@@ -1,10 +1,12 @@
 """ProtectedIdentityService: protobuf <-> enrolment calls, nothing else.
 
-Who may call what is decided by the access interceptor (authorization.py);
-here, only which caller may name a record id (NGO caseworkers acting for a
-holder) as opposed to proving the holder (recovery code, credential), and
-whether a verification is a border check (an officer: needs the holder's
-"verify_at_border" consent) or the holder at an NGO kiosk.
+Which role may call what is decided by the access interceptor
+(authorization.py); what a caller may do to one record, with the proof the
+holder brought, by the record policy (enrolment/record_policy.py), which
+every enrolment flow asks. Here: protobuf in and out, the caller as an
+enrolment Actor (role kind and organisation from the certificate), live
+captures read and checked (live_capture.py), and the record each call is
+about noted for the transparency log (call_notes.py) as soon as it is known.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 import faces
 from enrolment import (
+    Actor,
+    ActorKind,
     ConsentText,
     Enrolled,
     HolderRef,
     IssuedCredential,
+    LiveFace,
     ProtectedRecord,
     ProtectedRecords,
+    Proved,
+    RecordAccessDenied,
     Referral,
     ScopeGrant,
     change_consent,
@@ -37,8 +44,10 @@ from safepassage_api.v1 import matching_pb2 as mpb
 from safepassage_api.v1 import protected_identity_pb2 as pb
 from safepassage_api.v1 import protected_identity_pb2_grpc as pb_grpc
 from safepassage_core.errors import InvalidInput
+from safepassage_server.call_notes import note_record
 from safepassage_server.conversion import require
 from safepassage_server.identity import Caller, Role, current_caller
+from safepassage_server.live_capture import LiveCaptureReader
 from safepassage_server.probes import ProbeReader
 
 # Fields that are optional in the record: proto3's "" stands for "absent".
@@ -110,6 +119,7 @@ def _consent_to_pb(record_id: str, entries: list[ConsentEntry] | tuple[ConsentEn
 
 
 def _referral_to_pb(referral: Referral) -> pb.Referral:
+    # referral.organisation is the reader's own (ListReferrals shows no other): not repeated here.
     return pb.Referral(
         referral_id=referral.referral_id,
         record_id=referral.record_id,
@@ -137,23 +147,67 @@ def _holder(message: pb.HolderRef) -> HolderRef:
     return HolderRef(**{kind: getattr(message, kind)})
 
 
+_KINDS = {
+    Role.NGO_CASEWORKER: ActorKind.CASEWORKER,
+    Role.KIOSK: ActorKind.KIOSK,
+    Role.OFFICER: ActorKind.OFFICER,
+}
+
+
+def actor_of(caller: Caller) -> Actor:
+    """The caller as the record policy sees it: kind, organisation, label."""
+    kind = _KINDS.get(caller.role)
+    if kind is None:
+        raise RecordAccessDenied(f"role {caller.role.value} never acts on protected records")
+    return Actor(caller.label, kind, caller.organisation)
+
+
 class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
-    def __init__(self, records: ProtectedRecords, probes: ProbeReader) -> None:
+    def __init__(self, records: ProtectedRecords, probes: ProbeReader, live: LiveCaptureReader) -> None:
         self._records = records
         self._probes = probes
+        self._live = live
 
-    def _locate(self, message: pb.HolderRef, caller: Caller) -> str:
-        return self._records.locate(_holder(message), may_name_record=caller.role is Role.NGO_CASEWORKER)
-
-    def _vector(self, probe: mpb.Probe, gallery_id: str, field: str) -> npt.NDArray[np.float32]:
+    def _image(self, probe: mpb.Probe, gallery_id: str, field: str) -> npt.NDArray[np.float32]:
+        if probe.WhichOneof("kind") != "image":
+            raise InvalidInput(f"{field}: protected records take face images, never embeddings")
         spec = self._records.gallery_spec(gallery_id)
         (face,) = self._probes.read(probe, spec, faces.FaceSelection.SINGLE, field)
         return face.vector
 
+    def _proved(
+        self,
+        holder: pb.HolderRef,
+        live: mpb.Probe | None,
+        statement: bytes,
+        pin: str,
+        context: grpc.ServicerContext,
+        flow: str,
+    ) -> tuple[Actor, Proved]:
+        """Locate the record, note it for the log, then weigh the live face and PIN given."""
+        caller = current_caller()
+        actor = actor_of(caller)
+        located = self._records.locate(actor, _holder(holder))
+        note_record(located.record_id, located.organisation, located.proof.label)
+        face: LiveFace | None = None
+        if live is not None and (live.WhichOneof("kind") or statement):
+            gallery_id = self._records.vault.get(located.record_id).gallery_id
+            spec = self._records.gallery_spec(gallery_id)
+            face = self._live.read(live, statement, spec, caller, context)
+        proved = self._records.prove(located, actor, face, pin, flow)
+        note_record(proved.record_id, proved.organisation, proved.proof.label)
+        return actor, proved
+
+    def _with_proof(
+        self, holder: pb.HolderRef, proof: pb.HolderProof, context: grpc.ServicerContext, flow: str
+    ) -> tuple[Actor, Proved]:
+        live = mpb.Probe(image=proof.live.image) if proof.live.image else None
+        return self._proved(holder, live, proof.live.statement, proof.pin, context, flow)
+
     def EnrolRecord(
         self, request: pb.EnrolRecordRequest, context: grpc.ServicerContext
     ) -> pb.EnrolRecordResponse:
-        caller = current_caller()
+        actor = actor_of(current_caller())
         gallery_id = require(request.gallery_id, "gallery_id")
         record = record_from_pb(request.record)
         consent = decide(
@@ -161,17 +215,18 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
             _scopes(request.consent.granted, "consent.granted"),
             _scopes(request.consent.refused, "consent.refused"),
         )
-        templates = [self._vector(face, gallery_id, f"faces[{n}]") for n, face in enumerate(request.faces)]
+        templates = [self._image(face, gallery_id, f"faces[{n}]") for n, face in enumerate(request.faces)]
         enrolled: Enrolled = self._records.enrol(
+            actor,
             gallery_id,
             record,
             templates,
             consent,
             request.pin,
             request.duress_pin,
-            enrolled_by=caller.label,
             credential_valid_days=request.credential_valid_days or None,
         )
+        note_record(enrolled.record_id, actor.organisation, "")
         return pb.EnrolRecordResponse(
             record_id=enrolled.record_id,
             recovery_code=enrolled.recovery_code,
@@ -180,93 +235,92 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
         )
 
     def GetConsent(self, request: pb.GetConsentRequest, context: grpc.ServicerContext) -> pb.ConsentState:
-        record_id = self._locate(request.holder, current_caller())
-        return _consent_to_pb(record_id, self._records.vault.consents(record_id))
+        actor, proved = self._with_proof(request.holder, request.proof, context, "consent")
+        return _consent_to_pb(proved.record_id, self._records.consent_state(actor, proved))
 
     def ChangeConsent(
         self, request: pb.ChangeConsentRequest, context: grpc.ServicerContext
     ) -> pb.ChangeConsentResponse:
-        caller = current_caller()
-        record_id = self._locate(request.holder, caller)
+        actor, proved = self._with_proof(request.holder, request.proof, context, "consent_change")
         changed = change_consent(
             self._records,
-            record_id,
+            actor,
+            proved,
             ConsentText(request.consent.language, request.consent.text),
             _scopes(request.consent.granted, "consent.granted"),
             _scopes(request.consent.refused, "consent.refused"),
-            requested_by=self._requester(request.holder, caller),
         )
         return pb.ChangeConsentResponse(
-            state=_consent_to_pb(record_id, changed.entries),
+            state=_consent_to_pb(proved.record_id, changed.entries),
             receipt=changed.receipt,
             erasure_receipt=changed.erased.receipt if changed.erased else "",
         )
 
-    @staticmethod
-    def _requester(holder: pb.HolderRef, caller: Caller) -> str:
-        return caller.label if holder.WhichOneof("ref") == "record_id" else "holder"
-
     def IssueCredential(
         self, request: pb.IssueCredentialRequest, context: grpc.ServicerContext
     ) -> pb.Credential:
-        record_id = self._locate(request.holder, current_caller())
-        issued = self._records.issue_credential(record_id, request.valid_days or None)
+        actor, proved = self._with_proof(request.holder, request.proof, context, "credential")
+        issued = self._records.issue_credential(actor, proved, request.valid_days or None)
         message = _credential_to_pb(issued)
         assert message is not None
         return message
 
+    def ChangePin(self, request: pb.ChangePinRequest, context: grpc.ServicerContext) -> pb.ChangePinResponse:
+        actor, proved = self._with_proof(request.holder, request.proof, context, "pin_change")
+        self._records.change_pin(actor, proved, request.new_pin, request.new_duress_pin)
+        return pb.ChangePinResponse(record_id=proved.record_id)
+
+    def GetCredentialRevocations(
+        self, request: pb.GetCredentialRevocationsRequest, context: grpc.ServicerContext
+    ) -> pb.CredentialRevocations:
+        signed, revoked = self._records.credentials.revocations()
+        return pb.CredentialRevocations(signed_list=signed, revoked=revoked)
+
     def VerifyHolder(
         self, request: pb.VerifyHolderRequest, context: grpc.ServicerContext
     ) -> pb.VerifyHolderResponse:
-        caller = current_caller()
         if request.holder.WhichOneof("ref") == "record_id":
             raise InvalidInput("holder: a verification needs the holder's credential or recovery code")
-        record_id = self._locate(request.holder, caller)
-        gallery_id = self._records.vault.get(record_id).gallery_id
-        live = self._vector(request.live, gallery_id, "live")
-        at_border = caller.role is not Role.KIOSK
-        verified = self._records.verify_holder(
-            record_id,
-            live,
-            request.pin,
-            verified_by=caller.label,
-            context="verification" if at_border else "kiosk",
-            needs_consent=at_border,
+        flow = "kiosk" if current_caller().role is Role.KIOSK else "verification"
+        actor, proved = self._proved(
+            request.holder, request.live, request.live_statement, request.pin, context, flow
         )
+        verified = self._records.verify_holder(actor, proved, release=bool(request.pin))
         return pb.VerifyHolderResponse(
             decision=mpb.MATCH,
             score=verified.score,
             threshold=verified.threshold,
             view=view_to_pb(verified.view),
             record=record_to_pb(verified.record) if verified.record else None,
-            record_id=record_id,
+            record_id=proved.record_id,
         )
 
     def CheckDuplicate(
         self, request: pb.CheckDuplicateRequest, context: grpc.ServicerContext
     ) -> pb.CheckDuplicateResponse:
+        actor = actor_of(current_caller())
         gallery_id = require(request.gallery_id, "gallery_id")
-        probe = self._vector(request.probe, gallery_id, "probe")
-        candidates, threshold, searched = self._records.check_duplicate(gallery_id, probe, request.top_k or 5)
+        probe = self._image(request.probe, gallery_id, "probe")
+        found = self._records.check_duplicate(actor, gallery_id, probe, request.top_k or 5)
         return pb.CheckDuplicateResponse(
-            candidates=[pb.DuplicateCandidate(record_id=r, score=s, match=m) for r, s, m in candidates],
-            threshold=threshold,
-            searched=searched,
+            candidates=[pb.DuplicateCandidate(record_id=r, score=s, match=m) for r, s, m in found.candidates],
+            threshold=found.threshold,
+            searched=found.searched,
+            matches_elsewhere=found.matches_elsewhere,
         )
 
     def ShareRecord(
         self, request: pb.ShareRecordRequest, context: grpc.ServicerContext
     ) -> pb.ShareRecordResponse:
-        record_id = require(request.record_id, "record_id")
-        organisation = require(request.organisation, "organisation")
-        return pb.ShareRecordResponse(record=record_to_pb(self._records.share(record_id, organisation)))
+        actor, proved = self._with_proof(request.holder, request.proof, context, "share")
+        record = self._records.share(actor, proved, request.organisation)
+        return pb.ShareRecordResponse(record=record_to_pb(record))
 
     def EraseRecord(
         self, request: pb.EraseRecordRequest, context: grpc.ServicerContext
     ) -> pb.EraseRecordResponse:
-        caller = current_caller()
-        record_id = self._locate(request.holder, caller)
-        erased = erase(self._records, record_id, self._requester(request.holder, caller))
+        actor, proved = self._with_proof(request.holder, request.proof, context, "erasure")
+        erased = erase(self._records, actor, proved)
         return pb.EraseRecordResponse(
             record_id=erased.record_id, receipt=erased.receipt, templates_removed=erased.templates_removed
         )
@@ -274,17 +328,20 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
     def ListReferrals(
         self, request: pb.ListReferralsRequest, context: grpc.ServicerContext
     ) -> pb.ListReferralsResponse:
+        caller = current_caller()
         referrals = self._records.referrals.list(
-            current_caller().client_id, list(request.channels), request.include_acknowledged
+            caller.client_id, caller.organisation, list(request.channels), request.include_acknowledged
         )
         return pb.ListReferralsResponse(referrals=[_referral_to_pb(r) for r in referrals])
 
     def AcknowledgeReferral(
         self, request: pb.AcknowledgeReferralRequest, context: grpc.ServicerContext
     ) -> pb.Referral:
+        caller = current_caller()
         referral = self._records.referrals.acknowledge(
-            current_caller().client_id, request.referral_id, self._records.now().timestamp()
+            caller.client_id, caller.organisation, request.referral_id, self._records.now().timestamp()
         )
+        note_record(referral.record_id, caller.organisation, "none")
         return _referral_to_pb(referral)
 
     def RotateRecordKeys(

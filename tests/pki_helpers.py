@@ -5,6 +5,7 @@ this module in the root conftest's `pytest_plugins`) and point the server at
 `role_pki.folder`; then `role_pki.channel_for(port, Role.OFFICER)` is a
 channel authenticated as officer-1. The role certificates are shared by the
 whole session: a test that revokes must issue its own certificate first.
+ngo-1 and kiosk-1 act for the organisation "la-strada" (`ORGANISATIONS`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ CLIENT_IDS: Mapping[Role, str] = {
     Role.NGO_CASEWORKER: "ngo-1",
     Role.AUDITOR: "auditor-1",
     Role.ADMIN: "admin-1",
+}
+
+# The organisation of each role certificate that names one (the roles that need one).
+ORGANISATIONS: Mapping[Role, str] = {
+    Role.NGO_CASEWORKER: "la-strada",
+    Role.KIOSK: "la-strada",
 }
 
 # Each channel gets its own connections: with gRPC's global subchannel pool,
@@ -54,7 +61,13 @@ class RolePki:
     @classmethod
     def create(cls, folder: Path) -> RolePki:
         pki = Pki.init(folder)
-        return cls(pki, {role: pki.issue_client(client_id, role) for role, client_id in CLIENT_IDS.items()})
+        return cls(
+            pki,
+            {
+                role: pki.issue_client(client_id, role, organisation=ORGANISATIONS.get(role))
+                for role, client_id in CLIENT_IDS.items()
+            },
+        )
 
     @property
     def folder(self) -> Path:
@@ -80,8 +93,8 @@ class RolePki:
         """A channel presenting any certificate (expired, foreign, ...), or none."""
         return mtls_channel(port, self.ca_pem, issued)
 
-    def expired(self, client_id: str, role: Role) -> IssuedCert:
-        """A certificate of this CA that expired yesterday."""
+    def expired(self, client_id: str, role: Role, organisation: str | None = None) -> IssuedCert:
+        """A certificate of this CA that expired yesterday (organisation: the role's default)."""
         now = datetime.datetime.now(datetime.UTC)
         return self.pki.issue_client(
             client_id,
@@ -89,10 +102,11 @@ class RolePki:
             replace=True,
             valid_from=now - datetime.timedelta(days=10),
             valid_until=now - datetime.timedelta(days=1),
+            organisation=organisation or ORGANISATIONS.get(role),
         )
 
-    def not_yet_valid(self, client_id: str, role: Role) -> IssuedCert:
-        """A certificate of this CA that becomes valid tomorrow."""
+    def not_yet_valid(self, client_id: str, role: Role, organisation: str | None = None) -> IssuedCert:
+        """A certificate of this CA that becomes valid tomorrow (organisation: the role's default)."""
         now = datetime.datetime.now(datetime.UTC)
         return self.pki.issue_client(
             client_id,
@@ -100,12 +114,15 @@ class RolePki:
             replace=True,
             valid_from=now + datetime.timedelta(days=1),
             valid_until=now + datetime.timedelta(days=30),
+            organisation=organisation or ORGANISATIONS.get(role),
         )
 
 
-def foreign_cert(folder: Path, client_id: str, role: Role) -> IssuedCert:
+def foreign_cert(folder: Path, client_id: str, role: Role, organisation: str | None = None) -> IssuedCert:
     """A well-formed client certificate for `role` from another CA (made in `folder`)."""
-    return Pki.init(folder).issue_client(client_id, role)
+    return Pki.init(folder).issue_client(
+        client_id, role, organisation=organisation or ORGANISATIONS.get(role)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from safepassage_server.identity import Role
 from safepassage_server.pki import Pki
 from tests.conftest import REPO
-from tests.pki_helpers import CHANNEL_OPTIONS
+from tests.pki_helpers import CHANNEL_OPTIONS, ORGANISATIONS
 
 PORT_LINE = re.compile(r"serving on port (\d+)")
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, launcher: tuple[str, ...] = ("-m", "safepassage_cli.main")
+    ) -> None:
         self.data_dir = data_dir
         self.log: list[str] = []
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -32,8 +34,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "safepassage_cli.main",
+                *launcher,
                 "serve",
                 "--config",
                 str(config),
@@ -73,9 +74,14 @@ class ServerProcess:
             raise AssertionError("server did not start:\n" + "".join(self.log[-30:]))
         return found[0]
 
-    def issue(self, client_id: str, role: Role) -> None:
-        """A client certificate from the server's PKI, as `safepassage pki issue` would make it."""
-        Pki.open(self.pki_dir).issue_client(client_id, role, replace=True)
+    def issue(self, client_id: str, role: Role, organisation: str | None = None) -> None:
+        """A client certificate from the server's PKI, as `safepassage pki issue` would make it.
+
+        ngo_caseworker and kiosk certificates get `organisation`, or the role's in `ORGANISATIONS`.
+        """
+        Pki.open(self.pki_dir).issue_client(
+            client_id, role, replace=True, organisation=organisation or ORGANISATIONS.get(role)
+        )
 
     def channel(self, client_id: str = "dev-admin") -> grpc.Channel:
         clients = self.pki_dir / "clients"

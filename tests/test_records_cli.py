@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from safepassage_server.config import load_config
 from safepassage_server.identity import Role
 from tests.conftest import REPO
 from tests.process import ServerProcess
@@ -62,7 +63,7 @@ def test_records_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert checked.returncode == 0 and "VALID consent receipt" in checked.stdout, checked.stderr
 
         # Offline, on a device holding a reader key the credential was sealed to (here the server's own).
-        reader = server.data_dir / "keys" / "credential-reader-x25519.key"
+        reader = load_config(None, {"storage.data_dir": str(server.data_dir)}).reader_key_path
         offline = [
             "credential", "verify", "--qr", str(out_dir / "credential.png"),
             "--issuer-key", str(issuer_key), "--reader-key", str(reader),

@@ -344,8 +344,10 @@ Global___EnrolRecordResponse: _TypeAlias = EnrolRecordResponse  # noqa: Y015
 
 @_typing.final
 class HolderRef(_message.Message):
-    """Who the request is about. NGO caseworkers may name a record id; holders
-    prove themselves with a recovery code or a credential.
+    """Who the request is about. NGO caseworkers of the record's organisation
+    may name a record id; holders name themselves with a recovery code (which
+    is also a proof) or a credential (which proves nothing alone: it needs a
+    live capture that matches and the PIN, see HolderProof).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -411,20 +413,79 @@ class ConsentScope(_message.Message):
 Global___ConsentScope: _TypeAlias = ConsentScope  # noqa: Y015
 
 @_typing.final
+class LiveCapture(_message.Message):
+    """A face captured now by the calling device: an image (never an embedding)
+    and the device's signed capture statement over it (see
+    holder_credential/capture_statement.py): image SHA-256, time, liveness.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    statement: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        statement: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveCapture: _TypeAlias = LiveCapture  # noqa: Y015
+
+@_typing.final
+class HolderProof(_message.Message):
+    """What proves the holder is present and agrees, beside a credential named in
+    HolderRef: a live capture that matches the record and the PIN. A holder
+    named by recovery code needs nothing more.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIVE_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
+    pin: _builtins.str
+    @_builtins.property
+    def live(self) -> Global___LiveCapture: ...
+    def __init__(
+        self,
+        *,
+        live: Global___LiveCapture | None = ...,
+        pin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["live", b"live"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["live", b"live", "pin", b"pin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HolderProof: _TypeAlias = HolderProof  # noqa: Y015
+
+@_typing.final
 class GetConsentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOLDER_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def holder(self) -> Global___HolderRef: ...
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
     def __init__(
         self,
         *,
         holder: Global___HolderRef | None = ...,
+        proof: Global___HolderProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -459,21 +520,28 @@ class ChangeConsentRequest(_message.Message):
 
     HOLDER_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def holder(self) -> Global___HolderRef: ...
     @_builtins.property
     def consent(self) -> Global___ConsentGiven:
-        """granted: scopes given now; refused: scopes withdrawn now."""
+        """granted: scopes given now; refused: scopes withdrawn now. Granting needs
+        the holder's proof; the record's NGO may record a withdrawal on the
+        holder's instruction.
+        """
 
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
     def __init__(
         self,
         *,
         holder: Global___HolderRef | None = ...,
         consent: Global___ConsentGiven | None = ...,
+        proof: Global___HolderProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "holder", b"holder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "holder", b"holder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -512,22 +580,114 @@ class IssueCredentialRequest(_message.Message):
 
     HOLDER_FIELD_NUMBER: _builtins.int
     VALID_DAYS_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     valid_days: _builtins.int
+    """0: the record's own validity; never more than the validity chosen at enrolment."""
     @_builtins.property
     def holder(self) -> Global___HolderRef: ...
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
     def __init__(
         self,
         *,
         holder: Global___HolderRef | None = ...,
         valid_days: _builtins.int = ...,
+        proof: Global___HolderProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "valid_days", b"valid_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof", "valid_days", b"valid_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueCredentialRequest: _TypeAlias = IssueCredentialRequest  # noqa: Y015
+
+@_typing.final
+class ChangePinRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    NEW_PIN_FIELD_NUMBER: _builtins.int
+    NEW_DURESS_PIN_FIELD_NUMBER: _builtins.int
+    new_pin: _builtins.str
+    new_duress_pin: _builtins.str
+    @_builtins.property
+    def holder(self) -> Global___HolderRef: ...
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
+    def __init__(
+        self,
+        *,
+        holder: Global___HolderRef | None = ...,
+        proof: Global___HolderProof | None = ...,
+        new_pin: _builtins.str = ...,
+        new_duress_pin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "new_duress_pin", b"new_duress_pin", "new_pin", b"new_pin", "proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePinRequest: _TypeAlias = ChangePinRequest  # noqa: Y015
+
+@_typing.final
+class ChangePinResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePinResponse: _TypeAlias = ChangePinResponse  # noqa: Y015
+
+@_typing.final
+class GetCredentialRevocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCredentialRevocationsRequest: _TypeAlias = GetCredentialRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class CredentialRevocations(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_LIST_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    signed_list: _builtins.bytes
+    """JSON signed by the credential issuer key (holder_credential/revocation.py)."""
+    revoked: _builtins.int
+    def __init__(
+        self,
+        *,
+        signed_list: _builtins.bytes = ...,
+        revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked", "signed_list", b"signed_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialRevocations: _TypeAlias = CredentialRevocations  # noqa: Y015
 
 @_typing.final
 class VerifyHolderRequest(_message.Message):
@@ -536,24 +696,30 @@ class VerifyHolderRequest(_message.Message):
     HOLDER_FIELD_NUMBER: _builtins.int
     LIVE_FIELD_NUMBER: _builtins.int
     PIN_FIELD_NUMBER: _builtins.int
+    LIVE_STATEMENT_FIELD_NUMBER: _builtins.int
     pin: _builtins.str
     """Optional: the holder's PIN releases the full record."""
+    live_statement: _builtins.bytes
+    """The device's signed capture statement over live.image."""
     @_builtins.property
     def holder(self) -> Global___HolderRef:
         """A credential or a recovery code."""
 
     @_builtins.property
-    def live(self) -> _matching_pb2.Probe: ...
+    def live(self) -> _matching_pb2.Probe:
+        """An image captured now by this device; embeddings are refused."""
+
     def __init__(
         self,
         *,
         holder: Global___HolderRef | None = ...,
         live: _matching_pb2.Probe | None = ...,
         pin: _builtins.str = ...,
+        live_statement: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "live", b"live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "live", b"live", "pin", b"pin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "live", b"live", "live_statement", b"live_statement", "pin", b"pin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -719,21 +885,27 @@ class CheckDuplicateResponse(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     SEARCHED_FIELD_NUMBER: _builtins.int
+    MATCHES_ELSEWHERE_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     searched: _builtins.int
     """How many records were searched (those whose holders allow the check)."""
+    matches_elsewhere: _builtins.int
+    """Matching records held by other organisations: a count, never ids or scores."""
     @_builtins.property
-    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateCandidate]: ...
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateCandidate]:
+        """Records of the caller's own organisation only."""
+
     def __init__(
         self,
         *,
         candidates: _abc.Iterable[Global___DuplicateCandidate] | None = ...,
         threshold: _builtins.float = ...,
         searched: _builtins.int = ...,
+        matches_elsewhere: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "searched", b"searched", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "matches_elsewhere", b"matches_elsewhere", "searched", b"searched", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -743,19 +915,27 @@ Global___CheckDuplicateResponse: _TypeAlias = CheckDuplicateResponse  # noqa: Y0
 class ShareRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    RECORD_ID_FIELD_NUMBER: _builtins.int
     ORGANISATION_FIELD_NUMBER: _builtins.int
-    record_id: _builtins.str
+    HOLDER_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     organisation: _builtins.str
+    """Empty: the caller's own organisation (from its certificate); any other is refused."""
+    @_builtins.property
+    def holder(self) -> Global___HolderRef:
+        """The holder, with their proof: the holder releases the record, not the caseworker."""
+
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
     def __init__(
         self,
         *,
-        record_id: _builtins.str = ...,
         organisation: _builtins.str = ...,
+        holder: Global___HolderRef | None = ...,
+        proof: Global___HolderProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation", "record_id", b"record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "organisation", b"organisation", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -786,16 +966,20 @@ class EraseRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOLDER_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def holder(self) -> Global___HolderRef: ...
+    @_builtins.property
+    def proof(self) -> Global___HolderProof: ...
     def __init__(
         self,
         *,
         holder: Global___HolderRef | None = ...,
+        proof: Global___HolderProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -845,7 +1029,7 @@ class Referral(_message.Message):
     raised_by: _builtins.str
     """The device or officer account where the duress PIN was entered."""
     context: _builtins.str
-    """"verification" or "kiosk"."""
+    """"verification", "kiosk" or "pin_lockout"."""
     acknowledged_at: _builtins.str
     def __init__(
         self,

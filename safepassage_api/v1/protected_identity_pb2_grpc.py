@@ -55,6 +55,16 @@ class ProtectedIdentityServiceStub:
                 request_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.IssueCredentialRequest.SerializeToString,
                 response_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.Credential.FromString,
                 _registered_method=True)
+        self.ChangePin = channel.unary_unary(
+                '/safepassage.v1.ProtectedIdentityService/ChangePin',
+                request_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinRequest.SerializeToString,
+                response_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinResponse.FromString,
+                _registered_method=True)
+        self.GetCredentialRevocations = channel.unary_unary(
+                '/safepassage.v1.ProtectedIdentityService/GetCredentialRevocations',
+                request_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.GetCredentialRevocationsRequest.SerializeToString,
+                response_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.CredentialRevocations.FromString,
+                _registered_method=True)
         self.VerifyHolder = channel.unary_unary(
                 '/safepassage.v1.ProtectedIdentityService/VerifyHolder',
                 request_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.VerifyHolderRequest.SerializeToString,
@@ -122,7 +132,21 @@ class ProtectedIdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IssueCredential(self, request, context):
-        """A fresh holder credential (needs "verify_at_border").
+        """A fresh holder credential (needs "verify_at_border" and the holder's proof); retires the previous one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePin(self, request, context):
+        """The holder changes their PIN and duress PIN (needs the holder's proof).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCredentialRevocations(self, request, context):
+        """The issuer-signed list of retired credential ids, for offline readers to sync.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +229,16 @@ def add_ProtectedIdentityServiceServicer_to_server(servicer, server):
                     servicer.IssueCredential,
                     request_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.IssueCredentialRequest.FromString,
                     response_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.Credential.SerializeToString,
+            ),
+            'ChangePin': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePin,
+                    request_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinRequest.FromString,
+                    response_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinResponse.SerializeToString,
+            ),
+            'GetCredentialRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCredentialRevocations,
+                    request_deserializer=safepassage__api_dot_v1_dot_protected__identity__pb2.GetCredentialRevocationsRequest.FromString,
+                    response_serializer=safepassage__api_dot_v1_dot_protected__identity__pb2.CredentialRevocations.SerializeToString,
             ),
             'VerifyHolder': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyHolder,
@@ -355,6 +389,60 @@ class ProtectedIdentityService:
             '/safepassage.v1.ProtectedIdentityService/IssueCredential',
             safepassage__api_dot_v1_dot_protected__identity__pb2.IssueCredentialRequest.SerializeToString,
             safepassage__api_dot_v1_dot_protected__identity__pb2.Credential.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.ProtectedIdentityService/ChangePin',
+            safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinRequest.SerializeToString,
+            safepassage__api_dot_v1_dot_protected__identity__pb2.ChangePinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCredentialRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.ProtectedIdentityService/GetCredentialRevocations',
+            safepassage__api_dot_v1_dot_protected__identity__pb2.GetCredentialRevocationsRequest.SerializeToString,
+            safepassage__api_dot_v1_dot_protected__identity__pb2.CredentialRevocations.FromString,
             options,
             channel_credentials,
             insecure,

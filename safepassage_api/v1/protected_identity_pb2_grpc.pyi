@@ -50,7 +50,11 @@ class ProtectedIdentityServiceStub:
     ChangeConsent: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.ChangeConsentRequest, _protected_identity_pb2.ChangeConsentResponse]
     """Grant or withdraw scopes; withdrawing "store" erases the record."""
     IssueCredential: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.IssueCredentialRequest, _protected_identity_pb2.Credential]
-    """A fresh holder credential (needs "verify_at_border")."""
+    """A fresh holder credential (needs "verify_at_border" and the holder's proof); retires the previous one."""
+    ChangePin: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.ChangePinRequest, _protected_identity_pb2.ChangePinResponse]
+    """The holder changes their PIN and duress PIN (needs the holder's proof)."""
+    GetCredentialRevocations: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.GetCredentialRevocationsRequest, _protected_identity_pb2.CredentialRevocations]
+    """The issuer-signed list of retired credential ids, for offline readers to sync."""
     VerifyHolder: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.VerifyHolderRequest, _protected_identity_pb2.VerifyHolderResponse]
     """Officer or kiosk: the holder (credential or recovery code) against a live face, and a PIN for the full record."""
     CheckDuplicate: _grpc.UnaryUnaryMultiCallable[_protected_identity_pb2.CheckDuplicateRequest, _protected_identity_pb2.CheckDuplicateResponse]
@@ -77,7 +81,11 @@ class ProtectedIdentityServiceAsyncStub(ProtectedIdentityServiceStub):
     ChangeConsent: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.ChangeConsentRequest, _protected_identity_pb2.ChangeConsentResponse]  # type: ignore[assignment]
     """Grant or withdraw scopes; withdrawing "store" erases the record."""
     IssueCredential: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.IssueCredentialRequest, _protected_identity_pb2.Credential]  # type: ignore[assignment]
-    """A fresh holder credential (needs "verify_at_border")."""
+    """A fresh holder credential (needs "verify_at_border" and the holder's proof); retires the previous one."""
+    ChangePin: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.ChangePinRequest, _protected_identity_pb2.ChangePinResponse]  # type: ignore[assignment]
+    """The holder changes their PIN and duress PIN (needs the holder's proof)."""
+    GetCredentialRevocations: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.GetCredentialRevocationsRequest, _protected_identity_pb2.CredentialRevocations]  # type: ignore[assignment]
+    """The issuer-signed list of retired credential ids, for offline readers to sync."""
     VerifyHolder: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.VerifyHolderRequest, _protected_identity_pb2.VerifyHolderResponse]  # type: ignore[assignment]
     """Officer or kiosk: the holder (credential or recovery code) against a live face, and a PIN for the full record."""
     CheckDuplicate: _aio.UnaryUnaryMultiCallable[_protected_identity_pb2.CheckDuplicateRequest, _protected_identity_pb2.CheckDuplicateResponse]  # type: ignore[assignment]
@@ -125,7 +133,23 @@ class ProtectedIdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _protected_identity_pb2.IssueCredentialRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_protected_identity_pb2.Credential, _abc.Awaitable[_protected_identity_pb2.Credential]]:
-        """A fresh holder credential (needs "verify_at_border")."""
+        """A fresh holder credential (needs "verify_at_border" and the holder's proof); retires the previous one."""
+
+    @_abc_1.abstractmethod
+    def ChangePin(
+        self,
+        request: _protected_identity_pb2.ChangePinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_protected_identity_pb2.ChangePinResponse, _abc.Awaitable[_protected_identity_pb2.ChangePinResponse]]:
+        """The holder changes their PIN and duress PIN (needs the holder's proof)."""
+
+    @_abc_1.abstractmethod
+    def GetCredentialRevocations(
+        self,
+        request: _protected_identity_pb2.GetCredentialRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_protected_identity_pb2.CredentialRevocations, _abc.Awaitable[_protected_identity_pb2.CredentialRevocations]]:
+        """The issuer-signed list of retired credential ids, for offline readers to sync."""
 
     @_abc_1.abstractmethod
     def VerifyHolder(

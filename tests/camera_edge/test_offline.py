@@ -28,6 +28,7 @@ from camera_edge.outbox import EntryState, Outbox
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_server.cctv_authorisation import sign
+from safepassage_server.config import load_config
 from safepassage_server.identity import Role
 from tests.conftest import REPO
 from tests.process import ServerProcess
@@ -188,7 +189,7 @@ def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_clie
     assert server.stop() == 0
     with TransparencyLog.open(
         data_dir / "audit" / "transparency.sqlite3",
-        load_or_create_signing_key(data_dir / "keys" / "audit-log-ed25519.pem"),
+        load_or_create_signing_key(load_config(None, {"storage.data_dir": str(data_dir)}).audit_key_path),
     ) as log:
         events = [entry.event() for entry in log.entries(0, log.size())]
     searched = Counter(

@@ -74,19 +74,34 @@ def test_equal_pins_are_refused_at_creation() -> None:
         HolderSecrets.create("123456", "123456")
 
 
-@pytest.mark.parametrize("bad", ["123", "1234567890123", "12a4", "12 34", "", "١٢٣٤"])
+@pytest.mark.parametrize("bad", ["123", "1234", "12345", "1234567890123", "12a456", "12 345", "", "١٢٣٤٥٦"])
 @pytest.mark.parametrize("which", ["pin", "duress_pin"])
-def test_pins_must_be_4_to_12_ascii_digits(bad: str, which: str) -> None:
-    pins = {"pin": "5555", "duress_pin": "6666", which: bad}
+def test_new_pins_must_be_6_to_12_ascii_digits(bad: str, which: str) -> None:
+    pins = {"pin": "555555", "duress_pin": "666666", which: bad}
     with pytest.raises(InvalidRecord, match=which) as caught:
         HolderSecrets.create(pins["pin"], pins["duress_pin"])
     assert isinstance(caught.value, core.InvalidInput)
 
 
 def test_shortest_and_longest_pins_are_accepted() -> None:
-    shortest = HolderSecrets.create("0000", "999999999999")
-    assert shortest.check("0000") is PinKind.ORDINARY
+    shortest = HolderSecrets.create("000000", "999999999999")
+    assert shortest.check("000000") is PinKind.ORDINARY
     assert shortest.check("999999999999") is PinKind.DURESS
+
+
+def test_four_digit_pins_made_before_the_six_digit_rule_still_check() -> None:
+    """Hashes made when 4 digits were allowed keep working; only new PINs need 6."""
+    import dataclasses
+    import os
+
+    from enrolment.holder_secrets import _scrypt
+
+    made = HolderSecrets.create("000000", "999999")
+    salt = os.urandom(16)
+    legacy = dataclasses.replace(made, pin_salt=salt, pin_hash=_scrypt("4829", salt))
+    assert legacy.check("4829") is PinKind.ORDINARY
+    with pytest.raises(HolderNotVerified):
+        legacy.check("4828")
 
 
 def test_salts_are_fresh_so_equal_pins_hash_differently() -> None:

@@ -1,4 +1,8 @@
-"""The record vault: a real SQLite file of sealed records, consents, PIN state, referrals, tombstones."""
+"""The record vault: a real SQLite file of sealed records, consents, PIN state, referrals, tombstones.
+
+PIN attempts, credentials, the erasure journal, referral organisations and the
+schema-1 migration have their own test files (test_pin_attempts.py, ...).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from enrolment.consent import Scope, ScopeGrant
-from enrolment.errors import KeyringError, RecordErased, RecordExists, RecordNotFound
+from enrolment.errors import KeyringError, PinLocked, RecordErased, RecordExists, RecordNotFound
 from enrolment.kek import WRAPPED_KEY_SIZE, WrappedKey
-from enrolment.vault import ConsentEntry, RecordVault, StoredRecord, Tombstone, backup_vault
+from enrolment.vault import ConsentEntry, PinLockout, RecordVault, StoredRecord, Tombstone, backup_vault
 
 STORE = ScopeGrant(Scope.STORE)
 BORDER = ScopeGrant(Scope.VERIFY_AT_BORDER)
@@ -21,6 +26,7 @@ DUPLICATE = ScopeGrant(Scope.DUPLICATE_CHECK)
 SHARE_LA_STRADA = ScopeGrant(Scope.SHARE, "la-strada")
 SHARE_OTHER = ScopeGrant(Scope.SHARE, "other-org")
 TEXT_SHA = "ab" * 32
+ORG = "la-strada"
 T0 = 1_750_000_000.0
 
 
@@ -29,7 +35,12 @@ def _wrapped(version: int = 1) -> WrappedKey:
 
 
 def _record(
-    record_id: str, gallery: str = "g1", templates: int = 2, kek_version: int = 1, org: str = "ngo:case-1"
+    record_id: str,
+    gallery: str = "g1",
+    templates: int = 2,
+    kek_version: int = 1,
+    org: str = "la-strada",
+    credential_days: int = 365,
 ) -> StoredRecord:
     # Random "ciphertext" of a realistic size, distinct per record: easy to search for in the files.
     return StoredRecord(
@@ -42,6 +53,7 @@ def _record(
         sealed_secrets=os.urandom(200),
         sealed_templates=os.urandom(2 * 512 + 45),
         created_at=T0,
+        credential_days=credential_days,
     )
 
 
@@ -95,7 +107,7 @@ def test_the_file_is_private(vault: RecordVault, path: Path) -> None:
 def test_a_newer_schema_is_refused(path: Path) -> None:
     RecordVault.open(path).close()
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version=2")
+    conn.execute("PRAGMA user_version=3")
     conn.close()
     with pytest.raises(KeyringError, match="newer"):
         RecordVault.open(path)
@@ -127,6 +139,51 @@ def test_insert_get_round_trip(vault: RecordVault) -> None:
     assert got.reference_ids == ["pr-1.0", "pr-1.1", "pr-1.2"]
     assert vault.find_by_recovery_tag(tag) == "pr-1"
     assert vault.count() == 1
+
+
+def test_credential_days_are_kept_and_default_to_unknown(vault: RecordVault) -> None:
+    _insert(vault, _record("pr-1", credential_days=90))
+    _insert(vault, replace(_record("pr-2"), credential_days=0))
+    assert vault.get("pr-1").credential_days == 90
+    assert vault.get("pr-2").credential_days == 0
+    assert StoredRecord("x", "g", "o", 0, _wrapped(), b"", b"", b"", T0).credential_days == 0
+
+
+def test_replace_secrets_changes_only_the_secrets(vault: RecordVault, path: Path) -> None:
+    record = _record("pr-1")
+    _insert(vault, record)
+    vault.replace_secrets("pr-1", fresh := os.urandom(220))
+    assert vault.get("pr-1") == replace(record, sealed_secrets=fresh)
+    with pytest.raises(RecordNotFound):
+        vault.replace_secrets("pr-2", fresh)
+    vault.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
+    with pytest.raises(RecordErased):
+        vault.replace_secrets("pr-1", fresh)
+
+
+def test_sealed_templates_streams_every_live_record_in_chunks(vault: RecordVault) -> None:
+    records = {
+        f"pr-{n:04d}": _record(f"pr-{n:04d}", gallery=f"g{n % 3}", kek_version=1 + n % 2) for n in range(600)
+    }
+    for record in records.values():
+        _insert(vault, record)
+    vault.erase(Tombstone("pr-0007", T0, "holder", "00" * 32))
+    stream = vault.sealed_templates()
+    first = next(stream)
+    # The lock is not held between rows: the vault stays usable mid-stream.
+    assert vault.count() == 599
+    _insert(vault, _record("pr-9999"))
+    rest = list(stream)
+    seen = {rid: (gallery, wrapped, sealed) for rid, gallery, wrapped, sealed in [first, *rest]}
+    assert len(seen) == 1 + len(rest)  # no record twice
+    assert "pr-0007" not in seen and "pr-9999" in seen
+    del seen["pr-9999"]
+    del records["pr-0007"]
+    assert seen == {rid: (r.gallery_id, r.wrapped_key, r.sealed_templates) for rid, r in records.items()}
+
+
+def test_an_empty_vault_streams_no_templates(vault: RecordVault) -> None:
+    assert list(vault.sealed_templates()) == []
 
 
 def test_missing_records_are_not_found(vault: RecordVault) -> None:
@@ -226,23 +283,32 @@ def test_records_in_lists_only_consents_in_force_per_gallery_and_organisation(va
 def test_wrong_pins_lock_and_a_right_one_resets(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     _insert(vault, _record("pr-2"))
+
+    def wrong(at: float) -> object:
+        vault.reserve_pin_attempt("pr-1", at, max_failures=3)
+        return vault.pin_failed("pr-1", at, max_failures=3, lock_s=900.0)
+
     assert vault.pin_locked_until("pr-1") == 0.0
-    assert [vault.pin_failed("pr-1", T0, max_failures=3, lock_s=900.0) for _ in range(2)] == [1, 2]
+    assert [wrong(T0) for _ in range(2)] == [None, None]
     assert vault.pin_locked_until("pr-1") == 0.0
-    assert vault.pin_failed("pr-1", T0 + 1, max_failures=3, lock_s=900.0) == 3
+    lockout = wrong(T0 + 1)
+    assert lockout == PinLockout(1, T0 + 901.0)
     assert vault.pin_locked_until("pr-1") == T0 + 901.0
     assert vault.pin_locked_until("pr-2") == 0.0  # per record
+    with pytest.raises(PinLocked):
+        vault.reserve_pin_attempt("pr-1", T0 + 900, max_failures=3)
     # The count starts again after a lock.
-    assert vault.pin_failed("pr-1", T0 + 2, max_failures=3, lock_s=900.0) == 1
+    assert wrong(T0 + 902) is None
     vault.pin_passed("pr-1")
     assert vault.pin_locked_until("pr-1") == 0.0
-    assert vault.pin_failed("pr-1", T0 + 3, max_failures=3, lock_s=900.0) == 1  # reset to zero
+    assert [wrong(T0 + 903) for _ in range(2)] == [None, None]  # reset to zero
 
 
 def test_pin_state_survives_reopening(path: Path) -> None:
     first = RecordVault.open(path)
     _insert(first, _record("pr-1"))
-    first.pin_failed("pr-1", T0, max_failures=1, lock_s=60.0)
+    first.reserve_pin_attempt("pr-1", T0, max_failures=1)
+    assert first.pin_failed("pr-1", T0, max_failures=1, lock_s=60.0) == PinLockout(1, T0 + 60.0)
     first.close()
     again = RecordVault.open(path)
     try:
@@ -295,23 +361,24 @@ def test_an_empty_vault_uses_no_versions(vault: RecordVault) -> None:
 def test_referrals_by_channel_and_acknowledgement(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     _insert(vault, _record("pr-2"))
-    first = vault.add_referral("pr-1", "la-strada-hotline", T0, b"sealed-1")
-    second = vault.add_referral("pr-2", "other-channel", T0 + 1, b"sealed-2")
-    third = vault.add_referral("pr-1", "la-strada-hotline", T0 + 2, b"sealed-3")
+    first = vault.add_referral("pr-1", ORG, "la-strada-hotline", T0, b"sealed-1")
+    second = vault.add_referral("pr-2", ORG, "other-channel", T0 + 1, b"sealed-2")
+    third = vault.add_referral("pr-1", ORG, "la-strada-hotline", T0 + 2, b"sealed-3")
     assert first < second < third
 
-    everything = vault.referrals(None, include_acknowledged=False)
+    everything = vault.referrals(ORG, None, include_acknowledged=False)
     assert [r.referral_id for r in everything] == [first, second, third]
     assert everything[0].record_id == "pr-1" and everything[0].sealed == b"sealed-1"
+    assert everything[0].organisation == ORG
     assert everything[0].raised_at == T0 and everything[0].acknowledged_at is None
-    assert [r.referral_id for r in vault.referrals(["la-strada-hotline"], False)] == [first, third]
-    assert [r.referral_id for r in vault.referrals(["other-channel", "nowhere"], False)] == [second]
-    assert vault.referrals(["nowhere"], False) == []
+    assert [r.referral_id for r in vault.referrals(ORG, ["la-strada-hotline"], False)] == [first, third]
+    assert [r.referral_id for r in vault.referrals(ORG, ["other-channel", "nowhere"], False)] == [second]
+    assert vault.referrals(ORG, ["nowhere"], False) == []
 
     acknowledged = vault.acknowledge_referral(first, T0 + 100)
     assert acknowledged.referral_id == first and acknowledged.acknowledged_at == T0 + 100
-    assert [r.referral_id for r in vault.referrals(None, include_acknowledged=False)] == [second, third]
-    listed = vault.referrals(["la-strada-hotline"], include_acknowledged=True)
+    assert [r.referral_id for r in vault.referrals(ORG, None, include_acknowledged=False)] == [second, third]
+    listed = vault.referrals(ORG, ["la-strada-hotline"], include_acknowledged=True)
     assert [(r.referral_id, r.acknowledged_at) for r in listed] == [(first, T0 + 100), (third, None)]
     # Acknowledging again keeps the first time.
     assert vault.acknowledge_referral(first, T0 + 500).acknowledged_at == T0 + 100
@@ -322,11 +389,11 @@ def test_referrals_by_channel_and_acknowledgement(vault: RecordVault) -> None:
 def test_referrals_die_with_their_record(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     _insert(vault, _record("pr-2"))
-    gone = vault.add_referral("pr-1", "hotline", T0, b"sealed-1")
-    vault.acknowledge_referral(vault.add_referral("pr-1", "hotline", T0, b"sealed-1b"), T0 + 1)
-    kept = vault.add_referral("pr-2", "hotline", T0, b"sealed-2")
+    gone = vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-1")
+    vault.acknowledge_referral(vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-1b"), T0 + 1)
+    kept = vault.add_referral("pr-2", ORG, "hotline", T0, b"sealed-2")
     vault.erase(Tombstone("pr-1", T0 + 10, "holder", "00" * 32))
-    assert [r.referral_id for r in vault.referrals(None, include_acknowledged=True)] == [kept]
+    assert [r.referral_id for r in vault.referrals(ORG, None, include_acknowledged=True)] == [kept]
     with pytest.raises(RecordNotFound):
         vault.acknowledge_referral(gone, T0 + 20)
 
@@ -338,8 +405,9 @@ def test_erasure_leaves_only_a_tombstone(vault: RecordVault, path: Path) -> None
     victim, keeper = _record("pr-victim"), _record("pr-keeper")
     victim_tag = _insert(vault, victim)
     _insert(vault, keeper)
-    vault.add_referral("pr-victim", "hotline", T0, os.urandom(120))
-    tombstone = Tombstone("pr-victim", T0 + 60, "ngo_caseworker:case-1", "cd" * 32)
+    vault.add_referral("pr-victim", ORG, "hotline", T0, os.urandom(120))
+    vault.add_credential("cred-victim", "pr-victim", T0, T0 + 86_400)
+    tombstone = Tombstone("pr-victim", T0 + 60, "ngo_caseworker:case-1", "cd" * 32, "signed receipt")
     vault.erase(tombstone)
 
     assert vault.tombstone("pr-victim") == tombstone
@@ -361,7 +429,7 @@ def test_erasure_leaves_only_a_tombstone(vault: RecordVault, path: Path) -> None
     # Its consents went with it (foreign keys cascade), not just out of sight.
     conn = sqlite3.connect(path)
     try:
-        for table in ("records", "consents", "referrals"):
+        for table in ("records", "data_keys", "consents", "referrals", "credentials"):
             count = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE record_id = 'pr-victim'").fetchone()[0]
             assert count == 0, table
     finally:
@@ -382,7 +450,7 @@ def test_erasure_purges_the_wal_and_zeroes_the_sealed_bytes(vault: RecordVault, 
     victim, keeper = _record("pr-victim"), _record("pr-keeper")
     _insert(vault, victim)
     _insert(vault, keeper)
-    vault.add_referral("pr-victim", "hotline", T0, referral := os.urandom(150))
+    vault.add_referral("pr-victim", ORG, "hotline", T0, referral := os.urandom(150))
     wal = Path(f"{path}-wal")
     assert wal.stat().st_size > 0
     before = _files(path)
@@ -411,7 +479,9 @@ def _same_rows(copy_path: Path, records: list[StoredRecord], tags: list[bytes], 
             assert copy.find_by_recovery_tag(tag) == record.record_id
             assert len(copy.consents(record.record_id)) == len(ALL)
         assert copy.tombstone(erased.record_id) == erased
-        assert [r.sealed for r in copy.referrals(None, include_acknowledged=True)] == [b"sealed-referral"]
+        assert [r.sealed for r in copy.referrals(ORG, None, include_acknowledged=True)] == [
+            b"sealed-referral"
+        ]
         assert copy.pin_locked_until(records[0].record_id) == T0 + 60
     finally:
         copy.close()
@@ -425,7 +495,8 @@ def populated(vault: RecordVault) -> tuple[RecordVault, list[StoredRecord], list
     _insert(vault, _record("pr-3"))
     erased = Tombstone("pr-3", T0, "holder", "aa" * 32)
     vault.erase(erased)
-    vault.add_referral("pr-1", "hotline", T0, b"sealed-referral")
+    vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-referral")
+    vault.reserve_pin_attempt("pr-1", T0, max_failures=1)
     vault.pin_failed("pr-1", T0, max_failures=1, lock_s=60.0)  # in the WAL, not yet checkpointed
     return vault, records, tags, erased
 

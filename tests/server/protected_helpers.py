@@ -115,3 +115,36 @@ def enrol(
 def receipt_body(text: str) -> dict[str, Any]:
     parsed: dict[str, Any] = json.loads(text)
     return parsed
+
+
+def signed_live(
+    issued: Any, image: bytes, liveness: str = "supervised", client_id: str | None = None
+) -> pb.LiveCapture:
+    """A live capture as a device sends it: the image and its statement signed with the device's key.
+
+    `issued` is the device's IssuedCert (its key signs; its certificate's CN names the device).
+    """
+    import holder_credential
+
+    device = client_id or issued.record.client_id
+    statement = holder_credential.sign_capture(
+        issued.key_pem, device, image, holder_credential.Liveness(liveness)
+    )
+    return pb.LiveCapture(image=image, statement=statement)
+
+
+def holder_proof(issued: Any, image: bytes, pin: str = "", liveness: str = "supervised") -> pb.HolderProof:
+    """The holder's live face (signed by the device `issued`) and PIN: the proof beside a credential."""
+    return pb.HolderProof(live=signed_live(issued, image, liveness), pin=pin)
+
+
+def verify_request(
+    issued: Any, credential: str, image: bytes, pin: str = "", liveness: str = "supervised"
+) -> pb.VerifyHolderRequest:
+    live = signed_live(issued, image, liveness)
+    return pb.VerifyHolderRequest(
+        holder=pb.HolderRef(credential=credential),
+        live=mpb.Probe(image=live.image),
+        live_statement=live.statement,
+        pin=pin,
+    )

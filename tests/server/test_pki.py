@@ -37,6 +37,7 @@ from safepassage_server.peer import (
     NoClientCertificate,
     PeerAuthenticator,
     caller_of,
+    client_credentials,
     server_credentials,
 )
 from safepassage_server.pki import (
@@ -48,7 +49,7 @@ from safepassage_server.pki import (
     format_serial,
     write_atomic,
 )
-from tests.pki_helpers import CLIENT_IDS, RolePki, foreign_cert
+from tests.pki_helpers import CHANNEL_OPTIONS, CLIENT_IDS, ORGANISATIONS, RolePki, foreign_cert
 
 CHECK = health_pb2.HealthCheckRequest()
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -137,7 +138,10 @@ def refused_at_handshake(server: MtlsServer, channel: grpc.Channel) -> bool:
 def test_each_role_is_accepted_as_itself(role_pki: RolePki, server: MtlsServer, role: Role) -> None:
     assert check(role_pki.channel_for(server.port, role)) == SERVING
     issued = role_pki.clients[role]
-    assert server.last_caller == Caller(CLIENT_IDS[role], role, issued.serial, issued.fingerprint)
+    organisation = ORGANISATIONS.get(role, "")
+    assert server.last_caller == Caller(
+        CLIENT_IDS[role], role, issued.serial, issued.fingerprint, organisation
+    )
     assert server.last_caller.label == f"{role.value}:{CLIENT_IDS[role]}"
 
 
@@ -191,7 +195,11 @@ def test_revocation_is_honoured_on_the_very_next_call(role_pki: RolePki, server:
 def test_expiry_during_a_connection_is_caught_per_call(role_pki: RolePki, server: MtlsServer) -> None:
     now = datetime.datetime.now(datetime.UTC)
     brief = role_pki.pki.issue_client(
-        "kiosk-brief", Role.KIOSK, valid_from=now - datetime.timedelta(minutes=1), valid_until=now + SHORT
+        "kiosk-brief",
+        Role.KIOSK,
+        valid_from=now - datetime.timedelta(minutes=1),
+        valid_until=now + SHORT,
+        organisation="la-strada",
     )
     with role_pki.channel_with(server.port, brief) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -221,27 +229,43 @@ def caller_from(role_pki: RolePki, pem: bytes | None) -> Caller:
     return caller_of(FakeContext(pem), authenticator.revocations, authenticator.ca)  # type: ignore[arg-type]
 
 
-def signed_by_ca(role_pki: RolePki, subject: x509.Name, usage: x509.ObjectIdentifier) -> bytes:
-    """A certificate the CA itself signed, with contents `issue_client` would never produce."""
+def hand_made(
+    role_pki: RolePki, subject: x509.Name, usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH
+) -> tuple[bytes, bytes]:
+    """A certificate (PEM) and its key (PEM) that the CA itself signed, made by hand with the CA key.
+
+    Its contents may be ones `issue_client` would never produce: a certificate
+    from before organisations, an unknown role, a person's name.
+    """
     ca_key = serialization.load_pem_private_key(role_pki.pki.paths.ca_key.read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(role_pki.pki.ca_cert.subject)
-        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def subject(ou: str | None, cn: str) -> x509.Name:
+def signed_by_ca(role_pki: RolePki, subject: x509.Name, usage: x509.ObjectIdentifier) -> bytes:
+    """A certificate the CA itself signed, with contents `issue_client` would never produce."""
+    return hand_made(role_pki, subject, usage)[0]
+
+
+def subject(ou: str | None, cn: str, *organisations: str) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SafePassage")]
+    attributes += [x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, o) for o in organisations]
     if ou is not None:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
     return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -275,6 +299,152 @@ def test_caller_of_checks_every_part_of_the_certificate(role_pki: RolePki, tmp_p
         )
     # Every one of them is an Unauthenticated for the error interceptor.
     assert issubclass(ClientCertificateRevoked, Unauthenticated)
+
+
+# -- organisations ----------------------------------------------------------------------------------
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+BAD_ORGANISATIONS = (
+    "La-Strada",
+    "la strada",
+    "la_strada",
+    "la.strada",
+    "-la-strada",
+    "l",
+    "a" * 64,
+    "la-strada\n",
+    "ла-страда",
+    "la-strada/../x",
+)
+
+
+def hand_made_channel(port: int, role_pki: RolePki, cert_and_key: tuple[bytes, bytes]) -> grpc.Channel:
+    credentials = client_credentials(role_pki.ca_pem, *cert_and_key)
+    return grpc.secure_channel(f"localhost:{port}", credentials, options=CHANNEL_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("role", "organisation"),
+    [
+        (Role.NGO_CASEWORKER, "helping-hands"),
+        (Role.KIOSK, "la-strada"),
+        (Role.OFFICER, "border-police-2"),  # optional for other roles
+        (Role.AUDITOR, None),
+    ],
+)
+def test_the_organisation_reaches_the_caller(
+    role_pki: RolePki, server: MtlsServer, role: Role, organisation: str | None
+) -> None:
+    issued = role_pki.pki.issue_client(f"org-{role.value}", role, replace=True, organisation=organisation)
+    assert issued.organisation == (organisation or "")
+    certificate = x509.load_pem_x509_certificate(issued.cert_pem)
+    # O stays the deployment's; the organisation has an attribute of its own.
+    assert [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "SafePassage"
+    ]
+    assert [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)] == (
+        [organisation] if organisation else []
+    )
+    assert check(role_pki.channel_with(server.port, issued)) == SERVING
+    assert server.last_caller == Caller(
+        issued.client_id, role, issued.serial, issued.fingerprint, organisation or ""
+    )
+
+
+@pytest.mark.parametrize("role", [Role.NGO_CASEWORKER, Role.KIOSK])
+def test_caseworker_and_kiosk_without_an_organisation_are_refused_at_issuance(
+    tmp_path: Path, role: Role
+) -> None:
+    pki = Pki.init(tmp_path / "pki")
+    for missing in (None, ""):
+        with pytest.raises(InvalidInput, match=f"role {role.value} needs an organisation"):
+            pki.issue_client("client-1", role, organisation=missing)
+    assert [r.kind for r in pki.list()] == [CertificateKind.SERVER]  # nothing recorded
+    assert not pki.paths.client_cert("client-1").exists() and not pki.paths.client_key("client-1").exists()
+
+
+@pytest.mark.parametrize("role", [Role.NGO_CASEWORKER, Role.KIOSK])
+def test_caseworker_and_kiosk_without_an_organisation_are_refused_at_authentication(
+    role_pki: RolePki, server: MtlsServer, role: Role
+) -> None:
+    # As a certificate issued before organisations: signed by the CA, no organizationIdentifier.
+    old = hand_made(role_pki, subject(role.value, f"old-{role.value}"))
+    before = server.interceptor.reached
+    with pytest.raises(grpc.RpcError) as raised, hand_made_channel(server.port, role_pki, old) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(CHECK, timeout=10)
+    assert server.interceptor.reached == before + 1  # past the handshake, refused by the per-call check
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"role {role.value} needs an organisation" in (raised.value.details() or "")
+    # The same kind of certificate naming its organisation is let in.
+    current = hand_made(role_pki, subject(role.value, f"new-{role.value}", "la-strada"))
+    assert check(hand_made_channel(server.port, role_pki, current)) == SERVING
+    assert server.last_caller.organisation == "la-strada" and server.last_caller.role is role
+    # Roles that do not act for an organisation need none.
+    officer = hand_made(role_pki, subject("officer", "officer-old"))
+    assert check(hand_made_channel(server.port, role_pki, officer)) == SERVING
+    assert server.last_caller.organisation == ""
+
+
+def test_a_malformed_organisation_is_refused(role_pki: RolePki, tmp_path: Path) -> None:
+    pki = Pki.init(tmp_path / "pki")
+    for bad in BAD_ORGANISATIONS:
+        for role in (Role.NGO_CASEWORKER, Role.OFFICER):
+            with pytest.raises(InvalidInput, match="not an organisation id"):
+                pki.issue_client("client-9", role, organisation=bad)
+    assert [r.kind for r in pki.list()] == [CertificateKind.SERVER]
+    assert pki.issue_client("ngo-9", Role.NGO_CASEWORKER, organisation="a" * 63).organisation == "a" * 63
+    assert pki.issue_client("kiosk-9", Role.KIOSK, organisation="42").organisation == "42"
+    # The CA's signature does not make a malformed, or a second, organisation acceptable.
+    for bad in ("La Strada", "-la-strada", "la_strada", "x"):
+        with pytest.raises(InvalidClientCertificate, match="not an organisation id"):
+            caller_from(
+                role_pki, signed_by_ca(role_pki, subject("ngo_caseworker", "ngo-9", bad), CLIENT_AUTH)
+            )
+        with pytest.raises(InvalidClientCertificate, match="not an organisation id"):
+            caller_from(role_pki, signed_by_ca(role_pki, subject("officer", "officer-9", bad), CLIENT_AUTH))
+    two = subject("ngo_caseworker", "ngo-9", "la-strada", "other-org")
+    with pytest.raises(InvalidClientCertificate, match="more than one organisation"):
+        caller_from(role_pki, signed_by_ca(role_pki, two, CLIENT_AUTH))
+
+
+def test_the_index_keeps_the_organisation_and_reads_indexes_from_before(tmp_path: Path) -> None:
+    pki = Pki.init(tmp_path / "pki")
+    pki.issue_client("ngo-4", Role.NGO_CASEWORKER, organisation="la-strada")
+    pki.issue_client("officer-4", Role.OFFICER)
+    listed = {r.client_id: r.organisation for r in Pki.open(pki.folder).list()}
+    assert listed == {"localhost": "", "ngo-4": "la-strada", "officer-4": ""}
+    document = json.loads(pki.paths.index.read_bytes())
+    entries = document["certificates"]
+    assert {e["client_id"]: e["organisation"] for e in entries} == {
+        "localhost": None,
+        "ngo-4": "la-strada",
+        "officer-4": None,
+    }
+
+    # An index written before organisations has no such key: it loads, every organisation "".
+    for entry in entries:
+        del entry["organisation"]
+    write_atomic(pki.paths.index, json.dumps(document).encode())
+    assert {r.client_id: r.organisation for r in Pki.open(pki.folder).list()} == {
+        "localhost": "",
+        "ngo-4": "",
+        "officer-4": "",
+    }
+    # ... and takes new certificates, old entries kept.
+    pki.issue_client("kiosk-4", Role.KIOSK, organisation="la-strada")
+    assert [(r.client_id, r.organisation) for r in pki.list()] == [
+        ("localhost", ""),
+        ("ngo-4", ""),
+        ("officer-4", ""),
+        ("kiosk-4", "la-strada"),
+    ]
+
+    # An organisation the PKI would never write means the index is not its own.
+    document = json.loads(pki.paths.index.read_bytes())
+    document["certificates"][-1]["organisation"] = "La Strada"
+    write_atomic(pki.paths.index, json.dumps(document).encode())
+    with pytest.raises(PkiCorrupt):
+        pki.list()
 
 
 # -- the PKI folder ----------------------------------------------------------------------------------
@@ -330,13 +500,14 @@ def test_issue_client_writes_a_role_certificate(tmp_path: Path) -> None:
     changes: list[tuple[str, dict[str, str]]] = []
     pki = Pki.init(tmp_path / "pki")
     pki.on_change = lambda op, m: changes.append((op, m))
-    issued = pki.issue_client("kiosk-7", Role.KIOSK, days=30)
+    issued = pki.issue_client("kiosk-7", Role.KIOSK, days=30, organisation="la-strada")
     assert issued.cert_path == pki.folder / "clients" / "kiosk-7.pem"
     assert issued.key_path == pki.folder / "clients" / "kiosk-7-key.pem"
     assert mode(issued.key_path) == 0o600
     assert issued.cert_path.read_bytes() == issued.cert_pem and issued.key_path.read_bytes() == issued.key_pem
     certificate = x509.load_pem_x509_certificate(issued.cert_pem)
-    assert certificate.subject.rfc4514_string() == "CN=kiosk-7,OU=kiosk,O=SafePassage"
+    assert certificate.subject.rfc4514_string() == "CN=kiosk-7,OU=kiosk,2.5.4.97=la-strada,O=SafePassage"
+    assert issued.organisation == "la-strada"
     usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert 29 <= (certificate.not_valid_after_utc - certificate.not_valid_before_utc).days <= 31
@@ -348,6 +519,7 @@ def test_issue_client_writes_a_role_certificate(tmp_path: Path) -> None:
                 "kind": "client",
                 "client_id": "kiosk-7",
                 "role": "kiosk",
+                "organisation": "la-strada",
                 "serial": format_serial(issued.serial),
                 "not_after": changes[0][1]["not_after"],
             },
@@ -356,19 +528,22 @@ def test_issue_client_writes_a_role_certificate(tmp_path: Path) -> None:
     assert not any("PRIVATE" in value for _, metadata in changes for value in metadata.values())
 
     with pytest.raises(AlreadyExists, match="already has a valid certificate"):
-        pki.issue_client("kiosk-7", Role.KIOSK)
-    again = pki.issue_client("kiosk-7", "kiosk", replace=True)
+        pki.issue_client("kiosk-7", Role.KIOSK, organisation="la-strada")
+    again = pki.issue_client("kiosk-7", "kiosk", replace=True, organisation="la-strada")
     assert again.serial != issued.serial
     for bad in ("Kiosk-7", "", "-kiosk", "kiosk 7", "../kiosk", "a" * 64, "kiosk-7-key", "jane.doe@x"):
         with pytest.raises(InvalidInput):
-            pki.issue_client(bad, Role.KIOSK)
+            pki.issue_client(bad, Role.KIOSK, organisation="la-strada")
     with pytest.raises(InvalidInput, match="unknown role"):
         pki.issue_client("pilot-1", "pilot")
     with pytest.raises(InvalidInput):
-        pki.issue_client("kiosk-8", Role.KIOSK, days=0)
+        pki.issue_client("kiosk-8", Role.KIOSK, days=0, organisation="la-strada")
     with pytest.raises(InvalidInput, match="outlive the CA"):
         pki.issue_client(
-            "kiosk-8", Role.KIOSK, valid_until=pki.ca_cert.not_valid_after_utc + datetime.timedelta(days=1)
+            "kiosk-8",
+            Role.KIOSK,
+            valid_until=pki.ca_cert.not_valid_after_utc + datetime.timedelta(days=1),
+            organisation="la-strada",
         )
 
 
@@ -376,8 +551,8 @@ def test_revoke_by_id_or_serial_and_list(tmp_path: Path) -> None:
     changes: list[tuple[str, dict[str, str]]] = []
     pki = Pki.init(tmp_path / "pki", on_change=lambda op, m: changes.append((op, m)))
     revocations = pki.revocations()
-    first = pki.issue_client("ngo-3", Role.NGO_CASEWORKER)
-    second = pki.issue_client("ngo-3", Role.NGO_CASEWORKER, replace=True)
+    first = pki.issue_client("ngo-3", Role.NGO_CASEWORKER, organisation="la-strada")
+    second = pki.issue_client("ngo-3", Role.NGO_CASEWORKER, replace=True, organisation="la-strada")
     other = pki.issue_client("auditor-2", Role.AUDITOR)
     assert not revocations.is_revoked(first.serial)
 
@@ -468,3 +643,55 @@ def test_pki_command_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "issued server gate.example" in capsys.readouterr().out
     assert pki_cli("list", "--pki-dir", str(tmp_path / "missing")) == 2
     assert "pki init" in capsys.readouterr().err
+
+
+def test_pki_command_issues_and_lists_organisations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = str(tmp_path / "pki")
+    assert pki_cli("init", "--pki-dir", folder) == 0
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit):
+        pki_cli("issue", "--help")
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--organisation ORG" in usage and "required for ngo_caseworker and kiosk" in usage
+
+    for role in ("ngo_caseworker", "kiosk"):
+        assert pki_cli("issue", "client-7", "--role", role, "--pki-dir", folder) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: the role {role} needs an organisation (--organisation ORG, e.g. la-strada)\n"
+    bad = ("--organisation", "La Strada")
+    assert pki_cli("issue", "ngo-0007", "--role", "ngo_caseworker", *bad, "--pki-dir", folder) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: organisation 'La Strada' is not an organisation id") and err.count("\n") == 1
+    )
+    assert not (tmp_path / "pki" / "clients" / "ngo-0007.pem").exists()
+
+    good = ("--organisation", "la-strada")
+    assert pki_cli("issue", "ngo-0007", "--role", "ngo_caseworker", *good, "--pki-dir", folder) == 0
+    assert capsys.readouterr().out.startswith("issued ngo-0007 (ngo_caseworker, la-strada): serial ")
+    assert pki_cli("issue", "officer-0007", "--role", "officer", "--pki-dir", folder) == 0
+    assert capsys.readouterr().out.startswith("issued officer-0007 (officer): serial ")
+
+    # The certificate the command wrote authenticates as a caseworker of la-strada.
+    authenticator = PeerAuthenticator.from_pki(tmp_path / "pki")
+    pem = (tmp_path / "pki" / "clients" / "ngo-0007.pem").read_bytes()
+    caller = caller_of(FakeContext(pem), authenticator.revocations, authenticator.ca)  # type: ignore[arg-type]
+    assert (caller.client_id, caller.role, caller.organisation) == (
+        "ngo-0007",
+        Role.NGO_CASEWORKER,
+        "la-strada",
+    )
+
+    assert pki_cli("list", "--pki-dir", folder) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert lines["ngo-0007"][1:3] == ["ngo_caseworker", "la-strada"]
+    assert lines["officer-0007"][1:3] == ["officer", "-"]
+    assert lines["localhost"][1:3] == ["(server)", "-"]
+
+    assert pki_cli("list", "--json", "--pki-dir", folder) == 0
+    rows = {row["client_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["ngo-0007"]["organisation"] == "la-strada"
+    assert rows["officer-0007"]["organisation"] is None and rows["localhost"]["organisation"] is None

@@ -29,6 +29,7 @@ from tests.server.protected_helpers import (
     enrol,
     person,
     record_message,
+    signed_live,
 )
 
 pytestmark = pytest.mark.server
@@ -46,10 +47,11 @@ class World:
     other: Person
     enrolled: pb.EnrolRecordResponse
     referral_id: int
+    role_pki: Any
 
 
 @pytest.fixture(scope="module")
-def world(server_factory, clients_for, faces_dir) -> World:  # type: ignore[no-untyped-def]
+def world(server_factory, clients_for, faces_dir, role_pki) -> World:  # type: ignore[no-untyped-def]
     service, port, _ = server_factory()
     clients = clients_for(port)
     clients.admin.galleries.CreateGallery(
@@ -62,12 +64,22 @@ def world(server_factory, clients_for, faces_dir) -> World:  # type: ignore[no-u
     enrolled = enrol(clients.ngo, holder, "Sita", "Tamang", "PA1234567")
     # A duress verification raises the referral that AcknowledgeReferral names.
     clients.officer.protected.VerifyHolder(
-        pb.VerifyHolderRequest(
-            holder=pb.HolderRef(recovery_code=enrolled.recovery_code), live=holder.probe(2), pin=DURESS_PIN
+        _verify(
+            role_pki, Role.OFFICER, pb.HolderRef(recovery_code=enrolled.recovery_code), holder, DURESS_PIN
         )
     )
     (referral,) = clients.ngo.protected.ListReferrals(pb.ListReferralsRequest()).referrals
-    return World(service, clients, holder, person(faces_dir, OTHER), enrolled, referral.referral_id)
+    return World(service, clients, holder, person(faces_dir, OTHER), enrolled, referral.referral_id, role_pki)
+
+
+def _verify(role_pki: Any, role: Role, holder_ref: pb.HolderRef, holder: Person, pin: str = "") -> Any:
+    """A VerifyHolder request with a live capture signed by the device of `role`."""
+    live = signed_live(
+        role_pki.clients[role], holder.photo(2), "head_turn" if role is Role.KIOSK else "supervised"
+    )
+    return pb.VerifyHolderRequest(
+        holder=holder_ref, live=mpb.Probe(image=live.image), live_statement=live.statement, pin=pin
+    )
 
 
 def _enrol_request(gallery: str, holder: Person, family: str) -> pb.EnrolRecordRequest:
@@ -81,7 +93,9 @@ def _enrol_request(gallery: str, holder: Person, family: str) -> pb.EnrolRecordR
     )
 
 
-def _call(stubs: Any, world: World, operation: Operation, gallery: str, case: str, erase_code: str) -> Any:
+def _call(
+    stubs: Any, role: Role, world: World, operation: Operation, gallery: str, case: str, erase_code: str
+) -> Any:
     """A request valid enough that an allowed role gets OK; refused roles never reach the servicer."""
     p = stubs.protected
     by_code = pb.HolderRef(recovery_code=world.enrolled.recovery_code)
@@ -95,15 +109,17 @@ def _call(stubs: Any, world: World, operation: Operation, gallery: str, case: st
             )
         ),
         Operation.ISSUE_CREDENTIAL: lambda: p.IssueCredential(pb.IssueCredentialRequest(holder=by_code)),
-        Operation.VERIFY_HOLDER: lambda: p.VerifyHolder(
-            pb.VerifyHolderRequest(holder=by_code, live=world.holder.probe(2))
+        Operation.CHANGE_PIN: lambda: p.ChangePin(
+            pb.ChangePinRequest(holder=by_code, new_pin=PIN, new_duress_pin=DURESS_PIN)
         ),
+        Operation.GET_CREDENTIAL_REVOCATIONS: lambda: p.GetCredentialRevocations(
+            pb.GetCredentialRevocationsRequest()
+        ),
+        Operation.VERIFY_HOLDER: lambda: p.VerifyHolder(_verify(world.role_pki, role, by_code, world.holder)),
         Operation.CHECK_DUPLICATE: lambda: p.CheckDuplicate(
             pb.CheckDuplicateRequest(gallery_id=gallery, probe=world.holder.probe(1))
         ),
-        Operation.SHARE_RECORD: lambda: p.ShareRecord(
-            pb.ShareRecordRequest(record_id=world.enrolled.record_id, organisation="la-strada")
-        ),
+        Operation.SHARE_RECORD: lambda: p.ShareRecord(pb.ShareRecordRequest(holder=by_code)),
         Operation.ERASE_RECORD: lambda: p.EraseRecord(
             pb.EraseRecordRequest(holder=pb.HolderRef(recovery_code=erase_code))
         ),
@@ -172,7 +188,7 @@ def test_every_protected_rpc_and_role(
         own = enrol(world.clients.ngo, world.other, "Erase", case, "PE0000001")
         erase_code, victim = own.recovery_code, own.record_id
     try:
-        _call(world.clients.as_role(role), world, operation, GALLERY_OF[purpose], case, erase_code)
+        _call(world.clients.as_role(role), role, world, operation, GALLERY_OF[purpose], case, erase_code)
         code, details = Code.OK, ""
     except grpc.RpcError as error:
         code, details = error.code(), error.details() or ""

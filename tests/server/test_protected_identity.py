@@ -4,13 +4,15 @@ Enrolment with consent, the holder credential checked offline on an officer's
 device (the edge pipeline, the issuer's public key, the agency's reader key),
 the officer's minimal view and the PIN's full record, the duress PIN, consent
 withdrawal, erasure by crypto-shredding with a backup taken before it, key
-rotation, and tampering with the vault file.
+rotation, and tampering with the vault file. Live faces are images with the
+capturing device's signed statement (tests/server/protected_helpers.py).
+Attacks on these flows: test_protected_attacks.py.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from tests.server.protected_helpers import (
     THIRD,
     enrol,
     person,
+    signed_live,
 )
 
 pytestmark = pytest.mark.server
@@ -68,10 +71,10 @@ def world(server_factory, clients_for, agency_reader, tmp_path_factory, faces_di
 
 @pytest.fixture(scope="module")
 def other_caseworker(world, role_pki):  # type: ignore[no-untyped-def]
-    """A second NGO caseworker, not among the referral channel's readers."""
+    """A caseworker of another organisation."""
     from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc
 
-    issued = role_pki.pki.issue_client("ngo-2", Role.NGO_CASEWORKER)
+    issued = role_pki.pki.issue_client("ngo-2", Role.NGO_CASEWORKER, organisation="other-ngo")
     channel = role_pki.channel_with(world[1].port, issued)
     yield ppb_grpc.ProtectedIdentityServiceStub(channel)
     channel.close()
@@ -83,6 +86,16 @@ def _code(call: Any) -> tuple[Code, str]:
     except grpc.RpcError as error:
         return error.code(), error.details()
     return Code.OK, ""
+
+
+def _verify(
+    role_pki: Any, role: Role, holder: pb.HolderRef, image: bytes, pin: str = ""
+) -> pb.VerifyHolderRequest:
+    """A VerifyHolder request as the device of `role` sends it: a signed live capture."""
+    live = signed_live(role_pki.clients[role], image, "head_turn" if role is Role.KIOSK else "supervised")
+    return pb.VerifyHolderRequest(
+        holder=holder, live=mpb.Probe(image=live.image), live_statement=live.statement, pin=pin
+    )
 
 
 def _public_keys(clients: Any) -> pb.PublicKeys:
@@ -130,36 +143,32 @@ def test_credential_verified_offline_against_live_faces(
         HolderCheck(check.pipeline, stranger, agency_reader).check(text, rgb(holder.photos[2]))
 
 
-def test_officer_sees_the_minimal_view_and_the_pin_releases_the_record(world, faces_dir) -> None:  # type: ignore[no-untyped-def]
+def test_officer_sees_the_minimal_view_and_the_pin_releases_the_record(world, faces_dir, role_pki) -> None:  # type: ignore[no-untyped-def]
     _, clients, _, holder, enrolled = world
     officer = clients.officer.protected
     by_credential = pb.HolderRef(credential=enrolled.credential.text)
-    minimal = officer.VerifyHolder(pb.VerifyHolderRequest(holder=by_credential, live=holder.probe(2)))
+
+    def verify(holder_ref: pb.HolderRef, image: bytes, pin: str = "") -> pb.VerifyHolderRequest:
+        return _verify(role_pki, Role.OFFICER, holder_ref, image, pin)
+
+    minimal = officer.VerifyHolder(verify(by_credential, holder.photo(2)))
     assert minimal.decision == mpb.MATCH and minimal.view.family_name == "Tamang"
     assert [d.valid for d in minimal.view.documents] == [True, False]
     assert minimal.view.documents[0].possession == "withheld_by_employer"
     assert not minimal.HasField("record")
     assert "PA1234567" not in str(minimal.view) and "Gulf Construction" not in str(minimal.view)
-    full = officer.VerifyHolder(pb.VerifyHolderRequest(holder=by_credential, live=holder.probe(2), pin=PIN))
+    full = officer.VerifyHolder(verify(by_credential, holder.photo(2), PIN))
     assert full.record.documents[0].number == "PA1234567"
     assert full.record.entitlements[0].employer == "Gulf Construction Services"
     by_code = pb.HolderRef(recovery_code=enrolled.recovery_code.lower())
-    assert officer.VerifyHolder(pb.VerifyHolderRequest(holder=by_code, live=holder.probe(3))).record_id
-    stranger = person(faces_dir, OTHER).probe(0)
-    code, details = _code(
-        lambda: officer.VerifyHolder(pb.VerifyHolderRequest(holder=by_credential, live=stranger))
-    )
+    assert officer.VerifyHolder(verify(by_code, holder.photo(3))).record_id
+    stranger = person(faces_dir, OTHER).photo(1)
+    code, details = _code(lambda: officer.VerifyHolder(verify(by_credential, stranger)))
     assert code == Code.PERMISSION_DENIED and "does not match" in details
-    code, details = _code(
-        lambda: officer.VerifyHolder(
-            pb.VerifyHolderRequest(holder=by_credential, live=holder.probe(2), pin="1111")
-        )
-    )
+    code, details = _code(lambda: officer.VerifyHolder(verify(by_credential, holder.photo(2), "111111")))
     assert code == Code.PERMISSION_DENIED and "wrong PIN" in details
     code, _ = _code(
-        lambda: officer.VerifyHolder(
-            pb.VerifyHolderRequest(holder=pb.HolderRef(recovery_code="X" * 20), live=holder.probe(2))
-        )
+        lambda: officer.VerifyHolder(verify(pb.HolderRef(recovery_code="X" * 20), holder.photo(2)))
     )
     assert code == Code.PERMISSION_DENIED
     # Officers have no 1:N of any kind over protected records.
@@ -175,17 +184,13 @@ def test_officer_sees_the_minimal_view_and_the_pin_releases_the_record(world, fa
     assert code == Code.PERMISSION_DENIED
 
 
-def test_duress_pin_looks_ordinary_and_raises_a_referral(world) -> None:  # type: ignore[no-untyped-def]
+def test_duress_pin_looks_ordinary_and_raises_a_referral(world, role_pki) -> None:  # type: ignore[no-untyped-def]
     service, clients, _, holder, enrolled = world
     officer = clients.officer.protected
     before = clients.ngo.protected.ListReferrals(pb.ListReferralsRequest()).referrals
-    request = pb.VerifyHolderRequest(
-        holder=pb.HolderRef(credential=enrolled.credential.text), live=holder.probe(2)
-    )
-    request.pin = PIN
-    ordinary = officer.VerifyHolder(request)
-    request.pin = DURESS_PIN
-    duress = officer.VerifyHolder(request)
+    by_credential = pb.HolderRef(credential=enrolled.credential.text)
+    ordinary = officer.VerifyHolder(_verify(role_pki, Role.OFFICER, by_credential, holder.photo(2), PIN))
+    duress = officer.VerifyHolder(_verify(role_pki, Role.OFFICER, by_credential, holder.photo(2), DURESS_PIN))
     assert duress == ordinary  # same fields, same values, same status
     after = clients.ngo.protected.ListReferrals(pb.ListReferralsRequest()).referrals
     assert len(after) == len(before) + 1
@@ -206,7 +211,7 @@ def test_duress_pin_looks_ordinary_and_raises_a_referral(world) -> None:  # type
     assert acknowledged.acknowledged_at
 
 
-def test_withdrawn_consent_refuses_its_scope_and_nothing_else(world, faces_dir) -> None:  # type: ignore[no-untyped-def]
+def test_withdrawn_consent_refuses_its_scope_and_nothing_else(world, faces_dir, role_pki) -> None:  # type: ignore[no-untyped-def]
     _, clients, _, _, _ = world
     ngo = clients.ngo.protected
     other = person(faces_dir, OTHER)
@@ -215,6 +220,7 @@ def test_withdrawn_consent_refuses_its_scope_and_nothing_else(world, faces_dir) 
     found = ngo.CheckDuplicate(pb.CheckDuplicateRequest(gallery_id=GALLERY, probe=other.probe(1)))
     assert found.candidates[0].record_id == enrolled.record_id and found.candidates[0].match
 
+    # The enrolling organisation records a withdrawal on the holder's instruction (narrowing only).
     ngo.ChangeConsent(
         pb.ChangeConsentRequest(
             holder=by_id, consent=pb.ConsentGiven(language="en", text="withdraw", refused=["duplicate_check"])
@@ -225,22 +231,14 @@ def test_withdrawn_consent_refuses_its_scope_and_nothing_else(world, faces_dir) 
     assert after.searched == found.searched - 1
     # The other scopes still work: border verification and sharing with the named organisation.
     code = pb.HolderRef(recovery_code=enrolled.recovery_code)
-    assert (
-        clients.officer.protected.VerifyHolder(
-            pb.VerifyHolderRequest(holder=code, live=other.probe(1))
-        ).decision
-        == mpb.MATCH
-    )
-    assert (
-        ngo.ShareRecord(
-            pb.ShareRecordRequest(record_id=enrolled.record_id, organisation="la-strada")
-        ).record.details.family_name
-        == "Gurung"
-    )
+    officer = clients.officer.protected
+    assert officer.VerifyHolder(_verify(role_pki, Role.OFFICER, code, other.photo(1))).decision == mpb.MATCH
+    shared = ngo.ShareRecord(pb.ShareRecordRequest(holder=code, organisation="la-strada"))
+    assert shared.record.details.family_name == "Gurung"
     status, details = _code(
-        lambda: ngo.ShareRecord(pb.ShareRecordRequest(record_id=enrolled.record_id, organisation="other-org"))
+        lambda: ngo.ShareRecord(pb.ShareRecordRequest(holder=code, organisation="other-org"))
     )
-    assert status == Code.PERMISSION_DENIED and "share:other-org" in details
+    assert status == Code.PERMISSION_DENIED and "own organisation" in details
 
     # The kiosk, for the holder (recovery code): withdraw border verification.
     changed = clients.kiosk.protected.ChangeConsent(
@@ -250,25 +248,18 @@ def test_withdrawn_consent_refuses_its_scope_and_nothing_else(world, faces_dir) 
     )
     assert {s.scope: s.in_force for s in changed.state.scopes}["verify_at_border"] is False
     status, details = _code(
-        lambda: clients.officer.protected.VerifyHolder(
-            pb.VerifyHolderRequest(holder=code, live=other.probe(1))
-        )
+        lambda: officer.VerifyHolder(_verify(role_pki, Role.OFFICER, code, other.photo(1)))
     )
     assert status == Code.PERMISSION_DENIED and "verify_at_border" in details
     status, _ = _code(lambda: ngo.IssueCredential(pb.IssueCredentialRequest(holder=by_id)))
     assert status == Code.PERMISSION_DENIED
+    by_credential = pb.HolderRef(credential=enrolled.credential.text)
     status, _ = _code(
-        lambda: clients.officer.protected.VerifyHolder(
-            pb.VerifyHolderRequest(
-                holder=pb.HolderRef(credential=enrolled.credential.text), live=other.probe(1)
-            )
-        )
+        lambda: officer.VerifyHolder(_verify(role_pki, Role.OFFICER, by_credential, other.photo(1)))
     )
     assert status == Code.PERMISSION_DENIED
-    # The holder can still see their own record at the NGO kiosk.
-    own = clients.kiosk.protected.VerifyHolder(
-        pb.VerifyHolderRequest(holder=code, live=other.probe(1), pin=PIN)
-    )
+    # The holder, with their full proof, can still see their own record at the NGO kiosk.
+    own = clients.kiosk.protected.VerifyHolder(_verify(role_pki, Role.KIOSK, code, other.photo(2), PIN))
     assert own.record.details.family_name == "Gurung"
     # A kiosk cannot act on a bare record id: the holder must prove themselves.
     assert (
@@ -300,39 +291,37 @@ def test_refused_scopes_at_enrolment_never_block_the_others(world, faces_dir) ->
     assert status == Code.PERMISSION_DENIED and "store" in details
 
 
-def test_erasure_shreds_the_record_and_every_earlier_backup(world, faces_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_erasure_shreds_the_record_and_every_earlier_backup(
+    world, faces_dir, role_pki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A copy of every file of the data folder taken before an erasure, plus the live keys, yields
+    nothing of the erased person: no template, no name, no document number."""
     service, clients, config, _, _ = world
     victim = person(faces_dir, OTHER)
     enrolled = enrol(clients.ngo, victim, "Bishnu", "Shrestha", "PZ9988776")
     keeper = enrol(clients.ngo, person(faces_dir, THIRD), "Kamala", "Magar", "PK5554443")
-    count_before = clients.admin.matching.CountTemplates(mpb.CountTemplatesRequest(gallery_id=GALLERY)).count
-    backup = tmp_path / "before-erasure.sqlite3"
-    backup_vault(config.records_path, backup)
-    service.matcher.flush_erasures()  # the snapshot now holds the victim's template: it must go
-    with sqlite3.connect(config.database_path) as conn:
-        (sealed_template,) = conn.execute(
-            "SELECT sealed FROM templates WHERE reference_id = ?", (f"{enrolled.record_id}.0",)
-        ).fetchone()
+    template = service.records.templates.of(enrolled.record_id)[0].copy()
+    service.matcher.save_snapshots()
+    copy_root = tmp_path / "data-copy"
+    vault_copy = copy_root / "vault.sqlite3"
+    backup_vault(config.records_path, vault_copy)  # consistent copy of the live vault
+    shutil.copytree(config.storage.data_dir, copy_root / "data")  # and a plain copy of every file
 
-    erasure_started = time.time_ns()
     erased = clients.kiosk.protected.EraseRecord(
         pb.EraseRecordRequest(holder=pb.HolderRef(recovery_code=enrolled.recovery_code))
     )
     receipt = verify_receipt(erased.receipt, _public_keys(clients).station_public_pem)
     assert receipt.kind is ReceiptKind.ERASURE and receipt.record_id == enrolled.record_id
+    assert receipt.body["requested_by"].startswith("kiosk:kiosk-1")
     assert erased.templates_removed == 1
-    assert (
-        clients.admin.matching.CountTemplates(mpb.CountTemplatesRequest(gallery_id=GALLERY)).count
-        == count_before - 1
-    )
     status, _ = _code(
         lambda: clients.officer.protected.VerifyHolder(
-            pb.VerifyHolderRequest(
-                holder=pb.HolderRef(credential=enrolled.credential.text), live=victim.probe(1)
+            _verify(
+                role_pki, Role.OFFICER, pb.HolderRef(credential=enrolled.credential.text), victim.photo(1)
             )
         )
     )
-    assert status in (Code.FAILED_PRECONDITION, Code.NOT_FOUND)
+    assert status == Code.PERMISSION_DENIED  # its credential is retired with the record
     status, details = _code(
         lambda: clients.ngo.protected.GetConsent(
             pb.GetConsentRequest(holder=pb.HolderRef(record_id=enrolled.record_id))
@@ -340,43 +329,47 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(world, faces_dir, tm
     )
     assert status == Code.FAILED_PRECONDITION and "erased" in details
 
-    # Plaintext nowhere: the vault file, its WAL, the backup.
-    files = [config.records_path, Path(f"{config.records_path}-wal"), backup]
-    for path in files:
-        data = path.read_bytes() if path.exists() else b""
+    # The template never reached the template store, its WAL or the index snapshots.
+    raw = template.astype("<f4").tobytes()
+    copied = [p for p in copy_root.rglob("*") if p.is_file()]
+    assert copied
+    for path in copied + [p for p in config.storage.data_dir.rglob("*") if p.is_file()]:
+        data = path.read_bytes()
+        assert raw[:64] not in data, path
         for secret in (b"Bishnu", b"Shrestha", b"PZ9988776", b"Kamala", b"PK5554443"):
-            assert secret not in data, f"{secret!r} in {path.name}"
-    # The template's sealed bytes: gone from the template store and its WAL; the snapshot rewritten.
-    for path in (config.database_path, Path(f"{config.database_path}-wal")):
-        if path.is_file():
-            assert bytes(sealed_template)[9:] not in path.read_bytes(), path.name
-    assert all(snap.stat().st_mtime_ns > erasure_started for snap in config.snapshot_dir.glob("*"))
-    # The backup cannot be decrypted: every data key in it is wrapped by a destroyed KEK version.
-    copy = RecordVault.open(backup)
-    try:
-        wrapped = dict(copy.wrapped_keys())
-        assert enrolled.record_id in wrapped and keeper.record_id in wrapped
-        for record_id, key in wrapped.items():
-            with pytest.raises(KeyDestroyed):
-                service.records.cipher.data_key(record_id, key)
-    finally:
-        copy.close()
+            assert secret not in data, f"{secret!r} in {path}"
+    # No key file lives in the data folder: the copy carries no key.
+    assert not [p for p in copied if "key" in p.name.lower() or p.suffix in (".pem", ".json")]
+    # Every copy of the vault, opened with the live keys: the erased record's data key (and every
+    # other data key in it) is wrapped by a destroyed KEK version.
+    for copied_vault in [vault_copy, *copy_root.glob("data/*.sqlite3")]:
+        if "protected_records" not in copied_vault.name and copied_vault != vault_copy:
+            continue
+        opened = RecordVault.open(copied_vault)
+        try:
+            wrapped = dict(opened.wrapped_keys())
+            assert enrolled.record_id in wrapped and keeper.record_id in wrapped
+            for record_id, key in wrapped.items():
+                with pytest.raises(KeyDestroyed):
+                    service.records.cipher.data_key(record_id, key)
+        finally:
+            opened.close()
     # The live records survived the rotation that erasure made.
     still = clients.ngo.protected.ShareRecord(
-        pb.ShareRecordRequest(record_id=keeper.record_id, organisation="la-strada")
+        pb.ShareRecordRequest(holder=pb.HolderRef(recovery_code=keeper.recovery_code))
     )
     assert still.record.details.family_name == "Magar"
 
 
-def test_key_rotation_keeps_every_record_readable(world) -> None:  # type: ignore[no-untyped-def]
+def test_key_rotation_keeps_every_record_readable(world, role_pki) -> None:  # type: ignore[no-untyped-def]
     service, clients, _, holder, enrolled = world
     before = service.records.vault.kek_versions_in_use()
     rotated = clients.admin.protected.RotateRecordKeys(pb.RotateRecordKeysRequest())
     assert rotated.kek_version not in before and set(rotated.destroyed) == before
     assert service.records.vault.kek_versions_in_use() == {rotated.kek_version}
     answer = clients.officer.protected.VerifyHolder(
-        pb.VerifyHolderRequest(
-            holder=pb.HolderRef(credential=enrolled.credential.text), live=holder.probe(2), pin=PIN
+        _verify(
+            role_pki, Role.OFFICER, pb.HolderRef(credential=enrolled.credential.text), holder.photo(2), PIN
         )
     )
     assert answer.record.details.given_names == "Sita"
@@ -412,8 +405,8 @@ def test_tampered_or_swapped_ciphertext_is_refused(world, faces_dir) -> None:  #
         conn.close()
     for enrolled in (first, second):
         status, details = _code(
-            lambda record_id=enrolled.record_id: clients.ngo.protected.ShareRecord(
-                pb.ShareRecordRequest(record_id=record_id, organisation="la-strada")
+            lambda code=enrolled.recovery_code: clients.ngo.protected.ShareRecord(
+                pb.ShareRecordRequest(holder=pb.HolderRef(recovery_code=code))
             )
         )
         assert status == Code.DATA_LOSS, details
@@ -452,16 +445,14 @@ def test_transparency_log_names_records_by_digest_only(world) -> None:  # type: 
     assert enrolled.record_id not in text and "Tamang" not in text
 
 
-def test_duress_at_the_kiosk_and_who_reads_referrals(world, other_caseworker, faces_dir) -> None:  # type: ignore[no-untyped-def]
+def test_duress_at_the_kiosk_and_who_reads_referrals(world, other_caseworker, faces_dir, role_pki) -> None:  # type: ignore[no-untyped-def]
     _, clients, _, _, _ = world
     holder = person(faces_dir, THIRD)
     enrolled = enrol(clients.ngo, holder, "Durga", "Thapa", "PD3334445")
     code = pb.HolderRef(recovery_code=enrolled.recovery_code)
-    ordinary = clients.kiosk.protected.VerifyHolder(
-        pb.VerifyHolderRequest(holder=code, live=holder.probe(1), pin=PIN)
-    )
+    ordinary = clients.kiosk.protected.VerifyHolder(_verify(role_pki, Role.KIOSK, code, holder.photo(1), PIN))
     duress = clients.kiosk.protected.VerifyHolder(
-        pb.VerifyHolderRequest(holder=code, live=holder.probe(1), pin=DURESS_PIN)
+        _verify(role_pki, Role.KIOSK, code, holder.photo(1), DURESS_PIN)
     )
     assert duress == ordinary
     mine = [
@@ -470,7 +461,7 @@ def test_duress_at_the_kiosk_and_who_reads_referrals(world, other_caseworker, fa
         if r.record_id == enrolled.record_id
     ]
     assert [(r.context, r.raised_by.split(":")[0]) for r in mine] == [("kiosk", "kiosk")]
-    # Another caseworker of the deployment, not a reader of this channel, sees nothing of it.
+    # A caseworker of another organisation sees nothing of it.
     assert not other_caseworker.ListReferrals(pb.ListReferralsRequest()).referrals
     status, _ = _code(
         lambda: other_caseworker.AcknowledgeReferral(
@@ -480,18 +471,19 @@ def test_duress_at_the_kiosk_and_who_reads_referrals(world, other_caseworker, fa
     assert status == Code.NOT_FOUND
 
 
-def test_wrong_pins_lock_the_pin_check(world, faces_dir) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_pins_lock_the_pin_check(world, faces_dir, role_pki) -> None:  # type: ignore[no-untyped-def]
     _, clients, config, _, _ = world
     holder = person(faces_dir, OTHER)
     enrolled = enrol(clients.ngo, holder, "Hari", "Bhandari", "PL1010101")
-    request = pb.VerifyHolderRequest(
-        holder=pb.HolderRef(recovery_code=enrolled.recovery_code), live=holder.probe(1), pin="0000"
-    )
+    code = pb.HolderRef(recovery_code=enrolled.recovery_code)
     for _ in range(config.enrolment.pin_max_failures):
-        assert _code(lambda: clients.officer.protected.VerifyHolder(request))[0] == Code.PERMISSION_DENIED
-    request.pin = PIN
+        request = _verify(role_pki, Role.OFFICER, code, holder.photo(1), "000000")
+        assert _code(lambda request=request: clients.officer.protected.VerifyHolder(request))[0] == (
+            Code.PERMISSION_DENIED
+        )
+    request = _verify(role_pki, Role.OFFICER, code, holder.photo(1), PIN)
     status, details = _code(lambda: clients.officer.protected.VerifyHolder(request))
     assert status == Code.PERMISSION_DENIED and "locked" in details
     # Without a PIN the minimal view is still given: the lock guards the full record only.
-    request.pin = ""
+    request = _verify(role_pki, Role.OFFICER, code, holder.photo(1))
     assert clients.officer.protected.VerifyHolder(request).view.family_name == "Bhandari"
