@@ -128,7 +128,16 @@ class RecordAccessDenied(EnrolmentError, PermissionDenied):
 
 
 class CredentialRetired(EnrolmentError, PermissionDenied):
-    """The credential was replaced by a newer one, or revoked at erasure."""
+    """The credential was replaced by a newer one, or revoked at erasure.
+
+    `record_id` / `organisation`: the record a replaced credential still names ("" after erasure),
+    so the refusal can be logged against it and the holder can find uses of an old QR code.
+    """
+
+    def __init__(self, message: str, record_id: str = "", organisation: str = "") -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.organisation = organisation
 
 
 class LiveFaceRefused(EnrolmentError, PermissionDenied):

@@ -126,11 +126,14 @@ def locate(
         row = vault.credential(info.credential_id)
     except RecordNotFound:
         raise CredentialRetired("this credential is not on record; ask the NGO for a new one") from None
-    if row.retired_at is not None or row.record_id is None:
-        raise CredentialRetired("this credential was replaced or revoked")
+    if row.record_id is None:
+        raise CredentialRetired("this credential was revoked")
     if row.record_id != credential.record_id:
         raise CredentialRetired("this credential is not on record for its holder")
-    return Located(row.record_id, vault.get(row.record_id).organisation, Proof.CREDENTIAL, info.credential_id)
+    organisation = vault.get(row.record_id).organisation
+    if row.retired_at is not None:
+        raise CredentialRetired("this credential was replaced by a newer one", row.record_id, organisation)
+    return Located(row.record_id, organisation, Proof.CREDENTIAL, info.credential_id)
 
 
 class HolderProver:

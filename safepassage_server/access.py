@@ -182,17 +182,18 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     # -- checks ------------------------------------------------------------------
 
-    def _admit(
-        self, context: grpc.ServicerContext, operation: Operation | None, charge: bool = True
-    ) -> Caller:
-        """Authenticate and check the role may call the operation at all; charge one call if asked."""
+    def _identify(self, context: grpc.ServicerContext) -> Caller:
+        """Authenticate the call (Unauthenticated if not); from here on refusals name this caller."""
         caller = self._authenticate(context)
         CURRENT_CALLER.set(caller)
+        return caller
+
+    def _admit(self, caller: Caller, operation: Operation | None, charge: bool = True) -> None:
+        """Check the role may call the operation at all; charge one call if asked."""
         if operation is not None:
             check_call(caller, operation)
             if charge:
                 self._limiter.check(caller, operation_class(operation))
-        return caller
 
     def _check_message(
         self, caller: Caller, operation: Operation, request: Any, context: grpc.ServicerContext
@@ -283,7 +284,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             notes = CallNotes()
             CALL_NOTES.set(notes)
             try:
-                caller = self._admit(context, operation)
+                caller = self._identify(context)
+                self._admit(caller, operation)
                 if unknown:
                     operation_of(method)  # raises PermissionDenied
                 if operation is None:
@@ -314,7 +316,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             caller: Caller | None = None
             seen: list[str] = []
             try:
-                caller = self._admit(context, operation, charge=False)
+                caller = self._identify(context)
+                self._admit(caller, operation, charge=False)
                 if unknown or operation is None:
                     operation_of(method)
                     return handler.stream_unary(requests, context)
@@ -331,7 +334,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             caller: Caller | None = None
             seen: list[str] = []
             try:
-                caller = self._admit(context, operation, charge=False)
+                caller = self._identify(context)
+                self._admit(caller, operation, charge=False)
                 if unknown or operation is None:
                     operation_of(method)
                     yield from handler.stream_stream(requests, context)
@@ -348,7 +352,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 raise
 
         def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._admit(context, operation)
+            self._admit(self._identify(context), operation)
             if unknown:
                 operation_of(method)
             yield from handler.unary_stream(request, context)

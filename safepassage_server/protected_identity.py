@@ -24,6 +24,7 @@ from enrolment import (
     Actor,
     ActorKind,
     ConsentText,
+    CredentialRetired,
     Enrolled,
     HolderRef,
     IssuedCredential,
@@ -187,7 +188,12 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
         """Locate the record, note it for the log, then weigh the live face and PIN given."""
         caller = current_caller()
         actor = actor_of(caller)
-        located = self._records.locate(actor, _holder(holder))
+        try:
+            located = self._records.locate(actor, _holder(holder))
+        except CredentialRetired as retired:
+            if retired.record_id:  # an old QR code used: the holder can find it in the log
+                note_record(retired.record_id, retired.organisation, "credential")
+            raise
         note_record(located.record_id, located.organisation, located.proof.label)
         face: LiveFace | None = None
         if live is not None and (live.WhichOneof("kind") or statement):
@@ -341,7 +347,8 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
         referral = self._records.referrals.acknowledge(
             caller.client_id, caller.organisation, request.referral_id, self._records.now().timestamp()
         )
-        note_record(referral.record_id, caller.organisation, "none")
+        # No record hash in the log here: whoever holds the holder's record id (it is on every
+        # receipt a coercer can take) must not learn from the log that a referral was raised.
         return _referral_to_pb(referral)
 
     def RotateRecordKeys(
