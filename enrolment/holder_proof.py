@@ -80,6 +80,7 @@ class LiveFace:
 class Located:
     record_id: str
     organisation: str  # the record's enrolling organisation
+    gallery_id: str
     proof: Proof  # what naming it proved: NONE (record id), CREDENTIAL, or HOLDER (recovery code)
     credential_id: str = ""
 
@@ -113,13 +114,14 @@ def locate(
         if actor.kind is not ActorKind.CASEWORKER:
             raise HolderNotVerified("the holder must present a recovery code or a credential")
         stored = vault.get(holder.record_id)
-        return Located(stored.record_id, stored.organisation, Proof.NONE)
+        return Located(stored.record_id, stored.organisation, stored.gallery_id, Proof.NONE)
     if holder.recovery_code:
         try:
             record_id = vault.find_by_recovery_tag(recovery_tag(lookup_key, holder.recovery_code))
         except RecordNotFound:
             raise HolderNotVerified("the recovery code is not valid") from None
-        return Located(record_id, vault.get(record_id).organisation, Proof.HOLDER)
+        stored = vault.get(record_id)
+        return Located(record_id, stored.organisation, stored.gallery_id, Proof.HOLDER)
     credential = check_credential(holder.credential)
     info = credential.info
     try:
@@ -130,10 +132,14 @@ def locate(
         raise CredentialRetired("this credential was revoked")
     if row.record_id != credential.record_id:
         raise CredentialRetired("this credential is not on record for its holder")
-    organisation = vault.get(row.record_id).organisation
+    stored = vault.get(row.record_id)
     if row.retired_at is not None:
-        raise CredentialRetired("this credential was replaced by a newer one", row.record_id, organisation)
-    return Located(row.record_id, organisation, Proof.CREDENTIAL, info.credential_id)
+        raise CredentialRetired(
+            "this credential was replaced by a newer one", row.record_id, stored.organisation
+        )
+    return Located(
+        row.record_id, stored.organisation, stored.gallery_id, Proof.CREDENTIAL, info.credential_id
+    )
 
 
 class HolderProver:

@@ -199,12 +199,18 @@ class ProtectedRecords:
 
     def purge_store_copies(self) -> int:
         """Delete protected templates an earlier version kept in the matcher's store (and its snapshots)."""
-        removed = 0
-        for info in self.matcher.list_galleries():
-            if info.spec.purpose is GalleryPurpose.PROTECTED_IDENTITY and info.size:
-                for record_id, gallery_id, _, _ in self.vault.sealed_templates():
-                    if gallery_id == info.spec.gallery_id:
-                        removed += self._delete_store_copies(gallery_id, record_id)
+        holding = {
+            info.spec.gallery_id
+            for info in self.matcher.list_galleries()
+            if info.spec.purpose is GalleryPurpose.PROTECTED_IDENTITY and info.size
+        }
+        if not holding:
+            return 0
+        removed = sum(
+            self._delete_store_copies(gallery_id, record_id)
+            for gallery_id in holding
+            for record_id in self.vault.organisations_in(gallery_id)
+        )
         if removed:
             self.matcher.flush_erasures()
             log.info("moved %d protected templates out of the template store", removed)
@@ -214,11 +220,11 @@ class ProtectedRecords:
         from store import GalleryNotFound, ReferenceNotFound
 
         removed = 0
-        for n in range(64):
+        for reference_id in self.vault.get(record_id).reference_ids:
             try:
-                self.matcher.delete(gallery_id, f"{record_id}.{n}")
+                self.matcher.delete(gallery_id, reference_id)
             except (ReferenceNotFound, GalleryNotFound):
-                break
+                continue
             removed += 1
         return removed
 
@@ -302,7 +308,7 @@ class ProtectedRecords:
         return locate(self.vault, actor, holder, self._lookup_key, self.credentials.check)
 
     def prove(self, located: Located, actor: Actor, live: LiveFace | None, pin: str, context: str) -> Proved:
-        spec = self.matcher.spec(self.vault.get(located.record_id).gallery_id)
+        spec = self.matcher.spec(located.gallery_id)
         return self.prover.prove(located, actor, live, pin, spec.metric, spec.threshold, context)
 
     def facts(self, record_id: str, organisation: str) -> RecordFacts:
@@ -381,9 +387,8 @@ class ProtectedRecords:
         """
         spec = self.gallery_spec(gallery_id)
         consenting = self.vault.records_in(gallery_id, ScopeGrant(Scope.DUPLICATE_CHECK))
-        organisation_of = {
-            record_id: organisation for record_id, organisation in self._organisations(consenting)
-        }
+        organisations = self.vault.organisations_in(gallery_id)
+        organisation_of = {record_id: organisations[record_id] for record_id, _ in consenting}
         nearest = self.templates.nearest(
             gallery_id,
             np.asarray(probe, np.float32),
@@ -400,6 +405,3 @@ class ProtectedRecords:
             elif match:
                 elsewhere += 1
         return DuplicateCheck(own[:top_k], spec.threshold, len(consenting), elsewhere)
-
-    def _organisations(self, consenting: list[tuple[str, int]]) -> list[tuple[str, str]]:
-        return [(record_id, self.vault.get(record_id).organisation) for record_id, _ in consenting]

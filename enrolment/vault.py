@@ -192,6 +192,14 @@ class RecordVault:
             ).fetchall()
         return [(str(row[0]), int(row[1])) for row in rows]
 
+    def organisations_in(self, gallery_id: str) -> dict[str, str]:
+        """Record id -> enrolling organisation, for every live record of the gallery (ids only, no blobs)."""
+        with self._file.read("list the gallery's records") as conn:
+            rows = conn.execute(
+                "SELECT record_id, organisation FROM records WHERE gallery_id = ?", (gallery_id,)
+            ).fetchall()
+        return {str(row[0]): str(row[1]) for row in rows}
+
     def sealed_templates(self) -> Iterator[tuple[str, str, WrappedKey, bytes]]:
         """(record id, gallery id, wrapped key, sealed templates) of every live record, by id.
 

@@ -7,6 +7,7 @@ are read from ``<pki-dir>/clients/<id>.pem`` and ``<id>-key.pem``, as
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,25 @@ DEFAULT_PKI = Path("var/safepassage/pki")
 # Made on the server's first run with development certificates.
 DEFAULT_CLIENT = "dev-admin"
 MESSAGE_LIMIT = 16 * 1024 * 1024
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to a server takes: where, and as which client."""
+    parser.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument(
+        "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
+    )
+    parser.add_argument(
+        "--pki-dir", type=Path, default=DEFAULT_PKI, help=f"where client certificates are ({DEFAULT_PKI})"
+    )
+    parser.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
+    parser.add_argument(
+        "--cert", type=Path, help="client certificate (default <pki-dir>/clients/<client>.pem)"
+    )
+    parser.add_argument("--key", type=Path, help="client key (default <pki-dir>/clients/<client>-key.pem)")
+    parser.add_argument(
+        "--plaintext", action="store_true", help="no TLS (only for a server run with plaintext on localhost)"
+    )
 
 
 class ClientSetupError(Exception):

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safepassage_cli.client import DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PKI, ClientSetupError
+from safepassage_cli.client import ClientSetupError, add_connection_arguments
 from safepassage_core.errors import SafePassageError
 
 if TYPE_CHECKING:  # the edge stack (OpenCV, ONNX Runtime) loads only when a credential is verified
@@ -98,27 +98,8 @@ def add_credential_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="PEM",
         help="check the list against this issuer key (repeat for several); default: the server's own",
     )
-    _connection_arguments(sync)
+    add_connection_arguments(sync)
     sync.add_argument("--verbose", action="store_true", help="log at INFO")
-
-
-def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """The same options as the server commands of `safepassage` (see safepassage_cli.main)."""
-    parser.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
-    parser.add_argument(
-        "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
-    )
-    parser.add_argument(
-        "--pki-dir", type=Path, default=DEFAULT_PKI, help=f"where client certificates are ({DEFAULT_PKI})"
-    )
-    parser.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
-    parser.add_argument(
-        "--cert", type=Path, help="client certificate (default <pki-dir>/clients/<client>.pem)"
-    )
-    parser.add_argument("--key", type=Path, help="client key (default <pki-dir>/clients/<client>-key.pem)")
-    parser.add_argument(
-        "--plaintext", action="store_true", help="no TLS (only for a server run with plaintext on localhost)"
-    )
 
 
 class _Failure(Exception):

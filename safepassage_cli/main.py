@@ -27,12 +27,10 @@ from safepassage_cli import commands, pki_command
 from safepassage_cli.audit_command import add_audit_parser, run_audit
 from safepassage_cli.authorise_command import add_authorise_parser, run_authorise
 from safepassage_cli.client import (
-    DEFAULT_ADDRESS,
-    DEFAULT_CLIENT,
-    DEFAULT_PKI,
     ClientFiles,
     ClientSetupError,
     Stubs,
+    add_connection_arguments,
     open_channel,
 )
 from safepassage_cli.credential_command import add_credential_parser, run_credential
@@ -59,21 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
-    client.add_argument(
-        "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
-    )
-    client.add_argument(
-        "--pki-dir", type=Path, default=DEFAULT_PKI, help=f"where client certificates are ({DEFAULT_PKI})"
-    )
-    client.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
-    client.add_argument(
-        "--cert", type=Path, help="client certificate (default <pki-dir>/clients/<client>.pem)"
-    )
-    client.add_argument("--key", type=Path, help="client key (default <pki-dir>/clients/<client>-key.pem)")
-    client.add_argument(
-        "--plaintext", action="store_true", help="no TLS (only for a server run with plaintext on localhost)"
-    )
+    add_connection_arguments(client)
 
     def add(
         name: str,

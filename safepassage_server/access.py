@@ -97,19 +97,11 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
-def _record_details(record_id: str) -> dict[str, str]:
-    """A protected record named by a digest: the holder (who knows the id) can find every access."""
-    return {"record_sha256": hashlib.sha256(record_id.encode()).hexdigest()} if record_id else {}
-
-
 def _outcome_of(response: Any) -> tuple[str, dict[str, str]]:
     # Same details whatever PIN was given: a duress verification must look ordinary here too.
+    # (The record a protected call is about is added from the call's notes: call_notes.py.)
     if isinstance(response, ppb.VerifyHolderResponse):
-        return pb.Decision.Name(response.decision), _record_details(response.record_id)
-    if isinstance(response, (ppb.EnrolRecordResponse, ppb.EraseRecordResponse, ppb.ConsentState)):
-        return "OK", _record_details(response.record_id)
-    if isinstance(response, ppb.ChangeConsentResponse):
-        return "OK", _record_details(response.state.record_id)
+        return pb.Decision.Name(response.decision), {}
     if isinstance(response, ppb.CheckDuplicateResponse):
         # MATCH / NO_MATCH, so the fishing detector counts duplicate checks like any search.
         matched = response.matches_elsewhere > 0 or any(c.match for c in response.candidates)

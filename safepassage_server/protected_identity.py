@@ -197,8 +197,7 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
         note_record(located.record_id, located.organisation, located.proof.label)
         face: LiveFace | None = None
         if live is not None and (live.WhichOneof("kind") or statement):
-            gallery_id = self._records.vault.get(located.record_id).gallery_id
-            spec = self._records.gallery_spec(gallery_id)
+            spec = self._records.gallery_spec(located.gallery_id)
             face = self._live.read(live, statement, spec, caller, context)
         proved = self._records.prove(located, actor, face, pin, flow)
         note_record(proved.record_id, proved.organisation, proved.proof.label)

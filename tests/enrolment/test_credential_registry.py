@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from enrolment.errors import RecordErased, RecordExists, RecordNotFound
 from enrolment.vault import CredentialRow, RecordVault, Tombstone
-from tests.enrolment.test_vault import T0, _insert, _record
+from tests.enrolment.test_vault import T0
 
 DAY = 86_400.0
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "vault" / "records.sqlite3"
-
-
-@pytest.fixture
-def vault(path: Path) -> Iterator[RecordVault]:
-    opened = RecordVault.open(path)
-    _insert(opened, _record("pr-1"))
-    _insert(opened, _record("pr-2"))
-    yield opened
-    opened.close()
 
 
 def test_a_new_credential_retires_the_previous_ones(vault: RecordVault) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,6 @@ from enrolment.vault import RecordVault, Tombstone
 from tests.enrolment.test_vault import T0, _insert, _record
 
 LOCK_S = 60.0
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "vault" / "records.sqlite3"
-
-
-@pytest.fixture
-def vault(path: Path) -> Iterator[RecordVault]:
-    opened = RecordVault.open(path)
-    _insert(opened, _record("pr-1"))
-    _insert(opened, _record("pr-2"))
-    yield opened
-    opened.close()
 
 
 def _lock_out(vault: RecordVault, now: float, max_failures: int = 3) -> PinLockout:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from enrolment.errors import RecordErased, RecordNotFound
 from enrolment.vault import PendingErasure, RecordVault, Tombstone
-from tests.enrolment.test_vault import T0, _insert, _record
+from tests.enrolment.test_vault import T0
 
 RECEIPT = '{"kind": "erasure", "record_id": "pr-1", "signature": "..."}'
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "vault" / "records.sqlite3"
-
-
-@pytest.fixture
-def vault(path: Path) -> Iterator[RecordVault]:
-    opened = RecordVault.open(path)
-    _insert(opened, _record("pr-1"))
-    _insert(opened, _record("pr-2"))
-    yield opened
-    opened.close()
 
 
 def test_the_journal_keeps_the_first_request(vault: RecordVault) -> None:
