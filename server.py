@@ -5,11 +5,18 @@ server with TLS, the standard health service and server reflection.
 `create_server(config)` builds and binds without starting (tests use it with
 port 0); `serve(config)` runs until SIGINT/SIGTERM and shuts down gracefully:
 no new calls, in-flight calls finish within the grace period, index
-snapshots are written, the store is closed.
+snapshots are written, the store is closed. Every step of the stop runs even
+when one before it failed (a full disk fails the snapshots, not the closing),
+and a signal during start-up abandons it, closing what was opened.
+
+One server per data folder and per port: the folder is locked for the
+process's lifetime (safepassage_server.data_lock) and the port is bound
+without SO_REUSEPORT; either taken refuses the start, naming the holder's pid.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import ipaddress
 import logging
 import signal
@@ -28,7 +35,15 @@ import enrolment
 import faces
 import holder_credential
 import store
-from audit_log import LogEvent, TransparencyLog, load_or_create_signing_key
+from audit_log import (
+    HeadRecord,
+    LogEvent,
+    TransparencyLog,
+    TreeHeadPublisher,
+    WitnessClient,
+    load_or_create_signing_key,
+    load_public_key,
+)
 from matcher import (
     BatchSettings,
     Matcher,
@@ -37,17 +52,20 @@ from matcher import (
     set_blas_threshold,
     set_search_threads,
 )
+from matcher.snapshot import remove_stale as remove_stale_snapshots
 from safepassage_api.v1 import (
     matching_pb2,
     matching_pb2_grpc,
     protected_identity_pb2,
     protected_identity_pb2_grpc,
 )
-from safepassage_core.errors import FailedPrecondition
+from safepassage_core.errors import FailedPrecondition, SafePassageError
 from safepassage_server.access import AccessInterceptor
 from safepassage_server.audit import AuditRecorder
 from safepassage_server.cctv_authorisation import AuthorisationVerifier
 from safepassage_server.config import Config
+from safepassage_server.data_lock import DataFolderLock
+from safepassage_server.decode_budget import DecodeBudget
 from safepassage_server.errors import ErrorMappingInterceptor
 from safepassage_server.fishing import FishingDetector
 from safepassage_server.galleries import GalleryServicer
@@ -60,8 +78,10 @@ from safepassage_server.matching import MatchingServicer
 from safepassage_server.peer import PeerAuthenticator
 from safepassage_server.peer import server_credentials as mtls_credentials
 from safepassage_server.pki import Pki
+from safepassage_server.port_holder import PortInUse, port_holders
 from safepassage_server.probes import ProbeReader
 from safepassage_server.protected_identity import ProtectedIdentityServicer
+from safepassage_server.pseudonyms import LogPseudonyms
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
     from matcher.milvus_connection import MilvusConnection
@@ -91,6 +111,7 @@ class Service:
     transparency_log: TransparencyLog
     health: health.HealthServicer
     config: Config
+    data_lock: DataFolderLock | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -100,7 +121,7 @@ class Service:
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("retention purge", self.config.retention.purge_interval_s, self.purge_probes),
             ("reply purge", self.config.retention.purge_interval_s, self.purge_replies),
-            ("tree head", self.config.audit.tree_head_interval_s, self.transparency_log.sign_tree_head),
+            ("tree head", self.config.audit.tree_head_interval_s, self.transparency_log.publish_tree_head),
         ]
         if self.config.storage.snapshot_interval_s > 0:
             jobs.append(
@@ -135,23 +156,60 @@ class Service:
                 log.exception("background job %s failed", name)
 
     def stop(self, grace_s: float = 10.0) -> None:
+        """Stop serving, then write and close everything; each step runs even if one before failed."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
-        self.matcher.close()
-        written = self.matcher.save_snapshots()
-        self.transparency_log.sign_tree_head()
-        self.transparency_log.close()
-        self.stream_replies.close()
-        self.records.vault.close()
-        self.kept_probes.close()
-        self.template_store.close()
-        log.info("SafePassage stopped; %d index snapshots written", written)
+        written: list[int] = []
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("stop the matcher", self.matcher.close),
+            ("write the index snapshots", lambda: written.append(self.matcher.save_snapshots())),
+            ("publish a tree head", self.transparency_log.publish_tree_head),
+            ("close the transparency log", self.transparency_log.close),
+            ("close the stream replies", self.stream_replies.close),
+            ("close the record vault", self.records.vault.close),
+            ("close the kept probes", self.kept_probes.close),
+            ("close the template store", self.template_store.close),
+        ]
+        if self.data_lock is not None:
+            steps.append(("release the data folder", self.data_lock.release))
+        failed = [name for name, step in steps if not _completed(name, step)]
+        log.info(
+            "SafePassage stopped; %d index snapshots written%s",
+            sum(written),
+            f"; could not {', '.join(failed)} (logged above)" if failed else "",
+        )
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+
+def _completed(name: str, step: Callable[[], object]) -> bool:
+    # The store holds every acknowledged write: a snapshot or tree head not written is redone later.
+    try:
+        step()
+    except SafePassageError as error:  # an expected state (a full disk): its message says it all
+        log.error("shutdown: could not %s: %s", name, error)
+        return False
+    except Exception:
+        log.exception("shutdown: could not %s", name)
+        return False
+    return True
+
+
+def _tree_head_publisher(config: Config) -> TreeHeadPublisher:
+    """The head file (always) and the witness (when configured) of the transparency log."""
+    settings = config.audit.witness
+    witness = None
+    if settings.url and settings.public_key_file is not None:
+        try:
+            witness_key = load_public_key(settings.public_key_file.read_bytes())
+        except (OSError, ValueError) as error:
+            raise FailedPrecondition(f"audit.witness.public_key_file: {error}") from None
+        witness = WitnessClient(settings.url, witness_key, timeout_s=settings.timeout_s)
+    return TreeHeadPublisher(HeadRecord(config.audit_head_path), witness, witness_required=settings.required)
 
 
 def _milvus(config: Config) -> MilvusConnection | None:
@@ -276,7 +334,7 @@ def _security(
             raise FailedPrecondition(
                 f"no PKI in {config.pki_dir}; run `safepassage pki init --pki-dir {config.pki_dir}`"
             )
-        pki = Pki.init(config.pki_dir, config.tls.server_names, exist_ok=True)
+        pki = Pki.init(config.pki_dir, config.tls.server_names, exist_ok=True, development=True)
         pki.issue_client(DEV_ADMIN, Role.ADMIN)
         log.warning("made a development PKI in %s with client %s (role admin)", config.pki_dir, DEV_ADMIN)
     authenticator = PeerAuthenticator.from_pki(config.pki_dir)
@@ -296,19 +354,28 @@ def _is_loopback(host: str) -> bool:
 def create_server(config: Config) -> tuple[Service, int]:
     """Build the whole service and bind its port (0 = a free one); not started yet."""
     check_key_layout(config)  # before anything is written: keys never beside the data they protect
-    credentials, authenticate, cctv = _security(config)
-    master_key = load_or_create_key(config.template_key_path, config.storage.generate_template_key)
-    sealer = store.TemplateSealer(master_key)
-    owned: list[Callable[[], object]] = []
+    # Before anything touches the folder: a second server on it would miss the first one's enrolments.
+    data_lock = DataFolderLock.acquire(config.storage.data_dir)
+    owned: list[Callable[[], object]] = [data_lock.release]
     try:
+        credentials, authenticate, cctv = _security(config)
+        master_key = load_or_create_key(config.template_key_path, config.storage.generate_template_key)
+        sealer = store.TemplateSealer(master_key)
         template_store = store.TemplateStore.open(config.database_path, sealer)
         owned.append(template_store.close)
+        # What a crash left: snapshots of galleries deleted since, partly written snapshot files.
+        remove_stale_snapshots(
+            config.snapshot_dir, {gallery.gallery_id for gallery in template_store.list_galleries()}
+        )
         kept_probes = store.ProbeStore.open(config.probes_path, sealer)
         owned.append(kept_probes.close)
         stream_replies = store.ReplyLedger.open(config.stream_replies_path, sealer)
         owned.append(stream_replies.close)
+        # Refused if shorter than, or inconsistent with, a tree head it published (head file, witness).
         transparency_log = TransparencyLog.open(
-            config.audit_log_path, load_or_create_signing_key(config.audit_key_path)
+            config.audit_log_path,
+            load_or_create_signing_key(config.audit_key_path),
+            publisher=_tree_head_publisher(config),
         )
         owned.append(transparency_log.close)
         embedder = _embedder(config)
@@ -343,14 +410,16 @@ def create_server(config: Config) -> tuple[Service, int]:
             faces.ImageLimits(
                 max_bytes=config.faces.max_image_bytes, max_pixels=config.faces.max_image_pixels
             ),
+            DecodeBudget(config.faces.decode_budget_bytes, config.faces.decode_wait_s),
         )
         recorder = AuditRecorder(transparency_log, FishingDetector(config.fishing))
         access = AccessInterceptor(
             authenticate=authenticate,
-            purpose_of=lambda gallery_id: matcher.spec(gallery_id).purpose,
+            galleries=matcher,
             cctv=cctv,
             limiter=RateLimiter(config.limits),
             recorder=recorder,
+            pseudonyms=LogPseudonyms.from_master_key(master_key),
         )
         limit = config.listen.max_message_bytes
         server = grpc.server(
@@ -365,6 +434,8 @@ def create_server(config: Config) -> tuple[Service, int]:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # gRPC's default lets a second server bind the same port and take some of its calls.
+                ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=config.listen.max_concurrent_rpcs,
         )
@@ -384,11 +455,16 @@ def create_server(config: Config) -> tuple[Service, int]:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{config.listen.host}:{config.listen.port}"
-        port = (
-            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-        )
+        try:
+            port = (
+                server.add_secure_port(address, credentials)
+                if credentials
+                else server.add_insecure_port(address)
+            )
+        except RuntimeError:  # gRPC says only "Failed to bind"
+            port = 0
         if port == 0:
-            raise FailedPrecondition(f"cannot listen on {address}")
+            raise _port_refusal(address, config.listen.port)
     except BaseException:
         for close in reversed(owned):
             close()
@@ -404,21 +480,52 @@ def create_server(config: Config) -> tuple[Service, int]:
         transparency_log,
         health_servicer,
         config,
+        data_lock=data_lock,
     )
     return service, port
 
 
+def _port_refusal(address: str, port: int) -> FailedPrecondition:
+    holders = port_holders(port) if port else []
+    if holders:
+        named = ", ".join(str(pid) for pid in holders)
+        return PortInUse(f"cannot listen on {address}: port {port} is in use by process (pid {named})")
+    return PortInUse(f"cannot listen on {address}: the address is in use or not available here")
+
+
+class _StopDuringStartUp(BaseException):
+    """SIGINT/SIGTERM before serving: unwinds create_server, which closes what it had opened."""
+
+
 def serve(config: Config) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
-    service, _ = create_server(config)
-    service.start()
+    """Run until SIGINT or SIGTERM, then shut down gracefully; returns once everything is closed."""
+    # A fatal signal (SIGBUS from a failing disk, SIGSEGV in native code) leaves a traceback in the log.
+    faulthandler.enable()
     stop = threading.Event()
+    starting = threading.Event()
+    starting.set()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
+        if starting.is_set():
+            starting.clear()
+            raise _StopDuringStartUp
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stop.wait()
+    service: Service | None = None
+    try:
+        service, _ = create_server(config)
+        service.start()
+        starting.clear()
+    except _StopDuringStartUp:
+        if service is not None:
+            service.stop(0)
+        log.info("SafePassage stopped during start-up")
+        return
+    # Polled: a signal the kernel hands to another thread (gRPC's) runs its Python handler only when
+    # the main thread next wakes, and an untimed wait never would.
+    while not stop.wait(timeout=0.5):
+        pass
     service.stop(config.listen.shutdown_grace_s)

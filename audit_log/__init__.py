@@ -8,15 +8,32 @@ Writing (the server)::
     log.sign_tree_head()            # periodically
     log.export(folder)              # for an auditor
 
+Publishing (the server): a head file outside the data folder and a witness
+that cosigns only heads extending the ones it saw; the log refuses to open
+when it is shorter than, or inconsistent with, either::
+
+    publisher = TreeHeadPublisher(HeadRecord(keys_dir / "audit-log-head.json"),
+                                  WitnessClient(url, witness_public_key))
+    log = TransparencyLog.open(path, key, publisher=publisher)   # LogRolledBack if cut or rewritten
+    log.publish_tree_head()         # signed, recorded, cosigned; the cosignature kept in the log
+
+Witnessing (another host): ``Witness.create(folder, name)``, ``add_log(log_public_key)``,
+then ``WitnessServer(witness, host, port).serve_forever()``.
+
 Checking (an auditor, offline)::
 
-    report = audit(folder, public_key=pinned_key)   # AuditFailure if anything was changed
+    state = AuditorState(my_state_file)
+    report = audit(folder, public_key=pinned_key, known_heads=state.heads(),
+                   witness_keys=[witness_key], require_cosigned=True)   # AuditFailure if changed
+    state.remember(report.latest)
 
 Leaves hold ids of accounts and devices, digests, counts and enum tokens;
 :class:`LogEvent` refuses anything shaped like a name, a sentence or a vector.
 """
 
 from audit_log.auditor import AuditReport, audit, read_tree_heads_file
+from audit_log.auditor_state import AuditorState
+from audit_log.cosignature import Cosignature, verify_cosignature
 from audit_log.entry import LogEntry, LogEvent, pseudonym, sha256_hex
 from audit_log.errors import (
     AuditFailure,
@@ -26,12 +43,18 @@ from audit_log.errors import (
     LogClosed,
     LogCorrupted,
     LogKeyMismatch,
+    LogRolledBack,
     LogSchemaMismatch,
     LogUnavailable,
     ProofError,
     SignatureError,
+    UnknownLog,
+    WitnessConflict,
+    WitnessRefused,
+    WitnessUnavailable,
 )
 from audit_log.export import ExportSummary, export_log
+from audit_log.head_record import HeadRecord
 from audit_log.keys import (
     generate_signing_key,
     key_id,
@@ -51,13 +74,19 @@ from audit_log.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from audit_log.publisher import TreeHeadPublisher
 from audit_log.tree_head import SignedTreeHead, verify_tree_head
+from audit_log.witness import Witness, Witnessed
+from audit_log.witness_http import WitnessClient, WitnessServer
 
 __all__ = [
     "AuditFailure",
     "AuditLogError",
     "AuditReport",
+    "AuditorState",
+    "Cosignature",
     "ExportSummary",
+    "HeadRecord",
     "InvalidEvent",
     "InvalidRange",
     "LogClosed",
@@ -65,6 +94,7 @@ __all__ = [
     "LogEntry",
     "LogEvent",
     "LogKeyMismatch",
+    "LogRolledBack",
     "LogSchemaMismatch",
     "LogUnavailable",
     "MerkleTree",
@@ -72,6 +102,15 @@ __all__ = [
     "SignatureError",
     "SignedTreeHead",
     "TransparencyLog",
+    "TreeHeadPublisher",
+    "UnknownLog",
+    "Witness",
+    "WitnessClient",
+    "WitnessConflict",
+    "WitnessRefused",
+    "WitnessServer",
+    "WitnessUnavailable",
+    "Witnessed",
     "audit",
     "consistency_proof",
     "export_log",
@@ -89,6 +128,7 @@ __all__ = [
     "root_hash",
     "sha256_hex",
     "verify_consistency",
+    "verify_cosignature",
     "verify_inclusion",
     "verify_tree_head",
 ]

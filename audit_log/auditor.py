@@ -9,11 +9,22 @@ cover, and the public key only as far as the auditor pins it:
 3. every leaf hash is recomputed from ``entries.jsonl`` and the Merkle root
    at each tree head's size equals the signed root, which fixes every entry
    it covers: none rewritten, removed, inserted or reordered;
-4. each tree head is consistent with the one before, checked a second,
-   independent way with an RFC 9162 consistency proof;
+4. each tree head is consistent with the one before. This follows from 3
+   (both signed roots were recomputed from the same entries) and is not a
+   second, independent piece of evidence: the RFC 9162 consistency proof
+   between the two heads is built from those same leaves, so it fails only
+   if the Merkle proof code is wrong -- the code that also builds the
+   proofs the log hands its witnesses, which is what this cross-checks. A
+   fork between two signed heads is caught by 3 (and named by the locator);
 5. tree heads the auditor kept from earlier audits are still consistent
-   with this export (a log re-signed from scratch passes 1-4 but not this);
-6. every entry is a canonical LogEvent, so no free text entered the log.
+   with this export (a log re-signed from scratch, or cut back together
+   with its heads, passes 1-4 but not this);
+6. witness cosignatures (``cosignatures.jsonl``) by the witness keys the
+   auditor trusts verify, and each cosigned tree is a prefix of this
+   export: a witness never cosigns a rollback or a fork, so a log rewritten
+   with its own key cannot carry them. When asked, the newest tree head
+   must be cosigned by every one of those witnesses;
+7. every entry is a canonical LogEvent, so no free text entered the log.
 
 On the first failure it raises :class:`AuditFailure` naming the tree head
 and, where it can, the exact entry: ``leaf_hashes.txt`` is unauthenticated,
@@ -31,9 +42,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from audit_log.cosignature import Cosignature, verify_cosignature
 from audit_log.entry import LogEvent
 from audit_log.errors import AuditFailure, InvalidEvent, ProofError, SignatureError
-from audit_log.export import ENTRIES_FILE, LEAF_HASHES_FILE, PUBLIC_KEY_FILE, TREE_HEADS_FILE
+from audit_log.export import (
+    COSIGNATURES_FILE,
+    ENTRIES_FILE,
+    LEAF_HASHES_FILE,
+    PUBLIC_KEY_FILE,
+    TREE_HEADS_FILE,
+)
 from audit_log.keys import key_id, load_public_key, public_key_bytes
 from audit_log.merkle import MerkleTree, leaf_hash, verify_consistency
 from audit_log.tree_head import SignedTreeHead, verify_tree_head
@@ -51,6 +69,8 @@ class AuditReport:
     key_id: str  # hex SHA-256 of the log's raw public key
     unsigned_entries: int  # entries after the newest tree head: present but not yet covered
     seconds: float
+    # (witness key id, the largest tree size it cosigned here) for each witness key given
+    witnessed: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> str:
         lines = [
@@ -59,6 +79,12 @@ class AuditReport:
             f" root {self.latest.root_hash.hex()}",
             f"log key: {self.key_id}",
         ]
+        for witness, size in self.witnessed:
+            lines.append(
+                f"witness {witness}: cosigned size {size}"
+                if size >= 0
+                else f"witness {witness}: no cosignature"
+            )
         if self.unsigned_entries:
             lines.append(f"warning: the last {self.unsigned_entries} entries are not covered by a tree head")
         return "\n".join(lines)
@@ -181,13 +207,20 @@ def audit(
     *,
     public_key: Ed25519PublicKey | None = None,
     known_heads: Sequence[SignedTreeHead] = (),
+    witness_keys: Sequence[Ed25519PublicKey] = (),
+    require_cosigned: bool = False,
 ) -> AuditReport:
     """Audit the export in ``folder``; returns a report or raises AuditFailure.
 
     ``public_key`` pins the log's key (strongly advised: without it a forger
     can ship their own key). ``known_heads`` are tree heads kept from earlier
     audits or handed out by the log; each must still hold in this export.
+    ``witness_keys`` are the witnesses whose cosignatures are checked;
+    ``require_cosigned`` fails the audit unless each of them cosigned the
+    newest tree head.
     """
+    if require_cosigned and not witness_keys:
+        raise ValueError("requiring cosignatures needs at least one witness key")
     started = time.perf_counter()
     folder = Path(folder)
     key = _read_key(folder, public_key)
@@ -231,11 +264,17 @@ def audit(
             verify_tree_head(held, key)
         except SignatureError as error:
             raise AuditFailure(f"{what} is not signed by this log: {error}") from None
-        if held.tree_size > tree.size or tree.root(held.tree_size) != held.root_hash:
+        if held.tree_size > tree.size:
+            raise AuditFailure(
+                f"{what} covers {held.tree_size} entries but the export holds {tree.size}:"
+                " entries were removed since (the log was cut back)"
+            )
+        if tree.root(held.tree_size) != held.root_hash:
             raise AuditFailure(f"{what} is not part of this log: it was forked or rewritten since")
         if held.tree_size <= latest.tree_size:
             _check_consistency(tree, held, latest, f"{what} and the newest tree head", None)
 
+    witnessed = _check_cosignatures(folder, tree, latest, key, witness_keys, require_cosigned)
     _check_leaf_file(folder, hashes)
     for index, data in enumerate(entries):
         try:
@@ -250,13 +289,76 @@ def audit(
         key_id=key_id(key),
         unsigned_entries=len(entries) - latest.tree_size,
         seconds=time.perf_counter() - started,
+        witnessed=witnessed,
     )
+
+
+def _read_cosignatures(folder: Path) -> list[Cosignature]:
+    path = folder / COSIGNATURES_FILE
+    if not path.exists():  # an export from before witnesses
+        return []
+    cosignatures = []
+    for number, line in enumerate(_lines(path)):
+        try:
+            cosignatures.append(Cosignature.from_line(line))
+        except ValueError as error:
+            raise AuditFailure(
+                f"{COSIGNATURES_FILE} line {number + 1} is not a cosignature: {error}"
+            ) from None
+    return cosignatures
+
+
+def _check_cosignatures(
+    folder: Path,
+    tree: MerkleTree,
+    latest: SignedTreeHead,
+    log_key: Ed25519PublicKey,
+    witness_keys: Sequence[Ed25519PublicKey],
+    require_cosigned: bool,
+) -> tuple[tuple[str, int], ...]:
+    """Check the trusted witnesses' cosignatures; returns (witness key id, largest size cosigned)."""
+    trusted = {key_id(witness): witness for witness in witness_keys}
+    largest = dict.fromkeys(trusted, -1)
+    log_id = key_id(log_key)
+    for number, cosignature in enumerate(_read_cosignatures(folder)):
+        witness = trusted.get(cosignature.witness_key_id)
+        if witness is None:
+            continue  # a witness this auditor does not trust proves nothing either way
+        what = f"{COSIGNATURES_FILE} line {number + 1} (size {cosignature.tree_size})"
+        try:
+            verify_cosignature(cosignature, witness, log_id)
+        except SignatureError as error:
+            raise AuditFailure(f"{what} is forged: {error}") from None
+        if cosignature.tree_size > tree.size:
+            raise AuditFailure(
+                f"{what}: the witness saw {cosignature.tree_size} entries but the export holds {tree.size}:"
+                " entries were removed since"
+            )
+        if tree.root(cosignature.tree_size) != cosignature.root_hash:
+            raise AuditFailure(
+                f"{what}: the witness cosigned another tree at this size: the log was rewritten since"
+            )
+        largest[cosignature.witness_key_id] = max(largest[cosignature.witness_key_id], cosignature.tree_size)
+    if require_cosigned:
+        for witness_id, size in largest.items():
+            if size < latest.tree_size:
+                raise AuditFailure(
+                    f"the newest tree head (size {latest.tree_size}) is not cosigned by witness {witness_id}"
+                    + (f" (it cosigned up to size {size})" if size >= 0 else " (no cosignature at all)")
+                )
+    return tuple(largest.items())
 
 
 def _check_consistency(
     tree: MerkleTree, old: SignedTreeHead, new: SignedTreeHead, what: str, position: int | None
 ) -> None:
-    """The second, independent check: an RFC 9162 consistency proof between two signed roots."""
+    """A cross-check of the Merkle proof code, not independent evidence (step 4 of the module doc).
+
+    Both signed roots were already recomputed from ``tree`` (step 3), so the proof built here
+    verifies unless proof construction or verification is wrong; independent evidence of
+    consistency is a proof from the log itself (`TransparencyLog.consistency_proof`), which
+    witnesses verify before they cosign, and the cosignatures are checked in step 6.
+    """
     proof = tree.consistency_proof(old.tree_size, new.tree_size)
     try:
         verify_consistency(old.tree_size, new.tree_size, proof, old.root_hash, new.root_hash)

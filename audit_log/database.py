@@ -12,7 +12,7 @@ contends with enrolment writes. Settings as in :mod:`store.connections`:
   every write is ``BEGIN IMMEDIATE`` so the next leaf index is read while
   holding SQLite's write lock, which serialises appends across processes.
 
-Triggers refuse UPDATE and DELETE on both tables. Anyone with the file can
+Triggers refuse UPDATE and DELETE on every table but ``meta``. Anyone with the file can
 drop them; they are there to stop bugs, while tampering is what the Merkle
 tree and the signed tree heads expose.
 """
@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from audit_log.errors import AuditLogError, LogCorrupted, LogSchemaMismatch, LogUnavailable
-from store.connections import failure_kind, read_transaction, write_transaction
+from safepassage_core.private_files import make_private_folder
+from store.connections import connect_shared, failure_kind, read_transaction, write_transaction
 
 __all__ = ["SCHEMA_VERSION", "blob", "connect", "read", "sqlite_errors", "write"]
 
@@ -45,10 +46,16 @@ _SCHEMA = (
     " timestamp INTEGER NOT NULL,"
     " root_hash BLOB NOT NULL CHECK (length(root_hash) = 32),"
     " signature BLOB NOT NULL)",
+    # Witnesses' cosignatures of published tree heads (audit_log.cosignature), as JSON lines.
+    "CREATE TABLE IF NOT EXISTS cosignatures ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tree_size INTEGER NOT NULL CHECK (tree_size >= 0),"
+    " witness_key_id TEXT NOT NULL,"
+    " body TEXT NOT NULL)",
     *(
         f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{verb.lower()} BEFORE {verb} ON {table}"
         " BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END"
-        for table in ("leaves", "tree_heads")
+        for table in ("leaves", "tree_heads", "cosignatures")
         for verb in ("UPDATE", "DELETE")
     ),
 )
@@ -72,7 +79,7 @@ def sqlite_errors(action: str) -> Iterator[None]:
 
 def _prepare_file(path: Path) -> None:
     """Create the file owner-only before SQLite opens it; the WAL and SHM files inherit its mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folder(path.parent)  # missing parents 0700 too, whatever the umask
     os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600))
 
 
@@ -86,9 +93,8 @@ def connect(path: Path, *, read_only: bool = False, busy_timeout: float = 5.0) -
             )
         else:
             _prepare_file(path)
-            conn = sqlite3.connect(
-                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            # Falls back to a private WAL index where the -shm file cannot be made (a full disk).
+            conn = connect_shared(path, busy_timeout)
         try:
             if not read_only:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -16,7 +16,12 @@ which might be the personal data the log exists to keep out.
     ├── ProofError         (DataIntegrityError)  an inclusion or consistency proof does not verify
     ├── SignatureError     (DataIntegrityError)  a signed tree head does not verify
     ├── LogCorrupted       (DataIntegrityError)  the log file disagrees with itself
-    └── AuditFailure       (DataIntegrityError)  an exported log fails the offline audit
+    ├── LogRolledBack      (DataIntegrityError)  the log is shorter than, or forks from, a head it published
+    ├── AuditFailure       (DataIntegrityError)  an exported log fails the offline audit
+    ├── WitnessRefused     (DataIntegrityError)  a witness refused a tree head: rollback, fork or forgery
+    ├── UnknownLog         (FailedPrecondition)  the witness was not told this log's key
+    ├── WitnessConflict    (FailedPrecondition)  the witness holds another size than the publisher thought
+    └── WitnessUnavailable (Unavailable)         the witness cannot be reached; retry
 
 Verification raises rather than returning False (as pyca/cryptography does):
 a forgotten ``if`` then fails closed.
@@ -40,10 +45,15 @@ __all__ = [
     "LogClosed",
     "LogCorrupted",
     "LogKeyMismatch",
+    "LogRolledBack",
     "LogSchemaMismatch",
     "LogUnavailable",
     "ProofError",
     "SignatureError",
+    "UnknownLog",
+    "WitnessConflict",
+    "WitnessRefused",
+    "WitnessUnavailable",
 ]
 
 
@@ -99,3 +109,35 @@ class AuditFailure(AuditLogError, DataIntegrityError):
         super().__init__(message)
         self.index = index
         self.tree_head = tree_head
+
+
+class LogRolledBack(AuditLogError, DataIntegrityError):
+    """The log holds fewer entries than, or other entries than, a tree head it already published.
+
+    Entries were removed (a truncated, or an older copy of the, file) or rewritten and re-signed;
+    the server refuses to open such a log rather than sign over the gap.
+    """
+
+
+class WitnessRefused(AuditLogError, DataIntegrityError):
+    """A witness refused a tree head: smaller than, or not extending, one it cosigned; or forged."""
+
+
+class UnknownLog(AuditLogError, FailedPrecondition):
+    """The witness does not know this log's public key (`safepassage audit witness add-log`)."""
+
+
+class WitnessConflict(AuditLogError, FailedPrecondition):
+    """The witness's newest cosigned size is not the one the consistency proof starts from.
+
+    ``tree_size`` is the witness's size: the publisher proves from there and retries
+    (C2SP tlog-witness answers 409 Conflict the same way).
+    """
+
+    def __init__(self, message: str, *, tree_size: int) -> None:
+        super().__init__(message)
+        self.tree_size = tree_size
+
+
+class WitnessUnavailable(AuditLogError, Unavailable):
+    """The witness could not be reached, or failed; the tree head is kept and published later."""

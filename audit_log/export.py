@@ -11,6 +11,10 @@ Files of an export folder (all UTF-8, lines end in ``\\n``):
     line (see :mod:`audit_log.tree_head`).
 ``log_public_key.pem``
     The Ed25519 public key that signs the tree heads (SubjectPublicKeyInfo PEM).
+``cosignatures.jsonl``
+    Every witness cosignature the server received for a published tree head,
+    one JSON object per line (see :mod:`audit_log.cosignature`); empty
+    without a witness.
 ``leaf_hashes.txt``
     Line i is the log's stored leaf hash of entry i, hex. Redundant and
     unauthenticated on its own: the auditor trusts it only where it
@@ -36,17 +40,20 @@ from typing import IO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit_log import database
+from audit_log.cosignature import Cosignature
 from audit_log.errors import LogCorrupted
 from audit_log.keys import load_public_key, public_key_pem
 from audit_log.tree_head import SignedTreeHead
 
 __all__ = [
+    "COSIGNATURES_FILE",
     "ENTRIES_FILE",
     "LEAF_HASHES_FILE",
     "PUBLIC_KEY_FILE",
     "TREE_HEADS_FILE",
     "ExportSummary",
     "export_log",
+    "read_cosignatures",
     "read_public_key",
     "read_tree_heads",
     "write_export",
@@ -56,12 +63,15 @@ ENTRIES_FILE = "entries.jsonl"
 TREE_HEADS_FILE = "tree_heads.jsonl"
 PUBLIC_KEY_FILE = "log_public_key.pem"
 LEAF_HASHES_FILE = "leaf_hashes.txt"
+COSIGNATURES_FILE = "cosignatures.jsonl"
 README_FILE = "README.txt"
 
 _README = """SafePassage transparency log export
 ===================================
 
 Verify with:  safepassage audit verify <this folder> --key <the operator's published public key>
+                --state <your own file of the heads you saw before>
+                [--witness-key <a witness's public key> --require-cosigned]
 
 entries.jsonl     line i = leaf data of entry i (compact sorted-key JSON);
                   leaf hash = SHA-256(0x00 || line bytes without the newline)
@@ -71,6 +81,9 @@ tree_heads.jsonl  signed tree heads, oldest first:
                   signed bytes = b"safepassage-audit-log-tree-head\\n" || version (1 byte)
                                  || tree_size (8, big-endian) || timestamp (8, big-endian) || root (32)
 log_public_key.pem  the Ed25519 key that signs the tree heads
+cosignatures.jsonl  witnesses' cosignatures of tree heads (C2SP tlog-cosignature v1 messages):
+                  {"witness","witness_key_id","timestamp" (s),"tree_size","sha256_root_hash","signature"}
+                  check them with --witness-key <the witness's public key>
 leaf_hashes.txt   line i = hex leaf hash of entry i as the log stored it (a locating aid only)
 
 Tree hashing follows RFC 9162 section 2.1: node = SHA-256(0x01 || left || right),
@@ -109,6 +122,18 @@ def read_tree_heads(conn: sqlite3.Connection) -> list[SignedTreeHead]:
     ]
 
 
+def read_cosignatures(conn: sqlite3.Connection) -> list[Cosignature]:
+    """Every stored cosignature, oldest first; none in a file from before witnesses."""
+    known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'")
+    if known.fetchone() is None:
+        return []
+    rows = conn.execute("SELECT body FROM cosignatures ORDER BY id").fetchall()
+    try:
+        return [Cosignature.from_line(str(row[0])) for row in rows]
+    except ValueError as error:
+        raise LogCorrupted(f"a stored cosignature is malformed: {error}") from None
+
+
 @contextmanager
 def _replacing(path: Path) -> Iterator[IO[bytes]]:
     """Write ``path`` under a temporary name, fsync, then rename over it."""
@@ -126,6 +151,7 @@ def write_export(conn: sqlite3.Connection, folder: Path, public_key: Ed25519Publ
     folder.mkdir(parents=True, exist_ok=True)
     with database.read(conn, "export the transparency log"):
         heads = read_tree_heads(conn)
+        cosignatures = read_cosignatures(conn)
         count = 0
         with _replacing(folder / ENTRIES_FILE) as entries, _replacing(folder / LEAF_HASHES_FILE) as hashes:
             rows = conn.execute("SELECT leaf_index, data, leaf_hash FROM leaves ORDER BY leaf_index")
@@ -141,6 +167,8 @@ def write_export(conn: sqlite3.Connection, folder: Path, public_key: Ed25519Publ
                 count += 1
     with _replacing(folder / TREE_HEADS_FILE) as file:
         file.writelines(head.to_line().encode("ascii") + b"\n" for head in heads)
+    with _replacing(folder / COSIGNATURES_FILE) as file:
+        file.writelines(cosignature.to_line().encode("utf-8") + b"\n" for cosignature in cosignatures)
     with _replacing(folder / PUBLIC_KEY_FILE) as file:
         file.write(public_key_pem(public_key))
     with _replacing(folder / README_FILE) as file:

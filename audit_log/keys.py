@@ -17,6 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from safepassage_core.private_files import make_private_folder, read_private
+
 __all__ = [
     "generate_signing_key",
     "key_id",
@@ -52,7 +54,9 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """Read a PKCS#8 PEM Ed25519 private key; ValueError unless it is one."""
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    # Refused, naming the file, if group or others may read it (the one check for every key file).
+    pem = read_private(Path(path), "transparency-log signing key", limit=64 * 1024)
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return key
@@ -61,7 +65,7 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 def generate_signing_key(path: Path) -> Ed25519PrivateKey:
     """Create a new key at ``path`` (mode 0600, parents created); FileExistsError if one is there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -89,6 +93,8 @@ def generate_signing_key(path: Path) -> Ed25519PrivateKey:
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     """The key at ``path``, created on first use."""
+    if Path(path).exists():  # read first: a restart on a full disk must not need to write a key
+        return load_signing_key(path)
     try:
         return generate_signing_key(path)
     except FileExistsError:

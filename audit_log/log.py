@@ -16,6 +16,13 @@ the cache, or for the current tree head. Each row read is rehashed and
 checked against its stored leaf hash and index, and at open the newest
 stored tree head is checked against the recomputed root, so a file edited
 behind the log's back is refused (:class:`LogCorrupted`) rather than signed.
+
+Publication (with a :class:`TreeHeadPublisher`): a file cut back together
+with its tree heads still agrees with itself, so at open the log is also
+checked against the heads it published outside the file (a head file, a
+witness), with a consistency proof from each to the log as it is; a log
+shorter than one of them, or not extending it, is refused
+(:class:`LogRolledBack`).
 """
 
 from __future__ import annotations
@@ -31,11 +38,27 @@ from types import TracebackType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit_log import database
+from audit_log.cosignature import Cosignature
 from audit_log.entry import LogEntry, LogEvent
-from audit_log.errors import InvalidRange, LogClosed, LogCorrupted, LogKeyMismatch, SignatureError
-from audit_log.export import ExportSummary, read_public_key, read_tree_heads, write_export
+from audit_log.errors import (
+    InvalidRange,
+    LogClosed,
+    LogCorrupted,
+    LogKeyMismatch,
+    LogRolledBack,
+    ProofError,
+    SignatureError,
+)
+from audit_log.export import (
+    ExportSummary,
+    read_cosignatures,
+    read_public_key,
+    read_tree_heads,
+    write_export,
+)
 from audit_log.keys import key_id, public_key_bytes, public_key_pem
-from audit_log.merkle import MerkleTree, leaf_hash
+from audit_log.merkle import MerkleTree, leaf_hash, verify_consistency
+from audit_log.publisher import TreeHeadPublisher
 from audit_log.tree_head import SignedTreeHead, verify_tree_head
 
 __all__ = ["TransparencyLog"]
@@ -53,7 +76,12 @@ class TransparencyLog:
     """An RFC 9162-style Merkle log of LogEvents in one SQLite file, signed with Ed25519."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, signing_key: Ed25519PrivateKey, clock: Clock
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        signing_key: Ed25519PrivateKey,
+        clock: Clock,
+        publisher: TreeHeadPublisher | None = None,
     ) -> None:
         """Use :meth:`open`."""
         self._conn: sqlite3.Connection | None = conn
@@ -63,6 +91,10 @@ class TransparencyLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._tree = MerkleTree()
+        self._publisher = publisher
+        # Signing and publishing one head at a time keeps published heads in order;
+        # appends only need self._lock and go on meanwhile.
+        self._publishing = threading.Lock()
 
     @classmethod
     def open(
@@ -72,20 +104,26 @@ class TransparencyLog:
         *,
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
+        publisher: TreeHeadPublisher | None = None,
     ) -> TransparencyLog:
         """Open or create the log at ``path``; the first open binds the file to ``signing_key``.
 
         Raises LogKeyMismatch if the file was created with another key, and
         LogCorrupted if its rows or its newest tree head do not check out.
+        With a ``publisher``, raises LogRolledBack if the log is shorter than,
+        or inconsistent with, a head it published (see :mod:`audit_log.publisher`).
         """
         path = Path(path)
         conn = database.connect(path, busy_timeout=busy_timeout)
-        log = cls(conn, path, signing_key, clock or _now_ms)
+        log = cls(conn, path, signing_key, clock or _now_ms, publisher)
         try:
             log._bind_key()
             with log._lock:
                 log._refresh()
                 log._check_latest_head()
+            if publisher is not None:
+                for source, head in publisher.published_heads(log._public_key):
+                    log._check_published(source, head)
         except BaseException:
             log.close()
             raise
@@ -182,6 +220,31 @@ class TransparencyLog:
                 f"the entries no longer match the newest stored tree head (size {latest.tree_size})"
             )
 
+    def _check_published(self, source: str, head: SignedTreeHead) -> None:
+        """The log must still hold what ``head`` (published at ``source``) said it held."""
+        try:
+            verify_tree_head(head, self._public_key)
+        except SignatureError as error:
+            raise LogKeyMismatch(f"{source} holds a tree head of another log: {error}") from None
+        with self._lock:
+            self._ensure(self._size())
+            size = self._tree.size
+            if head.tree_size > size:
+                raise LogRolledBack(
+                    f"{self._path} holds {size} entries but {source} published a tree head of size"
+                    f" {head.tree_size}: entries were removed (a truncated or older copy of the log)"
+                )
+            root = self._tree.root(size)
+            proof = self._tree.consistency_proof(head.tree_size, size)
+        try:
+            verify_consistency(head.tree_size, size, proof, head.root_hash, root)
+        except ProofError as error:
+            raise LogRolledBack(
+                f"{self._path} is not consistent with the tree head of size {head.tree_size} that {source}"
+                f" published: entries were rewritten since ({error})"
+            ) from None
+        _log.info("the log extends the tree head of size %d published at %s", head.tree_size, source)
+
     # -- writing --------------------------------------------------------------
 
     def append(self, event: LogEvent) -> int:
@@ -214,7 +277,48 @@ class TransparencyLog:
             return SignedTreeHead.sign(self._key, size, self._clock(), self._tree.root(size))
 
     def sign_tree_head(self) -> SignedTreeHead:
-        """Sign the current tree and store the head; timestamps never go back between stored heads."""
+        """Sign the current tree and store the head; timestamps never go back between stored heads.
+
+        With a publisher, the head is also written to its head file.
+        """
+        with self._publishing:
+            return self._sign_and_record()
+
+    def publish_tree_head(self) -> SignedTreeHead:
+        """:meth:`sign_tree_head`, then send the head to the publisher's witness and store its cosignature.
+
+        Raises WitnessUnavailable (the head stays stored and recorded; the
+        next publication proves consistency from the witness's size, so
+        nothing is skipped) or WitnessRefused (the log does not extend what
+        the witness cosigned).
+        """
+        with self._publishing:
+            head = self._sign_and_record()
+            if self._publisher is not None:
+                cosignature = self._publisher.publish(self.key_id, head, self.consistency_proof)
+                if cosignature is not None:
+                    self._store_cosignature(cosignature)
+        return head
+
+    def _sign_and_record(self) -> SignedTreeHead:
+        head = self._sign_and_store()
+        if self._publisher is not None:
+            self._publisher.record(head)
+        return head
+
+    def _store_cosignature(self, cosignature: Cosignature) -> None:
+        with self._lock, database.write(self._connection(), "store a cosignature") as conn:
+            conn.execute(
+                "INSERT INTO cosignatures (tree_size, witness_key_id, body) VALUES (?, ?, ?)",
+                (cosignature.tree_size, cosignature.witness_key_id, cosignature.to_line()),
+            )
+        _log.debug(
+            "stored the cosignature of witness key %s at size %d",
+            cosignature.witness_key_id,
+            cosignature.tree_size,
+        )
+
+    def _sign_and_store(self) -> SignedTreeHead:
         with self._lock, database.write(self._connection(), "sign a tree head") as conn:
             self._refresh()
             size = self._tree.size
@@ -245,6 +349,11 @@ class TransparencyLog:
     def latest_tree_head(self) -> SignedTreeHead | None:
         heads = self.tree_heads()
         return heads[-1] if heads else None
+
+    def cosignatures(self) -> list[Cosignature]:
+        """Every witness cosignature stored, oldest first."""
+        with self._lock, database.sqlite_errors("read cosignatures"):
+            return read_cosignatures(self._connection())
 
     def root_hash(self, tree_size: int) -> bytes:
         """MTH of the first ``tree_size`` entries."""

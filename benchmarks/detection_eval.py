@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
+from benchmarks.evaluation.intervals import Rate
 from camera_edge.box_mapping import CALIBRATED, BoxMapping, DlibRect, geometry_features, to_dlib_box
 from camera_edge.detection import Box, CenterFaceDetector, Detection, Frame, iou_matrix
 from model_pack.centerface import extract_centerface
@@ -412,6 +413,34 @@ def evaluate_groups(
     return {"images": rows, "totals": totals}
 
 
+def detection_intervals(recall: dict[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
+    """Misses and false positives as k of n with their 95 % intervals (benchmarks/evaluation/intervals.py).
+
+    LFW: one central face per image (1,774 images of 835 people: images of one person are not
+    independent). Group photos: hand-counted faces; false positives per image, as they have no
+    count of their own. Video frames have no per-face ground truth and get no rate.
+    """
+    totals = groups["totals"]
+    out: dict[str, Any] = {}
+    for name in ("centerface", "dlib"):
+        out[name] = {
+            "lfw_missed": Rate(
+                recall["missed"][name], recall["images"], "LFW images (central face)"
+            ).as_dict(),
+            "group_missed": Rate(
+                totals["faces"] - round(totals["recall"][name] * totals["faces"]),
+                totals["faces"],
+                "hand-counted faces in group photos",
+            ).as_dict(),
+            "group_images_with_false_positive": Rate(
+                sum(1 for row in groups["images"] if row[name] > row["faces"]),
+                totals["images"],
+                "group photos",
+            ).as_dict(),
+        }
+    return out
+
+
 def video_frames(path: Path, step: int) -> list[Frame]:
     capture = cv2.VideoCapture(str(path))
     frames: list[Frame] = []
@@ -749,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "group": groups,
         "video": videos,
         "time_per_frame_s": timing,
+        "intervals": detection_intervals(recall, groups),
         "wall_s": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

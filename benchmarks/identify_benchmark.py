@@ -93,6 +93,7 @@ IDENTITY_DISTANCE = 0.95
 # 128 effective dimensions, so near non-mated neighbours grow with the gallery.
 SPECTRUM_DECAY = 0.5
 MATED_FRACTION = 0.5
+MAX_COMPONENT = 0.99
 
 
 def log(message: str) -> None:
@@ -141,6 +142,10 @@ def synthetic_dataset(size: int, queries: int, seed: int) -> Dataset:
     probes = np.concatenate([templates[mates], strangers])
     add_capture_noise(rng, templates)
     add_capture_noise(rng, probes)
+    # The service refuses templates beyond what the model can produce (matcher/vector_bounds.py:
+    # dlib's components lie in [-1, 1]); about one component in 10^4 of this spread lies beyond.
+    np.clip(templates, -MAX_COMPONENT, MAX_COMPONENT, out=templates)
+    np.clip(probes, -MAX_COMPONENT, MAX_COMPONENT, out=probes)
     order = rng.permutation(queries)
     mate_of = np.concatenate([mates, np.full(queries - mated, -1, dtype=np.int64)])
     return Dataset(templates, np.ascontiguousarray(probes[order]), mate_of[order])
@@ -526,6 +531,7 @@ class Options:
     seed: int
     out: Path
     data_dir: Path | None
+    batching: tuple[str, ...] = ("on", "off")
 
 
 class SizeRun:
@@ -558,6 +564,14 @@ class SizeRun:
         return Correctness(exact_checked, exact_agreed, len(checked), agreed)
 
 
+# Micro-batching as shipped, then off: measurement names of the "off" runs end in OFF_SUFFIX.
+BATCHING_MODES: dict[str, Mapping[str, object]] = {
+    "on": {},
+    "off": {"matching.batching.enabled": False},
+}
+OFF_SUFFIX = "_batching_off"
+
+
 def measure_size(size: int, options: Options) -> SizeResult:
     log(f"size {size:,}: generating data")
     dataset = synthetic_dataset(size, options.queries, options.seed + size)
@@ -567,35 +581,49 @@ def measure_size(size: int, options: Options) -> SizeResult:
     concurrency = options.concurrency
     stopped: list[float] = []
     run = SizeRun(options)
-    with (
-        tempfile.TemporaryDirectory(prefix="identify-bench-", dir=options.data_dir) as folder,
-        running_server(Path(folder), stopped) as server,
-    ):
-        gallery = server.galleries.CreateGallery(
-            pb.CreateGalleryRequest(gallery_id=GALLERY, purpose=pb.WATCHLIST)
-        )
-        if gallery.dimension != DIMENSION or gallery.metric != pb.L2:
-            raise RuntimeError(f"the server's model is not 128-d L2: {gallery}")
-        log(f"size {size:,}: loading over gRPC")
-        load = bulk_insert(server.loader, dataset.templates, options.load_streams)
-        log(f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)")
-        stub = server.matching
-        run.closed("faiss", faiss_query(bare, dataset.probes), 1, None)
-        run.closed("faiss_concurrent", faiss_query(bare, dataset.probes), concurrency, None)
-        run.closed("matcher", matcher_query(server.service.matcher, dataset.probes), 1, "faiss")
-        run.closed("grpc_unary", unary_query(stub, requests), 1, "faiss")
-        run.closed("grpc_unary_concurrent", unary_query(stub, requests), concurrency, "faiss_concurrent")
-        with stream_query(stub, requests) as streamed:
-            run.closed("grpc_stream", streamed, 1, "faiss")
-        pipelined = pipelined_stream(stub, requests, options.time_limit_s)
-        run.record("grpc_stream_pipelined", 1, pipelined, "faiss")
-        start_s = server.start_s
+    starts: list[float] = []
+    load: Load | None = None
+    threshold = 0.0
+    with tempfile.TemporaryDirectory(prefix="identify-bench-", dir=options.data_dir) as folder:
+        for mode in options.batching:
+            # The same data folder each time: a later server loads the gallery the first one stored.
+            with running_server(Path(folder), stopped, BATCHING_MODES[mode]) as server:
+                starts.append(server.start_s)
+                if load is None:
+                    gallery = server.galleries.CreateGallery(
+                        pb.CreateGalleryRequest(gallery_id=GALLERY, purpose=pb.WATCHLIST)
+                    )
+                    if gallery.dimension != DIMENSION or gallery.metric != pb.L2:
+                        raise RuntimeError(f"the server's model is not 128-d L2: {gallery}")
+                    threshold = gallery.threshold
+                    log(f"size {size:,}: loading over gRPC")
+                    load = bulk_insert(server.loader, dataset.templates, options.load_streams)
+                    log(f"  loaded {load.templates:,} in {load.seconds:.1f} s ({load.per_second:,.0f}/s)")
+                    run.closed("faiss", faiss_query(bare, dataset.probes), 1, None)
+                    run.closed("faiss_concurrent", faiss_query(bare, dataset.probes), concurrency, None)
+                log(f"size {size:,}: micro-batching {mode}")
+                suffix = "" if mode == "on" else OFF_SUFFIX
+                stub = server.matching
+                matcher = server.service.matcher
+                run.closed("matcher" + suffix, matcher_query(matcher, dataset.probes), 1, "faiss")
+                run.closed("grpc_unary" + suffix, unary_query(stub, requests), 1, "faiss")
+                run.closed(
+                    "grpc_unary_concurrent" + suffix,
+                    unary_query(stub, requests),
+                    concurrency,
+                    "faiss_concurrent",
+                )
+                with stream_query(stub, requests) as streamed:
+                    run.closed("grpc_stream" + suffix, streamed, 1, "faiss")
+                pipelined = pipelined_stream(stub, requests, options.time_limit_s)
+                run.record("grpc_stream_pipelined" + suffix, 1, pipelined, "faiss")
+    assert load is not None  # options.batching is never empty
     return SizeResult(
         size=size,
         load=load,
-        server_start_s=start_s,
+        server_start_s=starts[0],
         server_stop_s=stopped[0],
-        data=data_stats(dataset, run.truth, gallery.threshold),
+        data=data_stats(dataset, run.truth, threshold),
         correctness=run.correctness(dataset),
         measurements=run.measurements,
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -699,6 +727,7 @@ def run_benchmark(options: Options) -> dict[str, object]:
             "load_streams": options.load_streams,
             "pipeline_depth": PIPELINE_DEPTH,
             "exact_sample": options.exact_sample,
+            "batching_modes": list(options.batching),
             "seed": options.seed,
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
             "faiss_threads_per_search": faiss_threads_in_new_threads(),
@@ -724,6 +753,13 @@ def sizes(text: str) -> list[int]:
     return values
 
 
+def batching_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not modes or any(mode not in BATCHING_MODES for mode in modes) or len(set(modes)) < len(modes):
+        raise argparse.ArgumentTypeError("batching modes are on and/or off, e.g. on,off")
+    return modes
+
+
 def parse_options(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -737,6 +773,12 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the temporary stores go")
+    parser.add_argument(
+        "--batching",
+        type=batching_modes,
+        default=("on", "off"),
+        help="micro-batching modes to measure, in order: on (as shipped), off; default on,off",
+    )
     args = parser.parse_args(argv)
     if min(args.queries, args.concurrency, args.load_streams) < 1:
         parser.error("--queries, --concurrency and --load-streams must be positive")
@@ -750,6 +792,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         out=args.out,
         data_dir=args.data_dir,
+        batching=args.batching,
     )
 
 

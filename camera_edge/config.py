@@ -13,14 +13,16 @@ lives. Relative paths are taken from the file's folder. Example::
     [server]
     address = "matching.border.example:50051"
     gallery_id = "watchlist"
-    ca = "pki/ca.pem"
-    cert = "pki/gate-3-cam-1.pem"
-    key = "pki/gate-3-cam-1-key.pem"
+    ca = "pki/ca.pem"                          # the bundle of
+    cert = "pki/clients/gate-3-cam-1.pem"      # `safepassage pki issue gate-3-cam-1
+    key = "pki/clients/gate-3-cam-1-key.pem"   #   --role cctv_edge --bundle pki` (key 0600)
     authorisation = "gate-3-cam-1.authorisation"
     [quality]
     floor = 0.35
     [queue]
     path = "queue/outbox.sqlite3"
+
+``plaintext = true`` (no TLS, for tests) is accepted only with a loopback address.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from camera_edge.capture import Pace
-from camera_edge.connection import DeviceCredentials
+from camera_edge.connection import DeviceCredentials, check_plaintext_address
 from camera_edge.errors import EdgeConfigError
 from camera_edge.pipeline import PipelineSettings
 from camera_edge.sources import SourceSpec
@@ -68,7 +70,8 @@ class ServerConfig(_Section):
     # The signed CCTV authorisation (`safepassage authorise`), as a file holding the token.
     authorisation: Path | None = None
     server_name: str | None = None
-    # Only for tests on loopback: no TLS at all.
+    # Only for tests on loopback: no TLS at all. Refused with any address but localhost or a
+    # loopback IP, so a camera never sends embeddings across a network in clear.
     plaintext: bool = False
     max_in_flight: int = Field(8, ge=1, le=256)
     answer_timeout_s: float = Field(10.0, gt=0)
@@ -78,6 +81,11 @@ class ServerConfig(_Section):
     def _tls_files(self) -> ServerConfig:
         if not self.plaintext and None in (self.ca, self.cert, self.key):
             raise ValueError("ca, cert and key are required unless plaintext = true")
+        if self.plaintext:
+            try:
+                check_plaintext_address(self.address)
+            except EdgeConfigError as error:
+                raise ValueError(str(error)) from None
         return self
 
     def credentials(self) -> DeviceCredentials | None:

@@ -5,11 +5,16 @@ client starts, so that an expired certificate, a key of another certificate
 or a missing CA file is a clear error on the console rather than an endless
 "unavailable" from a TLS handshake the server refuses. The server still makes
 the decision (revocation, role); this only catches what the device can know.
+
+The private key must be readable by its owner only (a device's key lets anyone
+who reads it act as the device). Plaintext, for tests, goes only to a server
+on this machine: `localhost` or a loopback address (:func:`is_loopback`).
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +24,47 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from camera_edge.errors import CredentialsError
+from camera_edge.errors import CredentialsError, EdgeConfigError
+from safepassage_core.private_files import read_private
 
 log = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 4 * 1024 * 1024
+_MAX_PEM = 64 * 1024
+_PLAINTEXT_SCHEMES = ("dns:///", "ipv4:", "ipv6:")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a gRPC target (``host:port``, ``[v6]:port``, ``dns:///host:port``) is this machine.
+
+    Only ``localhost`` and loopback IPs count; anything else, or anything this
+    cannot read (a DNS authority, a list of addresses, a unix socket), does not.
+    """
+    target = address.strip()
+    for scheme in _PLAINTEXT_SCHEMES:
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+            break
+    if target.startswith("["):
+        host, bracket, _ = target[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        host = target.rsplit(":", 1)[0] if target.count(":") == 1 else target
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_plaintext_address(address: str) -> None:
+    """Refuse plaintext to an address off this machine: embeddings would cross the network in clear."""
+    if not is_loopback(address):
+        raise EdgeConfigError(
+            f"plaintext is only for a server on this machine (localhost or a loopback address), and"
+            f" {address!r} is not one: remove plaintext = true and give ca, cert and key for mutual TLS"
+        )
 
 
 @dataclass(frozen=True)
@@ -37,7 +79,8 @@ class DeviceCredentials:
 
     @classmethod
     def load(cls, ca: Path, cert: Path, key: Path, now: datetime.datetime | None = None) -> DeviceCredentials:
-        ca_pem, cert_pem, key_pem = _read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "key")
+        ca_pem, cert_pem = _read(ca, "CA certificate"), _read(cert, "certificate")
+        key_pem = _read(key, "key", private=True)
         try:
             authority = x509.load_pem_x509_certificate(ca_pem)
         except ValueError:
@@ -78,8 +121,10 @@ class DeviceCredentials:
         return f"DeviceCredentials(device_id={self.device_id!r}, not_after={self.not_after.isoformat()})"
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, *, private: bool = False) -> bytes:
     try:
+        if private and path.exists():  # a missing file gets the hint below
+            return read_private(path, f"device's {what}", limit=_MAX_PEM, error=CredentialsError)
         return path.read_bytes()
     except OSError as error:
         raise CredentialsError(
@@ -95,7 +140,7 @@ def open_channel(
     *,
     server_name: str | None = None,
 ) -> grpc.Channel:
-    """A channel to `address`: mutual TLS with `credentials`, or plaintext (loopback tests) when None."""
+    """A channel to `address`: mutual TLS with `credentials`, or plaintext when None (loopback only)."""
     options: list[tuple[str, int | str]] = [
         ("grpc.max_send_message_length", _MESSAGE_LIMIT),
         ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
@@ -108,6 +153,7 @@ def open_channel(
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     if credentials is None:
+        check_plaintext_address(address)
         log.warning("edge channel to %s is plaintext (tests on loopback only)", address)
         return grpc.insecure_channel(address, options=options)
     channel_credentials = grpc.ssl_channel_credentials(

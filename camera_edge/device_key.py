@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from camera_edge.errors import DeviceKeyError, OutboxCorrupt
+from safepassage_core.private_files import check_owner_only, make_private_folder
 
 __all__ = ["FINGERPRINT_SIZE", "KEY_SIZE", "SEALED_OVERHEAD", "SEAL_VERSION", "DeviceKey"]
 
@@ -88,13 +89,8 @@ class DeviceKey:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise DeviceKeyError(f"the device key file {str(path)!r} is not a regular file")
-            mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
-                # Refused, not warned about: whoever can read it can read every queued probe.
-                raise DeviceKeyError(
-                    f"the device key file {str(path)!r} is accessible to group or others "
-                    f"(mode {mode:o}); it must be 600"
-                )
+            # Refused, not warned about: whoever can read it can read every queued probe.
+            check_owner_only(path, info.st_mode, "device key", DeviceKeyError)
             if info.st_size != KEY_SIZE:
                 raise DeviceKeyError(
                     f"the device key file {str(path)!r} holds {info.st_size} bytes, expected {KEY_SIZE}"
@@ -119,7 +115,7 @@ class DeviceKey:
         if path.exists():
             return cls.load(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_folder(path.parent)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             try:

@@ -82,7 +82,9 @@ class Uploader:
         metadata: Sequence[tuple[str, str]] = (),
         settings: UploadSettings | None = None,
         on_answer: Callable[[OutboxEntry], None] | None = None,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
+        """``sleep(seconds)``: the wait between reconnection attempts (tests pass their own)."""
         self._outbox = outbox
         self._channel_factory = channel_factory
         self._metadata = tuple(metadata)
@@ -93,6 +95,9 @@ class Uploader:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._not_before: dict[str, float] = {}
+        # Only stop() cuts a backoff short, not wake(): a busy camera (or drain(), which wakes the
+        # uploader every 50 ms) would otherwise reconnect to a dead server as fast as it fails.
+        self._sleep = sleep or self._stopping.wait
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edge-uploader", daemon=True)
@@ -138,8 +143,7 @@ class Uploader:
                 else min(backoff * 2, self.settings.max_backoff_s)
             )
             # Jitter keeps a fleet of cameras from reconnecting in lockstep after an outage.
-            with self._wake:
-                self._wake.wait(backoff * random.uniform(0.8, 1.2))
+            self._sleep(backoff * random.uniform(0.8, 1.2))
 
     def _session(self) -> bool:
         """One stream, until it fails, times out or the uploader stops; True if any answer came."""

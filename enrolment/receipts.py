@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from audit_log.keys import generate_signing_key
 from enrolment.errors import KeyringError, ReceiptInvalid
 from enrolment.record import canonical_json
+from safepassage_core.private_files import read_private
 
 __all__ = [
     "BODY_MAX_ITEMS",
@@ -270,6 +271,8 @@ class StationKey:
     def load_or_create(cls, path: Path, station_id: str) -> StationKey:
         """The key at ``path``, created (0600, parents made) on first use; KeyringError if unusable."""
         path = Path(path)
+        if path.exists():  # read first: a restart on a full disk must not need to write a key
+            return cls(_load(path), station_id)
         try:
             # The transparency log's key file recipe: written in full, linked into place, 0600.
             key = generate_signing_key(path)
@@ -301,16 +304,12 @@ class StationKey:
 
 
 def _load(path: Path) -> Ed25519PrivateKey:
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise KeyringError(f"station key {path}: cannot be read ({exc.strerror})") from None
+    # Refused, naming the file, when group or others may read it: it signs every receipt.
+    pem = read_private(path, "station key", limit=64 * 1024, error=KeyringError)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise KeyringError(f"station key {path}: is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyringError(f"station key {path}: is not an Ed25519 key")
-    if path.stat().st_mode & 0o077:
-        log.warning("station key %s is readable by group or others; it should be mode 0600", path)
     return key

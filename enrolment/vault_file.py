@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from enrolment.errors import RecordErased, RecordNotFound
 from enrolment.vault_schema import prepare_schema
+from safepassage_core.private_files import make_private_folder
 from store.connections import open_private_file, sqlite_errors, write_transaction
 
 __all__ = ["VaultFile", "backup_vault"]
@@ -38,7 +39,7 @@ class VaultFile:
     @classmethod
     def open(cls, path: Path) -> VaultFile:
         """Open (or create) the file and bring its schema to the current version."""
-        conn = open_private_file(path)
+        conn = open_private_file(path, shared=True)  # `records backup` reads it while the server runs
         try:
             with sqlite_errors("open the record vault"):
                 prepare_schema(conn, path)
@@ -87,7 +88,7 @@ class VaultFile:
 
     def backup(self, destination: Path) -> None:
         """A consistent copy of the vault (SQLite's online backup), made while the service runs."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(destination.parent)
         target = open_private_file(destination)
         try:
             with self._lock, sqlite_errors("back up the record vault"):
@@ -102,7 +103,7 @@ def backup_vault(source: Path, destination: Path) -> None:
         raise RecordNotFound(f"no record vault at {source}")
     reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(destination.parent)
         target = open_private_file(destination)
         try:
             with sqlite_errors("back up the record vault"):

@@ -21,7 +21,7 @@ from faces.errors import (
     MultipleFacesFound,
     NoFaceFound,
 )
-from faces.image import ImageLimits, decode_image
+from faces.image import ImageHeader, ImageLimits, decode_image, read_header
 from faces.model import (
     DLIB_FIVE_POINT_LANDMARKS,
     DLIB_RESNET_V1,
@@ -43,6 +43,7 @@ __all__ = [
     "FaceSelection",
     "FacesError",
     "ImageDecodeError",
+    "ImageHeader",
     "ImageLimits",
     "ImageTooLarge",
     "ImageTooSmall",
@@ -54,5 +55,6 @@ __all__ = [
     "WeightsFile",
     "decode_image",
     "file_sha256",
+    "read_header",
     "verify_weights",
 ]

@@ -5,6 +5,10 @@ from the magic bytes, then the dimensions from the header, and only then the
 pixel data. A 20000x20000 PNG compresses to a few kilobytes, so the pixel
 limit must be enforced before anything is decompressed.
 
+`read_header` does those checks alone and says how much memory decoding
+will take (`ImageHeader.decode_bytes`), so a server can budget memory across
+concurrent requests before any pixel is decompressed.
+
 Only JPEG and PNG are accepted: they are what cameras and passport readers
 produce, and every other Pillow plugin is attack surface we do not need.
 The Pillow plugin classes are instantiated directly (not through
@@ -81,6 +85,63 @@ class ImageLimits:
             raise ValueError(f"image limits must be positive, got {self}")
 
 
+# Peak bytes per pixel that decode_image takes (Pillow's pixels, the RGB array, their copies),
+# measured on 25 MP images and rounded up: RGB and grayscale 10-11, CMYK 14, with alpha or a
+# palette (composited onto white) 20-23.
+_PEAK_BYTES_PER_PIXEL = 12
+_PEAK_BYTES_PER_PIXEL_CMYK = 16
+_PEAK_BYTES_PER_PIXEL_ALPHA = 24
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa", "P"})
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding a pixel."""
+
+    format: str  # "JPEG" or "PNG"
+    width: int
+    height: int
+    mode: str  # Pillow's mode before conversion: "RGB", "L", "RGBA", "P", "CMYK", ...
+    transparent: bool  # a transparency chunk: composited onto white, like an alpha channel
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def decode_bytes(self) -> int:
+        """The memory `decode_image` takes at its peak for this image (an upper estimate)."""
+        if self.transparent or self.mode in _ALPHA_MODES:
+            return self.pixels * _PEAK_BYTES_PER_PIXEL_ALPHA
+        if self.mode == "CMYK":
+            return self.pixels * _PEAK_BYTES_PER_PIXEL_CMYK
+        return self.pixels * _PEAK_BYTES_PER_PIXEL
+
+
+def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """Check the byte size, the format and the dimensions from the header; decode nothing.
+
+    Raises as `decode_image` does for those checks.
+    """
+    image_format = _check_encoded(data, limits)
+    with _open_header(data, image_format) as image:
+        _check_dimensions(image.size, limits)
+        width, height = image.size
+        return ImageHeader(image_format, width, height, image.mode, "transparency" in image.info)
+
+
+def _check_encoded(data: bytes, limits: ImageLimits) -> str:
+    """The format, once the byte size is within the limit."""
+    if not data:
+        raise ImageDecodeError("image is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"image is {len(data) / _MIB:.1f} MiB ({len(data)} bytes);"
+            f" the limit is {limits.max_bytes / _MIB:.1f} MiB"
+        )
+    return _sniff_format(data)
+
+
 def decode_image(data: bytes, limits: ImageLimits) -> npt.NDArray[np.uint8]:
     """Decode JPEG or PNG bytes into a C-contiguous HxWx3 uint8 RGB array.
 
@@ -92,14 +153,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> npt.NDArray[np.uint8]:
     ImageTooLarge (bytes or pixels over the limit, checked before decoding)
     and ImageTooSmall (a side under ``limits.min_side``).
     """
-    if not data:
-        raise ImageDecodeError("image is empty")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(
-            f"image is {len(data) / _MIB:.1f} MiB ({len(data)} bytes);"
-            f" the limit is {limits.max_bytes / _MIB:.1f} MiB"
-        )
-    image_format = _sniff_format(data)
+    image_format = _check_encoded(data, limits)
     with _open_header(data, image_format) as image:
         _check_dimensions(image.size, limits)
         _warn_if_truncation_tolerated()

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from holder_credential.errors import CredentialKeyError, UnknownIssuer
+from safepassage_core.private_files import check_owner_only, make_private_folder
 
 __all__ = [
     "KEY_ID_SIZE",
@@ -86,12 +87,8 @@ def _read_limited(path: Path, what: str, private: bool) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CredentialKeyError(f"the {what} file {str(path)!r} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if private and mode & 0o077:
-            raise CredentialKeyError(
-                f"the {what} file {str(path)!r} is accessible to group or others (mode {mode:o});"
-                " it must be 600"
-            )
+        if private:
+            check_owner_only(path, info.st_mode, what, CredentialKeyError)
         data = os.read(fd, _MAX_KEY_FILE + 1)
     except OSError as exc:
         raise CredentialKeyError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
@@ -104,7 +101,7 @@ def _read_limited(path: Path, what: str, private: bool) -> bytes:
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> bool:
     """Write ``data`` to a new file at ``path`` unless one exists; True when this call created it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from matcher.index import FlatIndex
 from matcher.metric import Metric, normalise_rows
 from matcher.search import Hits
+from matcher.vector_bounds import FAISS_SAFE
 
 log = logging.getLogger(__name__)
 # The parts of faiss's SWIG module that its type stubs leave out.
@@ -184,6 +185,10 @@ class ApproximateIndex:
             raise ValueError(f"{len(vectors)} vectors cannot train {params.nlist} lists")
         if params.codes == "pq" and dimension % params.pq_m:
             raise ValueError(f"pq_m {params.pq_m} does not divide the dimension {dimension}")
+        # FAISS aborts the process (not an exception) when its float32 arithmetic overflows.
+        unsafe = int(FAISS_SAFE.outside(vectors).sum())
+        if unsafe:
+            raise ValueError(f"{unsafe} vectors are not finite or beyond what FAISS can train on")
         rng = np.random.default_rng(seed)
         count = min(params.train_size, len(vectors))
         sample = np.sort(rng.choice(len(vectors), size=count, replace=False))

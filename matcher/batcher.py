@@ -5,11 +5,15 @@ single probe streams every stored vector through memory (about 5 ms at 200k x
 128, 40 ms at 1M, bound by memory bandwidth), so q probes searched one by one
 cost q scans; searched together as one matrix product (BLAS) they share one
 scan. `MicroBatcher.search` blocks its caller while requests for the same key
-(a gallery) gather: the first one opens a batch, which is searched once
-`max_wait_ms` has passed since it opened or it holds `max_batch` probes. The
-batch is searched with one call at the largest k asked, and each caller gets
-its own rows cut to its own k. Requests for different keys never share a call,
-and an exception raised by the search reaches every caller of that batch.
+(a gallery) gather. A lone request, one that finds no other search running
+or queued, is searched at once in the caller's own thread: batching must
+never slow the quiet desk down. A request that arrives while another search
+is running opens a batch for its key (or joins the open one), which is
+searched once `max_wait_ms` has passed since it opened or it holds
+`max_batch` probes. The batch is searched with one call at the largest k
+asked, and each caller gets its own rows cut to its own k. Requests for
+different keys never share a call, and an exception raised by the search
+reaches every caller of that batch.
 
 A batch that is due while every worker is still busy keeps taking requests
 (up to `max_batch`) until a worker is free: they would wait for the worker
@@ -40,6 +44,7 @@ probes and small batches keep the faster sequential scan.
 
 Worker threads are daemons; give `thread_setup` (e.g. pinning FAISS to one
 OpenMP thread, which is a per-thread setting) to run in each before it works.
+A lone request runs in its caller's thread, with that thread's own settings.
 """
 
 from __future__ import annotations
@@ -173,6 +178,8 @@ class MicroBatcher:
         # Batches waiting for a worker, oldest first; `_open` the one per group still taking requests.
         self._queue: deque[_Batch] = deque()
         self._open: dict[tuple[Hashable, int], _Batch] = {}
+        # Searches running now, in a worker or in a lone caller's thread.
+        self._running = 0
         self._closed = False
         self._batches = 0
         self._queries = 0
@@ -209,7 +216,13 @@ class MicroBatcher:
         with self._condition:
             if self._closed:
                 raise BackendUnavailable("the search batcher is closed")
-            self._enqueue(key, request)
+            lone = self._is_idle()
+            if lone:
+                self._running += 1
+            else:
+                self._enqueue(key, request)
+        if lone:
+            return self._search_alone(key, rows, k)
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -256,6 +269,24 @@ class MicroBatcher:
             for request in batch.requests:
                 request.answer(None, error)
 
+    # -- lone requests ---------------------------------------------------------------------
+
+    def _is_idle(self) -> bool:
+        """Under the lock: no search is running and none is waiting."""
+        return self._running == 0 and not self._queue
+
+    def _finish(self) -> None:
+        with self._condition:
+            self._running -= 1
+
+    def _search_alone(self, key: Hashable, rows: Probes, k: int) -> Hits:
+        """A lone request, searched now in the caller's thread; requests arriving meanwhile batch up."""
+        self._count(len(rows))
+        try:
+            return self._search(key, rows, k)
+        finally:
+            self._finish()
+
     # -- workers ---------------------------------------------------------------------------
 
     def _enqueue(self, key: Hashable, request: _Request) -> None:
@@ -285,13 +316,14 @@ class MicroBatcher:
         self._condition.notify_all()
 
     def _take_due(self) -> _Batch | None:
-        """Under the lock: the oldest batch that is full or past its wait, out of the queue."""
+        """Under the lock: the oldest batch that is full or past its wait, out of the queue, running."""
         now = time.monotonic()
         for batch in self._queue:
             if batch.full or self._closed or now >= batch.deadline:
                 self._queue.remove(batch)
                 if self._open.get(batch.group) is batch:
                     del self._open[batch.group]
+                self._running += 1  # from now: a request arriving meanwhile batches up
                 return batch
         return None
 
@@ -321,6 +353,12 @@ class MicroBatcher:
     def _run(self, batch: _Batch) -> None:
         requests = batch.requests
         self._count(batch.rows)
+        try:
+            self._run_batch(batch, requests)
+        finally:
+            self._finish()
+
+    def _run_batch(self, batch: _Batch, requests: list[_Request]) -> None:
         try:
             probes = (
                 requests[0].probes if len(requests) == 1 else np.concatenate([r.probes for r in requests])

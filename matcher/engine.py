@@ -32,6 +32,7 @@ from matcher.gallery import (
     check_threshold,
 )
 from matcher.gallery_calibration import GalleryCalibration
+from matcher.gallery_index import GalleryIndex
 from matcher.index import set_search_threads
 from matcher.index_loader import IndexLoader
 from matcher.index_policy import IndexPolicy
@@ -41,6 +42,7 @@ from matcher.protection import TransformKeyring
 from matcher.rwlock import ReadWriteLock
 from matcher.search import Hits, identifications, pairwise_score
 from matcher.thresholds import check_target_fpir, choose_threshold
+from matcher.vector_bounds import check_template, check_templates
 from matcher.vectors import as_matrix, check_gallery_id, check_reference_id
 from safepassage_core.errors import SafePassageError
 
@@ -185,7 +187,17 @@ class Matcher:
         live = self._live(gallery_id)
         size = live.index.size
         spec, summary = live.calibration.at_size(live.spec, size)
-        return GalleryInfo(spec, size, live.created_at, live.index.kind, live.index.recall, summary)
+        failures = live.index.failed_builds if isinstance(live.index, GalleryIndex) else 0
+        return GalleryInfo(
+            spec,
+            size,
+            live.created_at,
+            live.index.kind,
+            live.index.recall,
+            summary,
+            quarantined=self._store.quarantined_count(gallery_id),
+            index_build_failures=failures,
+        )
 
     def calibrate(
         self,
@@ -206,7 +218,8 @@ class Matcher:
         if target_fpir is not None:
             check_target_fpir(target_fpir)
         if impostors is not None:
-            matrix = as_matrix(impostors, spec.dimension)
+            # Held to the model's bounds like templates: they set the gallery's thresholds.
+            matrix = check_templates(spec, impostors, "impostor")
             if len(matrix) > self.limits.max_batch:
                 raise TooManyReferences(
                     f"{len(matrix)} impostor probes exceed the limit of {self.limits.max_batch}"
@@ -279,6 +292,7 @@ class Matcher:
         live = self._live(gallery_id)
         check_reference_id(reference_id)
         spec = live.spec
+        vector = check_template(spec, vector)
         template = self._templates.template(spec, vector)
         with live.lock.writing():
             if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
@@ -301,7 +315,7 @@ class Matcher:
         for position, (reference_id, vector) in enumerate(items):
             try:
                 check_reference_id(reference_id)
-                template = self._templates.template(spec, vector)
+                template = self._templates.template(spec, check_template(spec, vector))
                 if reference_id in seen:
                     raise store.DuplicateReference(f"reference {reference_id!r} appears twice in this batch")
             except SafePassageError as error:

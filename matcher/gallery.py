@@ -68,6 +68,10 @@ class GalleryInfo:
     index_kind: str = "flat"
     index_recall: float = 1.0
     calibration: CalibrationSummary | None = None
+    # Stored rows kept out of the index (store.quarantine): beyond the model's bounds, or unreadable.
+    quarantined: int = 0
+    # Background index builds that failed since start-up (the previous index stayed in use).
+    index_build_failures: int = 0
 
 
 @dataclass(frozen=True)

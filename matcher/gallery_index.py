@@ -14,7 +14,10 @@ if so starts a rebuild on a daemon thread:
 So searches go on against the old index throughout, and no acknowledged
 mutation is lost. One build runs at a time in the process (their memory
 peaks are large: the old index, the copy and the new index coexist). A
-build that fails is logged and leaves the old index in place.
+build that fails is logged and counted (`failed_builds`, which
+DescribeGallery reports) and leaves the old index in place; FAISS aborts
+rather than raises on vectors it cannot handle, so those are refused before
+it sees them (ApproximateIndex.train, matcher.vector_bounds).
 
 Callers hold the gallery's `lock` (the engine's ReadWriteLock): reading for
 search and contents, writing for add and remove, as for any VectorIndex.
@@ -136,6 +139,7 @@ class GalleryIndex:
         self.metric: Metric = index.metric
         self.dimension: int = index.dimension
         self.builds = 0  # completed swaps: a snapshot older than the last one shows the old kind
+        self.failed_builds = 0  # since this process started
         self._state = threading.Lock()
         self._journal: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32] | None]] | None = None
         self._worker: threading.Thread | None = None
@@ -266,9 +270,11 @@ class GalleryIndex:
             self._failed_at = None
         except IndexOverBudget as error:
             self._failed_at = size
+            self.failed_builds += 1
             log.error("index of gallery %s: rebuild failed; the current index stays: %s", self.name, error)
         except Exception:
             self._failed_at = size
+            self.failed_builds += 1
             log.exception("index of gallery %s: rebuild failed; the current index stays", self.name)
         finally:
             with self._state:

@@ -12,11 +12,17 @@ Two backends, chosen by configuration:
   are checked against the store's digest the same way, and refilled from the
   store when they differ (a crash between the store's commit and Milvus's
   write, or a collection changed behind the server's back).
+
+Either way start-up never indexes what could abort it: every rebuild screens
+the stored rows (matcher.screening) and quarantines those beyond the model's
+bounds or that fail to open; a snapshot or collection holding such a vector
+(written by an older version) is refused and rebuilt the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -31,6 +37,8 @@ from matcher.index import FlatIndex
 from matcher.index_policy import IndexPolicy
 from matcher.milvus_gallery import EXACT_TYPES, MilvusGallery
 from matcher.rwlock import ReadWriteLock
+from matcher.screening import Screening
+from matcher.vector_bounds import stored_bounds
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
     from matcher.milvus_connection import MilvusConnection
@@ -73,7 +81,8 @@ class IndexLoader:
         if path.exists():
             expected = self._expected_header(spec)
             try:
-                index = snapshot.load(path, self._snapshot_key, expected, self._digest_of, self.policy, lock)
+                digest_of = functools.partial(self._digest_of, spec)
+                index = snapshot.load(path, self._snapshot_key, expected, digest_of, self.policy, lock)
                 log.info(
                     "gallery %s: %s index loaded from verified snapshot (%d templates)",
                     spec.gallery_id,
@@ -88,20 +97,23 @@ class IndexLoader:
         return self.rebuild(spec, lock), -1
 
     def rebuild(self, spec: GallerySpec, lock: ReadWriteLock) -> LiveIndex:
-        """An index of the gallery's templates in the store.
+        """An index of the gallery's templates in the store, screened (matcher.screening).
 
         FAISS: a flat index, so a large gallery is searchable (exactly) at
         once; its approximate index follows from a background rebuild.
         """
         started = time.monotonic()
+        screening = Screening(self._store, spec)
         if self._milvus is not None:
             milvus = self._milvus.index(spec.gallery_id, spec.dimension, spec.metric)
-            added = milvus.refill(self._store.iter_templates(spec.gallery_id))
+            added = milvus.refill(screening.batches())
+            screening.quarantine()
             log.info("gallery %s: Milvus collection refilled (%d templates)", spec.gallery_id, added)
             return MilvusGallery(milvus, lock, self._recall_of(milvus))
         flat = FlatIndex(spec.dimension, spec.metric)
-        for ids, vectors in self._store.iter_templates(spec.gallery_id):
+        for ids, vectors in screening.batches():
             flat.add(ids, vectors)
+        screening.quarantine()
         log.info(
             "gallery %s: index rebuilt from the store (%d templates, %.1f s)",
             spec.gallery_id,
@@ -121,10 +133,19 @@ class IndexLoader:
             self._milvus.drop(spec.gallery_id)
             return self._refilled(spec, lock)
         state = self._store.state(spec.gallery_id)
-        digest, seen = store.EMPTY_DIGEST, 0
+        digest, seen, outside = store.EMPTY_DIGEST, 0, 0
+        bounds = stored_bounds(spec)
         for ids, vectors in milvus.iter_contents():
             digest = store.gallery_digest(self._store.sealer, ids, vectors, start=digest)
             seen += len(ids)
+            outside += int(bounds.outside(vectors).sum())
+        if outside:
+            log.warning(
+                "gallery %s: Milvus holds %d templates beyond the model's bounds; refilling",
+                spec.gallery_id,
+                outside,
+            )
+            return self._refilled(spec, lock)
         if (seen, digest) != (state.size, state.digest):
             log.warning(
                 "gallery %s: Milvus holds %d templates, the store %d (or their contents differ); refilling",
@@ -166,8 +187,13 @@ class IndexLoader:
             metric=spec.metric.value,
         )
 
-    def _digest_of(self, index: GalleryIndex) -> bytes:
+    def _digest_of(self, spec: GallerySpec, index: GalleryIndex) -> bytes:
+        """The snapshot's content digest; SnapshotRejected if it holds what must not be indexed."""
         ids, vectors = index.contents()
+        outside = int(stored_bounds(spec).outside(vectors).sum())
+        if outside:
+            # Written before templates were bounded: the rebuild quarantines them.
+            raise SnapshotRejected(f"snapshot holds {outside} templates beyond the model's bounds")
         return store.gallery_digest(self._store.sealer, ids, vectors)
 
     def generation_to_save(self, spec: GallerySpec, index: LiveIndex) -> int | None:

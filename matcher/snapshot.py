@@ -14,6 +14,13 @@ The body is a serialised `GalleryIndex` (its plan, measured recall and the
 flat or approximate index); the header's `index_kind` names the index kind.
 Version 1 snapshots (a bare flat index) are refused, and the caller rebuilds.
 
+Nothing is left behind: a failed write removes its partial file and the
+stale snapshot it was replacing (the gallery changed since it was taken, so
+it would be rejected anyway, and it may hold erased templates). At start-up
+`remove_stale` deletes what a crash left: snapshots of galleries the store no
+longer has (a DeleteGallery killed between its commit and the unlink) and
+partial ``.tmp`` files.
+
 File layout::
 
     b"SPSNAP" version(1 byte) header_length(u32 LE) header(JSON)
@@ -27,7 +34,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,12 +46,16 @@ from matcher.gallery_index import BuiltIndex, GalleryIndex
 from matcher.index_policy import IndexPolicy
 from matcher.metric import Metric
 from matcher.rwlock import ReadWriteLock
+from safepassage_core.private_files import make_private_folder
+from store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"SPSNAP"
 VERSION = 2
 CHUNK_BYTES = 64 * 1024 * 1024
+SUFFIX = ".snapshot"  # <gallery id>.snapshot (matcher.index_loader names them)
+PARTIAL = ".tmp"  # a snapshot being written
 _U32 = struct.Struct("<I")
 
 
@@ -81,19 +92,62 @@ def save(path: Path, header: SnapshotHeader, index: GalleryIndex | BuiltIndex, k
     header_bytes = json.dumps(asdict(header), sort_keys=True).encode()
     prefix = MAGIC + bytes([VERSION]) + _U32.pack(len(header_bytes)) + header_bytes
     header_hash = hashlib.sha256(prefix).digest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(prefix)
-        for position, chunk, last in _chunks(gallery.to_bytes()):
-            nonce = os.urandom(12)
-            sealed = aead.encrypt(nonce, chunk, _chunk_aad(header_hash, position, last))
-            out.write(_U32.pack(len(sealed)) + nonce + sealed)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    temporary = path.with_suffix(path.suffix + PARTIAL)
+    try:
+        make_private_folder(path.parent)  # snapshots/ and any parent it makes: 0700
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(prefix)
+            for position, chunk, last in _chunks(gallery.to_bytes()):
+                nonce = os.urandom(12)
+                sealed = aead.encrypt(nonce, chunk, _chunk_aad(header_hash, position, last))
+                out.write(_U32.pack(len(sealed)) + nonce + sealed)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        # A full or read-only disk: the store still holds everything, the next start rebuilds.
+        _remove(temporary)
+        _remove(path)
+        raise StoreUnavailable(
+            f"cannot write the index snapshot of gallery {header.gallery_id}: {error.strerror}"
+        ) from error
     log.info("saved index snapshot of gallery %s: %d templates", header.gallery_id, header.size)
+
+
+def remove_stale(folder: Path, galleries: Collection[str]) -> int:
+    """Delete snapshots of galleries not in ``galleries``, and partial files; returns how many went.
+
+    Run at start-up, before any snapshot is written. A file that cannot be
+    removed (a read-only disk) is logged and left for the next start.
+    """
+    try:
+        names = sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+    except FileNotFoundError:
+        return 0
+    except OSError as error:
+        log.warning("cannot list the snapshot folder %s: %s", folder, error.strerror)
+        return 0
+    removed = 0
+    for name in names:
+        partial = name.endswith(PARTIAL)
+        orphan = name.endswith(SUFFIX) and name[: -len(SUFFIX)] not in galleries
+        if (partial or orphan) and _remove(folder / name):
+            removed += 1
+    if removed:
+        log.info("removed %d stale snapshot files (deleted galleries, interrupted writes)", removed)
+    return removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        log.warning("cannot remove %s: %s", path, error.strerror)
+        return False
+    return True
 
 
 def _read_exact(data: bytes, offset: int, length: int) -> bytes:

@@ -4,8 +4,10 @@
         --legal-basis "Order 2026/114 of the border court" --hours 12 --client admin-1
 
 The token goes into the camera's configuration; the server checks it on every
-message of the camera's stream (gallery, camera, validity, the admin's
-certificate) and records its first use in the transparency log.
+message of the camera's stream (gallery, camera, validity of at most 31 days,
+the admin's certificate, which must be the one `issued_by` names) and records
+its first use, with the signing certificate's serial, in the transparency log.
+`--pki-dir` may be the admin's own bundle (`safepassage pki issue --bundle`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from safepassage_cli.client import DEFAULT_PKI
+from safepassage_core.private_files import PrivateFileRefused, read_private
 
 
 def add_authorise_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,9 +44,12 @@ def run_authorise(args: argparse.Namespace) -> int:
     key_path = args.key or clients / f"{args.client}-key.pem"
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = load_pem_private_key(key_path.read_bytes(), password=None)
+        key = load_pem_private_key(read_private(key_path, "admin key"), password=None)
     except (OSError, ValueError) as error:
         print(f"error: cannot read the admin certificate or key: {error}", file=sys.stderr)
+        return 2
+    except PrivateFileRefused as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         print("error: the admin key is not an EC key", file=sys.stderr)

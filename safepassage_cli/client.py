@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage_core.private_files import PrivateFileRefused, read_private
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_PKI = Path("var/safepassage/pki")
@@ -76,6 +77,16 @@ def _read(path: Path, what: str) -> bytes:
         ) from None
 
 
+def _read_key(path: Path) -> bytes:
+    """The client's key, refused (the file named) if group or others may read it."""
+    if not path.exists():
+        return _read(path, "client key")
+    try:
+        return read_private(path, "client key")
+    except PrivateFileRefused as error:
+        raise ClientSetupError(str(error)) from None
+
+
 def open_channel(address: str, files: ClientFiles | None, plaintext: bool = False) -> grpc.Channel:
     options = [
         ("grpc.max_send_message_length", MESSAGE_LIMIT),
@@ -85,7 +96,7 @@ def open_channel(address: str, files: ClientFiles | None, plaintext: bool = Fals
         return grpc.insecure_channel(address, options=options)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(files.ca, "CA certificate"),
-        private_key=_read(files.key, "client key"),
+        private_key=_read_key(files.key),
         certificate_chain=_read(files.cert, "client certificate"),
     )
     return grpc.secure_channel(address, credentials, options=options)
@@ -117,5 +128,5 @@ class Stubs:
         certificate = x509.load_pem_x509_certificate(_read(self.files.cert, "client certificate"))
         client_id = str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         return holder_credential.sign_capture(
-            _read(self.files.key, "client key"), client_id, image, holder_credential.Liveness(liveness)
+            _read_key(self.files.key), client_id, image, holder_credential.Liveness(liveness)
         )

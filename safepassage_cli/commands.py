@@ -51,6 +51,10 @@ def _print_gallery(g: pb.Gallery) -> None:
             f"  calibrated: {c.impostor_searches} impostor searches ({c.method}) at size {c.gallery_size},"
             f" {c.calibrated_at.ToDatetime():%Y-%m-%d %H:%M} UTC"
         )
+    if g.quarantined_templates:
+        print(f"  quarantined: {g.quarantined_templates} stored templates, not searched (see the server log)")
+    if g.index_build_failures:
+        print(f"  index builds failed: {g.index_build_failures} since start-up (server log has the cause)")
 
 
 def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:

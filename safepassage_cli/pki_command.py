@@ -1,7 +1,7 @@
 """`safepassage pki`: the deployment's CA, server and client certificates, on the PKI folder itself.
 
 safepassage pki init [--server-name NAME ...]
-safepassage pki issue CLIENT_ID --role ROLE [--organisation ORG] [--days N] [--replace]
+safepassage pki issue CLIENT_ID --role ROLE --bundle PATH [--organisation ORG] [--days N] [--replace]
 safepassage pki issue-server [NAME ...] [--days N]
 safepassage pki revoke CLIENT_ID|SERIAL
 safepassage pki list [--json]
@@ -10,6 +10,12 @@ These work on files, not through the server: they need the CA key, which
 the server never reads. A running server honours a revocation on its next
 call; a new server certificate when it restarts. NGO caseworkers and kiosks
 act for one organisation: their certificates must name it (--organisation).
+
+A client's private key is written only to its bundle (--bundle PATH: a new
+0700 folder with the key, the certificate and the CA certificate, to hand to
+the client; `--pki-dir PATH --client ID` then connects with it): the PKI
+folder keeps no copy. Only a development PKI, made by the server's first run,
+keeps its clients' keys in clients/ when no bundle is asked for.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from safepassage_core.errors import SafePassageError
+from safepassage_server.client_bundle import ClientBundle
 from safepassage_server.identity import Role
 from safepassage_server.pki import (
     DEFAULT_SERVER_NAMES,
     CertificateKind,
     ChangeHook,
+    InvalidCertificateRequest,
     IssuedCert,
     Pki,
     fingerprint_of,
@@ -51,7 +59,20 @@ def _print_issued(issued: IssuedCert) -> None:
         what = f"{issued.client_id} ({issued.role.value})"
     print(f"issued {what}: serial {format_serial(issued.serial)}, valid until {_date(issued.not_after)}")
     print(f"  certificate: {issued.cert_path}")
-    print(f"  key:         {issued.key_path} (mode 0600)")
+    if issued.key_path is not None:
+        print(f"  key:         {issued.key_path} (mode 0600)")
+
+
+def _warn_stray_keys(pki: Pki) -> None:
+    stray = pki.stray_client_keys()
+    if stray:
+        names = ", ".join(path.name for path in stray)
+        print(
+            f"warning: {len(stray)} client keys lie in {pki.paths.clients} ({names}), left by an earlier"
+            " version: whoever reads this folder can act as those clients. Hand each to its client"
+            " (or revoke it and issue a new one with --bundle), then delete it here",
+            file=sys.stderr,
+        )
 
 
 def init(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
@@ -66,17 +87,40 @@ def init(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
 
 def issue(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
     pki = Pki.open(args.pki_dir, on_change=on_change)
+    _warn_stray_keys(pki)
+    if args.bundle is None and not pki.development:
+        raise InvalidCertificateRequest(
+            f"{pki.folder} keeps no client keys: pass --bundle PATH, a new folder to write the"
+            " client's key, certificate and the CA certificate to, and hand it to the client"
+        )
     earlier = [
         r
         for r in pki.list()
         if r.kind is CertificateKind.CLIENT and r.client_id == args.client_id and r.status() == "valid"
     ]
-    issued = pki.issue_client(
-        args.client_id, args.role, args.days, replace=args.replace, organisation=args.organisation
-    )
+    bundle = ClientBundle.reserve(args.bundle, pki.folder) if args.bundle is not None else None
+    try:
+        issued = pki.issue_client(
+            args.client_id,
+            args.role,
+            args.days,
+            replace=args.replace,
+            organisation=args.organisation,
+            keep_key=None if bundle is None else False,
+        )
+    except BaseException:
+        if bundle is not None:
+            bundle.release()
+        raise
+    if bundle is not None:
+        bundle.write(issued, pki.ca_pem)
     _print_issued(issued)
-    print("  give the client both files and the CA certificate over a secure channel,")
-    print("  then delete the key here")
+    if bundle is not None:
+        print(f"  bundle:      {bundle.folder} (mode 0700; the key in it is the only copy, mode 0600)")
+        print("  hand the bundle to the client over a secure channel; it connects with")
+        print(f"  --pki-dir {bundle.folder} --client {issued.client_id}")
+    else:
+        print("  development PKI: the key stays here for the command line on this machine")
     for record in earlier:
         # Revoking by client id would revoke the new certificate too.
         print(
@@ -102,7 +146,9 @@ def revoke(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
 
 
 def list_certificates(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
-    records = Pki.open(args.pki_dir).list()
+    pki = Pki.open(args.pki_dir)
+    _warn_stray_keys(pki)
+    records = pki.list()
     if args.json:
         rows = [
             {
@@ -165,6 +211,14 @@ def add_pki_parser(
         help="id of the organisation the client acts for, e.g. la-strada (a-z 0-9 -);"
         " required for ngo_caseworker and kiosk, which are bound to their organisation's records;"
         " optional for other roles",
+    )
+    issued.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="PATH",
+        help="a new folder (0700) to write the client's key, certificate and the CA certificate to, to hand"
+        " to the client; the PKI folder keeps no copy of the key. Required unless the PKI is the"
+        " development one the server made on its first run",
     )
     issued.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     issued.add_argument(

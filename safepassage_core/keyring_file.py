@@ -23,12 +23,12 @@ import json
 import logging
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safepassage_core.errors import SafePassageError
+from safepassage_core.private_files import check_owner_only, make_private_folder
 
 __all__ = [
     "FORMAT_VERSION",
@@ -147,7 +147,8 @@ def parse(data: bytes, where: str, fmt: KeyringFormat) -> KeyringState:
 
 
 def load(path: Path, fmt: KeyringFormat) -> KeyringState:
-    """Read and validate the keyring at ``path``; ``fmt.error`` if missing, unreadable or malformed."""
+    """Read and validate the keyring at ``path``; ``fmt.error`` if missing, unreadable, malformed or
+    accessible to group or others."""
     where = f"{fmt.keyring} {str(path)!r}"
     try:
         with open(path, "rb") as handle:
@@ -159,9 +160,8 @@ def load(path: Path, fmt: KeyringFormat) -> KeyringState:
         raise fmt.error(f"cannot read {where}: {exc.strerror}") from None
     if len(data) > MAX_FILE_SIZE:
         raise fmt.error(f"{where} is too large to be a keyring")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Warn rather than refuse, as store.keys does: the operator may use group-owned secret mounts.
-        fmt.log.warning("%s %s is accessible to group or others (mode %o)", fmt.keyring, path, mode & 0o777)
+    # Refused, not warned about: whoever can read the keyring can read everything under its keys.
+    check_owner_only(path, mode, fmt.keyring, fmt.error)
     return parse(data, where, fmt)
 
 
@@ -176,7 +176,7 @@ def write(path: Path, state: KeyringState, fmt: KeyringFormat, *, replace: bool)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         if not replace:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_folder(path.parent)
         try:
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 os.fchmod(out.fileno(), 0o600)  # the umask may have taken bits; never leave more

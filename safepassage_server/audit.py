@@ -2,10 +2,11 @@
 
 Each operation becomes one log entry (who, what, which gallery, when, outcome,
 counts); nothing biometric or personal goes in (the log's own event type
-refuses it). Searches also feed the fishing detector; when a rule trips, an
-``alert.fishing`` entry is appended and a warning logged, for an auditor to
-find. If the log cannot be written, the call fails: an operation that leaves
-no record must not happen.
+refuses it). Searches also feed the fishing detector, counted by what the
+gallery's own threshold decided (the ``gallery_decision`` the matching
+servicer notes); when a rule trips, an ``alert.fishing`` entry is appended
+and a warning logged, for an auditor to find. If the log cannot be written,
+the call fails: an operation that leaves no record must not happen.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class AuditRecorder:
             LogEvent.now(actor, operation, gallery_id=gallery_id, outcome=outcome, details=details)
         )
         short = operation.rsplit("/", 1)[-1]
-        kind, result = _SEARCHES.get(short), _OUTCOMES.get(outcome)
+        # What the gallery's own threshold decided, where the caller chose a stricter one: a
+        # stricter threshold must neither hide a trawl's hits nor make honest searches look like misses.
+        kind, result = _SEARCHES.get(short), _OUTCOMES.get(details.get("gallery_decision", outcome))
         if short == "VerifyHolder" and outcome in _REFUSED_HOLDER_CHECKS:
             result = Outcome.NO_MATCH
         if details.get("replayed") == "true":

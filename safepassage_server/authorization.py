@@ -12,15 +12,28 @@ check; officers and kiosks verify a holder 1:1; no
 officer has any 1:N over protected records. Auditors see metadata and the
 transparency log, never a search. A CCTV unit may only stream searches to a
 watchlist, and only under a signed authorisation (see cctv_authorisation.py).
+
+Thresholds belong to the gallery. A camera searches every passing face, so it
+may not name a threshold or a target FPIR at all; another role may name one
+only to be stricter than the gallery's own (a lower distance, a higher
+similarity, whichever way the gallery's metric runs), never looser.
+
+A kept CCTV hit is confirmed by a role with CONFIRM_MATCH on the gallery's
+purpose (officers, on watchlists), and only a hit that a camera searched
+under a CCTV authorisation for that gallery: the kept probe records the
+camera and the authorisation's id. The probe must be named with its own
+gallery (another gallery's probe is NOT_FOUND); it is confirmed once.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Mapping
 
 from matcher import GalleryPurpose
 from safepassage_core.errors import PermissionDenied
+from safepassage_core.metric import Metric
 from safepassage_server.identity import Caller, Role
 
 W = frozenset({GalleryPurpose.WATCHLIST})
@@ -170,4 +183,56 @@ def check_purpose(caller: Caller, operation: Operation, gallery_id: str, purpose
         raise PermissionDenied(
             f"role {caller.role.value} may not call {operation.value} on gallery {gallery_id!r}"
             f" ({purpose.value} galleries)"
+        )
+
+
+# Searches whose requests may carry a threshold (or, Identify, a target FPIR).
+THRESHOLD_OPERATIONS = frozenset({Operation.IDENTIFY, Operation.VERIFY, Operation.IDENTIFY_STREAM})
+# Roles that always search at the gallery's own threshold.
+GALLERY_THRESHOLD_ONLY = frozenset({Role.CCTV_EDGE})
+
+
+def check_may_choose_threshold(caller: Caller, operation: Operation, gallery_id: str) -> None:
+    """Raise PermissionDenied if the role may not name a threshold or target FPIR at all."""
+    if caller.role in GALLERY_THRESHOLD_ONLY:
+        raise PermissionDenied(
+            f"role {caller.role.value} may not choose the threshold of {operation.value} on gallery"
+            f" {gallery_id!r}: it searches at the gallery's own threshold (send neither threshold"
+            " nor target_fpir)"
+        )
+
+
+def _wire(value: float) -> float:
+    """The value at the API's float32 precision, so naming the gallery's own threshold is not looser."""
+    try:
+        result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond float32: no request can name it
+        return value
+    return result
+
+
+def check_stricter_threshold(
+    caller: Caller, operation: Operation, gallery_id: str, metric: Metric, own: float, asked: float
+) -> None:
+    """Raise PermissionDenied if `asked` would match more than the gallery's own threshold `own`."""
+    check_may_choose_threshold(caller, operation, gallery_id)
+    looser = _wire(asked) < _wire(own) if metric.higher_is_closer else _wire(asked) > _wire(own)
+    if looser:
+        way = "lower" if metric.higher_is_closer else "higher"
+        raise PermissionDenied(
+            f"role {caller.role.value} asked {operation.value} on gallery {gallery_id!r} for a threshold"
+            f" looser than the gallery's own ({way}, {metric.value}); a request may only make it stricter"
+        )
+
+
+def check_confirmation(
+    caller: Caller, gallery_id: str, purpose: GalleryPurpose, authorisation_id: str
+) -> None:
+    """Raise PermissionDenied unless the caller may confirm this kept hit of `gallery_id`."""
+    check_purpose(caller, Operation.CONFIRM_MATCH, gallery_id, purpose)
+    if not authorisation_id:
+        # Kept before hits recorded their authorisation: nothing shows a camera was allowed to search.
+        raise PermissionDenied(
+            f"the hit in gallery {gallery_id!r} was not kept under a CCTV authorisation;"
+            " it cannot be confirmed"
         )

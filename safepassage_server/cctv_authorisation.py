@@ -11,6 +11,14 @@ Token: ``base64url(payload JSON) . base64url(ECDSA-P256-SHA256 signature) .
 base64url(the admin's certificate, DER)``. The certificate must be issued by
 the deployment's CA, carry the admin role and not be revoked; the payload's
 version marks the format.
+
+The signer is the certificate that signed, whatever the payload says: its
+``issued_by`` must be that certificate's client id (an admin cannot credit, or
+blame, another admin), and the verified authorisation carries the certificate's
+serial (``signer_serial``) for the transparency log. The validity limits that
+``sign`` applies (a window of at most 31 days that ends after it starts) are
+checked again on every verification: a token signed by other means gets no
+more than the command would have given.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +41,7 @@ from cryptography.x509.oid import NameOID
 
 from safepassage_core.errors import PermissionDenied
 from safepassage_server.identity import Caller, Role
+from safepassage_server.pki import CLIENT_ID, format_serial
 
 METADATA_KEY = "x-safepassage-authorisation"
 # A real token is about 1 KB (payload, signature, one certificate).
@@ -52,13 +62,34 @@ class Authorisation:
     legal_basis: str
     not_before: int  # seconds since the epoch
     expires: int
-    issued_by: str  # the admin's client id
+    issued_by: str  # the admin's client id: the common name of the certificate that signed
     version: int = VERSION
+    # Not signed: the serial (hex, as the PKI shows it) of the certificate that signed, set
+    # by the verifier from that certificate. "" in an authorisation not verified yet.
+    signer_serial: str = ""
 
     def payload(self) -> bytes:
         body = asdict(self)
+        del body["signer_serial"]
         body["cameras"] = list(self.cameras)
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def check_window(not_before: int, expires: int) -> None:
+    """Refuse a validity window that `sign` would never make: empty, reversed or over 31 days."""
+    if not 0 < expires - not_before <= MAX_VALIDITY_S:
+        raise AuthorisationRefused(
+            f"an authorisation's validity must end after it starts and last at most"
+            f" {MAX_VALIDITY_S // 86400} days"
+        )
+
+
+def signer_id(certificate: x509.Certificate) -> str:
+    """The client id of a signing certificate: its one common name, which must be a client id."""
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str) or not CLIENT_ID.fullmatch(names[0].value):
+        raise AuthorisationRefused("authorisation's signing certificate does not name one client id")
+    return names[0].value
 
 
 def _b64(data: bytes) -> str:
@@ -84,8 +115,13 @@ def sign(
         raise ValueError(f"validity must be between 1 s and {MAX_VALIDITY_S // 86400} days")
     if not cameras or not legal_basis.strip():
         raise ValueError("an authorisation names at least one camera and a legal basis")
+    if admin_key.public_key() != admin_cert.public_key():
+        raise ValueError("the key is not the key of the admin certificate")
+    try:
+        admin_id = signer_id(admin_cert)
+    except AuthorisationRefused as error:
+        raise ValueError(str(error)) from None
     start = int(time.time() if now is None else now)
-    admin_id = admin_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     grant = Authorisation(
         authorisation_id=secrets.token_hex(8),
         gallery_id=gallery_id,
@@ -93,7 +129,7 @@ def sign(
         legal_basis=legal_basis.strip(),
         not_before=start,
         expires=start + valid_for_s,
-        issued_by=str(admin_id),
+        issued_by=admin_id,
     )
     payload = grant.payload()
     signature = admin_key.sign(payload, ec.ECDSA(hashes.SHA256()))
@@ -120,6 +156,13 @@ class AuthorisationVerifier:
             )
         grant, admin = self._decode(token)
         self._check_admin(admin)
+        signer = signer_id(admin)
+        if grant.issued_by != signer:
+            raise AuthorisationRefused(
+                f"authorisation {grant.authorisation_id} is signed by {signer}'s certificate"
+                " but names another admin as its signer"
+            )
+        check_window(grant.not_before, grant.expires)
         clock = time.time() if now is None else now
         if clock < grant.not_before:
             raise AuthorisationRefused(f"authorisation {grant.authorisation_id} is not valid yet")
@@ -134,7 +177,7 @@ class AuthorisationVerifier:
             raise AuthorisationRefused(
                 f"authorisation {grant.authorisation_id} does not name camera {caller.client_id!r}"
             )
-        return grant
+        return replace(grant, signer_serial=format_serial(admin.serial_number))
 
     def _decode(self, token: str) -> tuple[Authorisation, x509.Certificate]:
         if len(token) > MAX_TOKEN_CHARS:
@@ -156,8 +199,7 @@ class AuthorisationVerifier:
                 raise AuthorisationRefused("authorisation token is malformed")
             if body.get("version") != VERSION:
                 raise AuthorisationRefused(f"authorisation version {body.get('version')!r} is not supported")
-            body["cameras"] = tuple(body["cameras"])
-            grant = Authorisation(**body)
+            grant = _grant_of(body)
         except AuthorisationRefused:
             raise
         except (ValueError, TypeError, KeyError, binascii.Error):
@@ -188,3 +230,34 @@ class AuthorisationVerifier:
             raise AuthorisationRefused("authorisation's admin certificate is expired or not yet valid")
         if self._is_revoked(admin.serial_number):
             raise AuthorisationRefused("authorisation's admin certificate is revoked")
+
+
+_T = TypeVar("_T")
+_PAYLOAD_FIELDS = frozenset(field.name for field in fields(Authorisation)) - {"signer_serial"}
+
+
+def _field(body: dict[str, object], name: str, kind: type[_T]) -> _T:
+    value = body.get(name)
+    # bool is an int to Python, never to the format; a float or text time is not a time.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise AuthorisationRefused("authorisation token is malformed")
+    return value
+
+
+def _grant_of(body: dict[str, object]) -> Authorisation:
+    """The payload as an Authorisation: exactly the payload's fields, each of its JSON type."""
+    if set(body) != _PAYLOAD_FIELDS:
+        raise AuthorisationRefused("authorisation token is malformed")
+    cameras = _field(body, "cameras", list)
+    if not all(isinstance(camera, str) for camera in cameras):
+        raise AuthorisationRefused("authorisation token is malformed")
+    return Authorisation(
+        authorisation_id=_field(body, "authorisation_id", str),
+        gallery_id=_field(body, "gallery_id", str),
+        cameras=tuple(str(camera) for camera in cameras),
+        legal_basis=_field(body, "legal_basis", str),
+        not_before=_field(body, "not_before", int),
+        expires=_field(body, "expires", int),
+        issued_by=_field(body, "issued_by", str),
+        version=_field(body, "version", int),
+    )

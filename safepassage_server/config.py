@@ -86,9 +86,41 @@ class RetentionConfig(_Section):
     purge_interval_s: float = Field(300.0, gt=0)
 
 
+class WitnessConfig(_Section):
+    # A witness (`safepassage audit witness serve`, run on another host with its own key) that
+    # cosigns each tree head only if it extends the last one it cosigned: a log cut back, or
+    # rewritten and re-signed by whoever holds the log key, is refused. Empty: no witness.
+    url: str = ""
+    # The witness's Ed25519 public key (PEM, its witness-public.pem): checks its cosignatures.
+    public_key_file: Path | None = None
+    # True: refuse to start when the witness cannot say which head it last cosigned. False: start
+    # with the head file's check alone, and publish once the witness is back.
+    required: bool = False
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _key_with_url(self) -> WitnessConfig:
+        if self.url and self.public_key_file is None:
+            raise ValueError("a witness url needs the witness's public_key_file")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("a witness url starts with http:// or https://")
+        if self.required and not self.url:
+            raise ValueError("a required witness needs its url")
+        return self
+
+
 class AuditConfig(_Section):
-    # Sign a tree head of the transparency log this often (and at shutdown).
+    # Sign a tree head of the transparency log this often (and at shutdown), record it in
+    # head_file and publish it to the witness.
     tree_head_interval_s: float = Field(60.0, gt=0)
+    # The log's Ed25519 signing key. Empty: <keys_dir>/audit-log-ed25519.pem. Keep it out of the
+    # data folder: whoever holds it and the log can rewrite the log and re-sign it.
+    key_file: Path | None = None
+    # The newest tree head the server published, kept outside the log's database (and the data
+    # folder); start-up refuses a log shorter than it or inconsistent with it.
+    # Empty: <keys_dir>/audit-log-head.json.
+    head_file: Path | None = None
+    witness: WitnessConfig = WitnessConfig()
 
 
 class FacesConfig(_Section):
@@ -100,6 +132,12 @@ class FacesConfig(_Section):
     embedder: str = "dlib-resnet-v1"
     max_image_bytes: int = Field(10 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
+    # Memory all requests together may spend on decoded images at once (safepassage_server/
+    # decode_budget.py): an image takes ~12 bytes a pixel (24 with transparency), read from its
+    # header before decoding. A request waits up to decode_wait_s for its share, then is refused
+    # with RESOURCE_EXHAUSTED. 1 GiB: two 40 MP photos at once, or forty 1080p frames.
+    decode_budget_bytes: int = Field(1024 * MiB, ge=16 * MiB)
+    decode_wait_s: float = Field(5.0, ge=0, le=600)
     # dlib backend: images larger than this are downscaled for detection.
     detection_max_side: int = Field(1600, ge=320)
     # onnx backend: the detector runs on the frame downscaled to this side.
@@ -274,7 +312,11 @@ class Config(_Section):
 
     @property
     def audit_key_path(self) -> Path:
-        return self.keys_dir / "audit-log-ed25519.pem"
+        return self.audit.key_file or self.keys_dir / "audit-log-ed25519.pem"
+
+    @property
+    def audit_head_path(self) -> Path:
+        return self.audit.head_file or self.keys_dir / "audit-log-head.json"
 
     @property
     def records_path(self) -> Path:
@@ -325,6 +367,8 @@ _PATHS = {
     "enrolment": ("keyring_file",),
     "matching.milvus": ("token_file", "tls_server_pem", "tls_ca_pem", "tls_client_pem", "tls_client_key"),
     "matching.template_protection": ("keyring_file",),
+    "audit": ("key_file", "head_file"),
+    "audit.witness": ("public_key_file",),
 }
 
 

@@ -85,6 +85,8 @@ def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
         index_recall=info.index_recall,
         target_fpir=spec.target_fpir,
         protection_version=spec.protection_version or 0,
+        quarantined_templates=info.quarantined,
+        index_build_failures=info.index_build_failures,
     )
     if info.calibration is not None:
         gallery.calibration.CopyFrom(

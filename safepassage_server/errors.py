@@ -27,6 +27,7 @@ from safepassage_core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from store.errors import write_refused
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def describe(error: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
         level = logging.WARNING if code in _DENIALS else logging.INFO
         log.log(level, "%s -> %s (%s)", method, code.name, type(error).__name__)
         return code, str(error)
+    if write_refused(error):  # a full or read-only data folder is a state to retry, not a bug
+        log.error("%s: the data folder refused a write: %s", method, error)
+        return grpc.StatusCode.UNAVAILABLE, "the server cannot write its data folder now; retry later"
     log.exception("%s failed with an unexpected error", method)
     return grpc.StatusCode.INTERNAL, "internal error; the server log has details"
 

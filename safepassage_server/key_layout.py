@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 
 from safepassage_core.errors import FailedPrecondition
+from safepassage_core.private_files import make_private_folder
 from safepassage_server.config import Config
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ def check_key_layout(config: Config) -> None:
             f" that copy. Keep it outside (storage.keys_dir, default {config.keys_dir}, or"
             " enrolment.keyring_file), or set enrolment.allow_keyring_in_data_dir = true if backups"
             " of the data folder leave the keyring out"
+        )
+    head = config.audit_head_path
+    if _real(head).is_relative_to(_real(data_dir)):
+        raise KeyLayoutError(
+            f"the transparency log's head file {head} is inside the data folder {data_dir}: whoever"
+            " can cut the log back can cut its last published head back with it, and the start-up"
+            " check would pass. Keep it outside (audit.head_file, default in storage.keys_dir)"
         )
     _refuse_legacy_layout(config)
     for what, path in key_files(config):
@@ -134,7 +142,8 @@ def _make_keys_dir(config: Config) -> None:
     if not any(_real(path).is_relative_to(_real(folder)) for _, path in key_files(config)):
         return
     try:
-        folder.mkdir(parents=True, mode=0o700)
+        make_private_folder(folder.parent)  # missing parents 0700 too, not the umask's mode
+        folder.mkdir(mode=0o700)
     except FileExistsError:
         mode = folder.stat().st_mode & 0o777
         if mode & 0o077:

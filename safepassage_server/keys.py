@@ -16,10 +16,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from safepassage_core.errors import FailedPrecondition, InvalidInput
+from safepassage_core.errors import InvalidInput
+from safepassage_core.private_files import make_private_folder, read_private
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 32
+_MAX_KEY_FILE = 1024  # 44 base64 characters and whitespace; larger is not a key
 
 
 class KeyFileError(InvalidInput):
@@ -39,20 +41,21 @@ def _parse(data: bytes, path: Path) -> bytes:
 
 
 def load_or_create_key(path: Path, create: bool) -> bytes:
-    """Read the key at `path`; create it (mode 0600) on first run when allowed."""
+    """Read the key at `path`; create it (mode 0600) on first run when allowed.
+
+    A key file that group or others may read is refused (PrivateFileRefused, naming the file).
+    """
     if not path.exists():
         if not create:
             raise KeyFileError(f"key file {path} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_folder(path.parent)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as out:
             out.write(base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
         log.warning(
             "generated a new template key at %s: back it up, or stored templates are lost with it", path
         )
-    if path.stat().st_mode & 0o077:
-        raise FailedPrecondition(f"key file {path} is readable by other users; chmod 600 it")
-    return _parse(path.read_bytes(), path)
+    return _parse(read_private(path, "template key", limit=_MAX_KEY_FILE), path)
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:

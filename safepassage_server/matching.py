@@ -10,6 +10,14 @@ A duplicate arriving while its first copy is being answered gets ABORTED.
 Only answers are kept, never errors: a retry after the cause is fixed may
 succeed. The same id with a different query (a client bug) is searched
 afresh, so nobody is given another query's answer.
+
+Each search notes, for the transparency log and the fishing detector, the
+threshold it used, where that came from, and what the gallery's own
+threshold would have decided (call_notes.py); which thresholds a caller may
+ask for is the access policy's (authorization.py), checked before any
+servicer runs. A kept CCTV hit records the camera and the authorisation that
+admitted its search; ConfirmMatch asks the policy whether the caller may
+confirm it, and the probe store confirms it once.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import numpy as np
 
 import faces
 import store
-from matcher import Matcher
+from matcher import Identification, Matcher, ThresholdChoice, ThresholdSource
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_core.errors import InvalidInput, SafePassageError
+from safepassage_server.authorization import check_confirmation
+from safepassage_server.call_notes import after_logged, note_search, noted_authorisation
 from safepassage_server.config import MatchingConfig
 from safepassage_server.conversion import (
     box_to_pb,
@@ -193,6 +203,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             target_fpir=used.target_fpir,
         )
         if not found:
+            note_search(used.value, used.source.name, gallery_match=False)
             return response, found
         results = self._matcher.identify(
             gallery_id,
@@ -204,6 +215,9 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         )
         # The gallery may have grown between the check and the search: report what was used.
         response.threshold = results[0].threshold
+        named = threshold is not None or target_fpir is not None
+        own = self._matcher.check_search(gallery_id) if named else used
+        _note(results, own)
         for face, result in zip(found, results, strict=True):
             response.faces.append(face_result_to_pb(result, face.box))
         if any(r.match for r in results):
@@ -237,6 +251,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
                 _ABORTED,
                 f"request {request.request_id} is being answered on another stream; retry",
             )
+        deferred = False
         try:
             query = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
             kept = self._replies.get(*key)
@@ -245,20 +260,29 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
                 answer.replayed = True
                 return answer
             if kept is not None:
-                log.warning("client %s reused request id %s for another query; searched afresh", *key)
+                log.warning("client %s reused a request id for another query; searched afresh", key[0])
             answer = self._search(caller, request)  # an error raises: errors are never kept
-            self._remember(key, query, answer)
+            # Kept only once the search is logged (call_notes.after_logged); the id stays claimed
+            # until then, so a copy arriving on another stream meanwhile is told to retry.
+            deferred = True
+            after_logged(lambda logged: self._remember(key, query, answer, logged))
             return answer
         finally:
-            self._in_flight.release(key)
+            if not deferred:
+                self._in_flight.release(key)
 
-    def _remember(self, key: tuple[str, str], query: bytes, answer: pb.IdentifyStreamResponse) -> None:
+    def _remember(
+        self, key: tuple[str, str], query: bytes, answer: pb.IdentifyStreamResponse, logged: bool
+    ) -> None:
         try:
-            self._replies.put(*key, query, answer.SerializeToString())
+            if logged:
+                self._replies.put(*key, query, answer.SerializeToString())
         except SafePassageError as error:
             # The search is done (a hit may be kept): the answer still goes out rather than
             # being lost to bookkeeping; only a replay of it would search again.
-            log.error("answer to request %s of client %s not kept: %s", key[1], key[0], error)
+            log.error("an answer to client %s not kept: %s", key[0], error)
+        finally:
+            self._in_flight.release(key)
 
     def _search(self, caller: Caller, request: pb.IdentifyRequest) -> pb.IdentifyStreamResponse:
         result, faces = self._identify(request)
@@ -271,17 +295,23 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         """Keep a CCTV probe that matched, for an officer to confirm; purged after the retention."""
         face, found = next((f, r) for f, r in zip(faces, result.faces, strict=True) if r.decision == pb.MATCH)
         return self._kept.keep(
-            result.gallery_id, camera.client_id, face.vector, found.candidates[0].reference_id
+            result.gallery_id,
+            camera.client_id,
+            face.vector,
+            found.candidates[0].reference_id,
+            authorisation_id=noted_authorisation(),
         )
 
     def ConfirmMatch(
         self, request: pb.ConfirmMatchRequest, context: grpc.ServicerContext
     ) -> pb.ConfirmMatchResponse:
         gallery_id = require(request.gallery_id, "gallery_id")
-        kept = self._kept.get(request.probe_id)
-        if kept.gallery_id != gallery_id:
-            raise store.ProbeNotFound(f"probe {request.probe_id} is not a hit in gallery {gallery_id!r}")
-        confirmed = self._kept.confirm(request.probe_id, current_caller().label)
+        spec = self._matcher.spec(gallery_id)
+        # Looked up within the named gallery: another gallery's probe is NOT_FOUND, as if never kept.
+        kept = self._kept.get(request.probe_id, gallery_id)
+        caller = current_caller()
+        check_confirmation(caller, gallery_id, spec.purpose, kept.authorisation_id)
+        confirmed = self._kept.confirm(request.probe_id, gallery_id, caller.label)
         return pb.ConfirmMatchResponse(probe_id=confirmed.probe_id, reference_id=confirmed.candidate)
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
@@ -290,6 +320,10 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         face = self._one_face(request.probe, gallery_id, request.face_selection, "probe")
         threshold = request.threshold if request.HasField("threshold") else None
         outcome = self._matcher.verify(gallery_id, reference_id, face.vector, threshold)
+        # Verification's own threshold is the gallery's fixed one (no FPIR for 1:1).
+        own = self._matcher.spec(gallery_id).threshold
+        source = ThresholdSource.GALLERY if threshold is None else ThresholdSource.REQUEST
+        note_search(outcome.threshold, source.name, outcome.metric.is_match(outcome.score, own))
         return pb.VerifyResponse(
             decision=pb.MATCH if outcome.match else pb.NO_MATCH,
             score=outcome.score,
@@ -297,3 +331,10 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             metric=metric_to_pb(outcome.metric),
             box=box_to_pb(face.box) if face.box else None,
         )
+
+
+def _note(results: list[Identification], own: ThresholdChoice) -> None:
+    """Note the threshold a search used and what the gallery's own threshold would have decided."""
+    first = results[0]
+    gallery_match = any(first.metric.is_match(c.score, own.value) for r in results for c in r.candidates)
+    note_search(first.threshold, first.threshold_source.name, gallery_match)

@@ -3,8 +3,9 @@
 The server requires a client certificate issued by the deployment's CA
 (`server_credentials`); gRPC refuses anything else at the handshake. A
 connection then lives for hours, through expiries and revocations, so
-`caller_of` checks the certificate again on every call: signed by our CA,
-within its validity, a clientAuth certificate with a known role, not
+`caller_of` checks the certificate again on every call, and the access
+interceptor again for every message of a stream: signed by our CA, within
+its validity at that moment, a clientAuth certificate with a known role, not
 revoked. Parsing and the signature check are cached per certificate; the
 time and revocation checks are not.
 
@@ -33,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from safepassage_core.errors import SafePassageError, Unauthenticated
+from safepassage_core.private_files import read_private
 from safepassage_server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Caller, Role
 from safepassage_server.pki import (
     CLIENT_ID,
@@ -187,7 +189,9 @@ def server_credentials(pki_folder: Path) -> grpc.ServerCredentials:
     """Mutual TLS: the server's certificate, and client certificates required and checked against the CA."""
     paths = PkiPaths(pki_folder)
     try:
-        key, cert, ca = (p.read_bytes() for p in (paths.server_key, paths.server_cert, paths.ca_cert))
+        cert, ca = (p.read_bytes() for p in (paths.server_cert, paths.ca_cert))
+        # Refused, naming the file, if group or others may read it.
+        key = read_private(paths.server_key, "server TLS key", error=PkiNotInitialised)
     except OSError as error:
         raise PkiNotInitialised(
             f"cannot read the server's TLS files in {pki_folder} ({error.strerror}: {error.filename});"

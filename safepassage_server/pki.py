@@ -8,11 +8,20 @@ Everything lives in one folder (default ``<data_dir>/pki``)::
     server-key.pem      its key (0600)
     clients/ID.pem      a client's certificate (clientAuth; CN=ID, OU=role, O=SafePassage,
                         organizationIdentifier=ORG for the roles that act for an organisation)
-    clients/ID-key.pem  its key (0600): hand it to the client over a secure channel
+    clients/ID-key.pem  its key (0600), in a development PKI only (see below)
     index.json          every certificate issued: serial, kind, id, role, organisation, validity,
-                        fingerprint (indexes written before organisations load as "")
-    revoked.json        revoked serials and when they were revoked
+                        fingerprint (indexes written before organisations load as ""); 0600
+    revoked.json        revoked serials and when they were revoked; 0600
+    DEVELOPMENT         marks a development PKI (made by the server's first run)
     .lock               advisory lock that serialises changes between processes
+
+The folder and its clients/ folder are 0700. A client's private key is made
+for the client and is not the PKI's to keep: `issue_client` hands it back
+(``IssuedCert.key_pem``) and keeps no copy, and `safepassage pki issue
+--bundle` writes it, with the certificates, to a folder for the client
+(client_bundle.py). Only a development PKI (``Pki.init(development=True)``, the
+server's first run with ``tls.generate_dev_certs``) keeps its clients' keys in
+clients/, so that the command line on the same machine works without setup.
 
 A client's role is its certificate's OU, its id the CN and its organisation,
 if any, the organizationIdentifier (see identity.py). NGO caseworkers and
@@ -51,7 +60,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +78,7 @@ from safepassage_core.errors import (
     SafePassageError,
     Unavailable,
 )
+from safepassage_core.private_files import make_private_folder, read_private
 from safepassage_server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Role
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,13 @@ CLOCK_SKEW = datetime.timedelta(minutes=5)
 CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _DNS_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _FORMAT_VERSION = 1
+_MAX_PEM = 64 * 1024  # a PEM key is a few hundred bytes
+_DEVELOPMENT_NOTE = (
+    b"A development PKI, made by the server's first run (tls.generate_dev_certs).\n"
+    b"It keeps its clients' private keys in clients/ so that the command line on this machine\n"
+    b"works without setup. Never use it for a deployment: run `safepassage pki init` there,\n"
+    b"and hand each client its key with `safepassage pki issue ... --bundle PATH`.\n"
+)
 
 # Called with an operation name ("certificate.issue", "certificate.revoke",
 # "pki.init") and metadata that names the certificate, never a key.
@@ -161,6 +178,10 @@ class PkiPaths:
     def lock(self) -> Path:
         return self.folder / ".lock"
 
+    @property
+    def development(self) -> Path:
+        return self.folder / "DEVELOPMENT"
+
     def client_cert(self, client_id: str) -> Path:
         return self.clients / f"{client_id}.pem"
 
@@ -201,13 +222,13 @@ class CertificateRecord:
 
 @dataclass(frozen=True)
 class IssuedCert:
-    """A certificate just issued, with its key and where both were written."""
+    """A certificate just issued, with its key, where the certificate was written and the key, if kept."""
 
     record: CertificateRecord
     cert_pem: bytes
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)
     cert_path: Path
-    key_path: Path
+    key_path: Path | None  # None: the key was not written to the PKI folder (only key_pem has it)
 
     @property
     def serial(self) -> int:
@@ -335,7 +356,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that readers see the old file or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -482,11 +503,15 @@ class Pki:
         ca_cert: x509.Certificate,
         ca_key: ec.EllipticCurvePrivateKey,
         on_change: ChangeHook | None = None,
+        *,
+        development: bool = False,
     ) -> None:
         self.paths = PkiPaths(folder)
         self.ca_cert = ca_cert
         self._ca_key = ca_key
         self.on_change = on_change
+        # A development PKI keeps its clients' keys in clients/ (see the module's docstring).
+        self.development = development
 
     @property
     def folder(self) -> Path:
@@ -506,11 +531,14 @@ class Pki:
         *,
         on_change: ChangeHook | None = None,
         exist_ok: bool = False,
+        development: bool = False,
     ) -> Pki:
         """Create a CA, a server certificate and empty index and revocation list in `folder`.
 
         An existing CA is never replaced (every certificate it issued would
         stop working): with exist_ok the folder is opened, else it is an error.
+        `development` marks the folder as a development PKI, which keeps the
+        keys of the clients it issues in clients/.
         """
         paths = PkiPaths(folder)
         if paths.ca_cert.exists():
@@ -520,8 +548,7 @@ class Pki:
         if not server_names:
             raise InvalidCertificateRequest("at least one server name is needed")
         san = _san(server_names)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        paths.clients.mkdir(exist_ok=True, mode=0o700)
+        make_private_folder(paths.clients)
         with _locked(paths):
             if paths.ca_cert.exists():  # another process won the race
                 raise PkiAlreadyExists(f"{folder} already holds a PKI")
@@ -547,9 +574,11 @@ class Pki:
             write_atomic(paths.index, _index_json([]))
             write_atomic(paths.revoked, _revocations_json({}))
             write_atomic(paths.ca_key, _pem_key(ca_key), 0o600)
+            if development:
+                write_atomic(paths.development, _DEVELOPMENT_NOTE)
             # ca.pem last: its presence is what marks the folder as initialised.
-            write_atomic(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-        pki = cls(folder, ca_cert, ca_key, on_change)
+            write_atomic(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        pki = cls(folder, ca_cert, ca_key, on_change, development=development)
         pki._changed(
             "pki.init", {"ca_fingerprint": fingerprint_of(ca_cert), "not_after": _iso(_not_after(ca_cert))}
         )
@@ -561,21 +590,18 @@ class Pki:
     def open(cls, folder: Path, *, on_change: ChangeHook | None = None) -> Pki:
         paths = PkiPaths(folder)
         ca_cert = read_ca(folder)
-        try:
-            if paths.ca_key.stat().st_mode & 0o077:
-                raise PkiNotInitialised(f"the CA key {paths.ca_key} is readable by other users; chmod 600 it")
-            key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-        except FileNotFoundError:
+        if not paths.ca_key.exists():
             raise PkiNotInitialised(
                 f"no CA key at {paths.ca_key}: this folder can verify certificates but not issue them"
-            ) from None
-        except OSError as error:
-            raise PkiNotInitialised(f"cannot read {paths.ca_key}: {error.strerror}") from None
-        except ValueError:
+            )
+        pem = read_private(paths.ca_key, "CA key", limit=_MAX_PEM, error=PkiNotInitialised)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
             raise PkiCorrupt(f"{paths.ca_key} is not a PEM private key") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != ca_cert.public_key():
             raise PkiCorrupt(f"{paths.ca_key} is not the key of {paths.ca_cert}")
-        return cls(folder, ca_cert, key, on_change)
+        return cls(folder, ca_cert, key, on_change, development=paths.development.exists())
 
     def revocations(self) -> RevocationList:
         return RevocationList(self.paths.revoked)
@@ -592,8 +618,13 @@ class Pki:
         valid_from: datetime.datetime | None = None,
         valid_until: datetime.datetime | None = None,
         organisation: str | None = None,
+        keep_key: bool | None = None,
     ) -> IssuedCert:
-        """A client certificate and key, written to clients/ID.pem and clients/ID-key.pem (0600).
+        """A client certificate, written to clients/ID.pem, and its new key (``key_pem``).
+
+        The key is written to clients/ID-key.pem (0600) only if `keep_key`, which
+        defaults to whether this is a development PKI: otherwise the only copy is
+        the one returned, for the caller to hand to the client (client_bundle.py).
 
         `organisation` (an id such as ``la-strada``) goes into the subject's
         organizationIdentifier; ngo_caseworker and kiosk certificates need one,
@@ -637,11 +668,22 @@ class Pki:
             self._commit_issue(records, record)
             cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
             key_pem = _pem_key(key)
-            self.paths.clients.mkdir(exist_ok=True, mode=0o700)
-            cert_path, key_path = self.paths.client_cert(client_id), self.paths.client_key(client_id)
-            write_atomic(key_path, key_pem, 0o600)
-            write_atomic(cert_path, cert_pem)
+            make_private_folder(self.paths.clients)
+            cert_path = self.paths.client_cert(client_id)
+            key_path = self.paths.client_key(client_id) if self._keeps(keep_key) else None
+            if key_path is not None:
+                write_atomic(key_path, key_pem, 0o600)
+            write_atomic(cert_path, cert_pem, 0o644)
         return IssuedCert(record, cert_pem, key_pem, cert_path, key_path)
+
+    def _keeps(self, keep_key: bool | None) -> bool:
+        return self.development if keep_key is None else keep_key
+
+    def stray_client_keys(self) -> builtins.list[Path]:
+        """Client keys in clients/ of a PKI that keeps none: left there by an earlier version."""
+        if self.development or not self.paths.clients.is_dir():
+            return []
+        return sorted(self.paths.clients.glob("*-key.pem"))
 
     def issue_server(self, server_names: Sequence[str] = DEFAULT_SERVER_NAMES, days: int = 365) -> IssuedCert:
         """A new server certificate for these names, replacing server.pem and server-key.pem.
@@ -669,7 +711,7 @@ class Pki:
             record = _record_of(certificate, CertificateKind.SERVER, common_name, None, _now())
             self._commit_issue(records, record)
             write_atomic(self.paths.server_key, key_pem, 0o600)
-            write_atomic(self.paths.server_cert, cert_pem)
+            write_atomic(self.paths.server_cert, cert_pem, 0o644)
         return IssuedCert(record, cert_pem, key_pem, self.paths.server_cert, self.paths.server_key)
 
     def _validity(

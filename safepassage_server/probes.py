@@ -1,4 +1,9 @@
-"""Probes and templates from requests: an embedding as given, or faces found in an image."""
+"""Probes and templates from requests: an embedding as given, or faces found in an image.
+
+An image's decode cost is read from its header and reserved in the server's
+decode budget (safepassage_server.decode_budget) before any pixel is
+decompressed, and held while its pixels live: decoding and embedding.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import faces
 from matcher import GallerySpec
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_core.errors import FailedPrecondition, InvalidInput
+from safepassage_server.decode_budget import DecodeBudget
 
 
 class EmptyProbe(InvalidInput):
@@ -30,9 +36,10 @@ class ProbeFace:
 class ProbeReader:
     """Turns a request's Probe into vectors for one gallery."""
 
-    def __init__(self, embedder: faces.Embedder, limits: faces.ImageLimits) -> None:
+    def __init__(self, embedder: faces.Embedder, limits: faces.ImageLimits, budget: DecodeBudget) -> None:
         self._embedder = embedder
         self._limits = limits
+        self._budget = budget
 
     @property
     def model(self) -> faces.EmbeddingModel:
@@ -51,7 +58,10 @@ class ProbeReader:
                     f"gallery {gallery.gallery_id!r} holds {gallery.model_name} templates;"
                     f" this server embeds images with {self._embedder.model.name}"
                 )
-            image = faces.decode_image(probe.image, self._limits)
-            found = self._embedder.embed(image, selection)
+            header = faces.read_header(probe.image, self._limits)
+            with self._budget.reserve(header.decode_bytes):
+                image = faces.decode_image(probe.image, self._limits)
+                found = self._embedder.embed(image, selection)
+                del image  # the pixels go before their reservation does
             return [ProbeFace(face.embedding, face.box) for face in found]
         raise EmptyProbe(f"{field} is empty: give an embedding or a JPEG/PNG image")

@@ -14,6 +14,19 @@ behind its back. Per-connection pragmas:
 ``journal_mode=WAL`` is a property of the file, set once by the writer: readers
 then never block the writer and see a consistent snapshot per transaction.
 
+The WAL index: SQLite's default keeps it in a ``-shm`` file that every
+connection memory-maps. A mapped page the filesystem cannot provide (a failing
+or full disk, a file truncated behind the server's back) kills the process
+with SIGBUS, nothing logged; and on a full disk the ``-shm`` file cannot be
+made, so not even a read-only start works. The server's own files are
+therefore opened through SQLite's ``unix-excl`` VFS: the WAL index lives in
+this process's heap (shared by its connections), nothing is mapped, a full
+disk fails writes with SQLITE_FULL (-> StoreUnavailable) while reads go on,
+and another process cannot open the file at all (a second line behind the
+data-folder lock). Files other processes read while the server runs (the
+record vault, for ``records backup``) are opened ``shared``: the default VFS,
+falling back to the private WAL index when the ``-shm`` file cannot be made.
+
 Threading (:class:`Connections`): one writer connection behind a lock
 serialises every write, each a ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction
 (so other processes are serialised too); reads take a connection from a pool
@@ -28,17 +41,21 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from safepassage_core.private_files import make_private_folder
 from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreUnavailable
 from store.schema import apply_schema
 
 __all__ = [
     "ConnectionPool",
     "Connections",
+    "connect_shared",
     "failure_kind",
     "open_connection",
     "read_transaction",
@@ -64,6 +81,7 @@ _RETRYABLE = frozenset(
         sqlite3.SQLITE_CANTOPEN,
         sqlite3.SQLITE_PROTOCOL,
         sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
     }
 )
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -111,24 +129,59 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-def open_private_file(path: Path) -> sqlite3.Connection:
-    """A read-write connection to a database only this user may read (folder 0700, file 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch(mode=0o600, exist_ok=True)
-    return open_connection(path, read_only=False, busy_timeout=5.0)
+def open_private_file(path: Path, *, shared: bool = False) -> sqlite3.Connection:
+    """A read-write connection to a database only this user may read (folder 0700, file 0600).
+
+    ``shared``: other processes may open the file meanwhile (see the module's notes).
+    """
+    try:
+        make_private_folder(path.parent)
+        path.touch(mode=0o600, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the database file {path}: {exc.strerror}") from exc
+    return open_connection(path, read_only=False, busy_timeout=5.0, shared=shared)
 
 
-def open_connection(path: Path, *, read_only: bool, busy_timeout: float) -> sqlite3.Connection:
-    """Open and configure one connection to the store file."""
+# SQLite's VFS that keeps the WAL index in process memory and locks the file to this process.
+_PRIVATE_VFS = "unix-excl"
+
+
+def _connect(path: Path, busy_timeout: float, *, private: bool) -> sqlite3.Connection:
+    """A bare autocommit connection; ``private``: through the unix-excl VFS (see the module notes)."""
+    quoted = urllib.parse.quote(os.fspath(path.absolute()))
+    uri = f"file:{quoted}?vfs={_PRIVATE_VFS}" if private and sys.platform != "win32" else f"file:{quoted}"
+    # Connections move between threads (pool, generator finalisers) but
+    # are only ever used by one thread at a time.
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+
+
+def connect_shared(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A bare connection to a WAL file other processes open too (the record vault, the transparency log).
+
+    The shared WAL index is a ``-shm`` file; where it cannot be made or grown
+    (a full disk, a read-only folder) the connection falls back to a private
+    one, so the server still starts and reads. Other processes cannot open the
+    file meanwhile.
+    """
+    conn = _connect(path, busy_timeout, private=False)
+    try:
+        # The first read maps the WAL index: fail here, not in the first request.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        if failure_kind(error) != "unavailable":
+            raise
+        _log.warning("opening %s with a WAL index private to this process: %s", path, error)
+    return _connect(path, busy_timeout, private=True)
+
+
+def open_connection(
+    path: Path, *, read_only: bool, busy_timeout: float, shared: bool = False
+) -> sqlite3.Connection:
+    """Open and configure one connection to the store file (private to this process unless ``shared``)."""
     with sqlite_errors("open the database"):
-        conn = sqlite3.connect(
-            str(path),
-            timeout=busy_timeout,
-            isolation_level=None,
-            # Connections move between threads (pool, generator finalisers) but
-            # are only ever used by one thread at a time.
-            check_same_thread=False,
-        )
+        conn = connect_shared(path, busy_timeout) if shared else _connect(path, busy_timeout, private=True)
         try:
             if not read_only:
                 # Only takes effect while the file is empty, so before WAL is enabled.
@@ -222,7 +275,7 @@ class ConnectionPool:
 
 def _prepare_file(path: Path) -> None:
     """Create the file owner-only before SQLite opens it; WAL and SHM files inherit its mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folder(path.parent)  # the data folder and its missing parents: 0700
     os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600))
     for suffix in ("", "-wal", "-shm"):
         candidate = Path(f"{path}{suffix}")

@@ -36,8 +36,10 @@ from store.errors import (
     InvalidTemplate,
     ReferenceNotFound,
     StoreCorrupted,
+    TemplateIntegrityError,
 )
 from store.galleries import Galleries, gallery_row
+from store.quarantine import Quarantine, QuarantinedTemplate, QuarantineReason
 from store.records import GalleryRecord, GalleryState, StoredTemplate
 from store.schema import SCHEMA_VERSION
 from store.sealing import TemplateSealer
@@ -74,6 +76,7 @@ class TemplateStore:
         self._db = connections
         self._sealer = sealer
         self._galleries = Galleries(connections)
+        self._quarantine = Quarantine(connections)
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer, *, busy_timeout: float = 5.0) -> TemplateStore:
@@ -164,8 +167,24 @@ class TemplateStore:
         return self._galleries.state(gallery_id)
 
     def count(self, gallery_id: str) -> int:
-        """Number of templates in the gallery. Raises GalleryNotFound."""
+        """Number of templates in the gallery (quarantined ones aside). Raises GalleryNotFound."""
         return self.state(gallery_id).size
+
+    # -- quarantine (store.quarantine) ---------------------------------------
+
+    def quarantine_templates(
+        self, gallery_id: str, template_ids: TemplateIds, reason: QuarantineReason
+    ) -> int:
+        """Keep these rows aside (not indexed, not deleted); returns how many. Raises GalleryNotFound."""
+        return self._quarantine.add(gallery_id, [int(t) for t in template_ids], reason)
+
+    def quarantined_count(self, gallery_id: str) -> int:
+        """How many of the gallery's rows are quarantined. Raises GalleryNotFound."""
+        return self._quarantine.count(gallery_id)
+
+    def quarantined_templates(self, gallery_id: str, *, limit: int = 1000) -> list[QuarantinedTemplate]:
+        """The gallery's quarantined rows in template-id order. Raises GalleryNotFound."""
+        return self._quarantine.listing(gallery_id, limit=limit)
 
     # -- templates: writes ---------------------------------------------------
 
@@ -186,13 +205,14 @@ class TemplateStore:
             for chunk in _chunks(batch.reference_ids):
                 marks = ",".join("?" * len(chunk))
                 taken = conn.execute(
-                    "SELECT reference_id FROM templates"
+                    "SELECT reference_id, quarantined FROM templates"
                     f" WHERE gallery_pk = ? AND reference_id IN ({marks}) LIMIT 1",
                     (gallery.pk, *chunk),
                 ).fetchone()
                 if taken is not None:
+                    aside = " (quarantined: delete it first)" if taken[1] is not None else ""
                     raise DuplicateReference(
-                        f"reference {taken[0]!r} already exists in gallery {gallery_id!r}"
+                        f"reference {taken[0]!r} already exists in gallery {gallery_id!r}{aside}"
                     )
             ids = self._allocate_ids(conn, len(batch))
             sealed = self._sealer.seal_batch(matrix, gallery_id=gallery_id, template_ids=ids)
@@ -222,7 +242,8 @@ class TemplateStore:
         """Replace every template's vector (same ids and references) and the gallery's
         protection version in one transaction: a re-keying is all done or not at all.
 
-        ``template_ids`` must be exactly the gallery's (StoreCorrupted otherwise).
+        ``template_ids`` must be exactly the gallery's live rows (StoreCorrupted
+        otherwise); quarantined rows are left as they are.
         """
         ids = [int(i) for i in template_ids]
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -233,7 +254,8 @@ class TemplateStore:
             stored = [
                 int(row[0])
                 for row in conn.execute(
-                    "SELECT template_id FROM templates WHERE gallery_pk = ? ORDER BY template_id",
+                    "SELECT template_id FROM templates WHERE gallery_pk = ? AND quarantined IS NULL"
+                    " ORDER BY template_id",
                     (gallery.pk,),
                 )
             ]
@@ -267,22 +289,27 @@ class TemplateStore:
         return list(range(first, first + n))
 
     def delete_template(self, gallery_id: str, reference_id: str) -> int:
-        """Erase one template; returns its template id. Raises GalleryNotFound, ReferenceNotFound."""
+        """Erase one template, quarantined or not; returns its template id.
+
+        Raises GalleryNotFound, ReferenceNotFound.
+        """
         with self._db.write("delete a template") as conn:
             gallery = gallery_row(conn, gallery_id)
             row = conn.execute(
-                "SELECT template_id, row_digest FROM templates WHERE gallery_pk = ? AND reference_id = ?",
+                "SELECT template_id, row_digest, quarantined FROM templates"
+                " WHERE gallery_pk = ? AND reference_id = ?",
                 (gallery.pk, reference_id),
             ).fetchone()
             if row is None:
                 raise ReferenceNotFound(f"reference {reference_id!r} is not in gallery {gallery_id!r}")
             template_id = int(row[0])
             conn.execute("DELETE FROM templates WHERE template_id = ?", (template_id,))
-            conn.execute(
-                "UPDATE galleries SET size = size - 1, generation = generation + 1, digest = ?"
-                " WHERE gallery_pk = ?",
-                (xor_digests([bytes(row[1])], gallery.digest), gallery.pk),
-            )
+            if row[2] is None:  # a quarantined row already left the gallery's state
+                conn.execute(
+                    "UPDATE galleries SET size = size - 1, generation = generation + 1, digest = ?"
+                    " WHERE gallery_pk = ?",
+                    (xor_digests([bytes(row[1])], gallery.digest), gallery.pk),
+                )
         self._db.checkpoint()
         _log.info("gallery %r: erased template %d", gallery_id, template_id)
         return template_id
@@ -290,11 +317,11 @@ class TemplateStore:
     # -- templates: reads ----------------------------------------------------
 
     def get_template(self, gallery_id: str, reference_id: str) -> tuple[int, npt.NDArray[np.float32]]:
-        """(template id, decrypted vector). Raises GalleryNotFound, ReferenceNotFound,
-        TemplateIntegrityError."""
+        """(template id, decrypted vector) of a live row. Raises GalleryNotFound, ReferenceNotFound
+        (also for a quarantined row), TemplateIntegrityError."""
         with self._db.read("read a template") as conn:
             row = conn.execute(
-                "SELECT g.dimension, t.template_id, t.sealed FROM galleries AS g"
+                "SELECT g.dimension, t.template_id, t.sealed, t.quarantined FROM galleries AS g"
                 " LEFT JOIN templates AS t"
                 " ON t.gallery_pk = g.gallery_pk AND t.reference_id = ?"
                 " WHERE g.gallery_id = ?",
@@ -304,6 +331,11 @@ class TemplateStore:
             raise GalleryNotFound(f"gallery {gallery_id!r} does not exist")
         if row[1] is None:
             raise ReferenceNotFound(f"reference {reference_id!r} is not in gallery {gallery_id!r}")
+        if row[3] is not None:
+            raise ReferenceNotFound(
+                f"reference {reference_id!r} of gallery {gallery_id!r} is quarantined ({row[3]}):"
+                " it is not searched; delete it and enrol it again"
+            )
         template_id = int(row[1])
         vector = self._sealer.open(
             row[2], gallery_id=gallery_id, template_id=template_id, dimension=int(row[0])
@@ -360,22 +392,62 @@ class TemplateStore:
         return [StoredTemplate(int(tid), str(ref)) for tid, ref in rows]
 
     def iter_templates(
-        self, gallery_id: str, batch_size: int = 4096, *, verify: bool = True
+        self,
+        gallery_id: str,
+        batch_size: int = 4096,
+        *,
+        verify: bool = True,
+        unreadable: list[int] | None = None,
     ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
-        """Yield (template ids int64 (n,), vectors float32 (n, d)) in template-id order.
+        """Yield (template ids int64 (n,), vectors float32 (n, d)) of the live rows in template-id order.
 
         Reads one snapshot: writes committed after the first batch is read are
         not seen. With ``verify`` the decrypted contents are checked against
         the snapshot's size and digest at the end (StoreCorrupted if they
-        differ). Raises GalleryNotFound now; TemplateIntegrityError while iterating.
+        differ). Raises GalleryNotFound now; TemplateIntegrityError while
+        iterating, unless ``unreadable`` is given: then the ids of rows that
+        fail to open are appended to it and the rows skipped (verification
+        counts their stored row digests, so the rest is still checked).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         self.get_gallery(gallery_id)  # fail now, not at the first next()
-        return self._iterate(gallery_id, batch_size, verify)
+        return self._iterate(gallery_id, batch_size, verify, unreadable)
+
+    def _open_rows(
+        self, gallery_id: str, rows: list[Any], dimension: int, unreadable: list[int] | None
+    ) -> tuple[list[int], npt.NDArray[np.float32], list[bytes]]:
+        """(ids, vectors) of the rows that open, and the stored digests of those that do not."""
+        ids = [int(row[0]) for row in rows]
+        try:
+            return ids, self._open_batch(gallery_id, rows, dimension), []
+        except TemplateIntegrityError:
+            if unreadable is None:
+                raise
+        # Only after a failure: one at a time, to tell which rows.
+        good: list[int] = []
+        vectors: list[npt.NDArray[np.float32]] = []
+        failed: list[bytes] = []
+        for row in rows:
+            try:
+                vectors.append(self._open_batch(gallery_id, [row], dimension)[0])
+                good.append(int(row[0]))
+            except TemplateIntegrityError:
+                unreadable.append(int(row[0]))
+                failed.append(bytes(row[2]))
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
+        return good, matrix, failed
+
+    def _open_batch(self, gallery_id: str, rows: list[Any], dimension: int) -> npt.NDArray[np.float32]:
+        return self._sealer.open_batch(
+            [row[1] for row in rows],
+            gallery_id=gallery_id,
+            template_ids=[int(row[0]) for row in rows],
+            dimension=dimension,
+        )
 
     def _iterate(
-        self, gallery_id: str, batch_size: int, verify: bool
+        self, gallery_id: str, batch_size: int, verify: bool, unreadable: list[int] | None
     ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
         with self._db.read("iterate templates") as conn:
             gallery = gallery_row(conn, gallery_id)
@@ -383,25 +455,22 @@ class TemplateStore:
             digest, seen, last = EMPTY_DIGEST, 0, 0
             while True:
                 rows = conn.execute(
-                    "SELECT template_id, sealed FROM templates"
-                    " WHERE gallery_pk = ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                    "SELECT template_id, sealed, row_digest FROM templates"
+                    " WHERE gallery_pk = ? AND template_id > ? AND quarantined IS NULL"
+                    " ORDER BY template_id LIMIT ?",
                     (gallery.pk, last, batch_size),
                 ).fetchall()
                 if not rows:
                     break
-                ids = [int(row[0]) for row in rows]
-                vectors = self._sealer.open_batch(
-                    [row[1] for row in rows],
-                    gallery_id=gallery_id,
-                    template_ids=ids,
-                    dimension=dimension,
-                )
+                ids, vectors, failed = self._open_rows(gallery_id, rows, dimension, unreadable)
                 id_array = np.asarray(ids, dtype=np.int64)
                 if verify:
                     digest = gallery_digest(self._sealer, id_array, vectors, start=digest)
-                seen += len(ids)
-                last = ids[-1]
-                yield id_array, vectors
+                    digest = xor_digests(failed, digest) if failed else digest
+                seen += len(rows)
+                last = int(rows[-1][0])
+                if ids:
+                    yield id_array, vectors
             if verify and (seen != gallery.size or digest != gallery.digest):
                 same = "equal" if digest == gallery.digest else "differs"
                 raise StoreCorrupted(

@@ -17,12 +17,15 @@ vectors, keys or blobs.
     ├── InvalidRecord           (InvalidInput)        gallery record field malformed
     ├── StoreClosed             (FailedPrecondition)  used after close()
     ├── SchemaMismatch          (FailedPrecondition)  schema newer than this code, or another key's store
-    ├── StoreUnavailable        (Unavailable)         database busy, locked or I/O failed; retry
+    ├── StoreUnavailable        (Unavailable)         database busy, locked, I/O failed, or the data
+    │                                                 folder refuses writes (full, read-only); retry
     ├── TemplateIntegrityError  (DataIntegrityError)  a sealed template failed to open
     └── StoreCorrupted          (DataIntegrityError)  SQLite reports a damaged file, or a digest mismatch
 """
 
 from __future__ import annotations
+
+import errno
 
 from safepassage_core.errors import (
     AlreadyExists,
@@ -77,6 +80,18 @@ class SchemaMismatch(StoreError, FailedPrecondition):
 
 class StoreUnavailable(StoreError, Unavailable):
     """SQLite stayed busy past the timeout, or an I/O error occurred; the caller may retry."""
+
+
+# How a data folder refuses a file write: full, over a quota or file-size limit, no permission,
+# mounted read-only, or failing. Each is the disk's state, not a bug: answered UNAVAILABLE.
+WRITE_REFUSALS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+)
+
+
+def write_refused(error: BaseException) -> bool:
+    """Whether ``error`` is the data folder refusing a write (see WRITE_REFUSALS)."""
+    return isinstance(error, OSError) and error.errno in WRITE_REFUSALS
 
 
 class TemplateIntegrityError(StoreError, DataIntegrityError):

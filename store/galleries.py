@@ -154,6 +154,10 @@ class Galleries:
         """Delete a gallery and erase its templates; returns how many. Raises GalleryNotFound."""
         with self._db.write("delete a gallery") as conn:
             gallery = gallery_row(conn, gallery_id)
+            # Every row, quarantined ones too (the gallery's size counts only the live ones).
+            (erased,) = conn.execute(
+                "SELECT count(*) FROM templates WHERE gallery_pk = ?", (gallery.pk,)
+            ).fetchone()
             conn.execute("DELETE FROM galleries WHERE gallery_pk = ?", (gallery.pk,))
             left = conn.execute(
                 "SELECT count(*) FROM templates WHERE gallery_pk = ?", (gallery.pk,)
@@ -161,8 +165,8 @@ class Galleries:
             if left:
                 raise StoreCorrupted(f"gallery {gallery_id!r}: cascade left {left} templates")
         self._db.checkpoint()
-        _log.info("deleted gallery %r and erased %d templates", gallery_id, gallery.size)
-        return gallery.size
+        _log.info("deleted gallery %r and erased %d templates", gallery_id, erased)
+        return int(erased)
 
     def state(self, gallery_id: str) -> GalleryState:
         """Size, generation and content digest, read together. Raises GalleryNotFound."""

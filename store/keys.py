@@ -16,13 +16,13 @@ import binascii
 import hashlib
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from safepassage_core.private_files import check_owner_only
 from store.errors import InvalidKey
 
 __all__ = [
@@ -98,8 +98,9 @@ def derive_keys(key: bytes) -> DerivedKeys:
 def load_key(path: Path) -> bytes:
     """Read a master key file: exactly 32 raw bytes, or base64 text of 32 bytes.
 
-    Raises InvalidKey if the file cannot be read or does not hold a key; the
-    message names the path and the problem, never the content.
+    Raises InvalidKey if the file cannot be read, group or others may access it,
+    or it does not hold a key; the message names the path and the problem, never
+    the content.
     """
     try:
         with open(path, "rb") as handle:
@@ -107,9 +108,8 @@ def load_key(path: Path) -> bytes:
             data = handle.read(_MAX_KEY_FILE + 1)
     except OSError as exc:
         raise InvalidKey(f"cannot read key file {str(path)!r}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Warn rather than refuse: the operator may have reasons (group-owned secret mounts).
-        _log.warning("key file %s is accessible to group or others (mode %o)", path, mode & 0o777)
+    # Refused, naming the file and the chmod that fixes it: the one check for every key file.
+    check_owner_only(path, mode, "key", InvalidKey)
     if len(data) == KEY_SIZE:
         return data
     if len(data) > _MAX_KEY_FILE:

@@ -25,6 +25,15 @@ Version 2 (issue #7)::
     gallery_calibrations(gallery_pk PK FK ON DELETE CASCADE,
               calibration BLOB,              matcher.calibration.ImpostorScores bytes
               calibrated_at)                 (impostor rank-1 scores; no templates)
+
+Version 3 (issue #15)::
+
+    templates + quarantined TEXT NULL        'out_of_bounds' or 'unreadable': a row kept
+                                             aside at start-up (store.quarantine), not
+                                             indexed, until an operator deletes it;
+                                             galleries.size and digest count the other
+                                             rows only, so an index agrees with them
+    templates_quarantined (gallery_pk, template_id) WHERE quarantined IS NOT NULL
 """
 
 from __future__ import annotations
@@ -95,6 +104,16 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 calibrated_at  REAL NOT NULL
             )
             """,
+        ),
+    ),
+    (
+        3,
+        (
+            "ALTER TABLE templates ADD COLUMN quarantined TEXT"
+            " CHECK (quarantined IS NULL OR quarantined IN ('out_of_bounds', 'unreadable'))",
+            # Partial: holds only quarantined rows, so counting them never scans a gallery.
+            "CREATE INDEX templates_quarantined ON templates (gallery_pk, template_id)"
+            " WHERE quarantined IS NOT NULL",
         ),
     ),
 )

@@ -6,6 +6,8 @@ this module in the root conftest's `pytest_plugins`) and point the server at
 channel authenticated as officer-1. The role certificates are shared by the
 whole session: a test that revokes must issue its own certificate first.
 ngo-1 and kiosk-1 act for the organisation "la-strada" (`ORGANISATIONS`).
+Like a deployment's, this PKI keeps no client keys on disk: each client's key
+is in its `IssuedCert.key_pem` only (see `safepassage pki issue --bundle`).
 """
 
 from __future__ import annotations

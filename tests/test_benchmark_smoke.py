@@ -12,14 +12,19 @@ from benchmarks import identify_benchmark as bench
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(120)]
 
-MEASUREMENTS = [
-    "faiss",
-    "faiss_concurrent",
+SERVICE_MEASUREMENTS = [
     "matcher",
     "grpc_unary",
     "grpc_unary_concurrent",
     "grpc_stream",
     "grpc_stream_pipelined",
+]
+# Bare FAISS once, then the service with micro-batching as shipped and with it off.
+MEASUREMENTS = [
+    "faiss",
+    "faiss_concurrent",
+    *SERVICE_MEASUREMENTS,
+    *(name + bench.OFF_SUFFIX for name in SERVICE_MEASUREMENTS),
 ]
 
 
@@ -54,11 +59,12 @@ def test_benchmark_writes_its_results(tmp_path: Path) -> None:
         assert measurement["queries"] == 20, name
         assert measurement["qps"] > 0, name
         assert measurement["top1_agreement"] == 1.0, name
-        if name != "grpc_stream_pipelined":
+        if not name.startswith("grpc_stream_pipelined"):
             assert measurement["p50_ms"] <= measurement["p99_ms"], name
     assert by_name["grpc_unary"]["baseline"] == "faiss"
     assert by_name["grpc_unary"]["latency_ratio_p50"] > 0
     check = result["correctness"]
-    assert check["grpc_top1_agreement"] == 1.0 and check["grpc_top1_checked"] == 4 * 20
+    assert check["grpc_top1_agreement"] == 1.0 and check["grpc_top1_checked"] == 2 * 4 * 20
+    assert report["settings"]["batching_modes"] == ["on", "off"]
     assert check["faiss_vs_exact_agreement"] == 1.0
     assert not list(tmp_path.glob("identify-bench-*")), "the temporary store was not removed"

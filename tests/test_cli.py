@@ -89,6 +89,15 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr and "no face" in out.stderr.lower()
         out = cli(server, "gallery", "list")
         assert "desk" in out.stdout and "size=2" in out.stdout
+        # A client's bundle (its key, its certificate, the CA) is all it needs; the PKI keeps no copy.
+        bundle = tmp_path / "auditor-1"
+        issue = ("pki", "issue", "auditor-1", "--role", "auditor", "--bundle", str(bundle))
+        out = local(*issue, "--pki-dir", str(server.pki_dir))
+        assert out.returncode == 0, out.stderr
+        assert not (server.pki_dir / "clients" / "auditor-1-key.pem").exists()
+        connect = ("--server", f"localhost:{server.port}", "--pki-dir", str(bundle), "--client", "auditor-1")
+        out = local("gallery", "list", *connect)
+        assert out.returncode == 0 and "desk" in out.stdout, out.stderr
     finally:
         assert server.stop() == 0
     # An auditor takes the transparency log away and verifies it offline.

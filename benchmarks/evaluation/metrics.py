@@ -14,9 +14,11 @@ Pure numpy, no I/O. Conventions, held throughout:
   whose top candidate is accepted / non-mated searches; FNIR(t) = mated searches in which the enrolled
   identity is *not* the top candidate at or beyond the threshold / mated searches. A mated search whose
   top candidate is someone else is a miss at every threshold.
-- Support: a rate of x measured on n trials is `supported` when n * x >= 1, i.e. at least one error is
-  allowed at the target. ISO/IEC 19795-1's rule of three gives 3/n as the 95 % upper bound on an error
-  rate when none of n trials erred: the smallest rate that n trials can claim.
+- Support (intervals.py): an operating point at rate x on n trials is `supported` when n * x >= 10,
+  i.e. its threshold is set by at least ten errors; below that it is reported with its count and
+  interval, never as a validated rate. Each point carries its counts (k of n) so that intervals can be
+  drawn; where no error was seen, the rule of three (95 % upper bound ~ 3/n, ISO/IEC 19795-1) is the
+  figure to quote, and only there is an upper bound written.
 - LFW 10-fold accuracy (Huang et al., LFW technical report): threshold chosen on nine folds, accuracy
   measured on the tenth; mean and the sample standard deviation (n - 1) across folds, from which LFW's
   standard error is std / sqrt(folds).
@@ -31,6 +33,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.evaluation import intervals
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -38,6 +42,11 @@ BoolArray = npt.NDArray[np.bool_]
 # Counts are compared against target * n; a target like 0.003 on 1000 trials must allow 3 errors even
 # though 0.003 * 1000 is 2.9999999999999996 in binary floating point.
 _COUNT_SLACK = 1e-9
+
+
+def _count(rate: float, trials: int) -> int:
+    """The whole number of trials behind a rate read off a curve (k = rate * n, exactly)."""
+    return round(rate * trials)
 
 
 def _scores(values: object, name: str, *, allow_infinite: bool = False) -> FloatArray:
@@ -104,8 +113,11 @@ class OperatingPoint:
     fmr: float
     fnmr: float
     impostor_comparisons: int
-    supported: bool  # impostor_comparisons * target_fmr >= 1: at least one false match is allowed
-    rule_of_three: float  # 3 / impostor_comparisons: the smallest FMR these comparisons can claim (95 %)
+    false_matches: int  # k of impostor_comparisons accepted at the threshold
+    genuine_comparisons: int
+    false_non_matches: int  # k of genuine_comparisons rejected at the threshold
+    supported: bool  # impostor_comparisons * target_fmr >= intervals.MIN_EXPECTED_ERRORS
+    fmr_upper_bound_95: float | None  # rule of three, only where no false match was seen (else None)
 
 
 @dataclass(frozen=True)
@@ -117,8 +129,11 @@ class OpenSetOperatingPoint:
     fpir: float
     fnir: float
     nonmated_searches: int
-    supported: bool  # nonmated_searches * target_fpir >= 1
-    rule_of_three: float  # 3 / nonmated_searches
+    false_positives: int  # k of nonmated_searches whose top candidate passes the threshold
+    mated_searches: int
+    misses: int  # k of mated_searches not found at rank 1 within the threshold
+    supported: bool  # nonmated_searches * target_fpir >= intervals.MIN_EXPECTED_ERRORS
+    fpir_upper_bound_95: float | None  # rule of three, only where no false positive was seen
 
 
 def _trade_off(
@@ -199,16 +214,20 @@ def fnmr_at_fmr(scores: VerificationScores, target: float) -> OperatingPoint:
     """FNMR at the most lenient threshold with FMR <= `target` (NIST FRTE 1:1), with its support."""
     target = _check_target(target, "FMR")
     curve = roc(scores)
-    n = len(scores.impostor)
+    n, genuine = len(scores.impostor), len(scores.genuine)
     i = _lenient_index(curve.fmr, n, target)
+    false_matches = _count(float(curve.fmr[i]), n)
     return OperatingPoint(
         target_fmr=target,
         threshold=float(curve.thresholds[i]),
         fmr=float(curve.fmr[i]),
         fnmr=float(curve.fnmr[i]),
         impostor_comparisons=n,
-        supported=n * target + _COUNT_SLACK >= 1.0,
-        rule_of_three=3.0 / n,
+        false_matches=false_matches,
+        genuine_comparisons=genuine,
+        false_non_matches=_count(float(curve.fnmr[i]), genuine),
+        supported=intervals.supported(n, target),
+        fmr_upper_bound_95=intervals.rule_of_three(n) if false_matches == 0 else None,
     )
 
 
@@ -265,16 +284,20 @@ def fnir_at_fpir(scores: OpenSetScores, target: float) -> OpenSetOperatingPoint:
     """FNIR at the most lenient threshold with FPIR <= `target` (NIST FRTE 1:N), with its support."""
     target = _check_target(target, "FPIR")
     curve = fnir_fpir_curve(scores)
-    n = len(scores.nonmated_top)
+    n, mated = len(scores.nonmated_top), len(scores.mated_rank1)
     i = _lenient_index(curve.fpir, n, target)
+    false_positives = _count(float(curve.fpir[i]), n)
     return OpenSetOperatingPoint(
         target_fpir=target,
         threshold=float(curve.thresholds[i]),
         fpir=float(curve.fpir[i]),
         fnir=float(curve.fnir[i]),
         nonmated_searches=n,
-        supported=n * target + _COUNT_SLACK >= 1.0,
-        rule_of_three=3.0 / n,
+        false_positives=false_positives,
+        mated_searches=mated,
+        misses=_count(float(curve.fnir[i]), mated),
+        supported=intervals.supported(n, target),
+        fpir_upper_bound_95=intervals.rule_of_three(n) if false_positives == 0 else None,
     )
 
 
@@ -298,6 +321,24 @@ def ten_fold_accuracy(
     each end), so a threshold never sits on a training score; among equally accurate candidates the
     middle one is taken.
     """
+    outcomes = _fold_outcomes(pair_scores, same, folds, higher_is_closer)
+    accuracies = [correct / total for correct, total in outcomes]
+    return float(np.mean(accuracies)), float(np.std(accuracies, ddof=1))
+
+
+def cross_validated_correct(
+    pair_scores: FloatArray, same: BoolArray, folds: IntArray, *, higher_is_closer: bool
+) -> tuple[int, int]:
+    """The counts behind `ten_fold_accuracy`: pairs judged right, each at its own fold's threshold, of all
+    pairs (k of n, for an interval; the mean over folds equals k / n when the folds are of one size)."""
+    outcomes = _fold_outcomes(pair_scores, same, folds, higher_is_closer)
+    return sum(correct for correct, _ in outcomes), sum(total for _, total in outcomes)
+
+
+def _fold_outcomes(
+    pair_scores: FloatArray, same: BoolArray, folds: IntArray, higher_is_closer: bool
+) -> list[tuple[int, int]]:
+    """Per fold: (pairs judged right at the threshold learnt on the other folds, pairs in the fold)."""
     closeness = _closeness(_scores(pair_scores, "pair_scores"), higher_is_closer)
     labels = np.asarray(same, dtype=bool).reshape(-1)
     fold_ids = np.asarray(folds).reshape(-1)
@@ -306,12 +347,13 @@ def ten_fold_accuracy(
     names = np.unique(fold_ids)
     if len(names) < 2:
         raise ValueError("cross-validation needs at least two folds")
-    accuracies = []
+    outcomes = []
     for name in names:
         test = fold_ids == name
         threshold = _best_threshold(closeness[~test], labels[~test])
-        accuracies.append(float(np.mean((closeness[test] >= threshold) == labels[test])))
-    return float(np.mean(accuracies)), float(np.std(accuracies, ddof=1))
+        correct = int(np.count_nonzero((closeness[test] >= threshold) == labels[test]))
+        outcomes.append((correct, int(np.count_nonzero(test))))
+    return outcomes
 
 
 def _best_threshold(closeness: FloatArray, same: BoolArray) -> float:

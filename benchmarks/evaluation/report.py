@@ -32,36 +32,62 @@ COLOURS = {"onnx": "tab:blue", "face_recognition": "tab:orange"}
 
 @dataclass(frozen=True)
 class VerificationPoint:
-    """FNMR where the threshold lets through at most `target_fmr` of the impostor comparisons."""
+    """FNMR where the threshold lets through at most `target_fmr` of the impostor comparisons.
+
+    Every rate comes with its count (k of n) and its Clopper-Pearson 95 % interval (intervals.py). The
+    interval treats comparisons as independent; they are not (a person is in many), so it is a floor on
+    the uncertainty, not the whole of it.
+    """
 
     target_fmr: float
     threshold: float
     fmr: float
-    fnmr: float
+    false_matches: int
     impostor_comparisons: int
-    supported: bool  # at least one impostor comparison per 1/target_fmr (ISO/IEC 19795-1)
-    fmr_upper_bound_95: float  # rule of 3: with no false match seen, FMR < 3/n at 95 % confidence
+    fmr_ci95: tuple[float, float]
+    fnmr: float
+    false_non_matches: int
+    genuine_comparisons: int
+    fnmr_ci95: tuple[float, float]
+    expected_false_matches: float  # impostor_comparisons * target_fmr
+    supported: bool  # expected_false_matches >= intervals.MIN_EXPECTED_ERRORS
+    fmr_upper_bound_95: float | None  # rule of three; written only where no false match was seen
 
 
 @dataclass(frozen=True)
 class IdentificationPoint:
-    """FNIR where the threshold lets at most `target_fpir` of the non-mated searches return a candidate."""
+    """FNIR where the threshold lets at most `target_fpir` of the non-mated searches return a candidate.
+
+    A non-mated search is one person never enrolled (the unit of independence); mated searches are
+    several photos of one enrolled person, so their interval is a floor on the uncertainty.
+    """
 
     target_fpir: float
     threshold: float
     fpir: float
-    fnir: float
+    false_positives: int
     nonmated_searches: int
-    supported: bool
+    fpir_ci95: tuple[float, float]
+    fnir: float
+    misses: int
+    mated_searches: int
+    fnir_ci95: tuple[float, float]
+    expected_false_positives: float  # nonmated_searches * target_fpir
+    supported: bool  # expected_false_positives >= intervals.MIN_EXPECTED_ERRORS
+    fpir_upper_bound_95: float | None  # rule of three; written only where no false positive was seen
 
 
 @dataclass(frozen=True)
 class LfwAccuracy:
-    mean: float
+    mean: float  # mean over folds of the accuracy at the threshold learnt on the other folds
     std: float
     folds: int
     pairs: int
     pairs_without_face: int  # counted as wrong (a pair the pipeline cannot compare is not a match)
+    correct: int  # pairs judged right, each at its own fold's learnt threshold (k of pairs)
+    ci95: tuple[float, float]  # of correct / pairs; pairs share people, so a floor on the uncertainty
+    default_threshold: float  # the model's own 1:1 threshold (0.6 for dlib's ResNet)
+    correct_at_default_threshold: int
 
 
 @dataclass(frozen=True)
@@ -146,7 +172,10 @@ class PipelineResult:
     mated_searches: int
     nonmated_searches: int
     rank1: float
+    rank1_hits: int  # of mated_searches
     rank10: float
+    rank10_hits: int
+    eer_false_non_matches: int  # round(eer * genuine_comparisons): the count behind the (interpolated) EER
     fpir_points: tuple[IdentificationPoint, ...]
     gallery_growth: tuple[GalleryPoint, ...]
     quality: tuple[QualityBand, ...]

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.evaluation import metrics
+from benchmarks.evaluation import intervals, metrics
 from benchmarks.evaluation.breakdown import MAX_IMPOSTORS, cohort_figures, comparisons, quality_bands
 from benchmarks.evaluation.data import LabelledSet, Pairs, read_cohorts, read_pairs
 from benchmarks.evaluation.embed import PIPELINES, EmbeddingRunner, Embeddings
@@ -132,13 +132,59 @@ def lfw_accuracy(pairs: Pairs, embeddings: Embeddings) -> LfwAccuracy | None:
     # A pair without a face is a non-match: beyond every real score, so no threshold accepts it.
     beyond = (min(finite) - 1.0 if embeddings.higher_is_closer else max(finite) + 1.0) if finite else worst
     values = np.array([beyond if s is None else s for s in scores], np.float64)
-    mean, std = metrics.ten_fold_accuracy(
-        values,
-        same,
-        np.array([p.fold for p in pairs], np.int64),
-        higher_is_closer=embeddings.higher_is_closer,
+    folds = np.array([p.fold for p in pairs], np.int64)
+    higher = embeddings.higher_is_closer
+    mean, std = metrics.ten_fold_accuracy(values, same, folds, higher_is_closer=higher)
+    correct, total = metrics.cross_validated_correct(values, same, folds, higher_is_closer=higher)
+    default = embeddings.model.default_threshold
+    accepted = values >= default if higher else values <= default
+    return LfwAccuracy(
+        mean=mean,
+        std=std,
+        folds=len(pairs.folds),
+        pairs=len(pairs),
+        pairs_without_face=int(missing.sum()),
+        correct=correct,
+        ci95=intervals.clopper_pearson(correct, total),
+        default_threshold=float(default),
+        correct_at_default_threshold=int(np.count_nonzero(accepted == same)),
     )
-    return LfwAccuracy(mean, std, len(pairs.folds), len(pairs), int(missing.sum()))
+
+
+def verification_point(point: metrics.OperatingPoint) -> VerificationPoint:
+    return VerificationPoint(
+        target_fmr=point.target_fmr,
+        threshold=point.threshold,
+        fmr=point.fmr,
+        false_matches=point.false_matches,
+        impostor_comparisons=point.impostor_comparisons,
+        fmr_ci95=intervals.clopper_pearson(point.false_matches, point.impostor_comparisons),
+        fnmr=point.fnmr,
+        false_non_matches=point.false_non_matches,
+        genuine_comparisons=point.genuine_comparisons,
+        fnmr_ci95=intervals.clopper_pearson(point.false_non_matches, point.genuine_comparisons),
+        expected_false_matches=intervals.expected_errors(point.impostor_comparisons, point.target_fmr),
+        supported=point.supported,
+        fmr_upper_bound_95=point.fmr_upper_bound_95,
+    )
+
+
+def identification_point(point: metrics.OpenSetOperatingPoint) -> IdentificationPoint:
+    return IdentificationPoint(
+        target_fpir=point.target_fpir,
+        threshold=point.threshold,
+        fpir=point.fpir,
+        false_positives=point.false_positives,
+        nonmated_searches=point.nonmated_searches,
+        fpir_ci95=intervals.clopper_pearson(point.false_positives, point.nonmated_searches),
+        fnir=point.fnir,
+        misses=point.misses,
+        mated_searches=point.mated_searches,
+        fnir_ci95=intervals.clopper_pearson(point.misses, point.mated_searches),
+        expected_false_positives=intervals.expected_errors(point.nonmated_searches, point.target_fpir),
+        supported=point.supported,
+        fpir_upper_bound_95=point.fpir_upper_bound_95,
+    )
 
 
 def open_set(run: GalleryRun) -> metrics.OpenSetScores:
@@ -201,23 +247,18 @@ def evaluate_pipeline(
         impostor_comparisons=len(comp.impostor),
         eer=rate,
         eer_threshold=eer_threshold,
-        fmr_points=tuple(
-            VerificationPoint(
-                p.target_fmr, p.threshold, p.fmr, p.fnmr, p.impostor_comparisons, p.supported, p.rule_of_three
-            )
-            for p in points
-        ),
+        fmr_points=tuple(verification_point(p) for p in points),
         lfw=lfw_accuracy(inputs.pairs, embeddings) if inputs.pairs is not None else None,
         enrolled=full.gallery_size,
         synthetic_in_gallery=full.synthetic_distractors,
         mated_searches=len(full.mated),
         nonmated_searches=len(full.nonmated),
         rank1=metrics.rank_rate(open_scores, 1),
+        rank1_hits=round(metrics.rank_rate(open_scores, 1) * len(full.mated)),
         rank10=metrics.rank_rate(open_scores, 10),
-        fpir_points=tuple(
-            IdentificationPoint(p.target_fpir, p.threshold, p.fpir, p.fnir, p.nonmated_searches, p.supported)
-            for p in fpir_points
-        ),
+        rank10_hits=round(metrics.rank_rate(open_scores, 10) * len(full.mated)),
+        eer_false_non_matches=round(rate * len(comp.genuine)),
+        fpir_points=tuple(identification_point(p) for p in fpir_points),
         gallery_growth=tuple(growth),
         quality=quality_bands(comp, full, fmr_threshold, fpir_threshold, edges),
         cohorts=cohorts,

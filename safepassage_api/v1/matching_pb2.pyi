@@ -161,6 +161,8 @@ class Gallery(_message.Message):
     TARGET_FPIR_FIELD_NUMBER: _builtins.int
     CALIBRATION_FIELD_NUMBER: _builtins.int
     PROTECTION_VERSION_FIELD_NUMBER: _builtins.int
+    QUARANTINED_TEMPLATES_FIELD_NUMBER: _builtins.int
+    INDEX_BUILD_FAILURES_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     purpose: Global___GalleryPurpose.ValueType
     model: _builtins.str
@@ -181,6 +183,17 @@ class Gallery(_message.Message):
     """
     protection_version: _builtins.int
     """Version of the deployment's template-protection key; 0: not protected."""
+    quarantined_templates: _builtins.int
+    """Stored templates kept out of the index since start-up found them beyond
+    what the gallery's model can produce (written by an older version) or
+    unreadable. They are not searched and not counted in size; their
+    reference ids stay taken until DeleteTemplate removes them. The server
+    log names their template ids.
+    """
+    index_build_failures: _builtins.int
+    """Background index builds that failed since the server started; the
+    previous index (index_kind) stayed in use. The server log has the cause.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -203,10 +216,12 @@ class Gallery(_message.Message):
         target_fpir: _builtins.float | None = ...,
         calibration: Global___Calibration | None = ...,
         protection_version: _builtins.int = ...,
+        quarantined_templates: _builtins.int = ...,
+        index_build_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
     _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015

@@ -106,3 +106,31 @@ def test_module_entry_point(populated: tuple[Path, Path, Path], tmp_path: Path) 
         [*run, "audit", "verify", str(out), "--key", str(public)], cwd=REPO, capture_output=True, text=True
     )
     assert verified.returncode == 0 and "audit passed" in verified.stdout
+
+
+def test_witness_options_usage_errors_exit_2(
+    populated: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_path, _, public = populated
+    out = tmp_path / "export"
+    main(["audit", "export", "--log", str(log_path), "--out", str(out)])
+    verify = ["audit", "verify", str(out), "--key", str(public)]
+    assert main([*verify, "--require-cosigned"]) == 2
+    assert main([*verify, "--witness-url", "http://127.0.0.1:9"]) == 2  # which witness's key?
+    witness_key = tmp_path / "witness.pem"
+    witness_key.write_bytes(public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    # Nothing listens there: the auditor is told, not passed.
+    assert main([*verify, "--witness-key", str(witness_key), "--witness-url", "http://127.0.0.1:9"]) == 2
+    assert "cannot reach the witness" in capsys.readouterr().err
+    # A witness key with no cosignature in the export is reported, and fails when required.
+    assert main([*verify, "--witness-key", str(witness_key)]) == 0
+    assert "no cosignature" in capsys.readouterr().out
+    assert main([*verify, "--witness-key", str(witness_key), "--require-cosigned"]) == 1
+    state = tmp_path / "witness"
+    assert main(["audit", "witness", "init", "--state", str(state), "--name", "w.test"]) == 0
+    assert main(["audit", "witness", "init", "--state", str(state), "--name", "w.test"]) == 2
+    assert main(["audit", "witness", "serve", "--state", str(state), "--listen", "nowhere"]) == 2
+    assert (
+        main(["audit", "witness", "add-log", "--state", str(tmp_path / "none"), "--log-key", str(public)])
+        == 2
+    )

@@ -13,6 +13,7 @@ from audit_log import (
     AuditFailure,
     LogEvent,
     MerkleTree,
+    ProofError,
     SignedTreeHead,
     TransparencyLog,
     audit,
@@ -20,6 +21,7 @@ from audit_log import (
     leaf_hash,
     public_key_pem,
     read_tree_heads_file,
+    verify_consistency,
 )
 from safepassage_core.errors import DataIntegrityError
 from tests.audit_log.conftest import make_event
@@ -275,3 +277,51 @@ def test_a_fork_between_two_signed_heads_is_named(tmp_path: Path, key: Ed25519Pr
     assert (failure.index, failure.tree_head) == (2, 1)
     (folder / "leaf_hashes.txt").unlink()
     assert "or the log forked after tree head #0" in str(_failure(folder))
+
+
+def test_a_tampered_head_pair_or_proof_is_caught(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """The audit's consistency between signed heads rests on the roots recomputed from the entries
+    (its own proof is built from the same leaves, so it adds no evidence): a pair of validly signed
+    heads that are not one history is caught there. The independent evidence is the log's own
+    consistency proof between two exported heads (what a witness checks before cosigning): it
+    verifies for the honest pair, and not once the proof or either head is tampered with."""
+    with TransparencyLog.open(tmp_path / "log.db", key) as log:
+        for size in SIZES:
+            log.append_many([make_event(i) for i in range(log.size(), size)])
+            log.sign_tree_head()
+        log.export(tmp_path / "export")
+        proof = log.consistency_proof(SIZES[0], SIZES[1])
+    old, new = read_tree_heads_file(tmp_path / "export" / "tree_heads.jsonl")[:2]
+    assert (old.tree_size, new.tree_size) == SIZES[:2]
+    verify_consistency(old.tree_size, new.tree_size, proof, old.root_hash, new.root_hash)
+
+    # The operator re-signs head #1 over a history in which entry 12 reads otherwise.
+    leaves = (tmp_path / "export" / "entries.jsonl").read_bytes().splitlines()
+    leaves[12] = make_event(12, actor="officer:officer-0043").to_leaf()
+    forked = SignedTreeHead.sign(
+        key, new.tree_size, new.timestamp, MerkleTree(leaf_hash(x) for x in leaves).root(new.tree_size)
+    )
+    tampered = bytearray(proof[0])
+    tampered[0] ^= 1
+    for (first, second), path in [
+        ((old, forked), proof),  # a head of another history
+        ((forked, new), proof),  # as old: the sizes say 20 -> 20, the roots differ
+        ((old, new), [bytes(tampered), *proof[1:]]),  # a proof altered on the way
+        ((old, new), proof[:-1]),  # a proof cut short
+    ]:
+        with pytest.raises(ProofError):
+            verify_consistency(first.tree_size, second.tree_size, path, first.root_hash, second.root_hash)
+
+    # In an export: the forked head #1 is refused by the roots recomputed from the entries.
+    _edit_lines(
+        tmp_path / "export" / "tree_heads.jsonl",
+        lambda lines: [lines[0], forked.to_line().encode(), *lines[2:]],
+    )
+    failure = _failure(tmp_path / "export", public_key=key.public_key())
+    assert failure.tree_head == 1 and "tree head #1 (size 20) does not match entries.jsonl" in str(failure)
+    # With the entries rewritten to match it, the next signed head (size 30) no longer does: the pair
+    # is a fork, named down to the entry by the log's stored leaf hashes (leaf_hashes.txt).
+    _entries(tmp_path / "export", lambda lines: [*lines[:12], leaves[12], *lines[13:]])
+    failure = _failure(tmp_path / "export", public_key=key.public_key())
+    assert (failure.index, failure.tree_head) == (12, 2), failure
+    assert "tree heads #1 and #2 disagree about entry 12: the log forked" in str(failure)

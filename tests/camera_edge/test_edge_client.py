@@ -82,6 +82,7 @@ def write_camera(tmp: Path, port: int, pki: RolePki, source: Path, **extra: str)
     admin = pki.clients[Role.ADMIN]
     (tmp / "cam.pem").write_bytes(camera.cert_pem)
     (tmp / "cam-key.pem").write_bytes(camera.key_pem)
+    (tmp / "cam-key.pem").chmod(0o600)  # a device key others may read is refused
     token = sign(
         gallery_id=GALLERY,
         cameras=["cam-1"],

@@ -1,10 +1,13 @@
-"""Offline-first: the server stops while a clip is processed, the client is killed with SIGKILL,
+"""Offline-first: the server dies while a clip is processed, the client is killed with SIGKILL,
 both come back, and every query is delivered exactly once (none lost, none searched twice).
 
 Everything runs as real processes: the server (`safepassage serve`) and the edge client
-(`safepassage edge run`, then `safepassage edge drain` after the kill). Exactly once is
-checked on both sides: the client's outbox holds every query answered, and the server's
-transparency log shows one search (not counting replays) per query id, and no other.
+(`safepassage edge run`, then `safepassage edge drain` after the kill). The server dies
+between a search and its reply (tests/camera_edge/lost_answer_serve.py), so the client must
+send an already-answered query again: the server must replay that answer, not search again.
+Exactly once is checked on both sides: the client's outbox holds every query answered (the
+lost one marked ``replayed``), and the server's transparency log shows one search (not
+counting replays) per query id, and no other.
 """
 
 from __future__ import annotations
@@ -30,16 +33,18 @@ from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_server.cctv_authorisation import sign
 from safepassage_server.config import load_config
 from safepassage_server.identity import Role
+from safepassage_server.pseudonyms import LogPseudonyms
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
 pytestmark = pytest.mark.server
 STREAM = "MatchingService/IdentifyStream"
 HAMILTON = "face_recognition/short_hamilton_clip.mp4"
+SERVE = ("-m", "safepassage_cli.main")
 
 
-def prepare_server(data_dir: Path, faces_dir: Path) -> ServerProcess:
-    server = ServerProcess(data_dir)
+def prepare_server(data_dir: Path, faces_dir: Path, launcher: tuple[str, ...] = SERVE) -> ServerProcess:
+    server = ServerProcess(data_dir, launcher=launcher)
     server.issue("cam-1", Role.CCTV_EDGE)
     with server.channel() as channel:
         galleries, matching = pb_grpc.GalleryServiceStub(channel), pb_grpc.MatchingServiceStub(channel)
@@ -133,11 +138,11 @@ class EdgeProcess:
 
 
 def set_up(
-    tmp_path: Path, faces_dir: Path, model_dir: Path, clip: str
+    tmp_path: Path, faces_dir: Path, model_dir: Path, clip: str, launcher: tuple[str, ...] = SERVE
 ) -> tuple[Path, ServerProcess, Path, Path]:
     """A server with Lin-Manuel Miranda enrolled, a camera on `clip`: (data, server, camera dir, config)."""
     data_dir = tmp_path / "server"
-    server = prepare_server(data_dir, faces_dir)
+    server = prepare_server(data_dir, faces_dir, launcher)
     camera_dir = tmp_path / "camera"
     camera_dir.mkdir()
     return (
@@ -155,13 +160,23 @@ def queued(config_dir: Path) -> Outbox:
 def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_client_kill(
     tmp_path: Path, faces_dir: Path, model_dir: Path
 ) -> None:
-    data_dir, server, camera_dir, config = set_up(tmp_path, faces_dir, model_dir, HAMILTON)
+    lose_next_answer = tmp_path / "lose-the-next-answer"
+    data_dir, server, camera_dir, config = set_up(
+        tmp_path,
+        faces_dir,
+        model_dir,
+        HAMILTON,
+        ("-m", "tests.camera_edge.lost_answer_serve", str(lose_next_answer)),
+    )
 
-    # 1. The clip plays in real time; after the first answer the server goes away.
+    # 1. The clip plays in real time; after the first answer the server dies between its next
+    # search and that search's reply (the answer kept and logged, never sent), as a power cut would.
     edge = EdgeProcess(config, "run", "--drain-timeout", "60")
     edge.wait_for(" at 00:", timeout_s=90)  # a result line: "track 1 at 00:00.00: ..."
-    # Killed, not stopped: a graceful stop would serve the open stream through its grace period.
-    server.kill_hard()
+    lose_next_answer.touch()
+    assert server.process.wait(timeout=120) == 137, "the server never searched again:\n" + "".join(
+        edge.lines[-40:]
+    )
     edge.wait_for("server unreachable", timeout_s=30)
     # 2. More people pass while the server is down; then the client dies without warning.
     time.sleep(4.0)
@@ -185,20 +200,31 @@ def test_every_query_is_delivered_exactly_once_across_a_server_outage_and_a_clie
     assert all(e.state is EntryState.ANSWERED for e in entries)
     query_ids = {e.query_id for e in entries}
     assert any(e.is_hit for e in entries), "Lin-Manuel Miranda is identified"
+    # The query whose answer died with the server was sent again and answered from the ledger.
+    lost = [e for e in entries if e.response is not None and e.response.replayed]
+    assert lost and all(e.attempts >= 2 for e in lost), [(e.attempts, e.response) for e in entries]
 
     assert server.stop() == 0
+    server_config = load_config(None, {"storage.data_dir": str(data_dir)})
     with TransparencyLog.open(
-        data_dir / "audit" / "transparency.sqlite3",
-        load_or_create_signing_key(load_config(None, {"storage.data_dir": str(data_dir)}).audit_key_path),
+        data_dir / "audit" / "transparency.sqlite3", load_or_create_signing_key(server_config.audit_key_path)
     ) as log:
         events = [entry.event() for entry in log.entries(0, log.size())]
+    # The log names request ids by keyed pseudonym (never the client's text); the key holder maps them.
+    named = LogPseudonyms.from_key_file(server_config.template_key_path)
     searched = Counter(
-        e.details["request_id"]
+        e.details["request_id_hmac_sha256"]
         for e in events
-        if e.operation == STREAM and "request_id" in e.details and "replayed" not in e.details
+        if e.operation == STREAM and "request_id_hmac_sha256" in e.details and "replayed" not in e.details
     )
-    assert set(searched) == query_ids, "every query reached the server, and nothing else did"
+    assert set(searched) == {named.request_id(q) for q in query_ids}, "every query searched, nothing else"
     assert set(searched.values()) == {1}, f"searched more than once: {searched}"
+    replayed = {
+        e.details["request_id_hmac_sha256"]
+        for e in events
+        if e.operation == STREAM and e.details.get("replayed") == "true"
+    }
+    assert {named.request_id(e.query_id) for e in lost} <= replayed, "the resend was replayed"
 
 
 def test_a_dead_server_keeps_queries_queued_and_says_so(

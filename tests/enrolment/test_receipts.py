@@ -322,6 +322,7 @@ def test_key_id_is_of_the_public_key(station: StationKey) -> None:
 def test_unusable_key_files(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"not a key")
+    garbage.chmod(0o600)
     with pytest.raises(KeyringError, match="PEM"):
         StationKey.load_or_create(garbage, "kiosk-ktm-01")
     x25519 = tmp_path / "x25519.pem"
@@ -330,7 +331,13 @@ def test_unusable_key_files(tmp_path: Path) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
+    x25519.chmod(0o600)
     with pytest.raises(KeyringError, match="Ed25519"):
         StationKey.load_or_create(x25519, "kiosk-ktm-01")
+    readable = tmp_path / "readable.pem"
+    StationKey.load_or_create(readable, "kiosk-ktm-01")
+    readable.chmod(0o640)  # others could sign receipts in the station's name
+    with pytest.raises(KeyringError, match=f"chmod 600 {readable}"):
+        StationKey.load_or_create(readable, "kiosk-ktm-01")
     with pytest.raises(ReceiptInvalid, match="station_id"):
         StationKey(Ed25519PrivateKey.generate(), "kiosk ktm 01")

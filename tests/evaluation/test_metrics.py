@@ -80,18 +80,22 @@ def test_fnmr_at_fmr_takes_the_most_lenient_threshold_within_the_target() -> Non
     assert at_1e2.threshold == pytest.approx(0.99)
     assert (at_1e2.fmr, at_1e2.fnmr) == pytest.approx((0.01, 0.5))
     assert at_1e2.impostor_comparisons == 1000
-    assert at_1e2.supported
-    assert at_1e2.rule_of_three == pytest.approx(0.003)
+    assert (at_1e2.false_matches, at_1e2.genuine_comparisons, at_1e2.false_non_matches) == (10, 4, 2)
+    assert at_1e2.supported  # ten false matches allowed: exactly the rule's minimum
+    assert at_1e2.fmr_upper_bound_95 is None  # false matches were seen: no rule-of-three bound
 
-    at_1e3 = fnmr_at_fmr(scores, 1e-3)  # one impostor (0.999): exactly supported, n * target = 1
+    at_1e3 = fnmr_at_fmr(scores, 1e-3)  # one impostor (0.999) may pass: a threshold set by one error
     assert at_1e3.threshold == pytest.approx(0.999)
     assert (at_1e3.fmr, at_1e3.fnmr) == pytest.approx((0.001, 0.75))
-    assert at_1e3.supported
+    assert at_1e3.false_matches == 1
+    assert not at_1e3.supported
 
     at_1e4 = fnmr_at_fmr(scores, 1e-4)  # no impostor may pass; 1000 comparisons cannot show 1e-4
     assert at_1e4.threshold == pytest.approx(0.9995)
     assert (at_1e4.fmr, at_1e4.fnmr) == pytest.approx((0.0, 0.75))
     assert not at_1e4.supported
+    assert at_1e4.false_matches == 0
+    assert at_1e4.fmr_upper_bound_95 == pytest.approx(1 - 0.05 ** (1 / 1000))  # the rule of three, ~3/n
 
 
 def test_fnmr_at_fmr_counts_targets_that_are_not_exact_in_binary() -> None:
@@ -188,8 +192,9 @@ def test_fnir_at_fpir(higher_is_closer: bool) -> None:
     quarter = fnir_at_fpir(scores, 0.25)  # one non-mated search (0.7) may raise an alarm
     assert quarter.threshold == pytest.approx(sign * 0.7)
     assert (quarter.fpir, quarter.fnir) == pytest.approx((0.25, 0.6))
-    assert quarter.nonmated_searches == 4 and quarter.supported
-    assert quarter.rule_of_three == pytest.approx(0.75)
+    assert quarter.nonmated_searches == 4 and not quarter.supported  # one false positive: too few
+    assert (quarter.false_positives, quarter.mated_searches, quarter.misses) == (1, 5, 3)
+    assert quarter.fpir_upper_bound_95 is None
 
     half = fnir_at_fpir(scores, 0.5)  # two may: down to 0.4, where the third mated search passes
     assert half.threshold == pytest.approx(sign * 0.4)
@@ -198,6 +203,7 @@ def test_fnir_at_fpir(higher_is_closer: bool) -> None:
     strict = fnir_at_fpir(scores, 0.1)  # none may; four searches cannot show 0.1
     assert strict.threshold == pytest.approx(sign * 0.8)
     assert (strict.fpir, strict.fnir) == pytest.approx((0.0, 0.6))
+    assert strict.false_positives == 0 and strict.fpir_upper_bound_95 == pytest.approx(1 - 0.05 ** (1 / 4))
     assert not strict.supported
 
 

@@ -66,15 +66,25 @@ def test_both_pipelines_fall_in_sane_ranges(report: Report) -> None:
         assert result.genuine_comparisons > 20 and result.impostor_comparisons > 1000
         for point in result.fmr_points:
             assert 0 <= point.fmr <= point.target_fmr and 0 <= point.fnmr <= 1
-            assert point.supported == (point.impostor_comparisons * point.target_fmr >= 1)
+            assert point.supported == (point.impostor_comparisons * point.target_fmr >= 10)
+            assert point.false_matches == round(point.fmr * point.impostor_comparisons)
+            low, high = point.fmr_ci95
+            assert low <= point.fmr <= high
+            # The rule-of-three bound is written only where it is the figure to quote: no false match.
+            assert (point.fmr_upper_bound_95 is None) == (point.false_matches > 0)
         assert [p.target_fmr for p in result.fmr_points] == [1e-2, 1e-3, 1e-4]
-        assert not result.fmr_points[-1].supported  # 1e-4 needs 10 000 impostor pairs; the subset has fewer
+        assert not result.fmr_points[-1].supported  # 1e-4 needs 100 000 impostor pairs; the subset has fewer
         assert result.lfw is not None and result.lfw.folds == 2 and result.lfw.pairs == LIMIT
         assert result.rank10 >= result.rank1
         assert [p.target_fpir for p in result.fpir_points] == [0.003, 0.01]
         for ident in result.fpir_points:
             assert ident.fpir <= ident.target_fpir and 0 <= ident.fnir <= 1
             assert ident.nonmated_searches == result.nonmated_searches > 0
+            assert ident.false_positives == round(ident.fpir * ident.nonmated_searches)
+            assert ident.misses == round(ident.fnir * ident.mated_searches)
+            assert ident.fnir_ci95[0] <= ident.fnir <= ident.fnir_ci95[1]
+        assert result.lfw.correct <= result.lfw.pairs and result.lfw.ci95[0] <= result.lfw.mean
+        assert result.rank1_hits <= result.rank10_hits <= result.mated_searches
         sizes = [p.gallery_size for p in result.gallery_growth]
         # The headline gallery holds the real distractors; the last sizes only extend the curve.
         assert sizes == sorted(sizes) and len(sizes) >= 3 and result.enrolled in sizes[:-1]
@@ -124,7 +134,9 @@ def test_report_folder_holds_json_real_pngs_and_the_summary(report: Report) -> N
     assert summary.count("of 100 travellers who are on the watchlist") == 2
     assert "when 1 in 100 who are not is wrongly flagged" in summary
     assert "| onnx | face_recognition |" in summary
-    assert f"{report.pipelines[0].impostor_comparisons:,} impostor comparisons" in summary
+    # Every rate with its count: the FMR points name the impostor comparisons they were read on.
+    assert f" of {report.pipelines[0].impostor_comparisons:,}" in summary
+    assert "95 % CI" in summary
 
 
 def test_cli_reruns_from_the_cache_outside_the_repository(

@@ -1,7 +1,8 @@
 """MicroBatcher against real FAISS searches (FlatIndex); nothing here is timed.
 
 Where a test needs requests to share one batch it holds the worker inside a
-first search (`Recorder.hold_first`) and lets the others queue up behind it,
+first searches (`Recorder(hold=2)`: a lone request's search in its caller's
+thread, then the worker's first batch) and lets the others queue up behind them,
 watching `MicroBatcher.waiting()`, before it lets the worker go: batches then
 form the same way however slow the machine is.
 """
@@ -44,17 +45,21 @@ def gallery(metric: Metric, n: int = 5000, seed: int = 3) -> tuple[FlatIndex, np
 class Recorder:
     """The batcher's search function over one FlatIndex per key; records every call.
 
-    With `hold_first`, the first call waits for `release` before searching,
-    so that the requests made meanwhile queue up into batches.
+    The first `hold` calls (every call with `hold_all`) wait for `release` before
+    searching, so that the requests made meanwhile queue up into batches.
     """
 
-    def __init__(self, indexes: dict[Hashable, FlatIndex], *, hold_first: bool = False) -> None:
+    def __init__(
+        self, indexes: dict[Hashable, FlatIndex], *, hold: int = 0, hold_all: bool = False
+    ) -> None:
         self.indexes = indexes
+        self.hold = hold
+        self.hold_all = hold_all
         self.calls: list[tuple[Hashable, int, int]] = []  # (key, probes, k)
         self.threads: set[str] = set()
         self.entered = threading.Event()
         self.release = threading.Event()
-        if not hold_first:
+        if not (hold or hold_all):
             self.release.set()
         self._lock = threading.Lock()
 
@@ -62,10 +67,10 @@ class Recorder:
         with self._lock:
             self.calls.append((key, len(probes), k))
             self.threads.add(threading.current_thread().name)
-            first = len(self.calls) == 1
-        if first:
+            held = len(self.calls) <= self.hold or self.hold_all
+        if held:
             self.entered.set()
-            assert self.release.wait(WAIT_S), "the test never released the first search"
+            assert self.release.wait(WAIT_S), "the test never released the search"
         return self.indexes[key].search(probes, k)
 
 
@@ -98,10 +103,13 @@ def held_batches(
     submit: Callable[[], list[Future[Hits]]],
     queued: int,
 ) -> Future[Hits]:
-    """Holds the worker in a first search of key "a", lets `submit` queue `queued` probes, releases."""
+    """Holds a lone search of key "a" in its caller's thread and the worker in a second one (the
+    recorder holds its first 2 calls), lets `submit` queue `queued` probes, then releases both."""
     probe = np.zeros((1, D), dtype=np.float32)
     first = pool.submit(batcher.search, "a", probe, 1)
-    assert recorder.entered.wait(WAIT_S)
+    wait_until(lambda: len(recorder.calls) == 1, "the lone search to start")
+    pool.submit(batcher.search, "a", probe, 1)
+    wait_until(lambda: len(recorder.calls) == 2, "the worker to take the second search")
     submit()
     wait_until(lambda: batcher.waiting() == queued, f"{queued} probes to queue up")
     recorder.release.set()
@@ -148,7 +156,9 @@ def test_concurrent_searches_get_the_same_hits_as_unbatched_ones(
     stats = batcher.stats()
     assert stats.queries == sum(len(hits.ids) for _, _, hits in results)
     assert stats.batches == len(recorder.calls)
-    assert recorder.threads <= {f"micro-batcher-{n}" for n in range(workers)}
+    # Lone requests run in their callers' threads, batches in the workers.
+    callers = {name for name in recorder.threads if not name.startswith("micro-batcher-")}
+    assert recorder.threads - callers <= {f"micro-batcher-{n}" for n in range(workers)}
 
 
 def test_batches_form_under_concurrent_load() -> None:
@@ -172,7 +182,7 @@ def test_batches_form_under_concurrent_load() -> None:
 
 def test_queued_requests_are_searched_in_one_call_at_the_largest_k() -> None:
     index, probes = gallery(Metric.COSINE)
-    recorder = Recorder({"a": index}, hold_first=True)
+    recorder = Recorder({"a": index}, hold=2)
     asks = [(0, 1, 1), (1, 2, 7), (3, 1, 3), (4, 3, 10)]  # (first probe, probes, k)
     futures: list[Future[Hits]] = []
     with (
@@ -187,18 +197,18 @@ def test_queued_requests_are_searched_in_one_call_at_the_largest_k() -> None:
 
         held_batches(batcher, recorder, pool, submit, queued=7).result(WAIT_S)
         answers = [f.result(WAIT_S) for f in futures]
-    assert recorder.calls[1:] == [("a", 7, 10)]
+    assert recorder.calls[2:] == [("a", 7, 10)]
     for (start, count, k), hits in zip(asks, answers, strict=True):
         assert hits.ids.shape == (count, k)
         assert hits.ids.flags.c_contiguous and hits.ids.base is None  # a copy, not a view of the batch
         assert_same_hits(hits, index.search(probes[start : start + count], k))
-    assert batcher.stats() == BatchStats(batches=2, queries=8, largest_batch=7, mean_batch=4.0)
+    assert batcher.stats() == BatchStats(batches=3, queries=9, largest_batch=7, mean_batch=3.0)
 
 
 def test_different_keys_never_share_a_call() -> None:
     index_a, probes_a = gallery(Metric.L2, seed=1)
     index_b, probes_b = gallery(Metric.L2, seed=2)
-    recorder = Recorder({"a": index_a, "b": index_b}, hold_first=True)
+    recorder = Recorder({"a": index_a, "b": index_b}, hold=2)
     futures: list[tuple[str, int, Future[Hits]]] = []
     with (
         MicroBatcher(BatchSettings(max_wait_ms=1.0), recorder) as batcher,
@@ -215,13 +225,13 @@ def test_different_keys_never_share_a_call() -> None:
         for key, i, future in futures:
             index, probes = (index_a, probes_a) if key == "a" else (index_b, probes_b)
             assert_same_hits(future.result(WAIT_S), index.search(probes[i : i + 1], 4))
-    assert sorted(recorder.calls[1:], key=str) == [("a", 4, 4), ("b", 4, 4)]
+    assert sorted(recorder.calls[2:], key=str) == [("a", 4, 4), ("b", 4, 4)]
 
 
 def test_probes_of_another_dimension_get_their_own_call() -> None:
     index, probes = gallery(Metric.L2)
     seen: list[tuple[int, int]] = []
-    recorder = Recorder({"a": index}, hold_first=True)
+    recorder = Recorder({"a": index}, hold=2)
 
     def search(key: Hashable, rows: npt.NDArray[np.float32], k: int) -> Hits:
         seen.append(rows.shape)
@@ -241,12 +251,12 @@ def test_probes_of_another_dimension_get_their_own_call() -> None:
         with pytest.raises(InvalidSearch):
             odd[0].result(WAIT_S)
         assert_same_hits(odd[1].result(WAIT_S), index.search(probes[:2], 3))
-    assert sorted(seen[1:]) == [(1, 64), (2, D)]
+    assert sorted(seen[2:]) == [(1, 64), (2, D)]
 
 
 def test_max_batch_caps_each_call_and_a_large_request_goes_alone() -> None:
     index, probes = gallery(Metric.L2)
-    recorder = Recorder({"a": index}, hold_first=True)
+    recorder = Recorder({"a": index}, hold=2)
     futures: list[Future[Hits]] = []
     with (
         MicroBatcher(BatchSettings(max_wait_ms=1.0, max_batch=4), recorder) as batcher,
@@ -262,7 +272,7 @@ def test_max_batch_caps_each_call_and_a_large_request_goes_alone() -> None:
             assert_same_hits(future.result(WAIT_S), index.search(probes[i : i + 1], 2))
         large = batcher.search("a", probes[:9], 2)
         assert_same_hits(large, index.search(probes[:9], 2))
-    assert sorted(rows for _, rows, _ in recorder.calls[1:-1]) == [2, 4, 4]
+    assert sorted(rows for _, rows, _ in recorder.calls[2:-1]) == [2, 4, 4]
     assert recorder.calls[-1] == ("a", 9, 2)
     assert batcher.stats().largest_batch == 9
 
@@ -276,12 +286,12 @@ class Refused(RuntimeError):
 
 def test_an_error_reaches_every_caller_of_its_batch_and_no_other() -> None:
     index, probes = gallery(Metric.L2)
-    recorder = Recorder({"a": index, "ok": index}, hold_first=True)
+    recorder = Recorder({"a": index, "ok": index}, hold=2)
     refusal = Refused("the index is being rebuilt")
 
     def search(key: Hashable, rows: npt.NDArray[np.float32], k: int) -> Hits:
         hits = recorder(key, rows, k)
-        if key == "a" and len(recorder.calls) > 1:
+        if key == "a" and len(rows) > 1:  # the batch of 4, not the held single searches before it
             raise refusal
         return hits
 
@@ -307,12 +317,14 @@ def test_an_error_reaches_every_caller_of_its_batch_and_no_other() -> None:
 
 def test_close_searches_what_is_queued_then_refuses() -> None:
     index, probes = gallery(Metric.L2)
-    recorder = Recorder({"a": index}, hold_first=True)
+    recorder = Recorder({"a": index}, hold=2)
     # A wait far longer than the test: the queued batch is searched because of close, not of its deadline.
     batcher = MicroBatcher(BatchSettings(max_wait_ms=50.0), recorder)
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(batcher.search, "a", probes[:1], 3)
-        assert recorder.entered.wait(WAIT_S)
+        wait_until(lambda: len(recorder.calls) == 1, "the lone search to start")
+        plug = pool.submit(batcher.search, "a", probes[4:5], 3)
+        wait_until(lambda: len(recorder.calls) == 2, "the worker to take the second search")
         queued = [pool.submit(batcher.search, "a", probes[i : i + 1], 3) for i in range(1, 4)]
         wait_until(lambda: batcher.waiting() == 3, "3 probes to queue up")
         closing = pool.submit(batcher.close)
@@ -322,6 +334,7 @@ def test_close_searches_what_is_queued_then_refuses() -> None:
         recorder.release.set()
         closing.result(WAIT_S)
         assert_same_hits(first.result(WAIT_S), index.search(probes[:1], 3))
+        assert_same_hits(plug.result(WAIT_S), index.search(probes[4:5], 3))
         for i, future in enumerate(queued, start=1):
             assert_same_hits(future.result(WAIT_S), index.search(probes[i : i + 1], 3))
     with pytest.raises(BackendUnavailable):
@@ -331,21 +344,58 @@ def test_close_searches_what_is_queued_then_refuses() -> None:
 
 def test_close_fails_what_a_stuck_worker_leaves_queued() -> None:
     index, probes = gallery(Metric.L2)
-    recorder = Recorder({"a": index}, hold_first=True)
+    recorder = Recorder({"a": index}, hold_all=True)
     batcher = MicroBatcher(BatchSettings(max_wait_ms=1.0), recorder)
     with ThreadPoolExecutor(4) as pool:
+        # The first request is lone (searched in its caller's thread); the second waits for it in a
+        # batch, which the worker takes and is then held in.
         first = pool.submit(batcher.search, "a", probes[:1], 3)
-        assert recorder.entered.wait(WAIT_S)
-        queued = [pool.submit(batcher.search, "a", probes[i : i + 1], 3) for i in range(1, 3)]
+        wait_until(lambda: len(recorder.calls) == 1, "the lone search to start")
+        second = pool.submit(batcher.search, "a", probes[1:2], 3)
+        wait_until(lambda: len(recorder.calls) == 2, "the worker to take the second search")
+        queued = [pool.submit(batcher.search, "a", probes[i : i + 1], 3) for i in range(2, 4)]
         wait_until(lambda: batcher.waiting() == 2, "2 probes to queue up")
-        batcher.close(timeout_s=0.05)  # the worker is still held in the first search
+        batcher.close(timeout_s=0.05)  # the worker is still held in the second search
         for future in queued:
             with pytest.raises(BackendUnavailable):
                 future.result(WAIT_S)
         recorder.release.set()
-        # The search already running still answers its caller.
+        # The searches already running still answer their callers.
         assert_same_hits(first.result(WAIT_S), index.search(probes[:1], 3))
-    assert recorder.calls == [("a", 1, 3)]
+        assert_same_hits(second.result(WAIT_S), index.search(probes[1:2], 3))
+    assert recorder.calls == [("a", 1, 3), ("a", 1, 3)]
+
+
+def test_a_lone_request_is_searched_at_once_in_the_callers_thread() -> None:
+    index, probes = gallery(Metric.L2, n=500)
+    recorder = Recorder({"a": index})
+    # A wait far longer than the test: only a search run at once can pass without it.
+    with MicroBatcher(BatchSettings(max_wait_ms=50.0), recorder) as batcher:
+        for i in range(5):
+            assert_same_hits(batcher.search("a", probes[i : i + 1], 3), index.search(probes[i : i + 1], 3))
+        assert batcher.waiting() == 0
+    assert recorder.threads == {threading.current_thread().name}
+    assert batcher.stats() == BatchStats(batches=5, queries=5, largest_batch=1, mean_batch=1.0)
+
+
+def test_a_request_arriving_during_a_lone_search_waits_in_a_batch_for_a_worker() -> None:
+    index, probes = gallery(Metric.L2)
+    recorder = Recorder({"a": index}, hold=1)
+    with MicroBatcher(BatchSettings(max_wait_ms=1.0), recorder) as batcher, ThreadPoolExecutor(4) as pool:
+        lone = pool.submit(batcher.search, "a", probes[:1], 2)
+        wait_until(lambda: len(recorder.calls) == 1, "the lone search to start")
+        later = [pool.submit(batcher.search, "a", probes[i : i + 1], 2) for i in (1, 2)]
+        # Queued, or already taken by the worker: either way not searched in their callers' threads.
+        wait_until(
+            lambda: batcher.waiting() + sum(rows for _, rows, _ in recorder.calls[1:]) == 2,
+            "both later requests to reach the batcher",
+        )
+        recorder.release.set()
+        assert_same_hits(lone.result(WAIT_S), index.search(probes[:1], 2))
+        for i, future in zip((1, 2), later, strict=True):
+            assert_same_hits(future.result(WAIT_S), index.search(probes[i : i + 1], 2))
+    assert len(recorder.threads) == 2 and "micro-batcher-0" in recorder.threads
+    assert sum(rows for _, rows, _ in recorder.calls) == 3
 
 
 # -- settings, disabled mode, worker threads --------------------------------------------------------

@@ -30,35 +30,33 @@ matcher/calibration.py); leave-one-out 6% at 0.1, 0.5% at 0.2. So:
   held-back searches per figure), which averages the split-to-split noise away while every split
   still calibrates on people it then does not measure with.
 Operational targets (1e-3 and below) need tens of thousands of impostor searches; the unit tests
-(test_calibration.py) check the arithmetic there on synthetic scores.
+(test_calibration.py) check the arithmetic there on synthetic scores. The protocol is
+benchmarks/calibration_eval.py's, which saves these figures and their spread over 400 splits,
+targets 0.003 and 0.01 included, in benchmarks/results/calibration.json.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from matcher.calibration import ImpostorScores, calibrate_with_probes, leave_one_out
+from benchmarks.calibration_eval import (
+    CALIBRATION,
+    FIXED_SPLIT,
+    GALLERY,
+    PEOPLE,
+    POOLED_SPLITS,
+    SELECTION_SEED,
+    Faces,
+    best_scores,
+    index_of,
+    run_split,
+)
+from matcher.calibration import calibrate_with_probes
 from matcher.errors import CalibrationUnavailable
-from matcher.index import FlatIndex
-from matcher.metric import Metric
 from tests.lfw_embeddings import LfwEmbeddings
-
-PEOPLE = 700
-GALLERY, CALIBRATION = 200, 250  # the rest (250) are the held-back impostors
-SELECTION_SEED = 7
-FIXED_SPLIT = 0
-POOLED_SPLITS = 40
-
-
-@dataclass(frozen=True)
-class Faces:
-    names: list[str]
-    vectors: np.ndarray  # (n, 128) float32, one per person
-    metric: Metric
 
 
 @pytest.fixture(scope="module")
@@ -69,58 +67,6 @@ def faces(lfw_embeddings: LfwEmbeddings) -> Faces:
     # A face is found in every one of these photos; a few misses would still leave the sets large.
     assert len(kept) >= PEOPLE - 10
     return Faces(kept, vectors, lfw_embeddings.metric)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    target: float
-    threshold: float
-    false_positives: int
-    searches: int
-
-    @property
-    def measured(self) -> float:
-        return self.false_positives / self.searches
-
-
-def index_of(faces: Faces, rows: np.ndarray) -> FlatIndex:
-    index = FlatIndex(faces.vectors.shape[1], faces.metric)
-    index.add(rows.astype(np.int64), faces.vectors[rows])
-    return index
-
-
-def best_scores(index: FlatIndex, faces: Faces, rows: np.ndarray) -> np.ndarray:
-    hits = index.search(faces.vectors[rows], 1)
-    assert (hits.ids[:, 0] >= 0).all()
-    return hits.scores[:, 0]
-
-
-def run_split(faces: Faces, seed: int, targets: list[float]) -> dict[str, list[Outcome]]:
-    """Calibrate three ways on one split of the people, measure on its held-back impostors."""
-    order = np.random.default_rng(seed).permutation(len(faces.names))
-    gallery_rows = order[:GALLERY]
-    calibration_rows = order[GALLERY : GALLERY + CALIBRATION]
-    held_back_rows = order[GALLERY + CALIBRATION :]
-    gallery = index_of(faces, gallery_rows)
-    half = index_of(faces, gallery_rows[: GALLERY // 2])
-    calibrations: dict[str, ImpostorScores] = {
-        "probes": calibrate_with_probes(best_scores(gallery, faces, calibration_rows), faces.metric, GALLERY),
-        "extrapolated": calibrate_with_probes(
-            best_scores(half, faces, calibration_rows), faces.metric, GALLERY // 2
-        ),
-        "leave_one_out": leave_one_out(gallery, gallery_rows.astype(np.int64)),
-    }
-    assert calibrations["extrapolated"].gallery_size == 100
-    assert calibrations["leave_one_out"].gallery_size == GALLERY - 1
-    held_back = best_scores(gallery, faces, held_back_rows)
-    outcomes: dict[str, list[Outcome]] = {}
-    for method, calibration in calibrations.items():
-        outcomes[method] = []
-        for target in targets:
-            threshold = calibration.threshold_for(target, GALLERY)
-            false_positives = int(faces.metric.matches(held_back, threshold).sum())
-            outcomes[method].append(Outcome(target, threshold, false_positives, len(held_back)))
-    return outcomes
 
 
 def within_factor_2(measured: float, target: float) -> bool:

@@ -75,7 +75,7 @@ def test_gallery_lifecycle(api) -> None:  # type: ignore[no-untyped-def]
                 pb.InsertTemplateRequest(gallery_id="life", reference_id="r1", template=emb(np.ones(DIM)))
             )
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    api.service.matcher.insert("life", "r1", np.ones(DIM))
+    api.service.matcher.insert("life", "r1", np.full(DIM, 0.05))
     assert galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="life")).size == 1
     assert galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="life")).templates_erased == 1
     with pytest.raises(grpc.RpcError) as info:
@@ -144,7 +144,9 @@ def test_bulk_insert_reports_each_failure(api) -> None:  # type: ignore[no-untyp
     galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="bulk", purpose=pb.WATCHLIST))
     rng = np.random.default_rng(2)
     items = [
-        pb.InsertTemplateRequest(gallery_id="bulk", reference_id=f"b{i}", template=emb(rng.normal(size=DIM)))
+        pb.InsertTemplateRequest(
+            gallery_id="bulk", reference_id=f"b{i}", template=emb(rng.normal(scale=0.1, size=DIM))
+        )
         for i in range(2500)
     ]
     items[10].reference_id = "b0"  # duplicate of an earlier item

@@ -18,10 +18,11 @@ from matcher import GalleryPurpose
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_api.v1 import protected_identity_pb2 as ppb
-from safepassage_server.authorization import GALLERY_FREE, MATRIX, PROTECTED_IDENTITY_OPERATIONS, Operation
+from safepassage_server.authorization import GALLERY_FREE, PROTECTED_IDENTITY_OPERATIONS, Operation
 from safepassage_server.cctv_authorisation import METADATA_KEY, sign
 from safepassage_server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
+from tests.server.policy_promises import PROMISES, promised
 
 pytestmark = pytest.mark.server
 DIM = 128
@@ -34,7 +35,9 @@ Code = grpc.StatusCode
 
 
 def emb(seed: int) -> pb.Probe:
-    return pb.Probe(embedding=pb.Embedding(values=np.random.default_rng(seed).normal(size=DIM).tolist()))
+    return pb.Probe(
+        embedding=pb.Embedding(values=np.random.default_rng(seed).normal(scale=0.1, size=DIM).tolist())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +133,14 @@ CASES = [
 ]
 
 
+def test_the_promise_table_names_every_operation_once() -> None:
+    assert set(PROMISES) == set(Operation)
+    for operation, cells in PROMISES.items():
+        # "*" (no gallery named) exactly for the operations that name none.
+        assert ("*" in cells) <= (operation in GALLERY_FREE), operation
+        assert all(cell in ("*", "-") for cell in cells) == (operation in GALLERY_FREE), operation
+
+
 def test_the_matrix_covers_every_rpc() -> None:
     methods = {
         m.name for api in (pb, ppb) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods
@@ -143,10 +154,7 @@ def test_the_matrix_covers_every_rpc() -> None:
 @pytest.mark.parametrize(("operation", "role", "purpose"), CASES, ids=lambda v: getattr(v, "value", str(v)))
 def test_every_rpc_role_and_purpose(world, operation: Operation, role: Role, purpose: GalleryPurpose) -> None:  # type: ignore[no-untyped-def]
     _, clients, token, service = world
-    if operation in GALLERY_FREE:
-        allowed = role in GALLERY_FREE[operation]
-    else:
-        allowed = purpose in MATRIX[operation].get(role, frozenset())
+    allowed = promised(operation, role, purpose)  # the README's promise, not the table under test
     case = f"{operation.value.lower()}-{role.value.replace('_', '-')}-{purpose.value[0]}"
     gallery = _setup_target(clients, service, operation, purpose, case)
     try:

@@ -57,7 +57,7 @@ def clients(server_factory, clients_for):  # type: ignore[no-untyped-def]
     for i in range(30):
         clients.admin.matching.InsertTemplate(
             pb.InsertTemplateRequest(
-                gallery_id="gate", reference_id=f"ok-{i}", template=emb(rng.normal(size=DIM))
+                gallery_id="gate", reference_id=f"ok-{i}", template=emb(rng.normal(scale=0.1, size=DIM))
             )
         )
     return clients

@@ -127,9 +127,10 @@ def test_a_valid_authorisation_works_and_hits_are_kept_for_review(cctv, role_pki
 def test_unconfirmed_probes_are_gone_from_the_file_after_the_retention(cctv, role_pki: RolePki) -> None:  # type: ignore[no-untyped-def]
     service, clients = cctv
     kept = service.kept_probes
-    old = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=time.time() - 30 * 3600)
-    old_confirmed = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=time.time() - 30 * 3600)
-    kept.confirm(old_confirmed, "officer:officer-1")
+    long_ago = time.time() - 30 * 3600
+    old = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=long_ago, authorisation_id="a1")
+    old_confirmed = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=long_ago, authorisation_id="a1")
+    kept.confirm(old_confirmed, "cams", "officer:officer-1")
     recent = stream(clients, token_for(role_pki.clients[Role.ADMIN]), [KNOWN + 0.002])[0].probe_id
     path = service.config.probes_path
     with sqlite3.connect(path) as db:

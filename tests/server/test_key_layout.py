@@ -79,6 +79,16 @@ def test_keyring_inside_the_data_folder_is_refused_unless_allowed(tmp_path: Path
     check_key_layout(allowed)
 
 
+def test_the_log_head_file_inside_the_data_folder_is_refused(tmp_path: Path) -> None:
+    """Cut back with the log, a head file beside it would vouch for the cut (issue 15, finding 7)."""
+    data_dir = tmp_path / "data"
+    head = data_dir / "audit" / "head.json"
+    with pytest.raises(KeyLayoutError) as refused:
+        check_key_layout(_config(data_dir, **{"audit.head_file": str(head)}))
+    assert str(head) in str(refused.value) and "audit.head_file" in str(refused.value)
+    check_key_layout(_config(data_dir, **{"audit.head_file": str(tmp_path / "elsewhere" / "head.json")}))
+
+
 def test_keys_folder_reached_through_a_symbolic_link_into_the_data_folder_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "hidden-keys").mkdir(parents=True)

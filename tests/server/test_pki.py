@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from safepassage_cli.client import ClientFiles
 from safepassage_cli.pki_command import add_pki_parser, run
 from safepassage_core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated, Unavailable
 from safepassage_server.identity import Caller, Role
@@ -471,6 +472,8 @@ def test_init_writes_the_layout_with_private_keys_private(tmp_path: Path) -> Non
     }
     assert mode(folder) == 0o700 and mode(folder / "clients") == 0o700
     assert mode(folder / "ca-key.pem") == 0o600 and mode(folder / "server-key.pem") == 0o600
+    assert mode(folder / "index.json") == 0o600 and mode(folder / "revoked.json") == 0o600
+    assert not (folder / "DEVELOPMENT").exists() and not pki.development
     ca = pki.ca_cert
     assert ca.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
     assert (ca.not_valid_after_utc - ca.not_valid_before_utc).days >= 3650
@@ -502,9 +505,11 @@ def test_issue_client_writes_a_role_certificate(tmp_path: Path) -> None:
     pki.on_change = lambda op, m: changes.append((op, m))
     issued = pki.issue_client("kiosk-7", Role.KIOSK, days=30, organisation="la-strada")
     assert issued.cert_path == pki.folder / "clients" / "kiosk-7.pem"
-    assert issued.key_path == pki.folder / "clients" / "kiosk-7-key.pem"
-    assert mode(issued.key_path) == 0o600
-    assert issued.cert_path.read_bytes() == issued.cert_pem and issued.key_path.read_bytes() == issued.key_pem
+    assert issued.cert_path.read_bytes() == issued.cert_pem
+    # The key is the client's: handed back, never left in the PKI folder.
+    assert issued.key_path is None and b"PRIVATE KEY" in issued.key_pem
+    assert not pki.paths.client_key("kiosk-7").exists()
+    assert issued.key_pem.decode() not in repr(issued)
     certificate = x509.load_pem_x509_certificate(issued.cert_pem)
     assert certificate.subject.rfc4514_string() == "CN=kiosk-7,OU=kiosk,2.5.4.97=la-strada,O=SafePassage"
     assert issued.organisation == "la-strada"
@@ -613,13 +618,19 @@ def test_pki_command_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert pki_cli("init", "--pki-dir", folder) == 2
     assert "already holds a PKI" in capsys.readouterr().err
 
-    assert pki_cli("issue", "officer-0042", "--role", "officer", "--pki-dir", folder) == 0
+    assert pki_cli("issue", "officer-0042", "--role", "officer", "--pki-dir", folder) == 2
+    assert "--bundle PATH" in capsys.readouterr().err  # a deployment's PKI keeps no client keys
+    bundle = str(tmp_path / "officer-0042")
+    assert pki_cli("issue", "officer-0042", "--role", "officer", "--pki-dir", folder, "--bundle", bundle) == 0
     out = capsys.readouterr().out
     assert out.startswith("issued officer-0042 (officer): serial ")
-    assert "officer-0042-key.pem (mode 0600)" in out
+    assert f"--pki-dir {bundle} --client officer-0042" in out and "key:" not in out
 
-    assert pki_cli("issue", "Jane Doe", "--role", "officer", "--pki-dir", folder) == 2
+    assert (
+        pki_cli("issue", "Jane Doe", "--role", "officer", "--pki-dir", folder, "--bundle", bundle + "-2") == 2
+    )
     assert "not an opaque id" in capsys.readouterr().err
+    assert not Path(bundle + "-2").exists()  # a refused issue leaves no bundle behind
 
     assert pki_cli("list", "--pki-dir", folder) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -657,11 +668,14 @@ def test_pki_command_issues_and_lists_organisations(
     usage = " ".join(capsys.readouterr().out.split())
     assert "--organisation ORG" in usage and "required for ngo_caseworker and kiosk" in usage
 
+    def bundle(name: str) -> tuple[str, str]:
+        return "--bundle", str(tmp_path / "bundles" / name)
+
     for role in ("ngo_caseworker", "kiosk"):
-        assert pki_cli("issue", "client-7", "--role", role, "--pki-dir", folder) == 2
+        assert pki_cli("issue", "client-7", "--role", role, "--pki-dir", folder, *bundle("client-7")) == 2
         err = capsys.readouterr().err
         assert err == f"error: the role {role} needs an organisation (--organisation ORG, e.g. la-strada)\n"
-    bad = ("--organisation", "La Strada")
+    bad = ("--organisation", "La Strada", *bundle("ngo-0007"))
     assert pki_cli("issue", "ngo-0007", "--role", "ngo_caseworker", *bad, "--pki-dir", folder) == 2
     err = capsys.readouterr().err
     assert (
@@ -669,10 +683,10 @@ def test_pki_command_issues_and_lists_organisations(
     )
     assert not (tmp_path / "pki" / "clients" / "ngo-0007.pem").exists()
 
-    good = ("--organisation", "la-strada")
+    good = ("--organisation", "la-strada", *bundle("ngo-0007"))
     assert pki_cli("issue", "ngo-0007", "--role", "ngo_caseworker", *good, "--pki-dir", folder) == 0
     assert capsys.readouterr().out.startswith("issued ngo-0007 (ngo_caseworker, la-strada): serial ")
-    assert pki_cli("issue", "officer-0007", "--role", "officer", "--pki-dir", folder) == 0
+    assert pki_cli("issue", "officer-0007", "--role", "officer", "--pki-dir", folder, *bundle("o7")) == 0
     assert capsys.readouterr().out.startswith("issued officer-0007 (officer): serial ")
 
     # The certificate the command wrote authenticates as a caseworker of la-strada.
@@ -695,3 +709,108 @@ def test_pki_command_issues_and_lists_organisations(
     rows = {row["client_id"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["ngo-0007"]["organisation"] == "la-strada"
     assert rows["officer-0007"]["organisation"] is None and rows["localhost"]["organisation"] is None
+
+
+# -- client keys: handed to the client, not kept (issue #15, finding 10) ------------------------------
+
+
+def private_keys_in(folder: Path) -> set[str]:
+    return {
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and b"PRIVATE KEY" in path.read_bytes()
+    }
+
+
+def test_pki_issue_bundle_leaves_no_key_behind_and_the_bundle_makes_a_real_mtls_call(
+    role_pki: RolePki, server: MtlsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "handover" / "auditor-bundled"
+    folder = str(role_pki.folder)
+    assert (
+        pki_cli("issue", "auditor-bundled", "--role", "auditor", "--pki-dir", folder, "--bundle", str(bundle))
+        == 0
+    )
+    capsys.readouterr()
+    # The PKI folder keeps the CA's and the server's keys, and no client's.
+    assert private_keys_in(role_pki.folder) == {"ca-key.pem", "server-key.pem"}
+    assert (role_pki.folder / "clients" / "auditor-bundled.pem").exists()
+    assert {str(p.relative_to(bundle)) for p in bundle.rglob("*")} == {
+        "ca.pem",
+        "clients",
+        "clients/auditor-bundled.pem",
+        "clients/auditor-bundled-key.pem",
+    }
+    assert mode(bundle.parent) == mode(bundle) == mode(bundle / "clients") == 0o700
+    assert mode(bundle / "clients" / "auditor-bundled-key.pem") == 0o600
+    # The bundle is a client's PKI folder: what `--pki-dir BUNDLE --client ID` reads.
+    files = ClientFiles.resolve(bundle, "auditor-bundled")
+    credentials = client_credentials(files.ca.read_bytes(), files.cert.read_bytes(), files.key.read_bytes())
+    channel = grpc.secure_channel(f"localhost:{server.port}", credentials, options=CHANNEL_OPTIONS)
+    assert check(channel) == SERVING
+    assert (server.last_caller.client_id, server.last_caller.role) == ("auditor-bundled", Role.AUDITOR)
+
+
+def test_a_bundle_is_a_new_folder_outside_the_pki(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "pki"
+    Pki.init(folder)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for destination, says in ((folder / "clients" / "x", "inside the PKI folder"), (taken, "already exists")):
+        assert (
+            pki_cli(
+                "issue",
+                "officer-5",
+                "--role",
+                "officer",
+                "--pki-dir",
+                str(folder),
+                "--bundle",
+                str(destination),
+            )
+            == 2
+        )
+        assert says in capsys.readouterr().err
+    assert [r.client_id for r in Pki.open(folder).list() if r.kind is CertificateKind.CLIENT] == []
+    assert list(taken.iterdir()) == [] and not (folder / "clients" / "x").exists()
+
+
+def test_only_the_development_pki_keeps_client_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the server makes on its first run (`make serve`), so `--client dev-admin` works at once."""
+    folder = tmp_path / "pki"
+    development = Pki.init(folder, development=True)
+    assert development.development and Pki.open(folder).development
+    assert "Never use it for a deployment" in (folder / "DEVELOPMENT").read_text()
+    kept = development.issue_client("dev-admin", Role.ADMIN)
+    assert kept.key_path == folder / "clients" / "dev-admin-key.pem" and mode(kept.key_path) == 0o600
+    assert kept.key_path.read_bytes() == kept.key_pem
+    assert pki_cli("issue", "officer-1", "--role", "officer", "--pki-dir", str(folder)) == 0
+    assert "development PKI" in capsys.readouterr().out
+    assert (folder / "clients" / "officer-1-key.pem").exists()
+    # A bundle asked for even here: the key goes to the bundle only.
+    bundle = tmp_path / "officer-2"
+    assert (
+        pki_cli("issue", "officer-2", "--role", "officer", "--pki-dir", str(folder), "--bundle", str(bundle))
+        == 0
+    )
+    assert not (folder / "clients" / "officer-2-key.pem").exists()
+    assert (bundle / "clients" / "officer-2-key.pem").exists()
+
+
+def test_client_keys_an_earlier_version_left_in_the_pki_are_pointed_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "pki"
+    pki = Pki.init(folder)
+    issued = pki.issue_client("admin-7", Role.ADMIN)
+    left = pki.paths.client_key("admin-7")
+    write_atomic(left, issued.key_pem)  # as `pki issue` wrote it before bundles
+    assert Pki.open(folder).stray_client_keys() == [left]
+    assert pki_cli("list", "--pki-dir", str(folder)) == 0
+    err = capsys.readouterr().err
+    assert "admin-7-key.pem" in err and "can act as those clients" in err
+    left.unlink()
+    assert pki_cli("list", "--pki-dir", str(folder)) == 0
+    assert capsys.readouterr().err == ""

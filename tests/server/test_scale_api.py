@@ -65,7 +65,9 @@ def world(server_factory, clients_for):  # type: ignore[no-untyped-def]
 
 def test_target_fpir_is_refused_until_the_gallery_is_calibrated(world) -> None:  # type: ignore[no-untyped-def]
     _, clients, _ = world
-    fill(clients, "cal", vectors(300, 1))
+    # A loose fixed threshold (unit vectors lie about 1.4 apart), so that the FPIR's, stricter, may be
+    # asked for: a request may only tighten the gallery's own threshold.
+    fill(clients, "cal", vectors(300, 1), threshold=1.9)
     code, details = code_of(lambda: identify(clients, "cal", vectors(1, 2)[0], target_fpir=0.1))
     assert code == Code.FAILED_PRECONDITION and "not calibrated" in details
     gallery = clients.admin.galleries.CalibrateGallery(
@@ -182,7 +184,7 @@ def test_protected_templates_rank_and_score_as_plain_ones_and_renew(world) -> No
     assert verified.decision == pb.MATCH and verified.score == pytest.approx(0.0, abs=1e-5)
 
 
-def test_concurrent_identifications_are_batched_with_unchanged_answers(world) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_identifications_get_unchanged_answers_batched_or_alone(world) -> None:  # type: ignore[no-untyped-def]
     service, clients, _ = world
     fill(clients, "busy", vectors(2000, 13))
     probes = vectors(64, 14)
@@ -210,9 +212,10 @@ def test_concurrent_identifications_are_batched_with_unchanged_answers(world) ->
             [c.score for c in got.faces[0].candidates], [c.score for c in want.faces[0].candidates], atol=1e-4
         )
     after = service.matcher.batch_stats()
+    # Every probe searched once, whether alone (nothing else running) or in a batch: how many
+    # overlapped depends on the machine's pace, so batch formation is tested where it can be
+    # held still (tests/matcher/test_batcher.py).
     assert after.queries - before.queries == len(probes)
-    assert after.batches - before.batches < len(probes)  # some searches shared a batch
-    assert after.largest_batch > 1
 
 
 def test_calibration_and_protection_survive_a_restart(server_factory, clients_for) -> None:  # type: ignore[no-untyped-def]

@@ -21,10 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 import store
+from audit_log import LogEvent, TransparencyLog
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_server.cctv_authorisation import METADATA_KEY, sign
 from safepassage_server.identity import Role
+from safepassage_server.pseudonyms import LogPseudonyms
 from tests.pki_helpers import RolePki
 
 pytestmark = pytest.mark.server
@@ -61,11 +63,17 @@ def cctv_token(role_pki: RolePki) -> str:
     )
 
 
+def pseudonyms(service: Any) -> LogPseudonyms:
+    """The server's log pseudonyms, from its key file (as its operator would compute them)."""
+    return LogPseudonyms.from_key_file(service.config.template_key_path)
+
+
 def stream_entries(service: Any, request_id: str) -> list[Any]:
-    """The transparency-log events of identify-stream answers to one request id."""
+    """The transparency-log events of identify-stream answers to one request id (found by its pseudonym)."""
     log = service.transparency_log
     events = [entry.event() for entry in log.entries(0, log.size())]
-    return [e for e in events if e.operation == STREAM and e.details.get("request_id") == request_id]
+    named = pseudonyms(service).request_id(request_id)
+    return [e for e in events if e.operation == STREAM and e.details.get("request_id_hmac_sha256") == named]
 
 
 def searches(service: Any, request_id: str) -> int:
@@ -136,7 +144,8 @@ def test_a_cctv_hit_replayed_keeps_no_second_probe(replay, role_pki: RolePki) ->
     assert without_replayed(replayed) == hit
     assert service.kept_probes.count() == kept_before + 1
     assert searches(service, request_id) == 1
-    assert [e.details.get("probe_id") for e in stream_entries(service, request_id)] == [str(hit.probe_id)] * 2
+    probe = pseudonyms(service).probe(hit.probe_id)
+    assert [e.details.get("probe_hmac_sha256") for e in stream_entries(service, request_id)] == [probe] * 2
 
 
 def test_clients_are_independent(replay, role_pki: RolePki) -> None:  # type: ignore[no-untyped-def]
@@ -189,23 +198,21 @@ def test_a_bad_request_id_is_refused_in_band_and_the_stream_goes_on(replay) -> N
         for e in log.entries(0, log.size())
         if e.event().operation == STREAM and e.event().outcome == "INVALID_ARGUMENT"
     ]
-    assert refused and not any("request_id" in e.details for e in refused)
+    assert refused and not any(key.startswith("request_id") for e in refused for key in e.details)
 
 
-def test_ids_the_log_cannot_hold_as_text_are_logged_as_a_digest(replay) -> None:  # type: ignore[no-untyped-def]
-    """Mixed case or over 64 characters: valid ids, recorded as a digest so the stream still works."""
+def test_request_ids_enter_the_log_only_as_keyed_pseudonyms(replay) -> None:  # type: ignore[no-untyped-def]
+    """The client chose the text (it could be a name or a case number): the log holds an HMAC under the
+    server's key, which still counts each id's answers and replays, and never the text or its plain hash."""
     service, clients = replay
-    for request_id in ("MixedCase-" + uuid.uuid4().hex, "y" * 100):
+    for request_id in ("maria-lopez-case-4471", "MixedCase-" + uuid.uuid4().hex, "y" * 100):
         answers = stream(clients.officer.matching, [query(WANTED[0], request_id)] * 2)
         assert [a.replayed for a in answers] == [False, True]
-        digest = hashlib.sha256(request_id.encode()).hexdigest()
+        assert [e.details.get("replayed") for e in stream_entries(service, request_id)] == [None, "true"]
         log = service.transparency_log
-        found = [
-            e.event().details
-            for e in log.entries(0, log.size())
-            if e.event().details.get("request_id_sha256") == digest
-        ]
-        assert [d.get("replayed") for d in found] == [None, "true"]
+        leaves = b"".join(entry.data for entry in log.entries(0, log.size()))
+        assert request_id.encode() not in leaves
+        assert hashlib.sha256(request_id.encode()).hexdigest().encode() not in leaves
 
 
 def test_errors_are_not_kept(replay) -> None:  # type: ignore[no-untyped-def]
@@ -262,6 +269,32 @@ def test_a_duplicate_in_flight_on_another_stream_is_aborted(replay, monkeypatch:
     assert retried.replayed and without_replayed(retried) == first[0]
     assert searches(service, request_id) == 2  # the answer, and the ABORTED refusal
     assert [e.outcome for e in stream_entries(service, request_id)] == ["ABORTED", "MATCH", "MATCH"]
+
+
+def test_an_answer_whose_search_was_not_logged_is_not_kept(replay, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The ledger keeps an answer only once its search is in the transparency log: a failure (or a
+    crash) between the two costs a second, logged search, never a search the log does not show."""
+    service, clients = replay
+    request_id = str(uuid.uuid4())
+    named = pseudonyms(service).request_id(request_id)
+    original = TransparencyLog.append
+
+    def failing(self: TransparencyLog, event: LogEvent) -> int:
+        if event.details.get("request_id_hmac_sha256") == named:
+            raise OSError("disk I/O error")
+        return original(self, event)
+
+    kept = service.stream_replies.count()
+    monkeypatch.setattr(TransparencyLog, "append", failing)
+    with pytest.raises(grpc.RpcError):
+        stream(clients.officer.matching, [query(WANTED[2], request_id)])
+    monkeypatch.undo()
+    assert service.stream_replies.count() == kept  # searched, not logged: not kept either
+    (retried,) = stream(clients.officer.matching, [query(WANTED[2], request_id)])
+    assert retried.WhichOneof("outcome") == "result" and not retried.replayed
+    assert searches(service, request_id) == 1  # the log shows the one search it knows of
+    (replayed,) = stream(clients.officer.matching, [query(WANTED[2], request_id)])
+    assert replayed.replayed
 
 
 def test_purge_erases_old_answers_and_their_bytes(replay) -> None:  # type: ignore[no-untyped-def]

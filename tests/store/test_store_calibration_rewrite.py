@@ -77,6 +77,8 @@ def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer)
     # Make the file look as version 1 wrote it.
     conn = sqlite3.connect(db_path)
     conn.executescript(
+        "DROP INDEX templates_quarantined;"
+        "ALTER TABLE templates DROP COLUMN quarantined;"
         "DROP TABLE gallery_calibrations;"
         "ALTER TABLE galleries DROP COLUMN target_fpir;"
         "ALTER TABLE galleries DROP COLUMN protection_version;"
@@ -89,5 +91,5 @@ def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer)
         assert reopened.count("old") == 1
         reopened.set_calibration("old", b"x", 0.003, 0.3)
     conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

@@ -124,6 +124,8 @@ def test_load_key_reads_raw_and_base64_files(tmp_path: Path) -> None:
     raw.write_bytes(key)
     text = tmp_path / "b64.key"
     text.write_text(base64.b64encode(key).decode() + "\n")
+    raw.chmod(0o600)  # key files others may read are refused
+    text.chmod(0o600)
     assert TemplateSealer.load_key(raw) == key
     assert TemplateSealer.load_key(text) == key
     assert TemplateSealer.from_key_file(text).fingerprint == TemplateSealer(key).fingerprint
@@ -139,6 +141,7 @@ def test_load_key_errors_never_quote_the_file(tmp_path: Path) -> None:
     for name, content in cases.items():
         path = tmp_path / name
         path.write_text(content)
+        path.chmod(0o600)
         with pytest.raises(InvalidKey) as caught:
             TemplateSealer.load_key(path)
         assert secret not in str(caught.value) and "AAAA" not in str(caught.value)
