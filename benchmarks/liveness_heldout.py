@@ -1,6 +1,6 @@
 """Head-turn liveness on attacks it was not tuned on: frozen thresholds, new source images.
 
-    uv run python benchmarks/liveness_heldout.py [--lfw 12] [--workers 2] [--out PATH]   # about 7 minutes
+    uv run python benchmarks/liveness_heldout.py [--lfw 12] [--workers 2] [--out PATH]   # about 6 minutes
 
 `liveness_eval.py` measures APCER on the presentations the thresholds of
 `camera_edge.liveness.LivenessSettings` were set on (results/liveness.json): a tuning-set figure. This

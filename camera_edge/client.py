@@ -21,7 +21,6 @@ import grpc
 from camera_edge.capture import CaptureLoop, ReconnectPolicy
 from camera_edge.config import EdgeConfig
 from camera_edge.connection import open_channel
-from camera_edge.device_key import DeviceKey
 from camera_edge.edge_loop import EdgeLoop, LoopSettings, LoopStats
 from camera_edge.errors import CredentialsError, OutboxFull
 from camera_edge.outbox import Outbox, OutboxEntry
@@ -145,7 +144,7 @@ class EdgeClient:
             self._metadata.append((AUTHORISATION_METADATA_KEY, token))
         self.outbox = Outbox.open(
             config.queue.path,
-            DeviceKey.load_or_create(config.queue.key_file),
+            config.queue.device_key(),
             max_entries=config.queue.max_entries,
         )
         self._on_result = on_result

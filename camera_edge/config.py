@@ -3,7 +3,10 @@
 One file per camera (or kiosk) says where frames come from, which server and
 gallery they go to, with which certificates and authorisation, how good a
 face must be to be sent, how often to detect, and where the offline queue
-lives. Relative paths are taken from the file's folder. Example::
+lives. Every relative path, written in the file or left at its default, is
+taken from the file's folder, never from the working directory (a service
+manager starts the client anywhere); the device key lives beside the queue
+unless ``queue.key_file`` says otherwise. Example::
 
     camera_id = "gate-3-cam-1"
     [source]
@@ -28,19 +31,28 @@ lives. Relative paths are taken from the file's folder. Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from camera_edge.capture import Pace
 from camera_edge.connection import DeviceCredentials, check_plaintext_address
+from camera_edge.device_key import DeviceKey, open_queue_key
 from camera_edge.errors import EdgeConfigError
 from camera_edge.pipeline import PipelineSettings
 from camera_edge.sources import SourceSpec
-from safepassage_core.config_file import apply_overrides, read_tree, resolve_paths, validate
+from safepassage_core.config_file import apply_overrides, read_tree, validate
+
+DEVICE_KEY_NAME = "device.key"
+# Where earlier versions kept the key when queue.key_file was not set: relative to the working directory.
+OLD_KEY_FILE = Path("var/edge/device.key")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Section = TypeVar("Section", bound=_Section)
 
 
 class SourceConfig(_Section):
@@ -123,8 +135,20 @@ class TrackingConfig(_Section):
 
 class QueueConfig(_Section):
     path: Path = Path("var/edge/outbox.sqlite3")
-    key_file: Path = Path("var/edge/device.key")
+    # None: `device.key` in the queue's folder, so the queue and the only key that reads it stay together.
+    key_file: Path | None = None
     max_entries: int = Field(10_000, ge=10)
+    # Old-layout key files found by `load_edge_config`: one there is refused, never silently replaced.
+    _old_key_files: tuple[Path, ...] = PrivateAttr(default=())
+
+    @property
+    def key_path(self) -> Path:
+        """Where the device key is: queue.key_file, or beside the queue."""
+        return self.key_file if self.key_file is not None else self.path.parent / DEVICE_KEY_NAME
+
+    def device_key(self, *, create: bool = True) -> DeviceKey:
+        """The queue's device key; made only for a new device (see `open_queue_key`)."""
+        return open_queue_key(self.key_path, self.path, old_key_files=self._old_key_files, create=create)
 
 
 class EdgeConfig(_Section):
@@ -137,18 +161,25 @@ class EdgeConfig(_Section):
     queue: QueueConfig = QueueConfig()
 
 
-_PATHS = {
-    "server": ("ca", "cert", "key", "authorisation"),
-    "detection": ("model_dir",),
-    "queue": ("path", "key_file"),
-}
+def _anchored(section: Section, base: Path) -> Section:
+    """``section`` with every relative Path field (its own and its subsections') taken from ``base``.
+
+    Walks the fields rather than listing them, so a Path field added later, or a default such as
+    ``var/models``, can never be left relative to the working directory."""
+    update: dict[str, object] = {}
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            update[name] = base / value
+        elif isinstance(value, _Section):
+            update[name] = _anchored(value, base)
+    return section.model_copy(update=update) if update else section
 
 
 def load_edge_config(path: Path, overrides: dict[str, object] | None = None) -> EdgeConfig:
     """Read and validate a camera's TOML file; `overrides` ("section.key": value) win."""
     raw = read_tree(path, EdgeConfigError, "camera configuration")
     base = path.parent.resolve()
-    resolve_paths(raw, base, _PATHS)
     source = raw.get("source")
     if isinstance(source, dict):
         location = source.get("location")
@@ -157,4 +188,10 @@ def load_edge_config(path: Path, overrides: dict[str, object] | None = None) -> 
         if relative and "://" not in str(location) and not str(location).isdigit():
             source["location"] = str(base / str(location))
     apply_overrides(raw, overrides)
-    return validate(EdgeConfig, raw, EdgeConfigError, f"camera configuration {path}")
+    config = validate(EdgeConfig, raw, EdgeConfigError, f"camera configuration {path}")
+    anchored = _anchored(config, base)
+    if anchored.queue.key_file is None:
+        # Checked at every start: the key may have been made from any working directory, this one included.
+        old = (Path.cwd() / OLD_KEY_FILE, base / OLD_KEY_FILE)
+        anchored.queue._old_key_files = tuple(dict.fromkeys(p.absolute() for p in old))
+    return anchored

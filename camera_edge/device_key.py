@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shlex
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -34,7 +36,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from camera_edge.errors import DeviceKeyError, OutboxCorrupt
 from safepassage_core.private_files import check_owner_only, make_private_folder
 
-__all__ = ["FINGERPRINT_SIZE", "KEY_SIZE", "SEALED_OVERHEAD", "SEAL_VERSION", "DeviceKey"]
+__all__ = [
+    "FINGERPRINT_SIZE",
+    "KEY_SIZE",
+    "SEALED_OVERHEAD",
+    "SEAL_VERSION",
+    "DeviceKey",
+    "open_queue_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +183,54 @@ class DeviceKey:
             raise OutboxCorrupt(
                 f"{what}: authentication failed (altered, or moved from another entry)"
             ) from None
+
+
+def open_queue_key(
+    key_path: Path, queue_path: Path, *, old_key_files: Sequence[Path] = (), create: bool = True
+) -> DeviceKey:
+    """The device key of the queue at ``queue_path``, kept at ``key_path``.
+
+    A new key is made only for a new device: never while a key sits in one of
+    ``old_key_files`` (where an earlier layout kept it; the error gives the
+    command that moves it), and never for a queue that already exists (a new
+    key could not read what is queued, which would be stranded). ``create=False``
+    (a read-only look at the queue) never makes one.
+    """
+    if key_path.exists():
+        return DeviceKey.load(key_path)
+    old = [path for path in old_key_files if path != key_path and path.is_file()]
+    if old:
+        raise DeviceKeyError(
+            f"no device key at {str(key_path)!r}, but there is one at {str(old[0])!r} (where earlier versions"
+            f" kept it, relative to the working directory): the key now lives beside the queue. Move it with"
+            f" `{_move_command(old[0], key_path, queue_path)}` (or set queue.key_file to its path)"
+        )
+    if queue_path.exists():
+        raise DeviceKeyError(
+            f"the offline queue {str(queue_path)!r} exists but its device key {str(key_path)!r} is missing:"
+            f" restore the key to that path (a new key could not read the queued queries)"
+        )
+    if not create:
+        raise DeviceKeyError(
+            f"no device key at {str(key_path)!r} and no offline queue at {str(queue_path)!r}:"
+            " nothing has been queued with this configuration"
+        )
+    return DeviceKey.load_or_create(key_path)
+
+
+def _move_command(old_key: Path, key_path: Path, queue_path: Path) -> str:
+    """The shell command that moves an old-layout key (and its queue, if that was beside it) into place."""
+    moves = [(old_key, key_path)]
+    if not queue_path.exists():
+        # The old default kept the queue beside the key: move its files too, WAL and shared memory included.
+        for suffix in ("", "-wal", "-shm"):
+            old_queue = old_key.with_name(queue_path.name + suffix)
+            if old_queue.is_file():
+                moves.append((old_queue, queue_path.with_name(queue_path.name + suffix)))
+    folder = shlex.quote(str(key_path.parent))
+    steps = [f"mkdir -p -m 700 {folder}"]
+    steps += [f"mv {shlex.quote(str(a))} {shlex.quote(str(b))}" for a, b in moves]
+    return " && ".join(steps)
 
 
 def _fsync_dir(folder: Path) -> None:

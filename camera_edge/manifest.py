@@ -79,6 +79,16 @@ class ModelEntry:
         }
 
 
+def missing_pack_message(folder: Path) -> str:
+    """What to do when ``folder`` holds no model pack: an edge box installs one, a server builds it."""
+    return (
+        f"no model pack in {folder} (no {MANIFEST_NAME}). On an edge box: make the archive where the pack"
+        " is built (`safepassage models export --out models.tar`), copy it over and run"
+        " `safepassage edge models install models.tar --config <camera.toml>`, which installs it into the"
+        " camera's detection.model_dir. On a server checkout: `make models`."
+    )
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
@@ -119,9 +129,7 @@ class ModelPack:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ManifestError(
-                f"no model manifest at {path}; run the model build step (make models)"
-            ) from None
+            raise ManifestError(missing_pack_message(folder)) from None
         except (OSError, ValueError) as error:
             raise ManifestError(f"model manifest {path} is unreadable: {error}") from None
         if (

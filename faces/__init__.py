@@ -21,7 +21,7 @@ from faces.errors import (
     MultipleFacesFound,
     NoFaceFound,
 )
-from faces.image import ImageHeader, ImageLimits, decode_image, read_header
+from faces.image import READ_FORMATS, ImageHeader, ImageLimits, decode_image, read_header, sniff_format
 from faces.model import (
     DLIB_FIVE_POINT_LANDMARKS,
     DLIB_RESNET_V1,
@@ -35,6 +35,7 @@ from safepassage_core.metric import Metric
 __all__ = [
     "DLIB_FIVE_POINT_LANDMARKS",
     "DLIB_RESNET_V1",
+    "READ_FORMATS",
     "DetectedFace",
     "DlibEmbedder",
     "Embedder",
@@ -56,5 +57,6 @@ __all__ = [
     "decode_image",
     "file_sha256",
     "read_header",
+    "sniff_format",
     "verify_weights",
 ]

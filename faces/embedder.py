@@ -120,7 +120,10 @@ def choose_faces(boxes: Sequence[FaceBox], selection: FaceSelection) -> list[int
         raise NoFaceFound("no face was found in the image")
     if selection is FaceSelection.SINGLE:
         if len(boxes) > 1:
-            raise MultipleFacesFound(f"found {len(boxes)} faces in the image; exactly one is required")
+            raise MultipleFacesFound(
+                f"found {len(boxes)} faces in the image; exactly one is required: crop the image,"
+                " or choose the largest face (face_selection LARGEST; `--largest` in the safepassage CLI)"
+            )
         return [0]
     # LARGEST: ties go to the leftmost face so the answer is deterministic.
     return [max(range(len(boxes)), key=lambda i: (boxes[i].area, -boxes[i].left, -boxes[i].top))]

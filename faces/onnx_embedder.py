@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 from camera_edge.manifest import ModelPack
 from camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
 from faces.embedder import DetectedFace, FaceBox, FaceSelection, RgbImage, check_rgb_image, choose_faces
-from faces.model import EmbeddingModel
+from faces.model import DLIB_RESNET_V1, EmbeddingModel
 from safepassage_core.metric import Metric
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,33 @@ def _box(box: tuple[float, float, float, float], width: int, height: int) -> Fac
         top=max(0, round(top)),
         right=min(width, max(1, round(right))),
         bottom=min(height, max(1, round(bottom))),
+    )
+
+
+class _WatchlistDefaults(TypedDict):
+    watchlist_threshold: float | None
+    default_threshold_fmr: float | None
+    watchlist_threshold_fmr: float | None
+
+
+def _watchlist_defaults(name: str, params: Mapping[str, Any]) -> _WatchlistDefaults:
+    """The manifest's watchlist threshold and measured rates; a pack built before they were written
+    takes them from the built-in manifest of the same network (the pack converts its weights)."""
+
+    def rate(key: str) -> float | None:
+        return None if params.get(key) is None else float(params[key])
+
+    if "watchlist_threshold" in params:
+        return _WatchlistDefaults(
+            watchlist_threshold=rate("watchlist_threshold"),
+            default_threshold_fmr=rate("default_threshold_fmr"),
+            watchlist_threshold_fmr=rate("watchlist_threshold_fmr"),
+        )
+    known = DLIB_RESNET_V1 if name == DLIB_RESNET_V1.name else None
+    return _WatchlistDefaults(
+        watchlist_threshold=known.watchlist_threshold if known else None,
+        default_threshold_fmr=known.default_threshold_fmr if known else None,
+        watchlist_threshold_fmr=known.watchlist_threshold_fmr if known else None,
     )
 
 
@@ -51,6 +80,7 @@ class OnnxEmbedder:
             source=f"{entry.source.package} {entry.source.version}: {entry.source.path}",
             filename=entry.file,
             sha256=entry.sha256,
+            **_watchlist_defaults(spec.name, entry.params),
         )
         self._lock = threading.Lock()
 

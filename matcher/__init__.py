@@ -28,6 +28,7 @@ from matcher.gallery import (
     GallerySpec,
     Identification,
     ThresholdChoice,
+    ThresholdOrigin,
     ThresholdSource,
     Verification,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "SnapshotRejected",
     "TemplateTransform",
     "ThresholdChoice",
+    "ThresholdOrigin",
     "ThresholdSource",
     "TooManyReferences",
     "TransformKeyring",

@@ -381,6 +381,14 @@ class Matcher:
                 )
             for reference_id in restrict_to:
                 check_reference_id(reference_id)
+            # As Verify answers for an unknown reference: a 1:few search of ids that are not
+            # there would otherwise answer NO_MATCH, as if they had been searched.
+            wanted = set(restrict_to)
+            unknown = len(wanted) - len(self._store.template_ids(gallery_id, list(wanted)))
+            if unknown:
+                raise store.ReferenceNotFound(
+                    f"{unknown} of the {len(wanted)} restrict_to references are not in gallery {gallery_id!r}"
+                )
         return used
 
     def _search(self, gallery_id: Hashable, probes: npt.NDArray[np.float32], k: int) -> Hits:

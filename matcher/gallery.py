@@ -29,6 +29,15 @@ class ThresholdSource(enum.StrEnum):
     TARGET_FPIR = "target_fpir"  # a target FPIR through the gallery's calibration
 
 
+class ThresholdOrigin(enum.StrEnum):
+    """Where a gallery's own threshold came from (what its searches use unless a request says)."""
+
+    MODEL_DEFAULT = "model 1:1 default"
+    WATCHLIST_DEFAULT = "watchlist default"
+    CALIBRATED = "calibration at target FPIR"
+    SET_BY_ADMIN = "set by admin"
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """The threshold a search uses, and why."""
@@ -58,6 +67,8 @@ class CalibrationSummary:
     gallery_size: int
     method: str
     calibrated_at: float
+    # FPIR of the gallery's threshold at its present size, from these impostor scores.
+    fpir: float | None = None
 
 
 @dataclass(frozen=True)

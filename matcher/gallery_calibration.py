@@ -70,6 +70,7 @@ class GalleryCalibration:
             calibration.gallery_size,
             calibration.method.value,
             calibration.calibrated_at,
+            calibration.fpir_at(spec.threshold, max(size, 1)),
         )
         return spec, summary
 

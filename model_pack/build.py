@@ -113,6 +113,10 @@ def build(out: Path, cache: Path, force: bool = False) -> ModelPack:
             "output_dim": info.output_dim,
             "metric": "l2",
             "default_threshold": 0.6,
+            # faces.model.DLIB_RESNET_V1 gives the evidence (benchmarks/results/evaluation).
+            "watchlist_threshold": 0.5,
+            "default_threshold_fmr": 5.7e-3,
+            "watchlist_threshold_fmr": 2.7e-4,
             "alignment": "dlib_chip",
             "chip_padding": 0.25,
             "input_name": "chips",

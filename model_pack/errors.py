@@ -2,12 +2,15 @@
 
 ModelPackError (SafePassageError)
 ├── ModelFormatError   (DataIntegrityError)  a source file does not parse as its format
-└── ModelSourceMissing (FailedPrecondition)  a source package or file is not installed
+├── ModelSourceMissing (FailedPrecondition)  a source package or file is not installed
+└── ModelArchiveError  (InvalidInput)        a model pack archive is malformed or holds what it should not
+
+A file whose sha256 differs from its manifest entry is camera_edge's ModelHashMismatch, wherever it is found.
 """
 
 from __future__ import annotations
 
-from safepassage_core.errors import DataIntegrityError, FailedPrecondition, SafePassageError
+from safepassage_core.errors import DataIntegrityError, FailedPrecondition, InvalidInput, SafePassageError
 
 
 class ModelPackError(SafePassageError):
@@ -19,4 +22,8 @@ class ModelFormatError(ModelPackError, DataIntegrityError):
 
 
 class ModelSourceMissing(ModelPackError, FailedPrecondition):
+    pass
+
+
+class ModelArchiveError(ModelPackError, InvalidInput):
     pass

@@ -3,20 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_cli.client import Stubs
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Which files of a folder `import` and `calibrate` send: the names of every format the server reads
+# (faces.image.READ_FORMATS). The server takes the format from the bytes, never from the name, and
+# lists any file it cannot read by its name; the rest are imported.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    | {".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx"}
+    | {".heic", ".heif", ".hif"}
+)
 TIMEOUT_S = 60.0
 
 
 def _metric(value: pb.Metric.ValueType) -> str:
     return pb.Metric.Name(value).lower()
+
+
+def _score_name(value: pb.Metric.ValueType) -> str:
+    """What a score is: an L2 distance matches at or below the threshold, a similarity at or above."""
+    return "distance" if value == pb.L2 else "similarity"
+
+
+_ORIGINS = {
+    pb.MODEL_DEFAULT: "model 1:1 default",
+    pb.WATCHLIST_DEFAULT: "watchlist default",
+    pb.CALIBRATED: "calibration at target FPIR",
+    pb.SET_BY_ADMIN: "set by admin",
+}
+
+
+def _origin(value: pb.ThresholdOrigin.ValueType) -> str:
+    return _ORIGINS.get(value, "origin not reported")
+
+
+def uncalibrated_watchlist(g: pb.Gallery) -> bool:
+    """A watchlist whose FPIR at its size was never measured (its threshold is a default or a guess)."""
+    return g.purpose == pb.WATCHLIST and not g.HasField("calibration")
 
 
 def _box(box: pb.FaceBox) -> str:
@@ -45,6 +76,12 @@ def _print_gallery(g: pb.Gallery) -> None:
         f"  index={g.index_kind or 'flat'} (recall@1 {g.index_recall:.3f})"
         + (f"  protected=v{g.protection_version}" if g.protection_version else "")
     )
+    rate = (
+        f"; FPIR {g.implied_fpir:.2%} at size {g.size} ({g.implied_fpir_basis})"
+        if g.HasField("implied_fpir")
+        else "; FPIR unknown until calibrated"
+    )
+    print(f"  threshold {g.threshold:.3f} {_score_name(g.metric)}: {_origin(g.threshold_origin)}{rate}")
     if g.HasField("calibration"):
         c = g.calibration
         print(
@@ -64,7 +101,15 @@ def gallery_create(stubs: Stubs, args: argparse.Namespace) -> None:
     if args.threshold is not None:
         request.threshold = args.threshold
     request.protect_templates = args.protect
-    _print_gallery(stubs.galleries.CreateGallery(request, timeout=TIMEOUT_S))
+    created = stubs.galleries.CreateGallery(request, timeout=TIMEOUT_S)
+    _print_gallery(created)
+    if uncalibrated_watchlist(created):
+        print(
+            f"warning: watchlist {created.gallery_id} is not calibrated: after enrolling, run"
+            f" `safepassage gallery calibrate {created.gallery_id} --impostors DIR --target-fpir 0.01`;"
+            " `safepassage authorise` refuses cameras until then",
+            file=sys.stderr,
+        )
 
 
 def gallery_calibrate(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -97,9 +142,12 @@ def gallery_list(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def gallery_describe(stubs: Stubs, args: argparse.Namespace) -> None:
-    _print_gallery(
-        stubs.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S)
+    described = stubs.galleries.DescribeGallery(
+        pb.DescribeGalleryRequest(gallery_id=args.gallery), timeout=TIMEOUT_S
     )
+    _print_gallery(described)
+    if uncalibrated_watchlist(described):
+        print(f"  not calibrated: run `safepassage gallery calibrate {args.gallery} ... --target-fpir`")
 
 
 def gallery_delete(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -123,8 +171,12 @@ def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
     print(f"enrolled {answer.reference_id} in {args.gallery}{where}")
 
 
-def bulk_import(stubs: Stubs, args: argparse.Namespace) -> None:
-    """Every image in a folder, reference id = file name without suffix."""
+def bulk_import(stubs: Stubs, args: argparse.Namespace) -> int:
+    """Every image in a folder, reference id = file name without suffix; 1 when any failed.
+
+    References already in the gallery are skipped (counted, not failures), so a re-run
+    after a partial import completes it.
+    """
     files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def requests() -> Iterator[pb.InsertTemplateRequest]:
@@ -137,9 +189,20 @@ def bulk_import(stubs: Stubs, args: argparse.Namespace) -> None:
             )
 
     answer = stubs.matching.BulkInsertTemplates(requests(), timeout=max(TIMEOUT_S, 5.0 * len(files)))
-    print(f"imported {answer.inserted} of {len(files)} images into {args.gallery}; {answer.failed} failed")
+    present = grpc.StatusCode.ALREADY_EXISTS.value[0]
+    skipped = sum(1 for error in answer.errors if error.code == present)
+    failed = answer.failed - skipped
     for error in answer.errors:
-        print(f"  {files[error.index].name}: {error.message}")
+        if error.code != present:
+            print(f"failed: {files[error.index].name}: {error.message}", file=sys.stderr)
+    unlisted = failed - (len(answer.errors) - skipped)
+    if unlisted > 0:
+        print(f"failed: {unlisted} more, not listed by the server", file=sys.stderr)
+    print(
+        f"imported {answer.inserted} of {len(files)} images into {args.gallery};"
+        f" {skipped} already present (skipped); {failed} failed"
+    )
+    return 1 if failed else 0
 
 
 def identify(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -157,15 +220,18 @@ def identify(stubs: Stubs, args: argparse.Namespace) -> None:
     source = pb.ThresholdSource.Name(answer.threshold_source).lower().replace("_", " ")
     if answer.HasField("target_fpir"):
         source += f" {answer.target_fpir:g}"
+    if answer.threshold_source == pb.GALLERY_THRESHOLD:
+        source += f": {_origin(answer.gallery_threshold_origin)}"
+    score = _score_name(answer.metric)
     print(
         f"{pb.Decision.Name(answer.decision)}  ({len(answer.faces)} face(s); {_metric(answer.metric)}"
-        f" threshold {answer.threshold:.3f} from {source})"
+        f" {score} threshold {answer.threshold:.3f} from {source})"
     )
     for number, face in enumerate(answer.faces, 1):
         where = _box(face.box) if face.HasField("box") else "embedding"
         print(f"face {number} {where}: {pb.Decision.Name(face.decision)}")
         for c in face.candidates:
-            print(f"  {c.rank:>3}. {c.reference_id:<40} score {c.score:.4f}{'  match' if c.match else ''}")
+            print(f"  {c.rank:>3}. {c.reference_id:<40} {score} {c.score:.4f}{'  match' if c.match else ''}")
 
 
 def verify(stubs: Stubs, args: argparse.Namespace) -> None:

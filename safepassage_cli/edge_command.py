@@ -3,6 +3,11 @@
 safepassage edge run --config camera.toml [--source FILE|URL|DEVICE] [--drain-timeout S]
 safepassage edge drain --config camera.toml      send what an earlier run left queued
 safepassage edge status --config camera.toml     what the offline queue holds
+safepassage edge models install models.tar --config camera.toml   install the model pack (models_command)
+
+Every relative path in the camera file is taken from the file's folder, so
+these commands use the same queue, device key and model pack from any
+working directory.
 
 Results are printed per track as the server answers; a progress line is
 shown while a file is processed, and a summary at the end. Exit status: 0
@@ -43,8 +48,10 @@ def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     drain.add_argument("--timeout", type=float, default=60.0)
     actions.add_parser("status", parents=[common], help="what the offline queue holds")
     from safepassage_cli.kiosk_command import add_kiosk_parser
+    from safepassage_cli.models_command import add_edge_models_parser
 
     add_kiosk_parser(actions, common)
+    add_edge_models_parser(actions, common)
 
 
 def _print_result(result: TrackResult) -> None:
@@ -79,9 +86,16 @@ def run_edge(args: argparse.Namespace) -> int:
         from safepassage_cli.kiosk_command import run_kiosk
 
         return run_kiosk(args)
+    if args.edge_action == "models":
+        from safepassage_cli.models_command import run_edge_models
+
+        try:
+            return run_edge_models(args)
+        except SafePassageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     from camera_edge.client import EdgeClient
     from camera_edge.config import load_edge_config
-    from camera_edge.device_key import DeviceKey
     from camera_edge.outbox import Outbox
 
     overrides: dict[str, object] = {}
@@ -93,7 +107,7 @@ def run_edge(args: argparse.Namespace) -> int:
     try:
         config = load_edge_config(args.config, overrides)
         if args.edge_action == "status":
-            with_key = DeviceKey.load(config.queue.key_file)
+            with_key = config.queue.device_key(create=False)  # a look at the queue makes no key
             outbox = Outbox.open(config.queue.path, with_key, max_entries=config.queue.max_entries)
             try:
                 stats = outbox.stats()

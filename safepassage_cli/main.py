@@ -8,6 +8,7 @@ safepassage identify GALLERY IMAGE
 safepassage verify GALLERY REFERENCE IMAGE
 safepassage count GALLERY | delete GALLERY REFERENCE | health
 safepassage edge run|drain|status|kiosk --config CAMERA.toml
+safepassage models export --out models.tar; safepassage edge models install models.tar --config CAMERA.toml
 safepassage records enrol|consent|grant|withdraw|credential|verify-holder|erase|... (protected records)
 safepassage credential verify --qr PNG --issuer-key PEM --reader-key KEY --face IMG   (offline)
 safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out DIR] [--limit N]   (offline)
@@ -36,9 +37,10 @@ from safepassage_cli.client import (
 from safepassage_cli.credential_command import add_credential_parser, run_credential
 from safepassage_cli.edge_command import add_edge_parser, run_edge
 from safepassage_cli.evaluate_command import add_evaluate_parser, run_evaluate
+from safepassage_cli.models_command import add_models_parser, run_models
 from safepassage_cli.records_command import add_records_parser, run_local
 
-Command = Callable[[Stubs, argparse.Namespace], None]
+Command = Callable[[Stubs, argparse.Namespace], int | None]  # None: success
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     add_authorise_parser(sub)
     add_edge_parser(sub)
     add_evaluate_parser(sub)
+    add_models_parser(sub)
 
     client = argparse.ArgumentParser(add_help=False)
     add_connection_arguments(client)
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_credential(args)
     if args.command == "evaluate":
         return run_evaluate(args)
+    if args.command == "models":
+        return run_models(args)
     if args.command == "records":
         local = run_local(args)
         if local is not None:
@@ -216,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with channel:
         try:
-            args.run(Stubs.connect(channel, files), args)
+            status = args.run(Stubs.connect(channel, files), args)
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
         except ClientSetupError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

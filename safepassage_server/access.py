@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import grpc
 
 import store
-from matcher import GalleryPurpose, GallerySpec, ThresholdChoice
+from matcher import GalleryInfo, GalleryPurpose, GallerySpec, ThresholdChoice
 from matcher.gallery import check_threshold
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import protected_identity_pb2 as ppb
@@ -114,6 +114,8 @@ class Galleries(Protocol):
     """What the interceptor reads of galleries (the matcher): purpose, metric, thresholds."""
 
     def spec(self, gallery_id: str) -> GallerySpec: ...
+
+    def describe(self, gallery_id: str) -> GalleryInfo: ...
 
     def check_search(
         self,
@@ -340,6 +342,14 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if grant.authorisation_id in self._grants_seen:
                 return
             self._grants_seen.add(grant.authorisation_id)
+        if self._galleries.describe(grant.gallery_id).calibration is None:
+            # Its threshold is a default whose FPIR at this gallery's size was never measured.
+            log.warning(
+                "camera streams to gallery %s under authorisation %s: the watchlist is not calibrated"
+                " (safepassage gallery calibrate --target-fpir)",
+                grant.gallery_id,
+                grant.authorisation_id,
+            )
         details = {
             "authorisation": grant.authorisation_id,
             "issued_by": grant.issued_by,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import faces
-from matcher import GalleryInfo, GalleryPurpose, Identification, Metric, ThresholdSource
+from matcher import GalleryInfo, GalleryPurpose, Identification, Metric, ThresholdOrigin, ThresholdSource
+from matcher.thresholds import ModelThresholds
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_core.errors import InvalidInput
 
@@ -18,6 +19,12 @@ _THRESHOLD_SOURCES = {
     ThresholdSource.GALLERY: pb.GALLERY_THRESHOLD,
     ThresholdSource.REQUEST: pb.REQUEST_THRESHOLD,
     ThresholdSource.TARGET_FPIR: pb.TARGET_FPIR,
+}
+_THRESHOLD_ORIGINS = {
+    ThresholdOrigin.MODEL_DEFAULT: pb.MODEL_DEFAULT,
+    ThresholdOrigin.WATCHLIST_DEFAULT: pb.WATCHLIST_DEFAULT,
+    ThresholdOrigin.CALIBRATED: pb.CALIBRATED,
+    ThresholdOrigin.SET_BY_ADMIN: pb.SET_BY_ADMIN,
 }
 _SELECTIONS = {
     pb.SINGLE: faces.FaceSelection.SINGLE,
@@ -64,13 +71,18 @@ def threshold_source_to_pb(source: ThresholdSource) -> pb.ThresholdSource.ValueT
     return _THRESHOLD_SOURCES[source]
 
 
+def threshold_origin_to_pb(origin: ThresholdOrigin) -> pb.ThresholdOrigin.ValueType:
+    return _THRESHOLD_ORIGINS[origin]
+
+
 def _timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
 
 
-def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
+def gallery_to_pb(info: GalleryInfo, thresholds: ModelThresholds) -> pb.Gallery:
+    """The gallery, with where its threshold came from and the FPIR it implies where known."""
     spec = info.spec
     gallery = pb.Gallery(
         gallery_id=spec.gallery_id,
@@ -87,7 +99,14 @@ def gallery_to_pb(info: GalleryInfo) -> pb.Gallery:
         protection_version=spec.protection_version or 0,
         quarantined_templates=info.quarantined,
         index_build_failures=info.index_build_failures,
+        threshold_origin=threshold_origin_to_pb(thresholds.origin(spec)),
     )
+    calibrated = info.calibration.fpir if info.calibration is not None else None
+    estimated = thresholds.estimated_fpir(spec, info.size)
+    if calibrated is not None:
+        gallery.implied_fpir, gallery.implied_fpir_basis = calibrated, "calibration"
+    elif estimated is not None:
+        gallery.implied_fpir, gallery.implied_fpir_basis = estimated, "model evidence"
     if info.calibration is not None:
         gallery.calibration.CopyFrom(
             pb.Calibration(

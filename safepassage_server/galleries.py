@@ -8,6 +8,7 @@ import grpc
 
 import faces
 from matcher import GallerySpec, Matcher
+from matcher.thresholds import ModelThresholds
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_core.errors import InvalidInput
@@ -17,36 +18,58 @@ from safepassage_server.probes import ProbeReader
 log = logging.getLogger(__name__)
 
 
+def model_thresholds(model: faces.EmbeddingModel) -> ModelThresholds:
+    return ModelThresholds(
+        one_to_one=model.default_threshold,
+        watchlist=model.watchlist_threshold,
+        one_to_one_fmr=model.default_threshold_fmr,
+        watchlist_fmr=model.watchlist_threshold_fmr,
+    )
+
+
 class GalleryServicer(pb_grpc.GalleryServiceServicer):
     def __init__(self, matcher: Matcher, probes: ProbeReader, *, protect_all: bool = False) -> None:
         self._matcher = matcher
         self._probes = probes
         self._protect_all = protect_all
 
+    @property
+    def _thresholds(self) -> ModelThresholds:
+        return model_thresholds(self._probes.model)
+
     def CreateGallery(self, request: pb.CreateGalleryRequest, context: grpc.ServicerContext) -> pb.Gallery:
         model = self._probes.model
         if request.model and request.model != model.name:
             raise InvalidInput(f"model {request.model!r} is not served here; this server uses {model.name}")
+        purpose = purpose_from_pb(request.purpose)
+        thresholds = model_thresholds(model)
         spec = GallerySpec(
             gallery_id=require(request.gallery_id, "gallery_id"),
-            purpose=purpose_from_pb(request.purpose),
+            purpose=purpose,
             model_name=model.name,
             dimension=model.dimension,
             metric=model.metric,
-            threshold=request.threshold if request.HasField("threshold") else model.default_threshold,
+            # A watchlist takes the model's watchlist default, never silently the 1:1 threshold.
+            threshold=thresholds.for_new_gallery(
+                purpose, request.threshold if request.HasField("threshold") else None
+            ),
         )
         protect = request.protect_templates or self._protect_all
-        return gallery_to_pb(self._matcher.create_gallery(spec, protect=protect))
+        return gallery_to_pb(self._matcher.create_gallery(spec, protect=protect), thresholds)
 
     def ListGalleries(
         self, request: pb.ListGalleriesRequest, context: grpc.ServicerContext
     ) -> pb.ListGalleriesResponse:
-        return pb.ListGalleriesResponse(galleries=[gallery_to_pb(g) for g in self._matcher.list_galleries()])
+        return pb.ListGalleriesResponse(
+            galleries=[gallery_to_pb(g, self._thresholds) for g in self._matcher.list_galleries()]
+        )
 
     def DescribeGallery(
         self, request: pb.DescribeGalleryRequest, context: grpc.ServicerContext
     ) -> pb.Gallery:
-        return gallery_to_pb(self._matcher.describe(require(request.gallery_id, "gallery_id")))
+        return gallery_to_pb(
+            self._matcher.describe(require(request.gallery_id, "gallery_id")), self._thresholds
+        )
 
     def CalibrateGallery(
         self, request: pb.CalibrateGalleryRequest, context: grpc.ServicerContext
@@ -70,7 +93,7 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         info = self._matcher.calibrate(
             gallery_id, impostors, leave_one_out_sample=request.leave_one_out, target_fpir=target
         )
-        return gallery_to_pb(info)
+        return gallery_to_pb(info, self._thresholds)
 
     def RenewTemplateProtection(
         self, request: pb.RenewTemplateProtectionRequest, context: grpc.ServicerContext

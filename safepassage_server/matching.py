@@ -45,9 +45,11 @@ from safepassage_server.conversion import (
     metric_to_pb,
     require,
     selection_from_pb,
+    threshold_origin_to_pb,
     threshold_source_to_pb,
 )
 from safepassage_server.errors import status_of
+from safepassage_server.galleries import model_thresholds
 from safepassage_server.identity import Caller, Role, current_caller
 from safepassage_server.probes import ProbeFace, ProbeReader
 
@@ -202,6 +204,9 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             threshold_source=threshold_source_to_pb(used.source),
             target_fpir=used.target_fpir,
         )
+        if used.source is ThresholdSource.GALLERY:
+            origin = model_thresholds(self._probes.model).origin(spec)
+            response.gallery_threshold_origin = threshold_origin_to_pb(origin)
         if not found:
             note_search(used.value, used.source.name, gallery_match=False)
             return response, found

@@ -48,6 +48,44 @@ def officer(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[st
     return cli(server, *args, client="officer-1")
 
 
+def test_authorise_refuses_an_uncalibrated_watchlist(tmp_path: Path, faces_dir: Path) -> None:
+    strangers = tmp_path / "strangers"
+    strangers.mkdir()
+    lfw = sorted(p for p in (faces_dir / "lfw").iterdir() if p.is_dir())[-12:]
+    for folder in lfw:
+        (strangers / f"{folder.name}.jpg").symlink_to(sorted(folder.glob("*.jpg"))[0])
+    server = ServerProcess(tmp_path / "data")
+    try:
+        assert cli(server, "gallery", "create", "gate").returncode == 0
+        fr = faces_dir / "face_recognition"
+        assert cli(server, "enrol", "gate", "obama", str(fr / "obama" / "obama.jpg")).returncode == 0
+        out = cli(server, "gallery", "describe", "gate")
+        assert "watchlist default" in out.stdout and "not calibrated" in out.stdout
+        token = tmp_path / "cam.authorisation"
+        sign = ("authorise", "gate", "--camera", "cam-1", "--legal-basis", "Order 1", "--hours", "1")
+        where = (
+            "--server",
+            f"localhost:{server.port}",
+            "--pki-dir",
+            str(server.pki_dir),
+            "--out",
+            str(token),
+        )
+        out = local(*sign, *where)
+        assert out.returncode == 2 and "not calibrated" in out.stderr and "--uncalibrated-ok" in out.stderr
+        assert not token.exists()
+        out = local(*sign, *where, "--uncalibrated-ok")
+        assert out.returncode == 0 and str(token) in out.stdout and "0600" in out.stdout, out.stderr
+        assert token.stat().st_mode & 0o777 == 0o600 and token.read_text().count(".") >= 1
+        token.unlink()
+        out = cli(server, "gallery", "calibrate", "gate", "--impostors", str(strangers))
+        assert out.returncode == 0 and "FPIR" in out.stdout and "(calibration)" in out.stdout, out.stderr
+        out = local(*sign, *where)
+        assert out.returncode == 0 and token.stat().st_mode & 0o777 == 0o600, out.stderr
+    finally:
+        assert server.stop() == 0
+
+
 def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
     fr = faces_dir / "face_recognition"
     photos = tmp_path / "photos"
@@ -60,11 +98,21 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         out = cli(server, "health")
         assert out.returncode == 0 and "SERVING" in out.stdout
         out = cli(server, "gallery", "create", "desk", "--purpose", "watchlist")
-        assert out.returncode == 0 and "desk" in out.stdout and "threshold=0.600" in out.stdout
+        # A watchlist takes the model's watchlist default, never silently the 1:1 threshold (0.6).
+        assert out.returncode == 0 and "desk" in out.stdout and "threshold=0.500" in out.stdout
+        assert "watchlist default; FPIR" in out.stdout and "model evidence" in out.stdout
+        assert "not calibrated" in out.stderr and "gallery calibrate desk" in out.stderr
         out = cli(server, "enrol", "desk", "obama", str(fr / "obama" / "obama.jpg"))
         assert out.returncode == 0 and "enrolled obama in desk" in out.stdout
         out = cli(server, "import", "desk", str(photos))
         assert out.returncode == 0 and "imported 2 of 2" in out.stdout
+        # A re-run skips what is there; a photo without a face fails: exit 1, one line per failure.
+        (photos / "dog.jpg").symlink_to(faces_dir / "group" / "dlib" / "dogs.jpg")
+        out = cli(server, "import", "desk", str(photos))
+        assert out.returncode == 1 and "imported 0 of 3" in out.stdout
+        assert "2 already present (skipped); 1 failed" in out.stdout
+        assert out.stderr.count("failed: ") == 1 and "failed: dog.jpg" in out.stderr
+        (photos / "dog.jpg").unlink()
         out = cli(server, "count", "desk")
         assert out.stdout.strip() == "3"
         # Searching is an officer's job, not an admin's.
@@ -74,7 +122,12 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert out.returncode == 0, out.stderr
         out = officer(server, "identify", "desk", str(fr / "obama" / "obama2.jpg"))
         assert out.returncode == 0 and out.stdout.startswith("MATCH")
-        assert "1. obama" in out.stdout
+        assert "1. obama" in out.stdout and "gallery threshold: watchlist default" in out.stdout
+        assert "distance threshold 0.500" in out.stdout and " distance 0." in out.stdout
+        out = officer(
+            server, "identify", "desk", str(fr / "obama" / "obama2.jpg"), "--restrict-to", "kit", "nobody"
+        )
+        assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "1 of the 2" in out.stderr
         out = officer(
             server, "identify", "desk", str(fr / "obama" / "obama2.jpg"), "--restrict-to", "kit", "rose"
         )
@@ -89,6 +142,8 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr and "no face" in out.stderr.lower()
         out = cli(server, "gallery", "list")
         assert "desk" in out.stdout and "size=2" in out.stdout
+        out = cli(server, "enrol", "desk", "crowd", str(faces_dir / "group" / "dlib" / "2008_001322.jpg"))
+        assert out.returncode == 1 and "--largest" in out.stderr, out.stderr
         # A client's bundle (its key, its certificate, the CA) is all it needs; the PKI keeps no copy.
         bundle = tmp_path / "auditor-1"
         issue = ("pki", "issue", "auditor-1", "--role", "auditor", "--bundle", str(bundle))

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+from faces import FacesError, ImageLimits, read_header
+from safepassage_cli.commands import IMAGE_SUFFIXES as SUFFIXES  # every format the service reads
+
 # The same portrait as obama.jpg, letterboxed or resized (see the data README): not independent
 # samples, so they would flatter genuine-pair statistics. tests/server/test_accuracy.py skips the same.
 NEAR_DUPLICATES = frozenset(
@@ -34,35 +36,53 @@ class LabelledSet:
     root: Path
     identities: Mapping[str, tuple[Path, ...]]
     skipped_duplicates: int = 0
+    # Files that are not an image the service reads (by their bytes), with the reason: listed, not used.
+    unreadable: tuple[tuple[Path, str], ...] = ()
 
     @classmethod
     def from_folder(cls, root: Path, min_images: int = 1) -> LabelledSet:
         """Every identity folder of ``root`` with at least ``min_images`` distinct images.
 
         Known near-duplicates (``NEAR_DUPLICATES``) and files whose bytes repeat another file of the
-        same identity are skipped: they are one sample, not two.
+        same identity are skipped: they are one sample, not two. Files whose header is not one of an
+        image the service reads (format from the bytes, size, dimensions) are skipped and listed in
+        ``unreadable``.
         """
         if not root.is_dir():
             raise FileNotFoundError(f"no labelled face folder at {root}")
         found: dict[str, tuple[Path, ...]] = {}
         skipped = 0
+        unreadable: list[tuple[Path, str]] = []
+        limits = ImageLimits()
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             files: list[Path] = []
             seen: set[str] = set()
             for path in sorted(folder.iterdir()):
                 if not path.is_file() or path.suffix.lower() not in SUFFIXES:
                     continue
-                digest = file_digest(path)
+                data = path.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
                 if path.name in NEAR_DUPLICATES or digest in seen:
                     skipped += 1
+                    continue
+                try:
+                    read_header(data, limits)
+                except FacesError as error:
+                    unreadable.append((path, str(error)))
                     continue
                 seen.add(digest)
                 files.append(path)
             if len(files) >= max(1, min_images):
                 found[folder.name] = tuple(files)
         if not found:
-            raise ValueError(f"{root} holds no identity folder with at least {min_images} images")
-        return cls(root, found, skipped)
+            why = (
+                f"; {len(unreadable)} files are not images the service reads, such as"
+                f" {unreadable[0][0].name}: {unreadable[0][1]}"
+                if unreadable
+                else ""
+            )
+            raise ValueError(f"{root} holds no identity folder with at least {min_images} images{why}")
+        return cls(root, found, skipped, tuple(unreadable))
 
     def __len__(self) -> int:
         return len(self.identities)
@@ -83,7 +103,10 @@ class LabelledSet:
     def subset(self, names: Iterable[str]) -> LabelledSet:
         wanted = set(names)
         return LabelledSet(
-            self.root, {n: p for n, p in self.identities.items() if n in wanted}, self.skipped_duplicates
+            self.root,
+            {n: p for n, p in self.identities.items() if n in wanted},
+            self.skipped_duplicates,
+            self.unreadable,
         )
 
     def sample(self, limit: int | None, seed: int = 0) -> LabelledSet:

@@ -32,7 +32,7 @@ from benchmarks.evaluation.data import file_digest
 from camera_edge.detection import Detection
 from faces import DlibEmbedder, Embedder, EmbeddingModel, FaceBox, FaceSelection, ImageLimits, decode_image
 from faces.embedder import choose_faces
-from faces.errors import NoFaceFound
+from faces.errors import FacesError, NoFaceFound
 from matcher.search import pairwise_score
 from safepassage_core.metric import Metric
 
@@ -99,6 +99,9 @@ class EmbeddingRunner:
         self._dlib: Embedder | None = None
         self._limits = ImageLimits()
         self._quality: dict[str, float | None] = {}  # by sha256: the dlib side reuses the ONNX side's
+        # Images that could not be decoded (corrupt past a sound header), with the reason: listed in the
+        # report and counted like an image without a face, never cached, never a crash.
+        self.unreadable: dict[Path, str] = {}
 
     def embedder(self, pipeline: str) -> Embedder:
         if pipeline == "onnx":
@@ -130,9 +133,14 @@ class EmbeddingRunner:
             if digest in cached:
                 vector, quality = cached[digest]
             else:
-                vector, quality = self._embed_one(embedder, path, digest)
-                cached[digest] = (vector, quality)
-                fresh += 1
+                try:
+                    vector, quality = self._embed_one(embedder, path, digest)
+                except FacesError as error:
+                    self.unreadable[path] = str(error)
+                    vector, quality = None, None
+                else:
+                    cached[digest] = (vector, quality)
+                    fresh += 1
             found[path] = ImageEmbedding(path, digest, vector, quality)
             if progress is not None:
                 progress(done, len(unique))

@@ -313,7 +313,14 @@ def evaluate(
         + (f"; pairs: {len(inputs.pairs)} from its pairs file" if inputs.pairs is not None else "")
         + ")"
     )
+    unreadable = [*inputs.labelled.unreadable, *runner.unreadable.items()]
+    root = inputs.labelled.root
+    skipped = tuple(
+        f"Not read: {path.relative_to(root) if path.is_relative_to(root) else path} ({reason})."
+        for path, reason in unreadable
+    )
     notes = (
+        *skipped,
         "1:1: photos with no face found are failures to acquire, left out of the pairs and counted apart.",
         "1:N: the gallery holds one photo per enrolled person; "
         "the non-mated searches are people never enrolled.",

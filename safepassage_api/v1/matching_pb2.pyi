@@ -99,6 +99,38 @@ threshold from the gallery's calibration at its current size.
 """
 Global___ThresholdSource: _TypeAlias = ThresholdSource  # noqa: Y015
 
+class _ThresholdOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ThresholdOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ThresholdOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    THRESHOLD_ORIGIN_UNSPECIFIED: _ThresholdOrigin.ValueType  # 0
+    MODEL_DEFAULT: _ThresholdOrigin.ValueType  # 1
+    """The model's 1:1 (verification) threshold."""
+    WATCHLIST_DEFAULT: _ThresholdOrigin.ValueType  # 2
+    """The model's stricter default for watchlists (1:N searches)."""
+    CALIBRATED: _ThresholdOrigin.ValueType  # 3
+    """Follows a target FPIR through the gallery's calibration (CalibrateGallery)."""
+    SET_BY_ADMIN: _ThresholdOrigin.ValueType  # 4
+    """Set by an admin at creation."""
+
+class ThresholdOrigin(_ThresholdOrigin, metaclass=_ThresholdOriginEnumTypeWrapper):
+    """Where a gallery's own threshold came from (what a search uses when the
+    request names no threshold).
+    """
+
+THRESHOLD_ORIGIN_UNSPECIFIED: ThresholdOrigin.ValueType  # 0
+MODEL_DEFAULT: ThresholdOrigin.ValueType  # 1
+"""The model's 1:1 (verification) threshold."""
+WATCHLIST_DEFAULT: ThresholdOrigin.ValueType  # 2
+"""The model's stricter default for watchlists (1:N searches)."""
+CALIBRATED: ThresholdOrigin.ValueType  # 3
+"""Follows a target FPIR through the gallery's calibration (CalibrateGallery)."""
+SET_BY_ADMIN: ThresholdOrigin.ValueType  # 4
+"""Set by an admin at creation."""
+Global___ThresholdOrigin: _TypeAlias = ThresholdOrigin  # noqa: Y015
+
 class _Decision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -163,6 +195,9 @@ class Gallery(_message.Message):
     PROTECTION_VERSION_FIELD_NUMBER: _builtins.int
     QUARANTINED_TEMPLATES_FIELD_NUMBER: _builtins.int
     INDEX_BUILD_FAILURES_FIELD_NUMBER: _builtins.int
+    THRESHOLD_ORIGIN_FIELD_NUMBER: _builtins.int
+    IMPLIED_FPIR_FIELD_NUMBER: _builtins.int
+    IMPLIED_FPIR_BASIS_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     purpose: Global___GalleryPurpose.ValueType
     model: _builtins.str
@@ -194,6 +229,16 @@ class Gallery(_message.Message):
     """Background index builds that failed since the server started; the
     previous index (index_kind) stayed in use. The server log has the cause.
     """
+    threshold_origin: Global___ThresholdOrigin.ValueType
+    """Where threshold came from."""
+    implied_fpir: _builtins.float
+    """The false positive identification rate the threshold implies at the
+    gallery's size, where known: measured by the gallery's calibration, or
+    estimated from the model's measured false match rate at that threshold
+    (implied_fpir_basis says which).
+    """
+    implied_fpir_basis: _builtins.str
+    """"calibration" or "model evidence" (an estimate, not this gallery's own)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -218,13 +263,21 @@ class Gallery(_message.Message):
         protection_version: _builtins.int = ...,
         quarantined_templates: _builtins.int = ...,
         index_build_failures: _builtins.int = ...,
+        threshold_origin: Global___ThresholdOrigin.ValueType = ...,
+        implied_fpir: _builtins.float | None = ...,
+        implied_fpir_basis: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "target_fpir", b"target_fpir"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "implied_fpir", b"implied_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "implied_fpir", b"implied_fpir", "implied_fpir_basis", b"implied_fpir_basis", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_origin", b"threshold_origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__implied_fpir: _TypeAlias = _typing.Literal["implied_fpir"]  # noqa: Y015
+    _WhichOneofArgType__implied_fpir: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir"]  # noqa: Y015
     _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
     _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__implied_fpir) -> _WhichOneofReturnType__implied_fpir | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__target_fpir) -> _WhichOneofReturnType__target_fpir | None: ...
 
 Global___Gallery: _TypeAlias = Gallery  # noqa: Y015
@@ -890,6 +943,7 @@ class IdentifyResponse(_message.Message):
     FACES_FIELD_NUMBER: _builtins.int
     THRESHOLD_SOURCE_FIELD_NUMBER: _builtins.int
     TARGET_FPIR_FIELD_NUMBER: _builtins.int
+    GALLERY_THRESHOLD_ORIGIN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     gallery_id: _builtins.str
     metric: Global___Metric.ValueType
@@ -899,6 +953,8 @@ class IdentifyResponse(_message.Message):
     threshold_source: Global___ThresholdSource.ValueType
     target_fpir: _builtins.float
     """The FPIR the threshold was set for, when threshold_source is TARGET_FPIR."""
+    gallery_threshold_origin: Global___ThresholdOrigin.ValueType
+    """Where the gallery's threshold came from, when threshold_source is GALLERY_THRESHOLD."""
     @_builtins.property
     def faces(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaceResult]:
         """One per face searched; empty when an image held no face."""
@@ -914,10 +970,11 @@ class IdentifyResponse(_message.Message):
         faces: _abc.Iterable[Global___FaceResult] | None = ...,
         threshold_source: Global___ThresholdSource.ValueType = ...,
         target_fpir: _builtins.float | None = ...,
+        gallery_threshold_origin: Global___ThresholdOrigin.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "decision", b"decision", "faces", b"faces", "gallery_id", b"gallery_id", "metric", b"metric", "request_id", b"request_id", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_source", b"threshold_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "decision", b"decision", "faces", b"faces", "gallery_id", b"gallery_id", "gallery_threshold_origin", b"gallery_threshold_origin", "metric", b"metric", "request_id", b"request_id", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_source", b"threshold_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
     _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015

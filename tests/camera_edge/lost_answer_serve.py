@@ -1,9 +1,9 @@
 """`python -m tests.camera_edge.lost_answer_serve TRIGGER serve ...`: the real server, which loses one answer.
 
 Once the file TRIGGER exists, the server ends (exit 137, like ``kill -9``) right
-after it has logged its next identify-stream search: the search is done, its
-answer kept in the reply ledger and its transparency-log entry written, but the
-answer never leaves the process. The client must send that query again, to a
+after it has kept its next identify-stream answer in the reply ledger: the search
+is done, its transparency-log entry written (before the ledger, always) and its
+answer kept, but the answer never leaves the process. The client must send that query again, to a
 server that has already answered it -- the case de-duplication exists for.
 """
 
@@ -11,36 +11,30 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
-from audit_log import LogEvent, TransparencyLog
-
-STREAM = "MatchingService/IdentifyStream"
-
-
-def _is_stream_search(event: LogEvent) -> bool:
-    """A new search's answer (not a replay, not a refusal) to a query with a request id."""
-    return (
-        event.operation == STREAM
-        and event.outcome in ("MATCH", "NO_MATCH")
-        and "request_id_hmac_sha256" in event.details
-        and "replayed" not in event.details
-    )
+from store import ReplyLedger
 
 
 def main(argv: list[str]) -> int:
     trigger = Path(argv[0])
-    append_many = TransparencyLog.append_many
+    put = ReplyLedger.put
 
-    def dying(self: TransparencyLog, events: Iterable[LogEvent]) -> list[int]:
-        events = list(events)
-        indices = append_many(self, events)
-        if trigger.exists() and any(_is_stream_search(e) for e in events):
+    def dying(
+        self: ReplyLedger,
+        client_id: str,
+        request_id: str,
+        query: bytes,
+        answer: bytes,
+        answered_at: float | None = None,
+    ) -> None:
+        # The ledger is written only after the search's log entry (call_notes.after_logged): dying
+        # here leaves a search both logged and kept, whose answer never left the process.
+        put(self, client_id, request_id, query, answer, answered_at)
+        if trigger.exists():
             os._exit(137)
-        return indices
 
-    TransparencyLog.append_many = dying  # type: ignore[method-assign]
+    ReplyLedger.put = dying  # type: ignore[method-assign]
     from safepassage_cli.main import main as cli
 
     return cli(argv[1:])

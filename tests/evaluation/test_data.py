@@ -134,3 +134,39 @@ def test_open_set_identification_through_the_matcher(onnx: Embeddings, lfw_subse
                 assert b.rank_of_true() == 0
             else:
                 assert b.rank_of_true() == 0 or b.rank_of_true() >= a.rank_of_true()
+
+
+def test_a_folder_of_other_formats_is_read_and_a_bad_file_listed_and_skipped(
+    faces_dir: Path, tmp_path: Path
+) -> None:
+    # Files made here from the shared photos: WebPs named .jpg, PGMs, and a text file named .jpg.
+    root = tmp_path / "faces"
+    for name, sources in {"obama": ["obama.jpg", "obama2.jpg"], "biden": ["biden.jpg"]}.items():
+        (root / name).mkdir(parents=True)
+        for number, source in enumerate(sources):
+            with Image.open(faces_dir / "face_recognition" / name / source) as photo:
+                photo.convert("RGB").save(root / name / f"{number}.jpg", "WEBP")
+                photo.convert("L").save(root / name / f"{number}.pgm", "PPM")
+    (root / "obama" / "notes.jpg").write_text("not a photo at all\n")
+    labelled = LabelledSet.from_folder(root)
+    assert {p.name for p in labelled.identities["obama"]} == {"0.jpg", "0.pgm", "1.jpg", "1.pgm"}
+    assert [(p.name, "look like text" in why) for p, why in labelled.unreadable] == [("notes.jpg", True)]
+
+
+def test_a_folder_of_only_unreadable_files_says_why(tmp_path: Path) -> None:
+    (tmp_path / "someone").mkdir()
+    (tmp_path / "someone" / "a.pgm").write_bytes(b"P5\n")
+    with pytest.raises(ValueError, match=r"1 files are not images the service reads, such as a\.pgm: PGM"):
+        LabelledSet.from_folder(tmp_path)
+
+
+def test_an_image_that_fails_to_decode_is_listed_not_a_crash(
+    runner: EmbeddingRunner, faces_dir: Path, tmp_path: Path
+) -> None:
+    whole = (faces_dir / "face_recognition" / "obama" / "obama.jpg").read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(whole[: len(whole) // 2])  # a sound header, half the pixels
+    good = faces_dir / "face_recognition" / "biden" / "biden.jpg"
+    embedded = runner.embed("face_recognition", [broken, good])
+    assert embedded.vector(broken) is None and embedded.vector(good) is not None
+    assert "JPEG image data is truncated" in runner.unreadable[broken]

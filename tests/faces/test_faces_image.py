@@ -108,7 +108,9 @@ def test_refuses_empty_bytes() -> None:
 
 
 def test_refuses_random_bytes() -> None:
-    with pytest.raises(ImageDecodeError, match="not recognised; only JPEG and PNG"):
+    with pytest.raises(
+        ImageDecodeError, match="not an image format we read: the first bytes look like binary"
+    ):
         decode_image(random.Random(7).randbytes(5000), LIMITS)
 
 
@@ -117,12 +119,12 @@ def test_refuses_garbage_behind_jpeg_magic() -> None:
         decode_image(b"\xff\xd8\xff" + random.Random(7).randbytes(5000), LIMITS)
 
 
-@pytest.mark.parametrize(
-    ("image_format", "name"), [("GIF", "GIF"), ("BMP", "BMP"), ("WEBP", "WebP"), ("TIFF", "TIFF")]
-)
-def test_refuses_other_formats_by_name(faces_dir: Path, image_format: str, name: str) -> None:
+@pytest.mark.parametrize(("image_format", "name"), [("ICO", "ICO"), ("PDF", "PDF"), ("QOI", "QOI")])
+def test_refuses_formats_not_read_by_name(faces_dir: Path, image_format: str, name: str) -> None:
     photo = Image.open(io.BytesIO(read(faces_dir, SMALL_JPEG)))
-    with pytest.raises(ImageDecodeError, match=f"image format is {name}; only JPEG and PNG are accepted"):
+    with pytest.raises(
+        ImageDecodeError, match=f"not an image format we read: the first bytes look like {name}"
+    ):
         decode_image(encode(photo, image_format), LIMITS)
 
 

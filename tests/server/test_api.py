@@ -111,12 +111,19 @@ def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-
     assert answer.decision == pb.NO_MATCH and len(answer.faces[0].candidates) == 5
     assert not any(c.match for c in answer.faces[0].candidates)
 
-    # 1:few: only the listed references are searched; unknown ones are ignored.
+    # 1:few: only the listed references are searched.
     answer = officer.matching.Identify(
-        pb.IdentifyRequest(gallery_id="core", probe=emb(probe), restrict_to=["p1", "p2", "nobody"])
+        pb.IdentifyRequest(gallery_id="core", probe=emb(probe), restrict_to=["p1", "p2"])
     )
     assert {c.reference_id for c in answer.faces[0].candidates} == {"p1", "p2"}
     assert answer.decision == pb.NO_MATCH
+    # An unknown reference is NOT_FOUND, as Verify says, not a NO_MATCH as if it had been searched.
+    with pytest.raises(grpc.RpcError) as unknown:
+        officer.matching.Identify(
+            pb.IdentifyRequest(gallery_id="core", probe=emb(probe), restrict_to=["p7", "nobody", "none"])
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "2 of the 3 restrict_to references" in (unknown.value.details() or "")
 
     # A call's own threshold overrides the gallery's.
     strict = officer.matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe), threshold=0.0))
@@ -137,6 +144,39 @@ def test_insert_identify_verify_delete(api) -> None:  # type: ignore[no-untyped-
     answer = officer.matching.Identify(pb.IdentifyRequest(gallery_id="core", probe=emb(probe)))
     assert "p7" not in {c.reference_id for c in answer.faces[0].candidates}
     assert admin.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="core")).count == 49
+
+
+def test_a_watchlist_never_takes_the_1to1_threshold(api) -> None:  # type: ignore[no-untyped-def]
+    galleries, rng = api.admin.galleries, np.random.default_rng(3)
+    protected = galleries.CreateGallery(
+        pb.CreateGalleryRequest(gallery_id="origin-p", purpose=pb.PROTECTED_IDENTITY)
+    )
+    assert protected.threshold == pytest.approx(0.6) and protected.threshold_origin == pb.MODEL_DEFAULT
+    watch = galleries.CreateGallery(pb.CreateGalleryRequest(gallery_id="origin-w", purpose=pb.WATCHLIST))
+    # The model's watchlist default, and the FPIR it implies from the model's measured FMR (2.7e-4).
+    assert watch.threshold == pytest.approx(0.5) and watch.threshold_origin == pb.WATCHLIST_DEFAULT
+    assert watch.implied_fpir_basis == "model evidence" and watch.implied_fpir == pytest.approx(2.7e-4)
+    own = galleries.CreateGallery(
+        pb.CreateGalleryRequest(gallery_id="origin-a", purpose=pb.WATCHLIST, threshold=0.42)
+    )
+    assert own.threshold_origin == pb.SET_BY_ADMIN and not own.HasField("implied_fpir")
+    for i, v in enumerate(rng.normal(scale=0.1, size=(20, DIM))):
+        api.admin.matching.InsertTemplate(
+            pb.InsertTemplateRequest(gallery_id="origin-w", reference_id=f"w{i}", template=emb(v))
+        )
+    described = galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="origin-w"))
+    assert described.implied_fpir == pytest.approx(1 - (1 - 2.7e-4) ** 20)
+    answer = api.officer.matching.Identify(
+        pb.IdentifyRequest(gallery_id="origin-w", probe=emb(rng.normal(scale=0.1, size=DIM)))
+    )
+    assert answer.threshold_source == pb.GALLERY_THRESHOLD
+    assert answer.gallery_threshold_origin == pb.WATCHLIST_DEFAULT
+    impostors = [emb(v) for v in rng.normal(scale=0.1, size=(50, DIM))]
+    calibrated = galleries.CalibrateGallery(
+        pb.CalibrateGalleryRequest(gallery_id="origin-w", impostors=impostors, target_fpir=0.1)
+    )
+    assert calibrated.threshold_origin == pb.CALIBRATED and calibrated.implied_fpir_basis == "calibration"
+    assert calibrated.HasField("implied_fpir") and calibrated.implied_fpir <= 0.1
 
 
 def test_bulk_insert_reports_each_failure(api) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ Admin enrols into the watchlist; an officer searches it."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -114,3 +115,71 @@ def test_verify_images_one_to_one(clients, faces_dir) -> None:  # type: ignore[n
         pb.IdentifyRequest(gallery_id="people", probe=image(fr / "alex_lacamoire" / "alex-lacamoire.png"))
     )
     assert len(rgba.faces) == 1
+
+
+def encoded(path: Path, image_format: str, **options: object) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(path) as photo:
+        photo.convert("RGB").save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("image_format", "options"), [("WEBP", {}), ("JPEG2000", {"no_jp2": True}), ("PPM", {})]
+)
+def test_verify_reads_other_formats_by_their_bytes(clients, faces_dir, image_format, options) -> None:  # type: ignore[no-untyped-def]
+    data = encoded(faces_dir / "face_recognition" / "obama" / "obama2.jpg", image_format, **options)
+    answer = clients.officer.matching.Verify(
+        pb.VerifyRequest(gallery_id="people", reference_id="obama", probe=pb.Probe(image=data))
+    )
+    assert answer.decision == pb.MATCH and answer.score < 0.6
+
+
+@pytest.mark.parametrize(
+    ("make", "found"),
+    [
+        (lambda fr: encoded(fr / "obama" / "obama2.jpg", "WEBP")[:600], "WebP image data is"),
+        (lambda fr: b"<html><body>not a photo</body></html>" * 10, "first bytes look like HTML text"),
+        (lambda fr: b"\x00\x00\x00\x18ftypavif" + bytes(64), "image format is AVIF"),
+    ],
+)
+def test_an_undecodable_image_is_invalid_argument_naming_what_was_found(
+    clients, faces_dir, make, found
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        clients.officer.matching.Verify(
+            pb.VerifyRequest(
+                gallery_id="people",
+                reference_id="obama",
+                probe=pb.Probe(image=make(faces_dir / "face_recognition")),
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert found in (info.value.details() or "")
+
+
+def test_bulk_import_lists_a_bad_file_and_imports_the_rest(clients, faces_dir) -> None:  # type: ignore[no-untyped-def]
+    fr = faces_dir / "face_recognition"
+    templates = [
+        encoded(fr / "obama" / "obama2.jpg", "WEBP"),
+        b"GIF89a" + bytes(20),  # a GIF header and nothing else
+        encoded(fr / "biden" / "biden.jpg", "PPM"),
+    ]
+    answer = clients.admin.matching.BulkInsertTemplates(
+        iter(
+            pb.InsertTemplateRequest(
+                gallery_id="people", reference_id=f"bulk-{i}", template=pb.Probe(image=data)
+            )
+            for i, data in enumerate(templates)
+        )
+    )
+    assert (answer.inserted, answer.failed) == (2, 1)
+    [error] = answer.errors
+    assert error.index == 1 and error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "GIF" in error.message
+    for i in (0, 2):
+        clients.admin.matching.DeleteTemplate(
+            pb.DeleteTemplateRequest(gallery_id="people", reference_id=f"bulk-{i}")
+        )

@@ -151,6 +151,7 @@ def test_a_client_key_others_may_read_is_refused_by_every_client(role_pki: RoleP
     authorise = [
         *("authorise", "desk", "--camera", "cam-1", "--legal-basis", "Order 1", "--hours", "1"),
         *("--pki-dir", str(bundle), "--client", "admin-modes"),
+        "--uncalibrated-ok",  # signs offline: no server to ask about the gallery's calibration
     ]
     run = subprocess.run(
         [sys.executable, "-m", "safepassage_cli.main", *authorise],

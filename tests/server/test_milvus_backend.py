@@ -4,6 +4,7 @@ start-up, and refills a collection that lost writes."""
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 
@@ -42,8 +43,11 @@ def test_milvus_backend_answers_as_faiss_and_survives_a_restart(server_factory, 
     same(ranked(clients, "w", probes), want)
     # 1:few and deletion go through Milvus too.
     clients.admin.matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="w", reference_id="r0"))
-    few = identify(clients, "w", rows[1], restrict_to=["r1", "r2", "r0"], top_k=5).faces[0].candidates
+    few = identify(clients, "w", rows[1], restrict_to=["r1", "r2"], top_k=5).faces[0].candidates
     assert [c.reference_id for c in few] == ["r1", "r2"]
+    with pytest.raises(grpc.RpcError) as deleted:  # a deleted reference is no longer there to restrict to
+        identify(clients, "w", rows[1], restrict_to=["r1", "r0"], top_k=5)
+    assert deleted.value.code() == grpc.StatusCode.NOT_FOUND
     assert (config.storage.data_dir / "milvus.db").exists()
     assert not list((config.storage.data_dir / "snapshots").glob("*.snapshot"))  # Milvus persists itself
 

@@ -32,7 +32,7 @@ from tests.pki_helpers import RolePki
 pytestmark = pytest.mark.server
 Code = grpc.StatusCode
 DIM = 128
-L2, COS, FPIR = "own-l2", "own-cosine", "own-fpir"  # L2 threshold 0.6 (the model's); cosine 0.5
+L2, COS, FPIR = "own-l2", "own-cosine", "own-fpir"  # L2 threshold 0.5 (the watchlist default); cosine 0.5
 RNG = np.random.default_rng(97)
 TEMPLATES = RNG.normal(scale=0.1, size=(10, DIM)).astype(np.float32)
 NEAR = TEMPLATES[0] + 0.001  # L2 ~0.01 from templates[0]: a match at any sane threshold
@@ -124,7 +124,7 @@ def world(server_factory: Any, clients_for: Any, role_pki: RolePki) -> Any:
     for gallery in (L2, COS, FPIR):
         for i, vector in enumerate(TEMPLATES):
             service.matcher.insert(gallery, f"t{i}", vector)
-    # Calibrated so that a target FPIR of 0.25 means a threshold near 0.3 (stricter than 0.6) and one
+    # Calibrated so that a target FPIR of 0.25 means a threshold near 0.3 (stricter than 0.5) and one
     # of 0.75 a threshold near 1.4 (looser): half the impostors come close to a template, half do not.
     directions = RNG.normal(size=(10, DIM)).astype(np.float32)
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
@@ -162,7 +162,7 @@ def test_a_camera_may_not_name_a_threshold_and_nothing_is_kept(world: World) -> 
 def test_an_officer_may_not_loosen_the_threshold(world: World) -> None:
     says = "looser than the gallery's own (higher, l2)"
     refused(lambda: world.officer.Identify(identify(L2, STRANGER, threshold=2.0)), says)
-    refused(lambda: world.officer.Identify(identify(L2, threshold=0.61)), says)
+    refused(lambda: world.officer.Identify(identify(L2, threshold=0.51)), says)
     refused(lambda: world.officer.Verify(verify(L2, STRANGER, threshold=2.0)), says)
     refused(
         lambda: list(world.officer.IdentifyStream(iter([identify(L2, threshold=0.9, request_id="o1")]))), says
@@ -185,10 +185,10 @@ def test_an_officer_may_tighten_it_and_the_log_shows_the_source(world: World) ->
     assert entry.details["threshold_source"] == "REQUEST"
     assert entry.details["threshold_micro"] == "300000"
     # The gallery's own threshold, named as it is (float32 on the wire), is not looser.
-    world.officer.Identify(identify(L2, threshold=0.6))
+    world.officer.Identify(identify(L2, threshold=0.5))
     world.officer.Identify(identify(L2))
     entry = world.last(actor, "Identify")
-    assert (entry.details["threshold_source"], entry.details["threshold_micro"]) == ("GALLERY", "600000")
+    assert (entry.details["threshold_source"], entry.details["threshold_micro"]) == ("GALLERY", "500000")
     verified = world.officer.Verify(verify(L2, threshold=0.05))
     assert verified.decision == pb.MATCH
     entry = world.last(actor, "Verify")
@@ -196,7 +196,7 @@ def test_an_officer_may_tighten_it_and_the_log_shows_the_source(world: World) ->
     assert world.officer.Identify(identify(COS, threshold=0.9)).threshold == pytest.approx(0.9)
     assert world.last(actor, "Identify").details["threshold_source"] == "REQUEST"
     strict = world.officer.Identify(identify(FPIR, target_fpir=0.25))
-    assert strict.threshold_source == pb.TARGET_FPIR and strict.threshold < 0.6
+    assert strict.threshold_source == pb.TARGET_FPIR and strict.threshold < 0.5
     assert world.last(actor, "Identify").details["threshold_source"] == "TARGET_FPIR"
     (streamed,) = world.officer.IdentifyStream(iter([identify(L2, threshold=0.2, request_id="tight-1")]))
     assert streamed.result.threshold == pytest.approx(0.2)
