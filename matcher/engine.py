@@ -408,8 +408,8 @@ class Matcher:
     ) -> list[Identification]:
         """1:N open-set search of each probe; 1:few when restrict_to is given.
 
-        Unrestricted searches from concurrent callers are gathered into one
-        batch by the micro-batcher, when there is one.
+        Unrestricted searches of an exactly searched gallery from concurrent callers
+        are gathered into one batch by the micro-batcher, when there is one.
         """
         live = self._live(gallery_id)
         spec = live.spec
@@ -426,7 +426,10 @@ class Matcher:
             if subset is not None:
                 with live.lock.reading():
                     hits = live.index.search(prepared, top_k, subset)
-            elif self._batcher is not None:
+            elif self._batcher is not None and live.index.kind == "flat":
+                # Batches pay only on the exact scan (one matrix product for many probes). An
+                # approximate index searches a batch probe by probe, so one batch worker would only
+                # serialise concurrent callers that the RPC threads could search side by side.
                 hits = self._batcher.search(gallery_id, prepared, top_k)
             else:
                 hits = self._search(gallery_id, prepared, top_k)

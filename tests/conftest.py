@@ -174,3 +174,12 @@ def clients_for(role_pki: RolePki) -> Iterator[object]:
     yield make
     for clients in opened:
         clients.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_server_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails before stopping its server processes must not leave them running."""
+    yield
+    from tests.process import kill_leftovers
+
+    kill_leftovers()

@@ -19,6 +19,19 @@ from tests.conftest import REPO
 from tests.pki_helpers import CHANNEL_OPTIONS, ORGANISATIONS
 
 PORT_LINE = re.compile(r"serving on port (\d+)")
+# Every server process a test started: one a failing test left running is killed after it
+# (tests/conftest.py), so it cannot hold a port, a data folder or the machine's cores.
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def kill_leftovers() -> int:
+    """Kill the server processes tests started and left running; returns how many."""
+    left = [process for process in STARTED if process.poll() is None]
+    for process in left:
+        process.kill()
+        process.wait(timeout=30)
+    STARTED.clear()
+    return len(left)
 
 
 class ServerProcess:
@@ -49,6 +62,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             text=True,
         )
+        STARTED.append(self.process)
         self.port = self._wait_for_port(timeout_s=120)
         # The server's first run makes a development PKI with a dev-admin client.
         self.pki_dir = data_dir / "pki"

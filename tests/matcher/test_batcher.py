@@ -49,9 +49,7 @@ class Recorder:
     searching, so that the requests made meanwhile queue up into batches.
     """
 
-    def __init__(
-        self, indexes: dict[Hashable, FlatIndex], *, hold: int = 0, hold_all: bool = False
-    ) -> None:
+    def __init__(self, indexes: dict[Hashable, FlatIndex], *, hold: int = 0, hold_all: bool = False) -> None:
         self.indexes = indexes
         self.hold = hold
         self.hold_all = hold_all
