@@ -164,16 +164,22 @@ def apply(folder: Path, mutation: Mutation) -> None:
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
-def run_one(mutation: Mutation, scratch: Path) -> Outcome:
+# The unmutated tree: every test named below must pass there, or a "caught" would mean nothing.
+BASELINE = Mutation("baseline", "the tests pass on the code as committed", "", "", "", ())
+
+
+def run_one(mutation: Mutation, scratch: Path, tests: tuple[str, ...] = ()) -> Outcome:
     tree = scratch / mutation.name
     tree.mkdir()
     export_tree(tree)
-    apply(tree, mutation)
+    if mutation is not BASELINE:
+        apply(tree, mutation)
+    tests = tests or mutation.tests
     environment = dict(os.environ, PYTHONPATH=str(tree))
     environment.setdefault("SAFEPASSAGE_FACES_DIR", str(REPO.parent / "shared" / "data" / "faces"))
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutation.tests],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
         cwd=tree,
         env=environment,
         capture_output=True,
@@ -190,7 +196,7 @@ def run_one(mutation: Mutation, scratch: Path) -> Outcome:
         mutation.why,
         result.returncode == 1,
         time.perf_counter() - started,
-        mutation.tests,
+        tests,
         summary,
     )
 
@@ -208,6 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown mutations: {', '.join(sorted(unknown))}")
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="mutation-check-") as scratch:
+        every_test = tuple(dict.fromkeys(test for m in chosen for test in m.tests))
+        baseline = run_one(BASELINE, Path(scratch), every_test)
+        verdict = "FAILS" if baseline.caught else "PASSES"
+        print(f"{verdict:<7} {'baseline':<38} {baseline.seconds:6.1f} s  {baseline.summary}", flush=True)
+        if baseline.caught:
+            print("the tests fail on the unmutated tree: no mutation result would mean anything")
+            return 1
         for mutation in chosen:
             outcome = run_one(mutation, Path(scratch))
             outcomes.append(outcome)
