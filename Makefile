@@ -1,30 +1,60 @@
 # Two commands for a fresh machine:  make serve  |  make test
-# uv is installed with pip when missing; it then installs the locked environment.
+# Needs make and a Python 3.11-3.13; the distribution's own (externally managed, PEP 668) is fine.
+# uv comes from PATH, else it is installed into .tooling/, a private venv made with $(PYTHON):
+# nothing is ever installed into $(PYTHON) itself. uv then builds .venv from uv.lock with $(PYTHON)
+# (it never downloads an interpreter: python-downloads = "never").
+#   PYTHON=python3.13 make serve                           another interpreter
+#   make serve ARGS="--port 50052 --data-dir /tmp/sp"      arguments for `safepassage serve`
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+ARGS ?=
+TOOLING := .tooling
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLING)/bin/uv)
+UV_BOOTSTRAP := $(filter $(TOOLING)/bin/uv,$(UV))
+# The interpreter itself, not a launcher (pyenv's shim): uv keeps a .venv made from the same one.
+PYTHON_PATH := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null)
+# The model build downloads one wheel with pip, or with `uv tool run` when no pip is at hand: the
+# uv in use must be on its PATH.
+WITH_UV := PATH="$(abspath $(dir $(UV))):$$PATH"
+# What the server runs on (the server extra) and what builds its model pack (models); no dev
+# tools, no optional backends. --inexact: a development venv keeps its tools.
+SERVER_SET := --extra server --extra models --no-dev --inexact
 
-.PHONY: setup serve test check benchmark proto models
+.PHONY: setup setup-server venv-server serve test check benchmark proto models python
 
-setup:
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet 'uv>=0.5,<1'
-	$(UV) sync --locked --all-extras
-	$(UV) run python -m model_pack.build --out var/models
+python:
+	@test -n "$(PYTHON_PATH)" || { echo "make: cannot run $(PYTHON); install Python 3.11, 3.12 or 3.13 (Debian, Ubuntu: apt install python3 python3-venv), or name one: make PYTHON=python3.12 ..." >&2; exit 1; }
 
-serve: setup
-	$(UV) run safepassage serve
+$(TOOLING)/bin/uv: | python
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: uv is not on PATH and $(PYTHON) cannot make a venv to install it in; install python3-venv (Debian, Ubuntu: apt install python3-venv) or put uv on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(TOOLING)
+	$(TOOLING)/bin/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5,<1'
+
+# Everything: all extras and the dev tools (make test, check, proto, benchmark).
+setup: python $(UV_BOOTSTRAP)
+	$(UV) sync --locked --all-extras --python $(PYTHON_PATH)
+	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models
+
+venv-server: python $(UV_BOOTSTRAP)
+	$(UV) sync --locked $(SERVER_SET) --python $(PYTHON_PATH)
+
+setup-server: venv-server
+	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models
+
+serve: setup-server
+	$(UV) run --no-sync safepassage serve $(ARGS)
 
 test: setup
-	$(UV) run pytest
+	$(UV) run --no-sync pytest
 
 check: setup
-	$(UV) run ruff check .
-	$(UV) run mypy
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync mypy
 
-models:
-	$(UV) run python -m model_pack.build --out var/models --force
+models: venv-server
+	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models --force
 
 proto: setup
-	$(UV) run python scripts/generate_api.py
+	$(UV) run --no-sync python scripts/generate_api.py
 
 benchmark: setup
-	$(UV) run python benchmarks/identify_benchmark.py
+	$(UV) run --no-sync python benchmarks/identify_benchmark.py

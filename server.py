@@ -1,7 +1,9 @@
 """SafePassage server: the composition root.
 
 Configuration -> keys, store, matcher, face embedder -> servicers -> a gRPC
-server with TLS, the standard health service and server reflection.
+server with TLS, the standard health service and server reflection, and when
+`listen.health_port` is set a probe port answering health checks without a
+client certificate (safepassage_server.health_listener).
 `create_server(config)` builds and binds without starting (tests use it with
 port 0); `serve(config)` runs until SIGINT/SIGTERM and shuts down gracefully:
 no new calls, in-flight calls finish within the grace period, index
@@ -69,6 +71,7 @@ from safepassage_server.decode_budget import DecodeBudget
 from safepassage_server.errors import ErrorMappingInterceptor
 from safepassage_server.fishing import FishingDetector
 from safepassage_server.galleries import GalleryServicer
+from safepassage_server.health_listener import HealthListener, open_health_listener
 from safepassage_server.identity import Caller, Role
 from safepassage_server.key_layout import check_key_layout
 from safepassage_server.keys import derive_key, load_or_create_key
@@ -112,12 +115,15 @@ class Service:
     health: health.HealthServicer
     config: Config
     data_lock: DataFolderLock | None = None
+    health_listener: HealthListener | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         self.grpc_server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.health_listener is not None:
+            self.health_listener.start()
         jobs: list[tuple[str, float, Callable[[], object]]] = [
             ("retention purge", self.config.retention.purge_interval_s, self.purge_probes),
             ("reply purge", self.config.retention.purge_interval_s, self.purge_replies),
@@ -164,6 +170,8 @@ class Service:
         self.grpc_server.stop(grace_s).wait()
         written: list[int] = []
         steps: list[tuple[str, Callable[[], object]]] = [
+            # Up through the grace period, saying NOT_SERVING, so load balancers move on first.
+            *([("stop the health listener", self.health_listener.stop)] if self.health_listener else []),
             ("stop the matcher", self.matcher.close),
             ("write the index snapshots", lambda: written.append(self.matcher.save_snapshots())),
             ("publish a tree head", self.transparency_log.publish_tree_head),
@@ -465,6 +473,9 @@ def create_server(config: Config) -> tuple[Service, int]:
             port = 0
         if port == 0:
             raise _port_refusal(address, config.listen.port)
+        health_listener = open_health_listener(config, health_servicer)
+        if health_listener is not None:
+            owned.append(health_listener.stop)
     except BaseException:
         for close in reversed(owned):
             close()
@@ -481,6 +492,7 @@ def create_server(config: Config) -> tuple[Service, int]:
         health_servicer,
         config,
         data_lock=data_lock,
+        health_listener=health_listener,
     )
     return service, port
 

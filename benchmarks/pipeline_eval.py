@@ -212,9 +212,9 @@ def run(pairs_limit: int | None, model_dir: Path) -> dict[str, object]:
 
     parity = np.array(
         [
-            float(np.linalg.norm(ours[p] - theirs[p]))
+            float(np.linalg.norm(mine - other))
             for p in images
-            if ours[p] is not None and theirs[p] is not None
+            if (mine := ours[p]) is not None and (other := theirs[p]) is not None
         ]
     )
 

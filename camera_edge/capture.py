@@ -28,6 +28,7 @@ from types import TracebackType
 
 from camera_edge.errors import EdgeConfigError, SourceUnavailable
 from camera_edge.sources import Frame, FrameSource
+from safepassage_core.errors import SafePassageError
 
 log = logging.getLogger(__name__)
 _JOIN_TIMEOUT_S = 15.0  # longer than a stalled stream's read timeout or V4L2's 10 s select
@@ -221,7 +222,7 @@ class CaptureLoop:
         try:
             self._read_all()
         except Exception as error:  # handed to the consumer through frames()
-            if isinstance(error, SourceUnavailable):
+            if isinstance(error, SafePassageError):  # an expected failure: its message says it all
                 log.error("%s", error)
             else:
                 log.exception("capture of %s failed", self._source.description)

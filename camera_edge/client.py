@@ -5,8 +5,10 @@ camera (dropping and counting frames when processing falls behind), the
 processing thread tracks faces and puts each person's best shot in the
 outbox, and the uploader sends the outbox whenever the server can be
 reached. At the end of a finite source the client waits (up to a limit) for
-the outbox to drain and reports what happened; whatever is still queued stays
-on disk for the next run, which sends it first.
+the outbox to drain, reporting that wait about once a second (`WaitProgress`:
+how many are queued, whether the server can be reached, how long is left),
+and reports what happened; whatever is still queued stays on disk for the
+next run, which sends it first.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class EdgeSummary:
     tracks: int
     tracks_below_floor: int
     queries: int
-    sent: int
+    sent: int  # queries sent at least once (however often each was resent)
     answered: int
     matches: int
     still_queued: int
@@ -98,10 +100,22 @@ class EdgeSummary:
             f" processed {self.frames_processed}"
             f" ({self.detection_frames} with detection) in {self.elapsed_s:.1f} s",
             f"faces {self.faces}, tracks {self.tracks} ({self.tracks_below_floor} below the quality floor)",
-            f"queries {self.queries}, sent {self.sent}, answered {self.answered} ({self.matches} matches),"
+            f"queries {self.queries}: sent {self.sent}, answered {self.answered} ({self.matches} matches),"
             f" still queued {self.still_queued}, refused {self.failed},"
             f" dropped (queue full) {self.dropped_when_full}",
         ] + ([f"last error: {self.last_error}"] if self.last_error else [])
+
+
+@dataclass(frozen=True)
+class WaitProgress:
+    """The wait for answers at the end of a run (or a drain), reported about once a second."""
+
+    address: str
+    queued: int
+    answered: int  # answers received since the client started
+    left_s: float
+    timeout_s: float
+    unreachable: str  # why the server cannot be reached now; "" when it can, or has not been tried
 
 
 class _OutboxSink:
@@ -128,6 +142,7 @@ class EdgeClient:
         pipeline: FacePipeline | None = None,
         on_result: Callable[[TrackResult], None] | None = None,
         on_progress: Callable[[LoopStats], None] | None = None,
+        on_wait: Callable[[WaitProgress], None] | None = None,
     ) -> None:
         self.config = config
         server = config.server
@@ -149,6 +164,7 @@ class EdgeClient:
         )
         self._on_result = on_result
         self._on_progress = on_progress
+        self._on_wait = on_wait
         self.results: list[TrackResult] = []
         self.uploader = Uploader(
             self.outbox,
@@ -158,6 +174,7 @@ class EdgeClient:
                 max_in_flight=server.max_in_flight, answer_timeout_s=server.answer_timeout_s
             ),
             on_answer=self._answered,
+            target=server.address,
         )
         self._pipeline = pipeline
 
@@ -217,7 +234,7 @@ class EdgeClient:
             loop.finish()
         finally:
             capture.stop()
-        self.uploader.drain(drain_timeout_s)
+        self._wait_for_answers(drain_timeout_s)
         self.uploader.stop()
         return self._summary(started, loop, capture)
 
@@ -225,9 +242,25 @@ class EdgeClient:
         """Send what an earlier run left queued, without a camera."""
         started = time.monotonic()
         self.uploader.start()
-        self.uploader.drain(timeout_s)
+        self._wait_for_answers(timeout_s)
         self.uploader.stop()
         return self._summary(started, None, None)
+
+    def _wait_for_answers(self, timeout_s: float) -> None:
+        """Wait until nothing is queued or `timeout_s` passes, reporting about once a second."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            queued = self.outbox.stats().pending
+            if self._on_wait is not None and queued:
+                stats = self.uploader.stats
+                self._on_wait(
+                    WaitProgress(
+                        self.config.server.address, queued, stats.answered, left, timeout_s, stats.unreachable
+                    )
+                )
+            if queued == 0 or left == 0 or self.uploader.drain(min(1.0, left)):
+                return
 
     def close(self) -> None:
         self.uploader.stop()

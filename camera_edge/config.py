@@ -12,7 +12,9 @@ unless ``queue.key_file`` says otherwise. Example::
     [source]
     location = "rtsp://10.0.0.12/stream1"
     max_fps = 15
-    region_of_interest = [0, 120, 1280, 600]
+    resize_to = [1280, 720]                    # scaled first: the region below fits any camera
+    region_of_interest = [0, 120, 1280, 600]   # left, top, width, height (refused at start if
+                                               #   the frames cannot hold it)
     [server]
     address = "matching.border.example:50051"
     gallery_id = "watchlist"

@@ -29,6 +29,7 @@ from safepassage_core.errors import (
     DataIntegrityError,
     FailedPrecondition,
     InvalidInput,
+    NotFound,
     PermissionDenied,
     SafePassageError,
     TooLarge,
@@ -83,6 +84,18 @@ class OutboxError(EdgeError):
 
 class OutboxCorrupt(OutboxError, DataIntegrityError):
     pass
+
+
+class OutboxUnusable(OutboxError, FailedPrecondition):
+    """The queue file cannot be opened or written (permissions, disk, journal mode)."""
+
+
+class OutboxMisuse(OutboxError, InvalidInput):
+    """A caller passed the queue something malformed (a bad id, an answer for another request)."""
+
+
+class OutboxEntryMissing(OutboxError, NotFound):
+    """No queued entry has this id (evicted, or removed while in flight)."""
 
 
 class DeviceKeyError(OutboxError, FailedPrecondition):

@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 
 from camera_edge.device_key import DeviceKey
-from camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxError, OutboxFull
+from camera_edge.errors import (
+    DeviceKeyError,
+    OutboxCorrupt,
+    OutboxEntryMissing,
+    OutboxFull,
+    OutboxMisuse,
+    OutboxUnusable,
+)
 from camera_edge.outbox_file import (
     COUNTERS,
     SCHEMA_VERSION,
@@ -135,7 +142,7 @@ class Outbox:
         not a readable outbox of this schema; DeviceKeyError if another device key made it.
         """
         if max_entries < 1:
-            raise OutboxError(f"outbox {path}: max_entries must be at least 1, got {max_entries}")
+            raise OutboxMisuse(f"outbox {path}: max_entries must be at least 1, got {max_entries}")
         empty = prepare_file(path)
         with sqlite_errors(f"open the outbox {path}"):
             conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -145,7 +152,7 @@ class Outbox:
                 if empty or check_existing(conn, key, path):
                     initialise(conn, key, path)
                 if str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
-                    raise OutboxError(f"outbox {path}: cannot enable the WAL journal")
+                    raise OutboxUnusable(f"outbox {path}: cannot enable the WAL journal")
             except BaseException:
                 conn.close()
                 raise
@@ -178,7 +185,7 @@ class Outbox:
         """
         qid = uuid.uuid4().hex if query_id is None else query_id
         if not isinstance(qid, str) or not _QUERY_ID.fullmatch(qid):
-            raise OutboxError(f"outbox {self.path}: a query id must be 1-64 letters, digits, '_' or '-'")
+            raise OutboxMisuse(f"outbox {self.path}: a query id must be 1-64 letters, digits, '_' or '-'")
         request.request_id = qid
         sealed = self._key.seal(request.SerializeToString(), _REQUEST_AAD + qid.encode())
         now = self._clock()
@@ -224,7 +231,7 @@ class Outbox:
                 "UPDATE entries SET attempts = attempts + 1 WHERE query_id = ?", (query_id,)
             ).rowcount:
                 return
-            raise OutboxError(f"outbox {self.path} has no entry {query_id}")
+            raise OutboxEntryMissing(f"outbox {self.path} has no entry {query_id}")
 
     def record_answer(self, query_id: str, response: pb.IdentifyStreamResponse) -> OutboxEntry:
         """Store the server's answer and return the entry.
@@ -236,16 +243,16 @@ class Outbox:
         for an unknown entry (e.g. evicted while in flight) or a malformed answer.
         """
         if response.request_id and response.request_id != query_id:
-            raise OutboxError(
+            raise OutboxMisuse(
                 f"the answer to request {response.request_id} was recorded for entry {query_id}"
             )
         outcome = response.WhichOneof("outcome")
         if outcome is None:
-            raise OutboxError(f"the answer for outbox entry {query_id} has neither a result nor an error")
+            raise OutboxMisuse(f"the answer for outbox entry {query_id} has neither a result nor an error")
         with self._lock, self._write("record an answer") as conn:
             row = conn.execute(f"{_SELECT} WHERE query_id = ?", (query_id,)).fetchone()
             if row is None:
-                raise OutboxError(f"outbox {self.path} has no entry {query_id} (evicted or removed?)")
+                raise OutboxEntryMissing(f"outbox {self.path} has no entry {query_id} (evicted or removed?)")
             if row[5] in (EntryState.ANSWERED, EntryState.FAILED):
                 _bump(conn, "duplicate_answers")
                 log.info("ignored a second answer for outbox entry %s (already %s)", query_id, row[5])
@@ -283,7 +290,7 @@ class Outbox:
     def remove(self, query_id: str) -> None:
         """Delete one entry whatever its state: the only way a hit leaves the queue."""
         if not self._delete("query_id = ?", query_id):
-            raise OutboxError(f"outbox {self.path} has no entry {query_id}")
+            raise OutboxEntryMissing(f"outbox {self.path} has no entry {query_id}")
         log.info("removed outbox entry %s", query_id)
 
     # -- reading -------------------------------------------------------------
@@ -302,7 +309,7 @@ class Outbox:
         with self._lock, self._read("read an entry") as conn:
             row = conn.execute(f"{_SELECT} WHERE query_id = ?", (query_id,)).fetchone()
             if row is None:
-                raise OutboxError(f"outbox {self.path} has no entry {query_id}")
+                raise OutboxEntryMissing(f"outbox {self.path} has no entry {query_id}")
             return self._decode(row)
 
     def stats(self) -> OutboxStats:
@@ -379,7 +386,7 @@ class Outbox:
     @contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:
         if self._closed:
-            raise OutboxError(f"outbox {self.path} is closed")
+            raise OutboxUnusable(f"outbox {self.path} is closed")
         with sqlite_errors(f"{action} in outbox {self.path}"):
             yield self._conn
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from camera_edge.device_key import DeviceKey
-from camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxError
+from camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxUnusable
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def prepare_file(path: Path) -> bool:
         wal = Path(f"{path}-wal")
         wal_size = wal.stat().st_size if wal.exists() else 0
     except OSError as exc:
-        raise OutboxError(f"cannot open the outbox file {path}: {exc.strerror}") from None
+        raise OutboxUnusable(f"cannot open the outbox file {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise OutboxCorrupt(f"the outbox path {path} is not a regular file")
     # A crash before the first schema commit leaves an empty file; an empty one with a WAL is not that.
@@ -136,10 +136,10 @@ def check_size(conn: sqlite3.Connection, path: Path) -> None:
 
 @contextmanager
 def sqlite_errors(action: str) -> Iterator[None]:
-    """SQLite's corruption errors become OutboxCorrupt, the rest (busy, I/O, disk full) OutboxError."""
+    """SQLite's corruption errors become OutboxCorrupt, the rest (busy, I/O, disk full) OutboxUnusable."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             raise OutboxCorrupt(f"cannot {action}: {exc}") from exc
-        raise OutboxError(f"cannot {action}: {exc}") from exc
+        raise OutboxUnusable(f"cannot {action}: {exc}") from exc

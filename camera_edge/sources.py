@@ -200,15 +200,30 @@ class _Source:
             # INTER_AREA averages when shrinking, so a 4K camera's detail does not alias.
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
         if roi is not None:
+            self._check_roi_fits(image.shape[1], image.shape[0])
             left, top, width, height = roi
-            if left + width > image.shape[1] or top + height > image.shape[0]:
-                raise SourceSpecError(
-                    f"region_of_interest {roi} falls outside the"
-                    f" {image.shape[1]}x{image.shape[0]} frames of {self._description}"
-                )
             image = image[top : top + height, left : left + width]
         # cvtColor also copies a crop into its own compact array, freeing the full frame.
         return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+    def _check_roi_fits(self, width: int, height: int) -> None:
+        """Refuse a region of interest the frames (after resize_to) do not contain.
+
+        Refused rather than clipped: its pixels were chosen on frames of another size, so a clipped
+        region would watch a part of the scene nobody chose."""
+        roi = self._spec.region_of_interest
+        if roi is None:
+            return
+        if self._spec.resize_to is not None:
+            width, height = self._spec.resize_to
+        left, top, roi_width, roi_height = roi
+        if left + roi_width > width or top + roi_height > height:
+            raise SourceSpecError(
+                f"region_of_interest {list(roi)} (left, top, width, height) does not fit the"
+                f" {width}x{height} frames of {self._description}: it needs at least"
+                f" {left + roi_width}x{top + roi_height}; change source.region_of_interest,"
+                " or set source.resize_to to the size it was drawn on"
+            )
 
 
 class _CaptureSource(_Source):
@@ -234,6 +249,15 @@ class _CaptureSource(_Source):
         capture = self._open_capture()
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         self._fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else None  # cameras may report 0
+        width, height = (
+            int(capture.get(prop)) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT)
+        )
+        if width > 0 and height > 0:  # known before the first frame for files, most streams and cameras
+            try:
+                self._check_roi_fits(width, height)
+            except SourceSpecError:
+                capture.release()
+                raise
         self._capture = capture
         log.info("opened %s (%s fps)", self._description, f"{self._fps:.2f}" if self._fps else "unknown")
 

@@ -8,7 +8,14 @@ outbox by its query id, which is the request id the server deduplicates on.
 A query unanswered after ``answer_timeout_s`` ends the stream; the stream is
 reopened with exponential backoff after any failure, and unanswered queries
 are simply sent again, so a dropped link, a restarted server or a restarted
-client costs time, never a query, and never a second search.
+client costs time, never a query, and never a second search. A query answered
+with a retryable in-band error (the server busy, a dependency down) waits its
+own backoff before it is sent again, never a tight loop.
+
+The statistics count queries apart from messages: ``sent`` counts each query
+once, however often it was resent, and only once its stream's connection was
+up (a query written to a stream that never connected was not sent);
+``attempts`` counts every message written.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-_RETRY_LATER = {grpc.StatusCode.ABORTED.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class UploadSettings:
 
 @dataclass
 class UploadStats:
-    sent: int = 0  # messages written to a stream (a query sent twice counts twice)
+    sent: int = 0  # queries written to a stream, each once however often it was resent
+    attempts: int = 0  # messages written to a stream (a query sent twice counts twice)
     answered: int = 0
     replayed: int = 0  # answers the server had already given (a resend after a lost answer)
     failed: int = 0  # permanent in-band errors
@@ -56,17 +63,20 @@ class UploadStats:
     failures: int = 0  # streams that ended in an error
     connected: bool = False
     last_error: str = ""
+    unreachable: str = ""  # why the server cannot be reached, since the last stream failed; "" if it can
 
 
-def describe_failure(error: grpc.RpcError) -> str:
-    """A console-worthy sentence for a stream that failed."""
+def describe_failure(error: grpc.RpcError, target: str = "") -> str:
+    """A console-worthy sentence for a stream that failed (`target`: the server's address)."""
     code = error.code() if isinstance(error, grpc.Call) else None
     details = (error.details() if isinstance(error, grpc.Call) else "") or ""
     lowered = details.lower()
     if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered:
         return f"TLS handshake refused ({details}); check the device certificate, key and CA"
     if code is grpc.StatusCode.UNAVAILABLE:
-        return f"server unreachable ({details or 'no details'}); queries stay queued"
+        # gRPC's details end with the cause ("...: Connection refused", "...: Domain name not found").
+        cause = details.rsplit(": ", 1)[-1] if "connect" in lowered or "dns" in lowered else details
+        return f"server unreachable{f' at {target}' if target else ''} ({cause or 'no details'})"
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return f"server refused this device: {code.name}: {details}"
     name = code.name if code is not None else type(error).__name__
@@ -83,9 +93,12 @@ class Uploader:
         settings: UploadSettings | None = None,
         on_answer: Callable[[OutboxEntry], None] | None = None,
         sleep: Callable[[float], object] | None = None,
+        target: str = "",
     ) -> None:
-        """``sleep(seconds)``: the wait between reconnection attempts (tests pass their own)."""
+        """``sleep(seconds)``: the wait between reconnection attempts (tests pass their own);
+        ``target``: the server's address, named in messages."""
         self._outbox = outbox
+        self._target = target
         self._channel_factory = channel_factory
         self._metadata = tuple(metadata)
         self.settings = settings or UploadSettings()
@@ -95,6 +108,8 @@ class Uploader:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._not_before: dict[str, float] = {}
+        self._retry_delay: dict[str, float] = {}  # per query answered with a retryable error
+        self._sent_ids: set[str] = set()  # sent and not yet answered: a resend is not counted again
         # Only stop() cuts a backoff short, not wake(): a busy camera (or drain(), which wakes the
         # uploader every 50 ms) would otherwise reconnect to a dead server as fast as it fails.
         self._sleep = sleep or self._stopping.wait
@@ -155,6 +170,18 @@ class Uploader:
         ended = threading.Event()
         answered_any = threading.Event()
         failure: list[grpc.RpcError] = []
+        connected = threading.Event()
+        unconnected: list[str] = []  # queries written before the connection was up
+
+        def on_state(state: grpc.ChannelConnectivity) -> None:
+            if state is grpc.ChannelConnectivity.READY:
+                with lock:
+                    connected.set()
+                    for query_id in unconnected:
+                        self._count_sent(query_id)
+                    unconnected.clear()
+
+        channel.subscribe(on_state)
 
         def requests() -> Iterator[pb.IdentifyRequest]:
             while (item := outgoing.get()) is not None:
@@ -170,6 +197,7 @@ class Uploader:
                         in_flight.pop(response.request_id, None)
                     self._answer(response)
                     answered_any.set()
+                    self.stats.unreachable = ""
                     if not self.stats.connected:
                         self.stats.connected = True
                         log.info("connected to the matching server; sending queued queries")
@@ -200,29 +228,45 @@ class Uploader:
                 if room > 0:
                     for entry in self._sendable(busy, room):
                         assert entry.request is not None
+                        self._outbox.mark_sent(entry.query_id)
                         with lock:
                             in_flight[entry.query_id] = now
-                        self._outbox.mark_sent(entry.query_id)
+                            if connected.is_set():
+                                self._count_sent(entry.query_id)
+                            else:
+                                unconnected.append(entry.query_id)
                         outgoing.put(entry.request)
-                        self.stats.sent += 1
+                        self.stats.attempts += 1
                 with self._wake:
                     self._wake.wait(0.1)
         finally:
             outgoing.put(None)
             call.cancel()  # type: ignore[no-untyped-call]
             reader.join(5.0)
+            channel.unsubscribe(on_state)
             channel.close()
         real_failures = [
             e for e in failure if not (isinstance(e, grpc.Call) and e.code() is grpc.StatusCode.CANCELLED)
         ]
         if real_failures:
             self.stats.failures += 1
-            message = describe_failure(real_failures[0])
+            message = describe_failure(real_failures[0], self._target)
             if self.stats.connected or message != self.stats.last_error:
-                log.warning("%s (%d queued)", message, self._outbox.stats().pending)
+                # Once per change, not per attempt: the backoff retries quietly.
+                log.warning(
+                    "%s; %d queries queued, retrying with backoff", message, self._outbox.stats().pending
+                )
             self.stats.last_error = message
             self.stats.connected = False
+            first = real_failures[0]
+            if isinstance(first, grpc.Call) and first.code() is grpc.StatusCode.UNAVAILABLE:
+                self.stats.unreachable = message
         return answered_any.is_set()
+
+    def _count_sent(self, query_id: str) -> None:
+        if query_id not in self._sent_ids:
+            self._sent_ids.add(query_id)
+            self.stats.sent += 1
 
     def _sendable(self, busy: set[str], room: int) -> list[OutboxEntry]:
         now = time.monotonic()
@@ -243,14 +287,22 @@ class Uploader:
             # Evicted while in flight (a full queue), or an id this device never sent.
             log.warning("answer to query %s not recorded: %s", response.request_id, error)
             return
-        if response.WhichOneof("outcome") == "error":
-            if entry.state is EntryState.FAILED:
-                self.stats.failed += 1
-                log.warning("query %s refused: %s", response.request_id, response.error.message)
-            elif response.error.code in _RETRY_LATER:
-                self._not_before[response.request_id] = time.monotonic() + self.settings.initial_backoff_s
+        query_id = response.request_id
+        if entry.state is EntryState.PENDING:  # a retryable in-band error: kept, sent again later
+            delay = min(
+                self._retry_delay.get(query_id, self.settings.initial_backoff_s / 2) * 2,
+                self.settings.max_backoff_s,
+            )
+            self._retry_delay[query_id] = delay
+            self._not_before[query_id] = time.monotonic() + delay * random.uniform(0.8, 1.2)
             return
-        self._not_before.pop(response.request_id, None)
+        self._not_before.pop(query_id, None)
+        self._retry_delay.pop(query_id, None)
+        self._sent_ids.discard(query_id)
+        if response.WhichOneof("outcome") == "error":
+            self.stats.failed += 1
+            log.warning("query %s refused: %s", query_id, response.error.message)
+            return
         self.stats.answered += 1
         if response.replayed:
             self.stats.replayed += 1

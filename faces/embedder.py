@@ -121,8 +121,9 @@ def choose_faces(boxes: Sequence[FaceBox], selection: FaceSelection) -> list[int
     if selection is FaceSelection.SINGLE:
         if len(boxes) > 1:
             raise MultipleFacesFound(
-                f"found {len(boxes)} faces in the image; exactly one is required: crop the image,"
-                " or choose the largest face (face_selection LARGEST; `--largest` in the safepassage CLI)"
+                f"found {len(boxes)} faces in the image; exactly one is required: crop the image to one"
+                " face (holder and live captures always need one; a matching request may instead ask for"
+                " the largest: face_selection LARGEST, `--largest` on `safepassage enrol|import|verify`)"
             )
         return [0]
     # LARGEST: ties go to the leftmost face so the answer is deterministic.

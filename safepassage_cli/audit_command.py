@@ -1,6 +1,6 @@
 """`safepassage audit`: export the transparency log, verify an export offline, or run a witness.
 
-safepassage audit export --log FILE --out FOLDER [--signing-key PEM]
+safepassage audit export --log FILE --out-dir FOLDER [--signing-key PEM]
 safepassage audit verify FOLDER [--key PEM] [--known TREE_HEADS_FILE] [--state FILE]
                          [--witness-key PEM ...] [--require-cosigned] [--witness-url URL]
 safepassage audit witness init --state DIR --name NAME
@@ -76,7 +76,15 @@ def add_audit_parser(
 
     export = actions.add_parser("export", help="write the log as files an auditor can take away")
     export.add_argument("--log", type=Path, required=True, help="the transparency log's SQLite file")
-    export.add_argument("--out", type=Path, required=True, help="folder to write (created if missing)")
+    export.add_argument(
+        "--out-dir",
+        "--out",  # the older spelling
+        dest="out",
+        type=Path,
+        required=True,
+        metavar="FOLDER",
+        help="folder to write (created if missing)",
+    )
     export.add_argument(
         "--signing-key",
         type=Path,
@@ -153,6 +161,14 @@ def _export(args: argparse.Namespace) -> int:
         f"exported {summary.entries} entries and {summary.tree_heads} tree heads"
         f" (newest covers {summary.tree_size}) to {summary.folder}"
     )
+    if summary.tree_size < summary.entries:
+        # `audit verify` checks what a signed head covers: say so now, not at the auditor's desk.
+        print(
+            f"note: {summary.entries - summary.tree_size} entries are not yet under a signed tree head"
+            " (the server signs one every audit.tree_head_interval_s and at shutdown);"
+            " on the server's host, --signing-key KEY signs one over everything first",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from safepassage_api.v1 import matching_pb2 as pb
 from safepassage_cli.client import (
-    DEFAULT_ADDRESS,
     DEFAULT_PKI,
     ClientFiles,
     ClientSetupError,
     Stubs,
+    default_address,
     open_channel,
 )
 from safepassage_cli.commands import TIMEOUT_S, uncalibrated_watchlist
@@ -60,7 +60,7 @@ def add_authorise_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
         help="sign for a watchlist that is not calibrated (or without asking the server)",
     )
     parser.add_argument(
-        "--server", default=DEFAULT_ADDRESS, help="the server to ask whether it is calibrated"
+        "--server", default=default_address(), help="the server to ask whether it is calibrated"
     )
     parser.add_argument("--ca", type=Path, help="CA certificate to trust (default <pki-dir>/ca.pem)")
 

@@ -8,6 +8,7 @@ are read from ``<pki-dir>/clients/<id>.pem`` and ``<id>-key.pem``, as
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +18,26 @@ from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage_core.private_files import PrivateFileRefused, read_private
 
 DEFAULT_ADDRESS = "localhost:50051"
+# Where the commands find the server when --server is not given (read when the command line is parsed).
+SERVER_ENV = "SAFEPASSAGE_SERVER"
 DEFAULT_PKI = Path("var/safepassage/pki")
 # Made on the server's first run with development certificates.
 DEFAULT_CLIENT = "dev-admin"
 MESSAGE_LIMIT = 16 * 1024 * 1024
 
 
+def default_address() -> str:
+    """``$SAFEPASSAGE_SERVER`` if set, else localhost:50051."""
+    return os.environ.get(SERVER_ENV) or DEFAULT_ADDRESS
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that talks to a server takes: where, and as which client."""
-    parser.add_argument("--server", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument(
+        "--server",
+        default=default_address(),
+        help=f"host:port (default ${SERVER_ENV}, else {DEFAULT_ADDRESS})",
+    )
     parser.add_argument(
         "--client", default=DEFAULT_CLIENT, help=f"client id to connect as (default {DEFAULT_CLIENT})"
     )

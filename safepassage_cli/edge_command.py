@@ -10,7 +10,10 @@ these commands use the same queue, device key and model pack from any
 working directory.
 
 Results are printed per track as the server answers; a progress line is
-shown while a file is processed, and a summary at the end. Exit status: 0
+shown while a file is processed. At the end, while answers are awaited, one
+line says whether the server can be reached (naming its address) and how many
+queries wait, then progress every few seconds; then a summary that counts
+queries, not messages. Exit status: 0
 when every query was answered, 3 when some are still queued (the server
 could not be reached: they are sent on the next run), 2 on a setup error.
 """
@@ -26,10 +29,11 @@ from typing import TYPE_CHECKING
 from safepassage_core.errors import SafePassageError
 
 if TYPE_CHECKING:  # the edge stack (OpenCV, ONNX Runtime) loads only when an edge command runs
-    from camera_edge.client import EdgeClient, EdgeSummary, TrackResult
+    from camera_edge.client import EdgeClient, EdgeSummary, TrackResult, WaitProgress
     from camera_edge.edge_loop import LoopStats
 
 STILL_QUEUED = 3
+_WAIT_REPORT_EVERY_S = 5.0  # a progress line while answers are awaited (every second on a terminal)
 
 
 def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,6 +71,46 @@ def _progress(stats: LoopStats) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+class _WaitReport:
+    """Prints the wait for answers: a headline at the start and whenever reachability changes."""
+
+    def __init__(self) -> None:
+        self._headline: str | None = None
+        self._last_line = -1.0
+
+    def __call__(self, progress: WaitProgress) -> None:
+        tty = sys.stderr.isatty()
+        if progress.unreachable:
+            headline = (
+                f"{progress.unreachable}: {progress.queued} queries queued;"
+                f" retrying for up to {progress.left_s:.0f} s (what is left stays queued for `edge drain`)"
+            )
+        else:
+            headline = (
+                f"waiting up to {progress.left_s:.0f} s for answers to {progress.queued} queued"
+                f" queries from {progress.address}"
+            )
+        changed = self._headline is None or bool(progress.unreachable) != self._headline.startswith(
+            "server unreachable"
+        )
+        if changed:
+            if self._headline is not None and tty:
+                print(file=sys.stderr)
+            self._headline = headline
+            self._last_line = progress.left_s
+            print(headline, file=sys.stderr, flush=True)
+            return
+        if tty or self._last_line - progress.left_s >= _WAIT_REPORT_EVERY_S or progress.left_s == 0:
+            self._last_line = progress.left_s
+            print(
+                f"  still queued {progress.queued}, answered {progress.answered},"
+                f" {progress.left_s:.0f} s left",
+                end="\r" if tty else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _report(summary: EdgeSummary) -> int:
@@ -120,7 +164,7 @@ def run_edge(args: argparse.Namespace) -> int:
                 f" enqueued in all {stats.total_enqueued}"
             )
             return 0
-        client = EdgeClient(config, on_result=_print_result, on_progress=_progress)
+        client = EdgeClient(config, on_result=_print_result, on_progress=_progress, on_wait=_WaitReport())
         if args.edge_action == "drain":
             return _report(client.drain(args.timeout))
         return _report(client.run(drain_timeout_s=args.drain_timeout))

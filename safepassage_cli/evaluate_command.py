@@ -1,11 +1,15 @@
 """`safepassage evaluate`: error rates of both face pipelines on a labelled face set, as a report folder.
 
-safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out DIR] [--limit N]
+safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out-dir DIR] [--limit N]
                      [--pipelines onnx,face_recognition] [--model-dir DIR]
 
 Runs locally (no server): the harness drives the service's own embedders and matcher
-(benchmarks/evaluation/). Writes figures.json, PNG plots and summary.md into --out, and prints the
-summary. Exit status 0, or 2 when the inputs cannot be read.
+(benchmarks/evaluation/). Writes figures.json, PNG plots and summary.md into --out-dir (default: a new
+folder evaluation-report/<UTC time>/ in the current directory, never over tracked files), and prints
+the summary; embedding progress goes to stderr. Photos are read by their bytes, as the server and the
+client's import read them (the same formats); a file that is not such an image is listed in the report
+with its reason and skipped, and a one-line count goes to stderr. Exit status 0 when the run completed
+(files skipped or not), 2 when the inputs cannot be used at all.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pairs", type=Path, help="LFW-style pairs file (default: the faces folder's own)")
     parser.add_argument("--cohorts", type=Path, help="CSV of identity,group rows for per-group figures")
-    parser.add_argument("--out", type=Path, help="report folder (default benchmarks/results/evaluation)")
+    parser.add_argument(
+        "--out-dir",
+        "--out",  # the older spelling
+        dest="out",
+        type=Path,
+        metavar="DIR",
+        help="report folder, also its embedding cache (default: a new evaluation-report/<UTC time>/ here,"
+        " cache in evaluation-report/embeddings/)",
+    )
     parser.add_argument("--limit", type=int, help="use at most this many identities (and pairs)")
     parser.add_argument(
         "--pipelines", default="onnx,face_recognition", help="comma-separated (default: both, side by side)"

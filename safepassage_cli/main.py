@@ -11,7 +11,7 @@ safepassage edge run|drain|status|kiosk --config CAMERA.toml
 safepassage models export --out models.tar; safepassage edge models install models.tar --config CAMERA.toml
 safepassage records enrol|consent|grant|withdraw|credential|verify-holder|erase|... (protected records)
 safepassage credential verify --qr PNG --issuer-key PEM --reader-key KEY --face IMG   (offline)
-safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out DIR] [--limit N]   (offline)
+safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out-dir DIR] [--limit N]  (offline)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 
@@ -28,6 +29,7 @@ from safepassage_cli import commands, pki_command
 from safepassage_cli.audit_command import add_audit_parser, run_audit
 from safepassage_cli.authorise_command import add_authorise_parser, run_authorise
 from safepassage_cli.client import (
+    SERVER_ENV,
     ClientFiles,
     ClientSetupError,
     Stubs,
@@ -43,8 +45,19 @@ from safepassage_cli.records_command import add_records_parser, run_local
 Command = Callable[[Stubs, argparse.Namespace], int | None]  # None: success
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, naming the flag or value and where the help is (exit status 2).
+
+    Every sub-command's parser is of this class too (add_subparsers makes them so).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="safepassage", description="SafePassage matching service")
+    # Typed as the base class: the sub-command modules take ArgumentParser sub-parsers.
+    parser: argparse.ArgumentParser = _Parser(prog="safepassage", description="SafePassage matching service")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the matching server")
@@ -204,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
             raise
-    for path_arg in ("image", "folder"):
+    for path_arg in ("image", "folder", "impostors"):
         path = getattr(args, path_arg, None)
         if path is not None and not path.exists():
             print(f"error: {path} does not exist", file=sys.stderr)
@@ -219,16 +232,30 @@ def main(argv: list[str] | None = None) -> int:
     except ClientSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from safepassage_core.errors import SafePassageError
+
     with channel:
         try:
             status = args.run(Stubs.connect(channel, files), args)
         except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(f"error: {_refusal(error, args.server)}", file=sys.stderr)
             return 1
-        except ClientSetupError as error:
+        except (ClientSetupError, SafePassageError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # a file a command reads or writes; the commands name their flags
+            print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+            return 2
     return int(status or 0)
+
+
+def _refusal(error: grpc.RpcError, server: str) -> str:
+    """One line: the status and the server's reason; where the server could not be reached, which one."""
+    code: grpc.StatusCode = error.code()
+    details = " ".join(str(error.details() or "").split())
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"{code.name}: {details} (server {server}: --server or ${SERVER_ENV})"
+    return f"{code.name}: {details}"
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ def _warn_stray_keys(pki: Pki) -> None:
         names = ", ".join(path.name for path in stray)
         print(
             f"warning: {len(stray)} client keys lie in {pki.paths.clients} ({names}), left by an earlier"
-            " version: whoever reads this folder can act as those clients. Hand each to its client"
-            " (or revoke it and issue a new one with --bundle), then delete it here",
+            " version: whoever reads this folder can act as those clients. Give each client a bundle"
+            " (revoke its certificate, `pki issue ID --role ROLE --bundle PATH`), which it connects with"
+            " (--pki-dir PATH --client ID), then delete the key here: commands that name this folder"
+            " as --pki-dir cannot connect as that client any more",
             file=sys.stderr,
         )
 

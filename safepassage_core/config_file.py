@@ -41,8 +41,17 @@ def resolve_paths(raw: dict[str, object], base: Path, keys: Mapping[str, tuple[s
         if isinstance(table, dict):
             for key in names:
                 value = table.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
-                    table[key] = str(base / value)
+                if isinstance(value, list):  # a list of paths (enrolment.agency_reader_keys)
+                    table[key] = [_relative_to(base, item) for item in value]
+                elif key in table:
+                    table[key] = _relative_to(base, value)
+
+
+def _relative_to(base: Path, value: object) -> object:
+    """A relative path (a non-empty string) under `base`; anything else as it is, for validation."""
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(base / value)
+    return value
 
 
 def apply_overrides(raw: dict[str, object], overrides: Mapping[str, object] | None) -> None:

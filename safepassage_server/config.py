@@ -35,6 +35,21 @@ class ListenConfig(_Section):
     max_concurrent_rpcs: int = Field(256, ge=1)
     max_message_bytes: int = Field(16 * MiB, ge=64 * 1024, le=256 * MiB)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # A second port serving grpc.health.v1 Check alone, with no client certificate, for load
+    # balancers and Kubernetes grpc probes (safepassage_server/health_listener.py). None: off, since
+    # an unauthenticated listener is opened only when asked for. The probe calls the pod's IP, so a
+    # Kubernetes deployment sets health_host = "0.0.0.0"; the loopback default suits a local agent.
+    health_port: int | None = Field(None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    # True: TLS with the server's certificate (still no client certificate); Kubernetes' probe
+    # speaks plaintext only, grpc_health_probe -tls and cloud load balancers speak TLS.
+    health_tls: bool = False
+
+    @model_validator(mode="after")
+    def _health_apart(self) -> ListenConfig:
+        if self.health_port is not None and self.health_port != 0 and self.health_port == self.port:
+            raise ValueError("health_port must differ from port: the probe listener is a port of its own")
+        return self
 
 
 class TlsConfig(_Section):
@@ -364,7 +379,7 @@ _PATHS = {
     "storage": ("data_dir", "keys_dir", "template_key_file"),
     "tls": ("pki_dir",),
     "faces": ("model_dir",),
-    "enrolment": ("keyring_file",),
+    "enrolment": ("keyring_file", "agency_reader_keys"),
     "matching.milvus": ("token_file", "tls_server_pem", "tls_ca_pem", "tls_client_pem", "tls_client_key"),
     "matching.template_protection": ("keyring_file",),
     "audit": ("key_file", "head_file"),

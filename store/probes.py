@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from safepassage_core.errors import FailedPrecondition, NotFound
 from store.connections import open_private_file, sqlite_errors, write_transaction
-from store.errors import SchemaMismatch, StoreError
+from store.errors import SchemaMismatch, StoreError, StoreUnavailable
 from store.sealing import TemplateSealer
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class ProbeStore:
             except sqlite3.IntegrityError:
                 continue  # the id is taken: draw another
             return probe_id
-        raise StoreError(f"no free probe id after {_ID_DRAWS} random draws")  # pragma: no cover
+        raise StoreUnavailable(f"no free probe id after {_ID_DRAWS} random draws")  # pragma: no cover
 
     def confirm(self, probe_id: int, gallery_id: str, confirmed_by: str) -> KeptProbe:
         """An officer confirms the hit (once): the probe is kept beyond the retention as evidence.

@@ -36,14 +36,19 @@ def kill_leftovers() -> int:
 
 class ServerProcess:
     def __init__(
-        self, data_dir: Path, *extra: str, launcher: tuple[str, ...] = ("-m", "safepassage_cli.main")
+        self,
+        data_dir: Path,
+        *extra: str,
+        launcher: tuple[str, ...] = ("-m", "safepassage_cli.main"),
+        settings: str = "",
     ) -> None:
+        """``settings``: more TOML for the server's configuration file (whole sections)."""
         self.data_dir = data_dir
         self.log: list[str] = []
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir.parent / f"{data_dir.name}-test.toml"
         # Tests call far faster than people do: the limits have tests of their own.
-        config.write_text("[limits]\nenabled = false\n[fishing]\nenabled = false\n")
+        config.write_text("[limits]\nenabled = false\n[fishing]\nenabled = false\n" + settings)
         self.process = subprocess.Popen(
             [
                 sys.executable,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from safepassage_server.identity import Role
+from safepassage_server.pki import Pki
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
@@ -46,6 +49,63 @@ def local(*args: str) -> subprocess.CompletedProcess[str]:
 
 def officer(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return cli(server, *args, client="officer-1")
+
+
+def closed_port() -> int:
+    """A port nothing listens on (it was free a moment ago): an unreachable server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def offline_pki(folder: Path) -> Path:
+    """A development PKI with dev-admin and ngo-1 (example-ngo), as a server's first run makes it."""
+    pki = Pki.init(folder, development=True)
+    pki.issue_client("dev-admin", Role.ADMIN)
+    pki.issue_client("ngo-1", Role.NGO_CASEWORKER, organisation="example-ngo")
+    return folder
+
+
+def assert_one_line_failure(out: subprocess.CompletedProcess[str], status: int, *named: str) -> None:
+    """A failed command: the status, one line on stderr naming each of `named`, no traceback."""
+    said = f"exit {out.returncode}\n{out.stdout}{out.stderr}"
+    assert out.returncode == status, said
+    assert "Traceback" not in out.stdout + out.stderr, said
+    assert len(out.stderr.strip().splitlines()) == 1, said
+    for name in named:
+        assert name in out.stderr, said
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "status", "named"),
+    [
+        ("bad flag value", ["identify", "g", "{tmp}/p.jpg", "--top-k", "abc"], 2, ["--top-k", "'abc'"]),
+        ("bad choice", ["pki", "issue", "x", "--role", "nobody"], 2, ["--role", "'nobody'"]),
+        ("missing flag", ["gallery", "calibrate", "g"], 2, ["--impostors", "--leave-one-out"]),
+        ("missing image", ["enrol", "g", "r", "{tmp}/nope.jpg"], 2, ["{tmp}/nope.jpg"]),
+        ("missing folder", ["gallery", "calibrate", "g", "--impostors", "{tmp}/nobody"], 2, ["{tmp}/nobody"]),
+        ("no CA", ["health", "--pki-dir", "{tmp}/no-pki"], 2, ["{tmp}/no-pki/ca.pem"]),
+        ("unreachable server", ["health"], 1, ["UNAVAILABLE", "localhost:{port}", "--server"]),
+        (
+            "missing log",
+            ["audit", "export", "--log", "{tmp}/log.db", "--out-dir", "{tmp}/x"],
+            2,
+            ["{tmp}/log.db"],
+        ),
+        ("not a folder", ["audit", "verify", "{tmp}/no-export"], 2, ["{tmp}/no-export"]),
+    ],
+)
+def test_cli_failures_are_one_line_with_their_exit_status(
+    tmp_path: Path, case: str, argv: list[str], status: int, named: list[str]
+) -> None:
+    """0 done; 1 the server refused or could not be reached; 2 the command could not run as given."""
+    pki, port = offline_pki(tmp_path / "pki"), closed_port()
+    values = {"tmp": str(tmp_path), "port": str(port)}
+    connection = ["--server", f"localhost:{port}", "--pki-dir", str(pki)]
+    words = [word.format(**values) for word in argv]
+    if words[0] not in ("pki", "audit") and "--pki-dir" not in words:
+        words += connection
+    assert_one_line_failure(local(*words), status, *(name.format(**values) for name in named))
 
 
 def test_authorise_refuses_an_uncalibrated_watchlist(tmp_path: Path, faces_dir: Path) -> None:

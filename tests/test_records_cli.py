@@ -12,7 +12,7 @@ from safepassage_server.identity import Role
 from tests.conftest import REPO
 from tests.process import ServerProcess
 from tests.server.protected_helpers import HOLDER, OTHER, person
-from tests.test_cli import cli, local
+from tests.test_cli import assert_one_line_failure, cli, closed_port, local, offline_pki
 
 pytestmark = pytest.mark.server
 
@@ -118,3 +118,46 @@ def test_records_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert gone.returncode == 1 and "FAILED_PRECONDITION" in gone.stderr and "erased" in gone.stderr
     finally:
         assert server.stop() == 0
+
+
+ENROL = "enrol g --record {record} --face {face}"
+CONSENTED = f"{ENROL} --consent-text {{consent}}"
+# case, the records command, its exit status, what its one line must name
+FAILURES = [
+    ("missing record", "enrol g --record {t}/r.json --face {face}", 2, ["--record {t}/r.json"]),
+    ("not a record", "enrol g --record {consent} --face {face}", 2, ["--record {consent} is not"]),
+    ("missing face", "enrol g --record {record} --face {t}/f.jpg", 2, ["--face {t}/f.jpg"]),
+    ("no consent text", ENROL, 2, ["--consent-text"]),
+    ("empty consent", "withdraw --record-id pr-1 store --consent-text {t}/e.txt", 2, ["{t}/e.txt is empty"]),
+    ("withdraw, no text", "withdraw --record-id pr-1 duplicate_check", 2, ["--consent-text"]),
+    ("no PIN, no TTY", CONSENTED, 2, ["--pin", "not a terminal"]),
+    ("no duress PIN", f"{CONSENTED} --pin 482916", 2, ["--duress-pin"]),
+    ("no holder PIN", "grant --credential {t}/e.txt --face {face} x --consent-text {consent}", 2, ["--pin"]),
+    ("no credential", "verify-holder --credential {t}/c.png --face {face}", 2, ["--credential {t}/c.png"]),
+    ("bad flag value", f"{ENROL} --valid-days two", 2, ["--valid-days", "'two'"]),
+    ("no receipt", "verify-receipt {t}/receipt.json --station-key {t}/k.pem", 2, ["{t}/receipt.json"]),
+    ("unreachable", f"{CONSENTED} --pin 482916 --duress-pin 731105", 1, ["UNAVAILABLE", "localhost:{port}"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "command", "status", "named"), FAILURES)
+def test_records_cli_failures_are_one_line_naming_the_file_or_flag(
+    tmp_path: Path, faces_dir: Path, case: str, command: str, status: int, named: list[str]
+) -> None:
+    """Exit 2 for what cannot be used as given, 1 for the server; never a traceback, also with no TTY."""
+    (tmp_path / "e.txt").write_text("\n", encoding="utf-8")
+    pki, port = offline_pki(tmp_path / "pki"), closed_port()
+    values = {
+        "t": str(tmp_path),
+        "port": str(port),
+        "face": str(person(faces_dir, HOLDER).photos[0]),
+        "record": str(REPO / "examples" / "protected-record.json"),
+        "consent": str(REPO / "examples" / "consent-ne.txt"),
+    }
+    words = ["records", *command.format(**values).split()]
+    if words[1] == "enrol":
+        words += ["--out-dir", str(tmp_path / "holder")]
+    if words[1] != "verify-receipt":
+        words += ["--server", f"localhost:{port}", "--pki-dir", str(pki), "--client", "ngo-1"]
+    out = local(*words)  # standard input is not a terminal: no PIN can be asked for
+    assert_one_line_failure(out, status, *(name.format(**values) for name in named))

@@ -29,7 +29,11 @@ MAX_IMPOSTORS = 2_000_000  # all of LFW's 1.57 M cross-identity pairs fit; bigge
 
 @dataclass(frozen=True)
 class Comparisons:
-    """Every 1:1 comparison of one pipeline: scores, the identities and qualities of both sides."""
+    """Every 1:1 comparison of one pipeline: scores, the identities and qualities of both sides.
+
+    The scores are of pairs with a face found in both photos; the pairs with a failure to acquire are
+    counted (``*_failed``, of ``*_all``: every pair of the set), for the whole-system rates.
+    """
 
     genuine: FloatArray
     impostor: FloatArray
@@ -40,6 +44,10 @@ class Comparisons:
     names: tuple[str, ...]
     images: int
     faces_found: int
+    genuine_all: int
+    genuine_failed: int
+    impostor_all: int
+    impostor_failed: int
 
 
 def _score_matrix(vectors: npt.NDArray[np.float32], metric: Metric) -> FloatArray:
@@ -55,36 +63,49 @@ def _score_matrix(vectors: npt.NDArray[np.float32], metric: Metric) -> FloatArra
 
 
 def comparisons(labelled: LabelledSet, embeddings: Embeddings, seed: int = 0) -> Comparisons:
+    """Every pair of the set's photos; scored where both have a face, counted as failed where not.
+
+    Impostor pairs beyond MAX_IMPOSTORS are sampled from all pairs (with ``seed``) before the failures
+    are sorted out, so the whole-system and per-comparison rates stand on the same sample.
+    """
     names = tuple(labelled.identities)
-    paths, owner, quality = [], [], []
-    for index, name in enumerate(names):
-        for path in labelled.identities[name]:
-            if embeddings.vector(path) is not None:
-                paths.append(path)
-                owner.append(index)
-                q = embeddings.quality(path)
-                quality.append(np.nan if q is None else q)
-    total = len(labelled.images())
+    everyone = [(index, path) for index, name in enumerate(names) for path in labelled.identities[name]]
+    who = np.array([index for index, _ in everyone], np.int64)
+    found = np.array([embeddings.vector(path) is not None for _, path in everyone], bool)
+    if not found.any():
+        raise ValueError(f"{embeddings.pipeline}: no face found in any of the {len(everyone)} photos")
+    paths = [path for (_, path), ok in zip(everyone, found, strict=True) if ok]
+    quality = np.array(
+        [np.nan if (q := embeddings.quality(path)) is None else q for path in paths], np.float64
+    )
     vectors = np.stack([embeddings.vector(p) for p in paths]).astype(np.float32)  # type: ignore[misc]
     scores = _score_matrix(vectors, embeddings.metric)
-    who, worse = np.array(owner, np.int64), np.array(quality, np.float64)
-    first, second = np.triu_indices(len(paths), k=1)
+    first, second = np.triu_indices(len(everyone), k=1)
     same = who[first] == who[second]
     g1, g2 = first[same], second[same]
     i1, i2 = first[~same], second[~same]
     if len(i1) > MAX_IMPOSTORS:
         keep = np.sort(np.random.default_rng(seed).choice(len(i1), MAX_IMPOSTORS, replace=False))
         i1, i2 = i1[keep], i2[keep]
+    genuine_ok, impostor_ok = found[g1] & found[g2], found[i1] & found[i2]
+    at = np.cumsum(found) - 1  # a photo's row among the scored ones (order kept, so pairs stay sorted)
+    a1, a2 = at[g1[genuine_ok]], at[g2[genuine_ok]]
+    b1, b2 = at[i1[impostor_ok]], at[i2[impostor_ok]]
+    owner = who[found]
     return Comparisons(
-        genuine=scores[g1, g2],
-        impostor=scores[i1, i2],
-        genuine_identity=who[g1],
-        impostor_identities=np.stack([who[i1], who[i2]], axis=1),
-        genuine_quality=np.fmin(worse[g1], worse[g2]) if len(g1) else np.zeros(0),
-        impostor_quality=np.fmin(worse[i1], worse[i2]),
+        genuine=scores[a1, a2],
+        impostor=scores[b1, b2],
+        genuine_identity=owner[a1],
+        impostor_identities=np.stack([owner[b1], owner[b2]], axis=1),
+        genuine_quality=np.fmin(quality[a1], quality[a2]) if len(a1) else np.zeros(0),
+        impostor_quality=np.fmin(quality[b1], quality[b2]),
         names=names,
-        images=total,
+        images=len(everyone),
         faces_found=len(paths),
+        genuine_all=len(g1),
+        genuine_failed=int(len(g1) - genuine_ok.sum()),
+        impostor_all=len(i1),
+        impostor_failed=int(len(i1) - impostor_ok.sum()),
     )
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from faces import FacesError, ImageLimits, read_header
-from safepassage_cli.commands import IMAGE_SUFFIXES as SUFFIXES  # every format the service reads
+from safepassage_cli.commands import IMAGE_SUFFIXES
+
+# The names of every format the service reads: the client's own list (`import`, `calibrate`), so the
+# evaluation reads the files the client would send, and reads them as the server does (by their bytes).
+SUFFIXES = IMAGE_SUFFIXES
 
 # The same portrait as obama.jpg, letterboxed or resized (see the data README): not independent
 # samples, so they would flatter genuine-pair statistics. tests/server/test_accuracy.py skips the same.
@@ -60,7 +64,11 @@ class LabelledSet:
             for path in sorted(folder.iterdir()):
                 if not path.is_file() or path.suffix.lower() not in SUFFIXES:
                     continue
-                data = path.read_bytes()
+                try:
+                    data = path.read_bytes()
+                except OSError as error:  # no permission, gone since listed: listed, never a crash
+                    unreadable.append((path, error.strerror or type(error).__name__))
+                    continue
                 digest = hashlib.sha256(data).hexdigest()
                 if path.name in NEAR_DUPLICATES or digest in seen:
                     skipped += 1
@@ -105,6 +113,17 @@ class LabelledSet:
         return LabelledSet(
             self.root,
             {n: p for n, p in self.identities.items() if n in wanted},
+            self.skipped_duplicates,
+            self.unreadable,
+        )
+
+    def without(self, dropped: Collection[Path]) -> LabelledSet:
+        """This set less the files of ``dropped`` (found unreadable only when decoded); an identity left
+        with no image goes."""
+        kept = {n: tuple(p for p in paths if p not in dropped) for n, paths in self.identities.items()}
+        return LabelledSet(
+            self.root,
+            {n: paths for n, paths in kept.items() if paths},
             self.skipped_duplicates,
             self.unreadable,
         )

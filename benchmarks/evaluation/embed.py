@@ -16,10 +16,15 @@ split by the ONNX side's quality of the same image. It is None where the ONNX de
 
 Embeddings are cached per pipeline in ``<cache_dir>/embeddings-<pipeline>.npz`` keyed by each file's
 SHA-256 and tied to the model's weights digest, so a rerun embeds only new images.
+
+Other configurations (another detector operating point, say) are evaluated beside these under their own
+name with ``EmbeddingRunner.register``. A file that cannot be read or decoded is listed in
+``EmbeddingRunner.unreadable`` with the reason (the run then leaves it out of the set), never a crash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.evaluation.data import file_digest
 from camera_edge.detection import Detection
 from faces import DlibEmbedder, Embedder, EmbeddingModel, FaceBox, FaceSelection, ImageLimits, decode_image
 from faces.embedder import choose_faces
@@ -97,13 +101,25 @@ class EmbeddingRunner:
         self.cache_dir = cache_dir
         self._onnx: Embedder | None = None
         self._dlib: Embedder | None = None
+        self._registered: dict[str, Embedder] = {}
         self._limits = ImageLimits()
         self._quality: dict[str, float | None] = {}  # by sha256: the dlib side reuses the ONNX side's
-        # Images that could not be decoded (corrupt past a sound header), with the reason: listed in the
-        # report and counted like an image without a face, never cached, never a crash.
+        # Files that could not be read or decoded (corrupt past a sound header), with the reason: no
+        # vector here, listed in the report and left out of the set by the run, never cached, never a crash.
         self.unreadable: dict[Path, str] = {}
 
+    def register(self, pipeline: str, embedder: Embedder) -> None:
+        """Evaluate ``embedder`` as ``pipeline`` too (its own cache file; quality stays the ONNX side's)."""
+        if pipeline in PIPELINES or pipeline in self._registered:
+            raise ValueError(f"pipeline {pipeline!r} is already known")
+        self._registered[pipeline] = embedder
+
+    def known(self) -> tuple[str, ...]:
+        return (*PIPELINES, *self._registered)
+
     def embedder(self, pipeline: str) -> Embedder:
+        if pipeline in self._registered:
+            return self._registered[pipeline]
         if pipeline == "onnx":
             if self._onnx is None:
                 from camera_edge.pipeline import PipelineSettings
@@ -116,7 +132,7 @@ class EmbeddingRunner:
             if self._dlib is None:
                 self._dlib = DlibEmbedder()
             return self._dlib
-        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(self.known())}")
 
     def embed(
         self, pipeline: str, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None
@@ -129,12 +145,18 @@ class EmbeddingRunner:
         fresh = 0
         unique = list(dict.fromkeys(paths))
         for done, path in enumerate(unique, 1):
-            digest = file_digest(path)
+            try:
+                data = path.read_bytes()
+            except OSError as error:  # gone, a folder, no permission: listed, counted as no face
+                self.unreadable[path] = error.strerror or type(error).__name__
+                found[path] = ImageEmbedding(path, "", None, None)
+                continue
+            digest = hashlib.sha256(data).hexdigest()
             if digest in cached:
                 vector, quality = cached[digest]
             else:
                 try:
-                    vector, quality = self._embed_one(embedder, path, digest)
+                    vector, quality = self._embed_one(embedder, data, digest)
                 except FacesError as error:
                     self.unreadable[path] = str(error)
                     vector, quality = None, None
@@ -151,8 +173,8 @@ class EmbeddingRunner:
         )
         return Embeddings(pipeline, model, found, fresh)
 
-    def _embed_one(self, embedder: Embedder, path: Path, digest: str) -> tuple[Vector | None, float | None]:
-        pixels = decode_image(path.read_bytes(), self._limits)
+    def _embed_one(self, embedder: Embedder, data: bytes, digest: str) -> tuple[Vector | None, float | None]:
+        pixels = decode_image(data, self._limits)  # the service's reader: the format from the bytes
         try:
             (face,) = embedder.embed(pixels, FaceSelection.LARGEST)
             vector: Vector | None = np.array(face.embedding, dtype=np.float32)

@@ -78,6 +78,71 @@ class IdentificationPoint:
 
 
 @dataclass(frozen=True)
+class GeneralisedPoint:
+    """Whole-system 1:1 rates (ISO/IEC 19795-1 generalised FNMR, FMR) at a per-comparison point's threshold.
+
+    Every pair of the set counts, not only those with a face found in both photos: a pair with a failure
+    to acquire is a non-match, so a genuine one is a false non-match and an impostor one a correct
+    rejection (per pair, GFNMR = FTA + FNMR (1 - FTA) and GFMR = FMR (1 - FTA)). A pipeline that finds no
+    face in the hard photos cannot look better by leaving their pairs out.
+    """
+
+    target_fmr: float
+    threshold: float
+    gfnmr: float
+    false_non_matches: int  # the per-comparison ones plus every genuine pair with a failure to acquire
+    genuine_pairs: int  # every genuine pair of the set
+    gfnmr_ci95: tuple[float, float]
+    gfmr: float
+    false_matches: int
+    impostor_pairs: int  # every impostor pair of the set (sampled alike beyond MAX_IMPOSTORS)
+    gfmr_ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PerSearchPoint:
+    """1:N rates at a whole-system point's threshold, over only the searches the pipeline could make.
+
+    Mated: probes with a face found whose person is in the gallery; non-mated: probes with a face found.
+    The whole-system figures (`IdentificationPoint`) count the rest as misses and as no alarm.
+    """
+
+    target_fpir: float
+    threshold: float
+    fnir: float
+    misses: int
+    mated_searches: int
+    fnir_ci95: tuple[float, float]  # NaN where there was no such search
+    fpir: float
+    false_positives: int
+    nonmated_searches: int
+    fpir_ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SameImageFigures:
+    """One pipeline's figures on the photos every pipeline of the run found a face in (like for like).
+
+    The same pairs and searches for every pipeline, so a difference is the pipelines', not the photos'.
+    Thresholds are each pipeline's own at the same targets, set on these pairs and searches.
+    """
+
+    pipelines: tuple[str, ...]  # whose acquired photos were intersected
+    images: int  # photos every one of them found a face in
+    of_images: int  # photos of the labelled set
+    genuine_comparisons: int
+    impostor_comparisons: int
+    eer: float
+    eer_false_non_matches: int
+    fmr_points: tuple[VerificationPoint, ...]
+    enrolled: int  # gallery: enrolled people and real distractors, all in the shared photos
+    mated_searches: int
+    nonmated_searches: int
+    rank1_hits: int
+    fpir_points: tuple[IdentificationPoint, ...]  # () when the shared photos leave no search of a kind
+
+
+@dataclass(frozen=True)
 class LfwAccuracy:
     mean: float  # mean over folds of the accuracy at the threshold learnt on the other folds
     std: float
@@ -182,6 +247,19 @@ class PipelineResult:
     cohorts: tuple[CohortFigures, ...]
     cohort_ratios: tuple[CohortRatio, ...]
     curves: Curves
+    # Failures to acquire (ISO/IEC 19795-1), pair by pair: every pair of the set, and those with a photo
+    # in which no face was found (left out of the per-comparison figures above, counted in these).
+    genuine_pairs_all: int
+    genuine_pairs_failed: int
+    impostor_pairs_all: int
+    impostor_pairs_failed: int
+    generalised_points: tuple[GeneralisedPoint, ...]
+    per_search_points: tuple[PerSearchPoint, ...]
+    same_images: SameImageFigures | None = None  # with two or more pipelines
+
+    @property
+    def failures_to_acquire(self) -> int:
+        return self.images - self.faces_found
 
     @property
     def failure_to_acquire(self) -> float:
@@ -193,6 +271,12 @@ class PipelineResult:
     def fnmr_at(self, fmr: float) -> VerificationPoint | None:
         return next((p for p in self.fmr_points if math.isclose(p.target_fmr, fmr)), None)
 
+    def generalised_at(self, fmr: float) -> GeneralisedPoint | None:
+        return next((p for p in self.generalised_points if math.isclose(p.target_fmr, fmr)), None)
+
+    def per_search_at(self, fpir: float) -> PerSearchPoint | None:
+        return next((p for p in self.per_search_points if math.isclose(p.target_fpir, fpir)), None)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -203,6 +287,7 @@ class Report:
     json_path: Path
     plots: tuple[Path, ...]
     summary_path: Path
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, why): not images the service reads, left out
 
 
 def _thin(x: FloatArray, y: FloatArray, points: int = 200) -> list[list[float]]:
@@ -226,9 +311,17 @@ def _jsonable(value: object) -> object:
 
 
 def figures_json(
-    dataset: str, notes: Sequence[str], pipelines: Sequence[PipelineResult]
+    dataset: str,
+    notes: Sequence[str],
+    pipelines: Sequence[PipelineResult],
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> dict[str, object]:
-    out: dict[str, object] = {"dataset": dataset, "notes": list(notes), "pipelines": {}}
+    out: dict[str, object] = {
+        "dataset": dataset,
+        "notes": list(notes),
+        "skipped_files": [{"file": name, "reason": why} for name, why in skipped],
+        "pipelines": {},
+    }
     table: dict[str, object] = {}
     for result in pipelines:
         fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "curves"}
@@ -236,8 +329,18 @@ def figures_json(
             k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
             for k, v in fields.items()
         }
-        for key in ("fmr_points", "fpir_points", "gallery_growth", "quality", "cohorts", "cohort_ratios"):
+        for key in (
+            "fmr_points",
+            "fpir_points",
+            "gallery_growth",
+            "quality",
+            "cohorts",
+            "cohort_ratios",
+            "generalised_points",
+            "per_search_points",
+        ):
             as_dict[key] = [dataclasses.asdict(v) for v in fields[key]]
+        as_dict["failures_to_acquire"] = result.failures_to_acquire
         as_dict["failure_to_acquire"] = result.failure_to_acquire
         as_dict["det_curve_fmr_fnmr"] = _thin(result.curves.det_fmr, result.curves.det_fnmr)
         as_dict["fpir_fnir_curve"] = _thin(result.curves.fpir, result.curves.fnir)
@@ -369,11 +472,15 @@ def _save(figure: matplotlib.figure.Figure, path: Path) -> Path:
 
 
 def write_report(
-    out_dir: Path, dataset: str, notes: Sequence[str], pipelines: Sequence[PipelineResult]
+    out_dir: Path,
+    dataset: str,
+    notes: Sequence[str],
+    pipelines: Sequence[PipelineResult],
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "figures.json"
-    json_path.write_text(json.dumps(figures_json(dataset, notes, pipelines), indent=2) + "\n")
+    json_path.write_text(json.dumps(figures_json(dataset, notes, pipelines, skipped), indent=2) + "\n")
     plots = (
         plot_det(pipelines, out_dir / "det.png"),
         plot_histograms(pipelines, out_dir / "scores.png"),
@@ -381,5 +488,7 @@ def write_report(
         plot_gallery_growth(pipelines, out_dir / "gallery_growth.png"),
     )
     summary_path = out_dir / "summary.md"
-    summary_path.write_text(summary_markdown(dataset, notes, pipelines))
-    return Report(out_dir, dataset, tuple(notes), tuple(pipelines), json_path, plots, summary_path)
+    summary_path.write_text(summary_markdown(dataset, notes, pipelines, skipped))
+    return Report(
+        out_dir, dataset, tuple(notes), tuple(pipelines), json_path, plots, summary_path, tuple(skipped)
+    )

@@ -1,6 +1,6 @@
 """The evaluation run: both pipelines through verification, identification, quality and cohorts.
 
-    uv run safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out DIR] [--limit N]
+    uv run safepassage evaluate [--faces DIR] [--pairs FILE] [--cohorts FILE] [--out-dir DIR] [--limit N]
     uv run python -m benchmarks.evaluation.run ...   (the same)
 
 For each pipeline (ONNX, face_recognition) on the same labelled images:
@@ -16,50 +16,67 @@ For each pipeline (ONNX, face_recognition) on the same labelled images:
 - Cohorts (with a cohorts CSV): every figure per group at the same thresholds, worst/best ratio.
   (The comparisons and both splits: breakdown.py. The report folder: report.py and summary.py.)
 
-Images where a pipeline finds no face are reported as failures to acquire and left out of its 1:1
-comparisons (ISO/IEC 19795-1 reports FTA beside FMR/FNMR); in 1:N they count as misses
-(identification.py), and LFW pairs with such an image count as wrong.
+Images where a pipeline finds no face are failures to acquire (ISO/IEC 19795-1), and never leave a
+figure without a word: the per-comparison 1:1 rates leave their pairs out and the whole-system
+(generalised) rates beside them count those pairs as non-matches (acquisition.py); in 1:N they count as
+misses (identification.py), with per-search rates beside; LFW pairs with such an image count as wrong.
+With two or more pipelines each is also scored on the photos every one of them acquired, the same pairs
+and searches for all (common_set.py), so a pipeline that fails on the hard photos is not shown as better.
+
+A file that is not an image the service reads is listed in the report (file and why) and left out; the
+run goes on, exits 0, and says on stderr how many were skipped. Embedding shows its progress on stderr
+(progress.py). Without --out-dir the report goes to a new folder ``evaluation-report/<UTC time>/`` in the
+current directory (embeddings cached in ``evaluation-report/embeddings/``), never over tracked files;
+``--out-dir DIR`` writes (and caches) there, as ``--out-dir benchmarks/results/evaluation`` refreshes
+the report the READMEs quote.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
 
 from benchmarks.evaluation import intervals, metrics
+from benchmarks.evaluation.acquisition import generalised_point, per_search_point
 from benchmarks.evaluation.breakdown import MAX_IMPOSTORS, cohort_figures, comparisons, quality_bands
+from benchmarks.evaluation.common_set import acquired_by_every, same_image_figures
 from benchmarks.evaluation.data import LabelledSet, Pairs, read_cohorts, read_pairs
 from benchmarks.evaluation.embed import PIPELINES, EmbeddingRunner, Embeddings
 from benchmarks.evaluation.identification import (
-    GalleryRun,
     IdentificationProtocol,
     default_gallery_sizes,
     identify,
     make_protocol,
 )
+from benchmarks.evaluation.points import identification_point, open_set, verification_point
+from benchmarks.evaluation.progress import Progress
 from benchmarks.evaluation.report import (
     Curves,
     GalleryPoint,
-    IdentificationPoint,
     LfwAccuracy,
     PipelineResult,
     Report,
-    VerificationPoint,
     write_report,
 )
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluation"
+# Without --out-dir: a new folder per run under this one, in the current directory (git-ignored in a
+# checkout), never the tracked report under benchmarks/results/evaluation.
+DEFAULT_REPORTS = Path("evaluation-report")
+CACHE_FOLDER = "embeddings"
 DEFAULT_MODELS = REPO / "var" / "models"
 FMR_TARGETS = (1e-2, 1e-3, 1e-4)
 FPIR_TARGETS = (0.003, 0.01)
@@ -94,6 +111,18 @@ class Inputs:
     def images(self) -> list[Path]:
         extra = self.pairs.images() if self.pairs is not None else []
         return list(dict.fromkeys([*self.labelled.images(), *self.protocol.images(), *extra]))
+
+    def without(self, dropped: Collection[Path], seed: int = 0) -> Inputs:
+        """These inputs less files that could not be decoded (the service would refuse them too): out
+        of the set, the protocol and the pairs, as if never there, and listed in the report."""
+        if not dropped:
+            return self
+        labelled = self.labelled.without(dropped)
+        pairs = self.pairs
+        if pairs is not None:
+            kept = tuple(p for p in pairs if p.first not in dropped and p.second not in dropped)
+            pairs = Pairs(kept, pairs.missing + len(pairs) - len(kept), tuple(sorted({p.fold for p in kept})))
+        return Inputs(labelled, pairs, make_protocol(labelled, seed, NONMATED_SHARE), self.groups)
 
 
 def resolve_inputs(
@@ -151,51 +180,6 @@ def lfw_accuracy(pairs: Pairs, embeddings: Embeddings) -> LfwAccuracy | None:
     )
 
 
-def verification_point(point: metrics.OperatingPoint) -> VerificationPoint:
-    return VerificationPoint(
-        target_fmr=point.target_fmr,
-        threshold=point.threshold,
-        fmr=point.fmr,
-        false_matches=point.false_matches,
-        impostor_comparisons=point.impostor_comparisons,
-        fmr_ci95=intervals.clopper_pearson(point.false_matches, point.impostor_comparisons),
-        fnmr=point.fnmr,
-        false_non_matches=point.false_non_matches,
-        genuine_comparisons=point.genuine_comparisons,
-        fnmr_ci95=intervals.clopper_pearson(point.false_non_matches, point.genuine_comparisons),
-        expected_false_matches=intervals.expected_errors(point.impostor_comparisons, point.target_fmr),
-        supported=point.supported,
-        fmr_upper_bound_95=point.fmr_upper_bound_95,
-    )
-
-
-def identification_point(point: metrics.OpenSetOperatingPoint) -> IdentificationPoint:
-    return IdentificationPoint(
-        target_fpir=point.target_fpir,
-        threshold=point.threshold,
-        fpir=point.fpir,
-        false_positives=point.false_positives,
-        nonmated_searches=point.nonmated_searches,
-        fpir_ci95=intervals.clopper_pearson(point.false_positives, point.nonmated_searches),
-        fnir=point.fnir,
-        misses=point.misses,
-        mated_searches=point.mated_searches,
-        fnir_ci95=intervals.clopper_pearson(point.misses, point.mated_searches),
-        expected_false_positives=intervals.expected_errors(point.nonmated_searches, point.target_fpir),
-        supported=point.supported,
-        fpir_upper_bound_95=point.fpir_upper_bound_95,
-    )
-
-
-def open_set(run: GalleryRun) -> metrics.OpenSetScores:
-    rank1, ranks, top = run.open_set_arrays()
-    finite = np.concatenate([rank1[np.isfinite(rank1)], top[np.isfinite(top)]])
-    # A non-mated probe without a face raises no alarm: a score no threshold accepts, but finite.
-    beyond = (finite.min() - 1.0 if run.higher_is_closer else finite.max() + 1.0) if len(finite) else 0.0
-    top = np.where(np.isfinite(top), top, beyond)
-    return metrics.OpenSetScores(rank1, ranks, top, run.higher_is_closer)
-
-
 # --- one pipeline, then the run ------------------------------------------------------------------
 
 
@@ -232,6 +216,8 @@ def evaluate_pipeline(
     open_scores = open_set(full)
     fpir_points = [metrics.fnir_at_fpir(open_scores, target) for target in FPIR_TARGETS]
     curve = metrics.fnir_fpir_curve(open_scores)
+    fmr_points = tuple(verification_point(p) for p in points)
+    identification_points = tuple(identification_point(p) for p in fpir_points)
     fmr_threshold = metrics.fnmr_at_fmr(scores, QUALITY_FMR).threshold
     fpir_threshold = metrics.fnir_at_fpir(open_scores, QUALITY_FPIR).threshold
     cohorts, ratios = cohort_figures(
@@ -247,7 +233,7 @@ def evaluate_pipeline(
         impostor_comparisons=len(comp.impostor),
         eer=rate,
         eer_threshold=eer_threshold,
-        fmr_points=tuple(verification_point(p) for p in points),
+        fmr_points=fmr_points,
         lfw=lfw_accuracy(inputs.pairs, embeddings) if inputs.pairs is not None else None,
         enrolled=full.gallery_size,
         synthetic_in_gallery=full.synthetic_distractors,
@@ -258,12 +244,18 @@ def evaluate_pipeline(
         rank10=metrics.rank_rate(open_scores, 10),
         rank10_hits=round(metrics.rank_rate(open_scores, 10) * len(full.mated)),
         eer_false_non_matches=round(rate * len(comp.genuine)),
-        fpir_points=tuple(identification_point(p) for p in fpir_points),
+        fpir_points=identification_points,
         gallery_growth=tuple(growth),
         quality=quality_bands(comp, full, fmr_threshold, fpir_threshold, edges),
         cohorts=cohorts,
         cohort_ratios=ratios,
         curves=Curves(scores.genuine, scores.impostor, det.fmr, det.fnmr, curve.fpir, curve.fnir),
+        genuine_pairs_all=comp.genuine_all,
+        genuine_pairs_failed=comp.genuine_failed,
+        impostor_pairs_all=comp.impostor_all,
+        impostor_pairs_failed=comp.impostor_failed,
+        generalised_points=tuple(generalised_point(p, comp) for p in fmr_points),
+        per_search_points=tuple(per_search_point(p, full) for p in identification_points),
     )
 
 
@@ -284,11 +276,21 @@ def evaluate(
     limit: int | None = None,
     model_dir: Path = DEFAULT_MODELS,
     gallery_sizes: Sequence[int] | None = None,
+    *,
+    cache_dir: Path | None = None,
+    runner: EmbeddingRunner | None = None,
+    progress: TextIO | None = None,
 ) -> Report:
-    """Run every pipeline on the same inputs and write the report folder (embeddings cached there)."""
-    unknown = [p for p in pipelines if p not in PIPELINES]
+    """Run every pipeline on the same inputs and write the report folder.
+
+    Embeddings are cached in ``cache_dir`` (default: ``out_dir``). ``runner`` brings pipelines
+    registered beside the built-in ones; ``progress`` is where embedding progress goes (stderr).
+    """
+    if runner is None:
+        runner = EmbeddingRunner(model_dir, cache_dir=out_dir if cache_dir is None else cache_dir)
+    unknown = [p for p in pipelines if p not in runner.known()]
     if unknown or not pipelines:
-        raise ValueError(f"unknown pipelines {unknown}; known: {', '.join(PIPELINES)}")
+        raise ValueError(f"unknown pipelines {unknown}; known: {', '.join(runner.known())}")
     inputs = resolve_inputs(faces_root, pairs_file, cohorts_file, limit)
     images = inputs.images()
     log.info(
@@ -301,34 +303,71 @@ def evaluate(
         len(inputs.protocol.nonmated_probes),
         len(inputs.protocol.distractors),
     )
-    runner = EmbeddingRunner(model_dir, cache_dir=out_dir)
-    # ONNX first: its detections give the quality scores both sides are split by.
+    # ONNX first: its detections give the quality scores every side is split by.
     order = sorted(pipelines, key=lambda p: p != "onnx")
-    embedded = {name: runner.embed(name, images) for name in order}
+    embedded: dict[str, Embeddings] = {}
+    for name in order:
+        counter = Progress(f"embedding ({name})", stream=progress)
+        embedded[name] = runner.embed(name, images, counter)
+        found = sum(1 for p in images if embedded[name].vector(p) is not None)
+        counter.finish(f"{embedded[name].embedded_now:,} embedded now, a face in {found:,}")
+    inputs = inputs.without(runner.unreadable.keys())
     edges = quality_edges(embedded[order[0]], inputs.labelled.images())
     results = [evaluate_pipeline(inputs, embedded[name], edges, gallery_sizes) for name in pipelines]
+    if len(pipelines) > 1:
+        shared = acquired_by_every({n: embedded[n] for n in pipelines}, inputs.labelled.images())
+        results = [
+            dataclasses.replace(
+                result,
+                same_images=same_image_figures(
+                    inputs.labelled,
+                    inputs.protocol,
+                    embedded[result.name],
+                    shared,
+                    pipelines,
+                    FMR_TARGETS,
+                    FPIR_TARGETS,
+                ),
+            )
+            for result in results
+        ]
     dataset = (
         f"{inputs.labelled.root} ({len(inputs.labelled)} identities, {len(inputs.labelled.images())} images"
         + (f", limited to {limit} identities" if limit is not None else "")
         + (f"; pairs: {len(inputs.pairs)} from its pairs file" if inputs.pairs is not None else "")
         + ")"
     )
-    unreadable = [*inputs.labelled.unreadable, *runner.unreadable.items()]
+    unreadable = dict([*inputs.labelled.unreadable, *runner.unreadable.items()])
     root = inputs.labelled.root
     skipped = tuple(
-        f"Not read: {path.relative_to(root) if path.is_relative_to(root) else path} ({reason})."
-        for path, reason in unreadable
+        (str(path.relative_to(root) if path.is_relative_to(root) else path), reason)
+        for path, reason in unreadable.items()
     )
     notes = (
-        *skipped,
-        "1:1: photos with no face found are failures to acquire, left out of the pairs and counted apart.",
+        "1:1: a pair with a photo in which no face was found (a failure to acquire) is left out of the "
+        "per-comparison rates and counted as a non-match in the whole-system ones "
+        "(ISO/IEC 19795-1 generalised FNMR and FMR).",
         "1:N: the gallery holds one photo per enrolled person; "
-        "the non-mated searches are people never enrolled.",
-        "Quality is the edge's score of the ONNX detector's face, for both pipelines "
+        "the non-mated searches are people never enrolled. A mated search without a face, or of a "
+        "person whose gallery photo had none, is a miss; the per-search rates leave such searches out.",
+        "Quality is the edge's score of the ONNX detector's face, for every pipeline "
         "(dlib's detector gives no landmarks to score).",
         f"Impostor comparisons are capped at {MAX_IMPOSTORS:,} (sampled with a fixed seed beyond that).",
     )
-    return write_report(out_dir, dataset, notes, results)
+    return write_report(out_dir, dataset, notes, results, skipped)
+
+
+def fresh_report_folder(parent: Path) -> Path:
+    """A new folder under ``parent`` named by the UTC time; never one that exists."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(1, 1000):
+        folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"no free report folder under {parent}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,20 +383,34 @@ def main(argv: list[str] | None = None) -> int:
 def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.out is not None:
+            out_dir, cache_dir = args.out, args.out
+        else:
+            out_dir = fresh_report_folder(DEFAULT_REPORTS.absolute())
+            cache_dir = DEFAULT_REPORTS.absolute() / CACHE_FOLDER
         report = evaluate(
             args.faces if args.faces is not None else default_faces(),
             args.pairs,
             args.cohorts,
-            args.out if args.out is not None else DEFAULT_OUT,
+            out_dir,
             tuple(p.strip() for p in args.pipelines.split(",") if p.strip()),
             args.limit,
             args.model_dir if args.model_dir is not None else DEFAULT_MODELS,
+            cache_dir=cache_dir,
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report.summary_path.read_text())
     print(f"report: {report.out_dir} (figures.json, {', '.join(p.name for p in report.plots)}, summary.md)")
+    if report.skipped:
+        shown = ", ".join(name for name, _ in report.skipped[:3])
+        more = f" and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+        print(
+            f"skipped {len(report.skipped)} file(s) that are not images the service reads: {shown}{more}"
+            f" (each with its reason in {report.summary_path.name})",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -251,10 +251,11 @@ def test_the_log_key_head_file_and_witness_are_configured_outside_the_data_folde
     assert defaults.audit_key_path == tmp_path / "data-keys" / "audit-log-ed25519.pem"
     assert defaults.audit_head_path == tmp_path / "data-keys" / "audit-log-head.json"
     assert not defaults.audit.witness.url  # off by default: the head file alone is checked
-    for wrong in (
+    wrongs: tuple[dict[str, object], ...] = (
         {"audit.witness.url": "http://witness.internal"},  # no key to check its cosignatures
         {"audit.witness.url": "ftp://witness", "audit.witness.public_key_file": "w.pem"},
         {"audit.witness.required": True},
-    ):
+    )
+    for wrong in wrongs:
         with pytest.raises(ConfigError, match="witness"):
             load_config(None, wrong)

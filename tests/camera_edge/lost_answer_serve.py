@@ -5,6 +5,9 @@ after it has kept its next identify-stream answer in the reply ledger: the searc
 is done, its transparency-log entry written (before the ledger, always) and its
 answer kept, but the answer never leaves the process. The client must send that query again, to a
 server that has already answered it -- the case de-duplication exists for.
+
+A TRIGGER holding a number N (written before the server starts) names the answer instead: the
+server dies right after keeping its Nth, whatever the pace of the client or the machine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from store import ReplyLedger
 def main(argv: list[str]) -> int:
     trigger = Path(argv[0])
     put = ReplyLedger.put
+    kept = [0]
 
     def dying(
         self: ReplyLedger,
@@ -31,8 +35,11 @@ def main(argv: list[str]) -> int:
         # The ledger is written only after the search's log entry (call_notes.after_logged): dying
         # here leaves a search both logged and kept, whose answer never left the process.
         put(self, client_id, request_id, query, answer, answered_at)
+        kept[0] += 1
         if trigger.exists():
-            os._exit(137)
+            nth = trigger.read_text().strip()
+            if not nth or kept[0] >= int(nth):
+                os._exit(137)
 
     ReplyLedger.put = dying  # type: ignore[method-assign]
     from safepassage_cli.main import main as cli

@@ -32,6 +32,7 @@ from tests.camera_edge.test_offline import prepare_server
 
 EDGE = (sys.executable, "-m", "safepassage_cli.main", "edge")
 MIRANDA = "face_recognition/lin_manuel_miranda/lin-manuel-miranda.png"
+SMALL_CLIP = "video/intel_sample_videos/mp4_from_gif/people-detection.mp4"  # 480x270
 
 
 def edge(cwd: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -203,3 +204,33 @@ def test_a_queue_whose_key_is_missing_is_refused_naming_the_expected_key(tmp_pat
         assert not (camera / "queue/device.key").exists(), f"`edge {action}` made a new key"
     assert (camera / "queue/outbox.sqlite3").read_bytes() == before
     assert not any(p.name == "device.key" for p in tmp_path.rglob("*")), os.listdir(tmp_path)
+
+
+def test_a_region_of_interest_the_clip_cannot_hold_is_one_line_at_start(
+    tmp_path: Path, faces_dir: Path, model_dir: Path
+) -> None:
+    """The README's region (drawn on a 1280x720 camera) on a 480x270 clip: a traceback in the log,
+    then the error (issue #17). Now one line naming the region and the frame size, exit 2."""
+    with socket.socket() as nobody:
+        nobody.bind(("127.0.0.1", 0))
+        config = tmp_path / "camera.toml"
+        config.write_text(
+            f"""camera_id = "cam-1"
+[source]
+location = "{faces_dir / SMALL_CLIP}"
+region_of_interest = [0, 120, 1280, 600]
+[server]
+address = "127.0.0.1:{nobody.getsockname()[1]}"
+gallery_id = "cams"
+plaintext = true
+[detection]
+model_dir = "{model_dir}"
+"""
+        )
+        ran = edge(tmp_path / "elsewhere", "run", "--config", str(config), "--drain-timeout", "1")
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stdout + ran.stderr
+    errors = [line for line in ran.stderr.splitlines() if "region_of_interest" in line]
+    assert len(errors) == 1, ran.stderr
+    assert errors[0].startswith("error: region_of_interest [0, 120, 1280, 600]"), errors
+    assert "does not fit the 480x270 frames" in errors[0], errors

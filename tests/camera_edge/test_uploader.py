@@ -10,6 +10,7 @@ uploader's injected ``sleep``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import socket
@@ -148,7 +149,9 @@ def test_no_more_than_max_in_flight_unanswered_and_an_unanswered_query_is_resent
     assert sorted(resent) == sorted(ids), "each query sent once more after the timeout, the unanswered too"
     assert [outbox.get(q).attempts for q in ids] == [2] * MAX_IN_FLIGHT + [1] * (QUERIES - MAX_IN_FLIGHT)
     assert all(outbox.get(q).state is EntryState.ANSWERED for q in ids)
-    assert uploader.stats.sent == QUERIES + MAX_IN_FLIGHT and uploader.stats.answered == QUERIES
+    # Queries are counted once however often they were sent; messages are counted apart.
+    assert uploader.stats.sent == QUERIES and uploader.stats.answered == QUERIES
+    assert uploader.stats.attempts == QUERIES + MAX_IN_FLIGHT
     assert f"no answer to {MAX_IN_FLIGHT} queries in 3.0 s; reopening the stream" in caplog.messages
 
 
@@ -179,13 +182,15 @@ def test_reconnection_attempts_back_off_exponentially_to_the_cap(outbox: Outbox)
             release.wait(BOUND_S)
 
     settings = UploadSettings(initial_backoff_s=0.5, max_backoff_s=4.0)
-    uploader = Uploader(outbox, channel, settings=settings, sleep=sleep)
+    uploader = Uploader(outbox, channel, settings=settings, sleep=sleep, target=f"localhost:{port}")
     uploader.start()
     try:
         assert enough.wait(BOUND_S), f"only {len(delays)} attempts: {delays}"
         stats = uploader.stats
         assert stats.sessions == channels[0] == len(delays) and stats.failures == len(delays), stats
-        assert stats.answered == 0 and "server unreachable" in stats.last_error, stats
+        assert stats.answered == 0 and f"server unreachable at localhost:{port}" in stats.last_error, stats
+        # Written to streams none of which ever connected: nothing was sent.
+        assert stats.sent == 0 and stats.attempts <= len(delays) and stats.unreachable, stats
     finally:
         uploader.stop(timeout=0)  # the thread ends once released from its sleep
         release.set()
@@ -213,3 +218,53 @@ def test_stop_ends_a_long_backoff_at_once(outbox: Outbox) -> None:
     uploader.stop(timeout=BOUND_S)
     assert not thread.is_alive(), "stop() waited out the backoff"
     assert uploader.stats.sessions == 1
+
+
+class RefusingMatching(pb_grpc.MatchingServiceServicer):
+    """IdentifyStream answering every query with an in-band UNAVAILABLE (a dependency down)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.received: list[tuple[float, str]] = []  # (monotonic time, request id)
+
+    def IdentifyStream(
+        self, request_iterator: Iterable[pb.IdentifyRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.IdentifyStreamResponse]:
+        for request in request_iterator:
+            with self.changed:
+                self.received.append((time.monotonic(), request.request_id))
+                self.changed.notify_all()
+            yield pb.IdentifyStreamResponse(
+                request_id=request.request_id,
+                error=pb.Error(code=grpc.StatusCode.UNAVAILABLE.value[0], message="the index is loading"),
+            )
+
+
+def test_a_retryable_in_band_error_backs_off_per_query_and_counts_the_query_once(outbox: Outbox) -> None:
+    """A server that answers "retry" in band kept the stream busy: the query was resent at once,
+    over and over, and each resend counted as sent ("sent 516" for 2 queries). Now each retry
+    waits twice as long as the one before (+-20 %), and the query counts once."""
+    (query_id,) = enqueue(outbox, 1)
+    servicer = RefusingMatching()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_MatchingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    settings = UploadSettings(initial_backoff_s=0.2, max_backoff_s=5.0)
+    uploader = Uploader(outbox, lambda: open_channel(f"localhost:{port}", None), settings=settings)
+    uploader.start()
+    try:
+        with servicer.changed:
+            assert servicer.changed.wait_for(lambda: len(servicer.received) >= 4, BOUND_S), servicer.received
+            times = [at for at, _ in servicer.received[:4]]
+        stats = uploader.stats
+    finally:
+        uploader.stop()
+        server.stop(grace=None)
+    assert {q for _, q in servicer.received} == {query_id}
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Lower bounds only: a loaded machine makes the gaps longer, never shorter.
+    for gap, wait in zip(gaps, [0.2, 0.4, 0.8], strict=True):
+        assert gap >= 0.8 * wait, gaps
+    assert stats.sent == 1 and stats.attempts >= 4 and stats.answered == 0, stats
+    assert outbox.get(query_id).state is EntryState.PENDING

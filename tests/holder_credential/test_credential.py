@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import holder_credential.qr as qr_module
 from holder_credential import (
     CredentialExpired,
     CredentialKeyError,
@@ -113,9 +112,9 @@ def test_every_tampered_byte_is_refused(text: str, trusted: TrustedIssuers, offi
         with pytest.raises(expected):
             verify(encode_text(bytes(altered)), trusted, officer, NOW)
     # A cut or lengthened credential is refused too.
-    for altered in (binary[:-1], binary + b"\x00", binary[:100]):
+    for cut in (binary[:-1], binary + b"\x00", binary[:100]):
         with pytest.raises(MalformedCredential):
-            verify(encode_text(altered), trusted, officer, NOW)
+            verify(encode_text(cut), trusted, officer, NOW)
 
 
 def test_a_later_version_is_refused_as_malformed(
@@ -214,6 +213,7 @@ def test_qr_codes_for_one_to_four_readers_read_back_also_as_jpeg(
     for count in range(1, 5):
         text = issue(issuer, readers[:count], RECORD_ID, template, MODEL, "l2", 0.6, VALID_FOR, NOW)
         image = cv2.imdecode(np.frombuffer(qr_png(text), np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert image is not None
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
         assert ok and read_qr(jpeg.tobytes()) == text, f"{count} readers"
         verify(text, trusted, officer, NOW)
@@ -236,7 +236,7 @@ def test_oversize_input_is_refused_before_decoding(
     def must_not_run(_: object) -> bytes:
         raise AssertionError("base45 was asked to decode an oversize text")
 
-    monkeypatch.setattr(qr_module.base45, "b45decode", must_not_run)
+    monkeypatch.setattr("holder_credential.qr.base45.b45decode", must_not_run)
     with pytest.raises(MalformedCredential, match="8001 characters"):
         verify("SP1:" + "A" * 7997, trusted, officer, NOW)
     with pytest.raises(MalformedCredential):

@@ -24,7 +24,7 @@ from matcher.index import FlatIndex
 from matcher.metric import Metric, normalise_rows
 from matcher.search import exact_search
 
-HUNDREDTHS = np.arange(1, 101, dtype=np.float32) / 100  # 0.01 .. 1.00
+HUNDREDTHS = (np.arange(1, 101) / 100).astype(np.float32)  # 0.01 .. 1.00
 
 
 def shuffled(values: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -192,7 +192,8 @@ def test_extrapolation_holds_where_comparisons_are_independent() -> None:
     searches = 20_000
 
     def best_of(size: int) -> np.ndarray:
-        return rng.normal(0.8, 0.1, (searches, size)).astype(np.float32).min(axis=1)
+        best: np.ndarray = rng.normal(0.8, 0.1, (searches, size)).astype(np.float32).min(axis=1)
+        return best
 
     calibration = calibrate_with_probes(best_of(50), Metric.L2, 50)
     threshold = calibration.threshold_for(0.1, 200)

@@ -200,6 +200,7 @@ def _matcher(folder: Path, key: bytes) -> tuple[Matcher, store.TemplateStore]:
 
 def _wait(matcher: Matcher, gallery_id: str) -> GalleryIndex:
     index = matcher._galleries[gallery_id].index
+    assert isinstance(index, GalleryIndex)
     assert index.wait_for_rebuild(60)
     return index
 

@@ -145,9 +145,9 @@ def test_verify_reads_other_formats_by_their_bytes(clients, faces_dir, image_for
         (lambda fr: b"\x00\x00\x00\x18ftypavif" + bytes(64), "image format is AVIF"),
     ],
 )
-def test_an_undecodable_image_is_invalid_argument_naming_what_was_found(
+def test_an_undecodable_image_is_invalid_argument_naming_what_was_found(  # type: ignore[no-untyped-def]
     clients, faces_dir, make, found
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
         clients.officer.matching.Verify(
             pb.VerifyRequest(

@@ -811,6 +811,8 @@ def test_client_keys_an_earlier_version_left_in_the_pki_are_pointed_out(
     assert pki_cli("list", "--pki-dir", str(folder)) == 0
     err = capsys.readouterr().err
     assert "admin-7-key.pem" in err and "can act as those clients" in err
+    # Deleting the key here is safe only once the client connects with its bundle: the message says how.
+    assert "--bundle PATH" in err and "--pki-dir PATH --client ID" in err
     left.unlink()
     assert pki_cli("list", "--pki-dir", str(folder)) == 0
     assert capsys.readouterr().err == ""

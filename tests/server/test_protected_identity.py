@@ -84,7 +84,7 @@ def _code(call: Any) -> tuple[Code, str]:
     try:
         call()
     except grpc.RpcError as error:
-        return error.code(), error.details()
+        return error.code(), error.details() or ""
     return Code.OK, ""
 
 
@@ -114,9 +114,9 @@ def test_enrolment_returns_a_signed_receipt_a_recovery_code_and_a_readable_qr(wo
     assert holder_credential.read_qr(enrolled.credential.qr_png) == enrolled.credential.text
 
 
-def test_credential_verified_offline_against_live_faces(
+def test_credential_verified_offline_against_live_faces(  # type: ignore[no-untyped-def]
     world, agency_reader, model_dir: Path, faces_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The officer's device: issuer key + its reader key + the edge pipeline; no server call."""
     import cv2
 
@@ -132,7 +132,9 @@ def test_credential_verified_offline_against_live_faces(
     text = holder_credential.read_qr(enrolled.credential.qr_png)
 
     def rgb(path: Path) -> np.ndarray:
-        return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        pixels = cv2.imread(str(path))
+        assert pixels is not None, path
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
     accepted = check.check(text, rgb(holder.photos[2]))
     assert accepted.score <= accepted.threshold
@@ -291,9 +293,9 @@ def test_refused_scopes_at_enrolment_never_block_the_others(world, faces_dir) ->
     assert status == Code.PERMISSION_DENIED and "store" in details
 
 
-def test_erasure_shreds_the_record_and_every_earlier_backup(
+def test_erasure_shreds_the_record_and_every_earlier_backup(  # type: ignore[no-untyped-def]
     world, faces_dir, role_pki, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """A copy of every file of the data folder taken before an erasure, plus the live keys, yields
     nothing of the erased person: no template, no name, no document number."""
     service, clients, config, _, _ = world
@@ -312,7 +314,7 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(
     )
     receipt = verify_receipt(erased.receipt, _public_keys(clients).station_public_pem)
     assert receipt.kind is ReceiptKind.ERASURE and receipt.record_id == enrolled.record_id
-    assert receipt.body["requested_by"].startswith("kiosk:kiosk-1")
+    assert str(receipt.body["requested_by"]).startswith("kiosk:kiosk-1")
     assert erased.templates_removed == 1
     status, _ = _code(
         lambda: clients.officer.protected.VerifyHolder(

@@ -21,7 +21,8 @@ Code = grpc.StatusCode
 def vectors(count: int, seed: int) -> npt.NDArray[np.float32]:
     """Random directions scaled like dlib descriptors (norm about 1)."""
     rows = np.random.default_rng(seed).normal(size=(count, DIM))
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    scaled: npt.NDArray[np.float32] = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return scaled
 
 
 def probe(vector: npt.NDArray[np.float32]) -> pb.Probe:
@@ -54,7 +55,7 @@ def identify(
 def code_of(call) -> tuple[Code, str]:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    return caught.value.code(), caught.value.details()
+    return caught.value.code(), caught.value.details() or ""
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +98,9 @@ def test_target_fpir_is_refused_until_the_gallery_is_calibrated(world) -> None: 
         ({"target_fpir": 0.0005}, Code.FAILED_PRECONDITION, "impostor searches"),
     ],
 )
-def test_bad_target_fpirs_say_what_is_wrong(
+def test_bad_target_fpirs_say_what_is_wrong(  # type: ignore[no-untyped-def]
     world, fields: dict[str, float], expected: Code, words: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _, clients, _ = world
     code, details = code_of(lambda: identify(clients, "cal", vectors(1, 5)[0], **fields))
     assert code == expected and words in details, details

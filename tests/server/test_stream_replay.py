@@ -47,7 +47,7 @@ def query(vector: np.ndarray, request_id: str, gallery: str = "watch") -> pb.Ide
 def stream(
     matching: pb_grpc.MatchingServiceStub, requests: list[pb.IdentifyRequest], token: str | None = None
 ) -> list[pb.IdentifyStreamResponse]:
-    metadata = [(METADATA_KEY, token)] if token else []
+    metadata: tuple[tuple[str, str | bytes], ...] = ((METADATA_KEY, token),) if token else ()
     return list(matching.IdentifyStream(iter(requests), metadata=metadata, timeout=30))
 
 
