@@ -32,13 +32,13 @@ $(TOOLING)/bin/uv: | python
 # Everything: all extras and the dev tools (make test, check, proto, benchmark).
 setup: python $(UV_BOOTSTRAP)
 	$(UV) sync --locked --all-extras --python $(PYTHON_PATH)
-	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models
+	$(WITH_UV) $(UV) run --no-sync python -m safepassage.model_pack.build --out var/models
 
 venv-server: python $(UV_BOOTSTRAP)
 	$(UV) sync --locked $(SERVER_SET) --python $(PYTHON_PATH)
 
 setup-server: venv-server
-	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models
+	$(WITH_UV) $(UV) run --no-sync python -m safepassage.model_pack.build --out var/models
 
 serve: setup-server
 	$(UV) run --no-sync safepassage serve $(ARGS)
@@ -46,12 +46,16 @@ serve: setup-server
 test: setup
 	$(UV) run --no-sync pytest
 
+# Lint, format, strict types over the package, tests and benchmarks, and the architecture rules
+# (tests/test_architecture.py: which room may import which, no cycles, one status per error).
 check: setup
 	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
+	$(UV) run --no-sync pytest -q -p no:cacheprovider tests/test_architecture.py
 
 models: venv-server
-	$(WITH_UV) $(UV) run --no-sync python -m model_pack.build --out var/models --force
+	$(WITH_UV) $(UV) run --no-sync python -m safepassage.model_pack.build --out var/models --force
 
 proto: setup
 	$(UV) run --no-sync python scripts/generate_api.py

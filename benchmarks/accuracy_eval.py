@@ -12,7 +12,7 @@ A real server in this process (`identify_benchmark.running_server`: mutual TLS, 
 matrix and the transparency log as deployed; rate limits and the fishing detector off, since the run
 measures the pipeline, not the policy), the default ONNX face pipeline and the model's default
 threshold, 0.6 (dlib's 1:1 threshold). Reported, each as k of n with its 95 % interval
-(benchmarks/evaluation/intervals.py):
+(safepassage/evaluation/intervals.py):
 
 - rank-1 and rank-10: the enrolled person first / among the ten candidates, no threshold;
 - missed at 0.6 and 0.5: mated searches where the enrolled person is not among the ten candidates
@@ -42,9 +42,9 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.evaluation.intervals import Rate  # noqa: E402
-from safepassage_api.v1 import matching_pb2 as pb  # noqa: E402
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402
+from safepassage.api.v1 import matching_pb2 as pb  # noqa: E402
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402
+from safepassage.evaluation.intervals import Rate  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "accuracy.json"
 # The same portrait as obama.jpg, resized (see the data README): not independent probes.

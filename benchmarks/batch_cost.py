@@ -2,8 +2,9 @@
 
     uv run python benchmarks/batch_cost.py [--size 1000000] [--out benchmarks/results/batch_cost.json]
 
-The micro-batcher (matcher/batcher.py) gains only when a batch's matrix product costs less per probe
-than a lone probe's sequential scan. This times `matcher.FlatIndex.search` on one thread (as one
+The micro-batcher (safepassage/matcher/batcher.py) gains only when a batch's matrix product costs less
+per probe
+than a lone probe's sequential scan. This times `safepassage.matcher.FlatIndex.search` on one thread (as one
 batch worker searches), with the service's BLAS threshold (8 x dimension: batches of 8 or more go
 through BLAS, a lone probe keeps the sequential scan), for a lone probe and batches of 8 to 64, the
 median of `--repeats` runs each, and fits cost = fixed + per_probe x probes over the batches by least
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO))
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from matcher import FlatIndex, Metric, set_blas_threshold  # noqa: E402
+from safepassage.matcher import FlatIndex, Metric, set_blas_threshold  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "batch_cost.json"
 DIMENSION = 128

@@ -58,8 +58,8 @@ import faiss
 import numpy as np
 
 from benchmarks import identify_benchmark as bench
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "batching.json"
 WARMUP_CALLS_PER_CLIENT = 2

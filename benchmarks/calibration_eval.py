@@ -14,7 +14,7 @@ gallery; probes against half the gallery, extrapolated to 200; leave-one-out ove
 threshold for each target, and the FPIR is measured on the 250 held-back people.
 
 What one split can show: 250 held-back people let 250 x target false positives through, 2.5 at
-0.01. The support rule (benchmarks/evaluation/intervals.py: at least 10 expected errors) is met from
+0.01. The support rule (safepassage/evaluation/intervals.py: at least 10 expected errors) is met from
 target 0.04 up; below that one split cannot validate a target, and the spread over many re-splits is
 the honest figure. The splits re-deal the same 700 people, so pooling them does not make 250 x splits
 independent searches: the pooled rate is an average over deals, with no interval narrower than one
@@ -40,11 +40,11 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.evaluation import intervals  # noqa: E402
-from matcher.calibration import ImpostorScores, calibrate_with_probes, leave_one_out  # noqa: E402
-from matcher.errors import CalibrationUnavailable  # noqa: E402
-from matcher.index import FlatIndex  # noqa: E402
-from matcher.metric import Metric  # noqa: E402
+from safepassage.evaluation import intervals  # noqa: E402
+from safepassage.matcher.calibration import ImpostorScores, calibrate_with_probes, leave_one_out  # noqa: E402
+from safepassage.matcher.errors import CalibrationUnavailable  # noqa: E402
+from safepassage.matcher.index import FlatIndex  # noqa: E402
+from safepassage.matcher.metric import Metric  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "calibration.json"
 DEFAULT_CACHE = REPO / "benchmarks" / "results" / "evaluation"
@@ -125,7 +125,7 @@ def run_split(faces: Faces, seed: int, targets: list[float]) -> dict[str, list[O
 
 def load_faces(faces_root: Path, model_dir: Path, cache_dir: Path | None) -> Faces:
     """The first photo of each of PEOPLE seeded LFW identities, through the service's ONNX pipeline."""
-    from benchmarks.evaluation.embed import EmbeddingRunner
+    from safepassage.evaluation.embed import EmbeddingRunner
 
     lfw = faces_root / "lfw"
     names = sorted(p.name for p in lfw.iterdir() if p.is_dir() and any(p.glob("*.jpg")))

@@ -2,7 +2,7 @@
 
 What it measures, on the shared face data (../shared/data/faces, or $SAFEPASSAGE_FACES_DIR):
 
-1. **Box mapping** (camera_edge.box_mapping): both detectors run on every LFW
+1. **Box mapping** (safepassage.camera_edge.box_mapping): both detectors run on every LFW
    image (250x250; dlib with upsample 1) and on the face_recognition/ photos;
    faces are paired one-to-one at IoU >= 0.4. The mapping is fitted by least
    squares on the pairs from the first 400 LFW images (sorted paths) and judged
@@ -54,10 +54,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from benchmarks.evaluation.intervals import Rate
-from camera_edge.box_mapping import CALIBRATED, BoxMapping, DlibRect, geometry_features, to_dlib_box
-from camera_edge.detection import Box, CenterFaceDetector, Detection, Frame, iou_matrix
-from model_pack.centerface import extract_centerface
+from safepassage.camera_edge.box_mapping import (
+    CALIBRATED,
+    BoxMapping,
+    DlibRect,
+    geometry_features,
+    to_dlib_box,
+)
+from safepassage.camera_edge.detection import Box, CenterFaceDetector, Detection, Frame, iou_matrix
+from safepassage.evaluation.intervals import Rate
+from safepassage.model_pack.centerface import extract_centerface
 
 REPO = Path(__file__).resolve().parent.parent
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"
@@ -414,7 +420,7 @@ def evaluate_groups(
 
 
 def detection_intervals(recall: dict[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
-    """Misses and false positives as k of n with their 95 % intervals (benchmarks/evaluation/intervals.py).
+    """Misses and false positives as k of n with their 95 % intervals (safepassage/evaluation/intervals.py).
 
     LFW: one central face per image (1,774 images of 835 people: images of one person are not
     independent). Group photos: hand-counted faces; false positives per image, as they have no
@@ -750,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     if args.calibrate:
-        print("\nConstants for camera_edge/box_mapping.py (fitted on the calibration faces):\n")
+        print("\nConstants for safepassage/camera_edge/box_mapping.py (fitted on the calibration faces):\n")
         print(source)
 
     result = {

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from benchmarks.machine_profile import faiss_threads, log
 from benchmarks.synthetic_templates import DIMENSION, MATCH_THRESHOLD, SyntheticSet
-from matcher import Hits, Metric
+from safepassage.matcher import Hits, Metric
 
 Vectors = npt.NDArray[np.float32]
 

@@ -6,7 +6,7 @@ TLS, as deployed, with a PKI made for the run: an admin and an officer client
 certificate), loads the templates as admin through BulkInsertTemplates, and
 times 1:N identification of the same probes, searched as officer, at each layer:
 
-    faiss                  matcher.FlatIndex.search, one query at a time (the floor)
+    faiss                  safepassage.matcher.FlatIndex.search, one query at a time (the floor)
     faiss_concurrent       the same from several threads
     matcher                Matcher.identify in process: FAISS + store lookups, no gRPC
     grpc_unary             Identify over TLS, one client, one call at a time
@@ -63,13 +63,13 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf import __version__ as protobuf_version
 
-from matcher import FlatIndex, Matcher, Metric, exact_search
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.config import load_config
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert, Pki
-from server import Service, create_server
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.app import Service, create_server
+from safepassage.matcher import FlatIndex, Matcher, Metric, exact_search
+from safepassage.server.config import load_config
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert, Pki
 
 Vectors = npt.NDArray[np.float32]
 Top1 = tuple[str, float]  # (reference id, score) of the closest candidate
@@ -142,7 +142,7 @@ def synthetic_dataset(size: int, queries: int, seed: int) -> Dataset:
     probes = np.concatenate([templates[mates], strangers])
     add_capture_noise(rng, templates)
     add_capture_noise(rng, probes)
-    # The service refuses templates beyond what the model can produce (matcher/vector_bounds.py:
+    # The service refuses templates beyond what the model can produce (safepassage/matcher/vector_bounds.py:
     # dlib's components lie in [-1, 1]); about one component in 10^4 of this spread lies beyond.
     np.clip(templates, -MAX_COMPONENT, MAX_COMPONENT, out=templates)
     np.clip(probes, -MAX_COMPONENT, MAX_COMPONENT, out=probes)
@@ -497,7 +497,7 @@ class Correctness:
 
 
 def exact_agreement(dataset: Dataset, truth: dict[int, Top1], sample: int) -> tuple[int, float | None]:
-    """Bare FAISS's top-1 against matcher.exact_search (numpy, float64) for a sample of probes."""
+    """Bare FAISS's top-1 against safepassage.matcher.exact_search (numpy, float64) for a sample of probes."""
     chosen = sorted(truth)[:sample]
     if not chosen:
         return 0, None

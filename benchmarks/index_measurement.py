@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.machine_profile import MIB, PEAK_RSS, faiss_threads, status_bytes
-from matcher import Hits
-from matcher.approximate import recall_at_k
+from safepassage.matcher import Hits
+from safepassage.matcher.approximate import recall_at_k
 
 Vectors = npt.NDArray[np.float32]
 

@@ -8,7 +8,7 @@ empty uv cache and an empty pip cache, so every package comes over the network f
 - `serve`: `make serve` now: `uv sync --locked` with the Makefile's `SERVER_SET`;
 - `test`: `make test` now: `uv sync --locked --all-extras` and the dev group;
 
-then the model-pack build (`python -m model_pack.build`, one wheel downloaded with pip), and once
+then the model-pack build (`python -m safepassage.model_pack.build`, one wheel downloaded with pip), and once
 the uv bootstrap of a machine without uv (`python -m venv .tooling`, `pip install uv`).
 
 `download_bytes` is what came over the network: for every distribution the venv ended up with,
@@ -188,7 +188,16 @@ def measure_set(name: str, python: str, uv: str, before_ref: str) -> SetResult:
         env = _environment(scratch, uv)
         log.info("%s: %s", name, " ".join(command))
         sync_s = _run(command, project, env)
-        build = [uv, "run", "--no-sync", "python", "-m", "model_pack.build", "--out", "var/models"]
+        build = [
+            uv,
+            "run",
+            "--no-sync",
+            "python",
+            "-m",
+            "safepassage.model_pack.build",
+            "--out",
+            "var/models",
+        ]
         model_pack_s = _run(build, project, env)
         download, distributions = download_bytes(project / "uv.lock", project / ".venv" / "bin" / "python")
         result = SetResult(
@@ -198,7 +207,10 @@ def measure_set(name: str, python: str, uv: str, before_ref: str) -> SetResult:
                 "serve": "make serve: the server extra and the model build (models), no dev tools",
                 "test": "make test: every extra and the dev tools",
             }[name],
-            command=f"uv sync --locked {' '.join(flags)} --python {python}; python -m model_pack.build",
+            command=(
+                f"uv sync --locked {' '.join(flags)} --python {python};"
+                " python -m safepassage.model_pack.build"
+            ),
             files_from=files_from,
             distributions=distributions,
             download_bytes=download,

@@ -1,4 +1,4 @@
-"""Head-turn liveness (camera_edge.liveness): APCER and BPCER on real turns and simulated planar attacks.
+"""Head-turn liveness (safepassage.camera_edge.liveness): APCER and BPCER on real turns and planar attacks.
 
     uv run python benchmarks/liveness_eval.py [--stills 24] [--workers 2] [--out PATH]
 
@@ -75,17 +75,17 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.evaluation.intervals import Rate  # noqa: E402
-from camera_edge.detection import Detection  # noqa: E402
-from camera_edge.errors import LivenessFailed, PipelineInputError  # noqa: E402
-from camera_edge.liveness import (  # noqa: E402
+from safepassage.camera_edge.detection import Detection  # noqa: E402
+from safepassage.camera_edge.errors import LivenessFailed, PipelineInputError  # noqa: E402
+from safepassage.camera_edge.liveness import (  # noqa: E402
     ChallengeState,
     HeadTurnChallenge,
     LivenessSettings,
     TurnDirection,
 )
-from camera_edge.parallax import planar_parallax, yaw_proxy  # noqa: E402
-from camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
+from safepassage.camera_edge.parallax import planar_parallax, yaw_proxy  # noqa: E402
+from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
+from safepassage.evaluation.intervals import Rate  # noqa: E402
 
 Frame = npt.NDArray[np.uint8]
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"
@@ -688,8 +688,9 @@ def evaluate(root: Path, model_dir: Path, stills_per_species: int, workers: int)
             "peak_parallax": summary(r["peak_parallax"] for r in bona_fide),
             "by_window": bona_fide,
         },
-        "tuning_set": "camera_edge.liveness.LivenessSettings was set on these presentations: the rates"
-        " below are measured on the tuning set (see liveness_heldout.py for presentations it never saw)",
+        "tuning_set": "safepassage.camera_edge.liveness.LivenessSettings was set on these presentations:"
+        " the rates below are measured on the tuning set (see liveness_heldout.py for presentations it"
+        " never saw)",
         "attacks": {
             "stills": {s: sum(st.species == s for st in stills) for s in species},
             # Screens reuse the LFW prints' images: the independent unit is the source image.

@@ -3,8 +3,8 @@
     uv run python benchmarks/liveness_heldout.py [--lfw 12] [--workers 2] [--out PATH]   # about 6 minutes
 
 `liveness_eval.py` measures APCER on the presentations the thresholds of
-`camera_edge.liveness.LivenessSettings` were set on (results/liveness.json): a tuning-set figure. This
-run keeps those thresholds frozen (it refuses to run if `LivenessSettings()` differs from the tuning
+`safepassage.camera_edge.liveness.LivenessSettings` were set on (results/liveness.json): a tuning-set figure.
+This run keeps those thresholds frozen (it refuses to run if `LivenessSettings()` differs from the tuning
 run's settings) and builds the same planar attacks (the same nine motions, both asked sides, the same
 scene and camera effects) from source images the tuning never used:
 
@@ -44,12 +44,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks import liveness_eval as tuned  # noqa: E402
-from benchmarks.evaluation.intervals import Rate  # noqa: E402
-from camera_edge.detection import Detection  # noqa: E402
-from camera_edge.errors import PipelineInputError  # noqa: E402
-from camera_edge.liveness import LivenessSettings  # noqa: E402
-from camera_edge.parallax import yaw_proxy  # noqa: E402
-from camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
+from safepassage.camera_edge.detection import Detection  # noqa: E402
+from safepassage.camera_edge.errors import PipelineInputError  # noqa: E402
+from safepassage.camera_edge.liveness import LivenessSettings  # noqa: E402
+from safepassage.camera_edge.parallax import yaw_proxy  # noqa: E402
+from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
+from safepassage.evaluation.intervals import Rate  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "liveness_heldout.json"
 TUNING_JSON = REPO / "benchmarks" / "results" / "liveness.json"

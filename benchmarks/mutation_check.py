@@ -46,7 +46,7 @@ MUTATIONS = (
     Mutation(
         "auditor_may_identify",
         "auditors see metadata and the log, never a search",
-        "safepassage_server/authorization.py",
+        "safepassage/server/authorization.py",
         "    Operation.IDENTIFY: {Role.OFFICER: W},",
         "    Operation.IDENTIFY: {Role.OFFICER: W, Role.AUDITOR: W},",
         ("tests/server/test_authorization.py::test_every_rpc_role_and_purpose[Identify-auditor-watchlist]",),
@@ -54,7 +54,7 @@ MUTATIONS = (
     Mutation(
         "kiosk_may_share_record",
         "sharing a record is the caseworker's, never a self-service kiosk's",
-        "safepassage_server/authorization.py",
+        "safepassage/server/authorization.py",
         "    Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER}),",
         "    Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER, Role.KIOSK}),",
         (
@@ -65,7 +65,7 @@ MUTATIONS = (
     Mutation(
         "reply_ledger_bypassed",
         "a resent query is answered from the ledger, never searched twice",
-        "safepassage_server/matching.py",
+        "safepassage/server/matching.py",
         "            kept = self._replies.get(*key)\n",
         "            kept = None\n",
         (
@@ -76,7 +76,7 @@ MUTATIONS = (
     Mutation(
         "ledger_before_log",
         "an answer is kept for replays only once its search is logged",
-        "safepassage_server/call_notes.py",
+        "safepassage/server/call_notes.py",
         "    notes = _notes()\n    if notes is None:\n        work(True)",
         "    notes = _notes()\n    if True:\n        work(True)",
         ("tests/server/test_stream_replay.py::test_an_answer_whose_search_was_not_logged_is_not_kept",),
@@ -84,7 +84,7 @@ MUTATIONS = (
     Mutation(
         "backpressure_off",
         "never more than max_in_flight unanswered queries on the wire",
-        "camera_edge/uploader.py",
+        "safepassage/camera_edge/uploader.py",
         "                    room = self.settings.max_in_flight - len(in_flight)",
         "                    room = 1_000",
         (
@@ -95,7 +95,7 @@ MUTATIONS = (
     Mutation(
         "liveness_challenge_skipped",
         "a photo that passes the quality gate still has to turn the asked way",
-        "camera_edge/kiosk.py",
+        "safepassage/camera_edge/kiosk.py",
         "        self._challenge.observe(frame.timestamp, frame.image, detections)  # raises LivenessFailed\n"
         "        if self._challenge.state is not ChallengeState.PASSED:\n            return\n"
         "        evidence = self._challenge.result()\n",
@@ -108,7 +108,7 @@ MUTATIONS = (
     Mutation(
         "log_root_check_off",
         "audit verify recomputes every signed root from the entries",
-        "audit_log/auditor.py",
+        "safepassage/audit/auditor.py",
         "        if head.tree_size > tree.size or tree.root(head.tree_size) != head.root_hash:",
         "        if head.tree_size > tree.size:",
         ("tests/audit_log/test_auditor.py::test_a_tampered_head_pair_or_proof_is_caught",),
@@ -116,7 +116,7 @@ MUTATIONS = (
     Mutation(
         "stream_messages_not_reauthenticated",
         "a certificate revoked mid-stream ends the stream at its next message",
-        "safepassage_server/access.py",
+        "safepassage/server/access.py",
         "                self._authenticate(context)\n                self._limiter.check(",
         "                self._limiter.check(",
         ("tests/server/test_stream_revocation.py",),
@@ -124,7 +124,7 @@ MUTATIONS = (
     Mutation(
         "lone_request_waits_for_a_batch",
         "a lone request is searched at once, never held for batching",
-        "matcher/batcher.py",
+        "safepassage/matcher/batcher.py",
         "            lone = self._is_idle()\n",
         "            lone = False\n",
         ("tests/matcher/test_batcher.py::test_a_lone_request_is_searched_at_once_in_the_callers_thread",),

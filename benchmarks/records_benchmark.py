@@ -16,7 +16,7 @@ one transaction per record. Then, at N:
               rewrapped in one transaction, the old version destroyed, WAL truncated;
               twice: the vault's first rotation (1 -> 2) rewrites every row in full
               (SQLite stores the integer 1 in no bytes), a later one does not
-    erasure   what enrolment.erasure.erase does once the templates are gone: a
+    erasure   what safepassage.enrolment.erasure.erase does once the templates are gone: a
               rotation whose before_destroy signs the receipt and calls vault.erase
               (row deleted, tombstone left, WAL truncated)
 
@@ -63,13 +63,13 @@ import numpy as np
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enrolment.consent import Scope, ScopeGrant
-from enrolment.custodian import KeyCustodian, Rotation
-from enrolment.errors import HolderNotVerified, RecordErased
-from enrolment.holder_secrets import HolderSecrets, PinKind, new_recovery_code, recovery_tag
-from enrolment.kek import FileKeyring
-from enrolment.receipts import ReceiptKind, StationKey
-from enrolment.record import (
+from safepassage.enrolment.consent import Scope, ScopeGrant
+from safepassage.enrolment.custodian import KeyCustodian, Rotation
+from safepassage.enrolment.errors import HolderNotVerified, RecordErased
+from safepassage.enrolment.holder_secrets import HolderSecrets, PinKind, new_recovery_code, recovery_tag
+from safepassage.enrolment.kek import FileKeyring
+from safepassage.enrolment.receipts import ReceiptKind, StationKey
+from safepassage.enrolment.record import (
     DocumentKind,
     Entitlement,
     EntitlementKind,
@@ -79,9 +79,9 @@ from enrolment.record import (
     PossessionStatus,
     ProtectedRecord,
 )
-from enrolment.record_cipher import SEALED_OVERHEAD, RecordCipher
-from enrolment.service import _RECORD, _SECRETS, _TEMPLATES, new_record_id, templates_to_bytes
-from enrolment.vault import ConsentEntry, RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.record_cipher import SEALED_OVERHEAD, RecordCipher
+from safepassage.enrolment.service import _RECORD, _SECRETS, _TEMPLATES, new_record_id, templates_to_bytes
+from safepassage.enrolment.vault import ConsentEntry, RecordVault, StoredRecord, Tombstone
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "records.json"
 DEFAULT_SIZES = [1_000, 10_000, 100_000]
@@ -482,8 +482,8 @@ class Bench:
         )
 
     def erasure(self, rng: random.Random) -> Erased:
-        """enrolment.erasure.erase once the templates are gone: journal the erasure, rotate, and in
-        before_destroy sign the receipt and erase the row (tombstone keeping the receipt, WAL
+        """safepassage.enrolment.erasure.erase once the templates are gone: journal the erasure, rotate,
+        and in before_destroy sign the receipt and erase the row (tombstone keeping the receipt, WAL
         truncated); then the old KEK version is destroyed and the journal entry removed."""
         record_id = self.record_ids.pop(rng.randrange(len(self.record_ids)))
         erase_s: list[float] = []

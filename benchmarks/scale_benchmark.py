@@ -10,14 +10,14 @@ then builds each index configuration in turn and measures it:
 
     build         wall time of construction, training included (--build-threads threads)
     memory        the index's memory_bytes() estimate, RSS growth, peak RSS growth while building
-    recall        recall@1 and @10 against the exact top-10 (matcher.approximate.recall_at_k)
+    recall        recall@1 and @10 against the exact top-10 (safepassage.matcher.approximate.recall_at_k)
     single        one probe per call, one thread: p50/p99 latency and queries per second
     batched       batches of --batch probes per call, one thread, BLAS on: queries per second
 
-Configurations (--configs, space-separated): `flat` (matcher.FlatIndex, exact),
-`sq8`, `pq` and `ivfflat` (matcher.approximate.ApproximateIndex with those
+Configurations (--configs, space-separated): `flat` (safepassage.matcher.FlatIndex, exact),
+`sq8`, `pq` and `ivfflat` (safepassage.matcher.approximate.ApproximateIndex with those
 codes: IVF over an HNSW coarse quantizer, candidates re-ranked exactly), and
-`policy` (what matcher.index_policy.IndexPolicy picks at N; measured once, or
+`policy` (what safepassage.matcher.index_policy.IndexPolicy picks at N; measured once, or
 reported as the configuration above that it equals). An approximate entry may
 set build parameters (nlist, hnsw_m, pq_m, train_size) and search parameters
 (nprobe, ef, rerank); search parameters take several values separated by '/',
@@ -109,9 +109,9 @@ from benchmarks.scale_report import (
     markdown,
 )
 from benchmarks.synthetic_templates import DIMENSION, SyntheticSet, distance_stats, generate
-from matcher import FlatIndex, Metric
-from matcher.approximate import ApproximateIndex, ApproximateParams
-from matcher.errors import IndexOverBudget
+from safepassage.matcher import FlatIndex, Metric
+from safepassage.matcher.approximate import ApproximateIndex, ApproximateParams
+from safepassage.matcher.errors import IndexOverBudget
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scale.json"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.synthetic_templates import DIMENSION
-from matcher.approximate import ApproximateParams, Codes
-from matcher.index_policy import IndexPolicy
+from safepassage.matcher.approximate import ApproximateParams, Codes
+from safepassage.matcher.index_policy import IndexPolicy
 
 # Search settings swept on one build each: this data needs a large share of lists probed for
 # recall@1 >= 0.99 (strangers have many near-equidistant neighbours).

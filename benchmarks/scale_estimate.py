@@ -21,13 +21,13 @@ from benchmarks.scale_configs import (
     with_values,
 )
 from benchmarks.synthetic_templates import DIMENSION
-from matcher.approximate import ApproximateParams
-from matcher.errors import IndexOverBudget
+from safepassage.matcher.approximate import ApproximateParams
+from safepassage.matcher.errors import IndexOverBudget
 
 if TYPE_CHECKING:
     from benchmarks.scale_report import SizeResult
 
-HNSW_TRAINING_ABOVE = 2048  # lists; matcher.approximate trains with an HNSW graph above this
+HNSW_TRAINING_ABOVE = 2048  # lists; safepassage.matcher.approximate trains with an HNSW graph above this
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Rates:
     # Approximate builds = k-means on the training sample + PQ code books (pq only; FAISS trains
     # them on at most 65,536 points, so a fixed cost) + adding every row (coarse assignment
     # and encoding). k-means compares each point with every centroid up to 2048 lists, and
-    # searches an HNSW graph of the centroids above (matcher.approximate).
+    # searches an HNSW graph of the centroids above (safepassage.matcher.approximate).
     kmeans_s_per_point_list: float = 8e-8  # up to 2048 lists
     hnsw_kmeans_s_per_point: float = 2e-4  # above 2048 lists: 1.3e-4 measured at 4096 lists
     pq_codebook_s: float = 10.0

@@ -12,9 +12,9 @@ import pytest
 
 pytest.register_assert_rewrite("tests.pki_helpers")
 
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402 - after the rewrite hook
-from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc  # noqa: E402
-from safepassage_server.identity import Role  # noqa: E402
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc  # noqa: E402 - after the rewrite hook
+from safepassage.api.v1 import protected_identity_pb2_grpc as ppb_grpc  # noqa: E402
+from safepassage.server.identity import Role  # noqa: E402
 from tests.pki_helpers import RolePki  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ MODEL_DIR = REPO / "var" / "models"
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The model pack, built by `make setup`; built here too if missing (idempotent)."""
-    from model_pack.build import build
+    from safepassage.model_pack.build import build
 
     build(MODEL_DIR, MODEL_DIR / "cache")
     return MODEL_DIR
@@ -50,7 +50,7 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def dlib_weights() -> Path:
     """The folder of dlib's weights in face_recognition_models (found without importing it)."""
-    from model_pack.build import dlib_models_dir
+    from safepassage.model_pack.build import dlib_models_dir
 
     return dlib_models_dir()
 
@@ -64,7 +64,7 @@ def dat_path(dlib_weights: Path) -> Path:
 @pytest.fixture(scope="session")
 def npz_path(dat_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shape predictor converted by the model build step, once per session."""
-    from model_pack.shape_predictor import convert_shape_predictor
+    from safepassage.model_pack.shape_predictor import convert_shape_predictor
 
     path = tmp_path_factory.mktemp("shape_predictor") / "shape_predictor_5.npz"
     convert_shape_predictor(dat_path, path)
@@ -80,8 +80,8 @@ def server_factory(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, role_pki: RolePki
 ) -> Iterator[object]:
     """Start in-process servers on free ports with mutual TLS (the session PKI); stopped at module end."""
-    from safepassage_server.config import load_config
-    from server import create_server
+    from safepassage.app import create_server
+    from safepassage.server.config import load_config
 
     started = []
 

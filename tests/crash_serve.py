@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from enrolment.custodian import KeyCustodian
-from enrolment.holder_templates import HolderTemplates
-from enrolment.vault import RecordVault
+from safepassage.enrolment.custodian import KeyCustodian
+from safepassage.enrolment.holder_templates import HolderTemplates
+from safepassage.enrolment.vault import RecordVault
 
 STEPS: dict[str, tuple[Any, str]] = {
     "journal": (RecordVault, "begin_erasure"),
@@ -36,7 +36,7 @@ def _dying(original: Callable[..., Any]) -> Callable[..., Any]:
 def main(argv: list[str]) -> int:
     owner, name = STEPS[argv[0]]
     setattr(owner, name, _dying(getattr(owner, name)))
-    from safepassage_cli.main import main as cli
+    from safepassage.cli.main import main as cli
 
     return cli(argv[1:])
 

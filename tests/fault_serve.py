@@ -24,7 +24,7 @@ def _die(*args: object, **kwargs: object) -> None:
 
 
 class _OsDyingAtReplace:
-    """The os module as matcher.snapshot sees it, but os.replace ends the process."""
+    """The os module as safepassage.matcher.snapshot sees it, but os.replace ends the process."""
 
     def __getattr__(self, name: str) -> Any:
         return _die if name == "replace" else getattr(os, name)
@@ -36,16 +36,16 @@ def main(argv: list[str]) -> int:
         _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
     elif fault == "die-at-gallery-drop":
-        from matcher.index_loader import IndexLoader
+        from safepassage.matcher.index_loader import IndexLoader
 
         IndexLoader.drop = _die  # type: ignore[method-assign]
     elif fault == "die-at-snapshot-rename":
-        from matcher import snapshot
+        from safepassage.matcher import snapshot
 
         snapshot.os = _OsDyingAtReplace()  # type: ignore[attr-defined,assignment]
     else:
         raise SystemExit(f"unknown fault {fault!r}")
-    from safepassage_cli.main import main as cli
+    from safepassage.cli.main import main as cli
 
     return cli(rest)
 

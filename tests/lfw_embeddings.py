@@ -11,7 +11,7 @@ decoding and embedding the same photos again:
 Embeddings are made lazily and memoised per image, so a run embeds the union
 of what its tests asked for (the calibration test asks for 700 photos: about
 30 s on one core, at ~40 ms a photo). The pipeline is the server's own
-(`faces.onnx_embedder.OnnxEmbedder` over the verified model pack, one thread),
+(`safepassage.face.onnx_embedder.OnnxEmbedder` over the verified model pack, one thread),
 with the server's `LARGEST` face selection: deep-funneled LFW photos often hold
 smaller bystanders, and the face the image is about is the large central one.
 
@@ -29,9 +29,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from faces import FaceSelection, ImageLimits, NoFaceFound, decode_image
-from faces.onnx_embedder import OnnxEmbedder
-from safepassage_core.metric import Metric
+from safepassage.core.metric import Metric
+from safepassage.face import FaceSelection, ImageLimits, NoFaceFound, decode_image
+from safepassage.face.onnx_embedder import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class LfwEmbeddings:
     """Memoised embeddings of the LFW photos under ``lfw_root`` (one folder per identity)."""
 
     def __init__(self, lfw_root: Path, model_dir: Path) -> None:
-        from camera_edge.pipeline import PipelineSettings
+        from safepassage.camera_edge.pipeline import PipelineSettings
 
         self.root = lfw_root
         self._embedder = OnnxEmbedder(PipelineSettings(model_dir=model_dir, threads=1))

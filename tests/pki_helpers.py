@@ -20,9 +20,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from safepassage_server.identity import Role
-from safepassage_server.peer import client_credentials
-from safepassage_server.pki import IssuedCert, Pki
+from safepassage.server.identity import Role
+from safepassage.server.peer import client_credentials
+from safepassage.server.pki import IssuedCert, Pki
 
 CLIENT_IDS: Mapping[Role, str] = {
     Role.OFFICER: "officer-1",

@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from safepassage_server.identity import Role
-from safepassage_server.pki import Pki
+from safepassage.server.identity import Role
+from safepassage.server.pki import Pki
 from tests.conftest import REPO
 from tests.pki_helpers import CHANNEL_OPTIONS, ORGANISATIONS
 
@@ -39,7 +39,7 @@ class ServerProcess:
         self,
         data_dir: Path,
         *extra: str,
-        launcher: tuple[str, ...] = ("-m", "safepassage_cli.main"),
+        launcher: tuple[str, ...] = ("-m", "safepassage.cli.main"),
         settings: str = "",
     ) -> None:
         """``settings``: more TOML for the server's configuration file (whole sections)."""

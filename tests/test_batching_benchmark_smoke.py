@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import batching_benchmark as bench
-from safepassage_server.config import load_config
+from safepassage.server.config import load_config
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 

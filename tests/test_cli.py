@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from safepassage_server.identity import Role
-from safepassage_server.pki import Pki
+from safepassage.server.identity import Role
+from safepassage.server.pki import Pki
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
@@ -27,7 +27,7 @@ def cli(server: ServerProcess, *args: str, client: str = "dev-admin") -> subproc
         client,
     ]
     return subprocess.run(
-        [sys.executable, "-m", "safepassage_cli.main", *args, *connection],
+        [sys.executable, "-m", "safepassage.cli.main", *args, *connection],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -39,7 +39,7 @@ def cli(server: ServerProcess, *args: str, client: str = "dev-admin") -> subproc
 def local(*args: str) -> subprocess.CompletedProcess[str]:
     """A command that works on files on the server's host (pki, audit), not over the network."""
     return subprocess.run(
-        [sys.executable, "-m", "safepassage_cli.main", *args],
+        [sys.executable, "-m", "safepassage.cli.main", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.evaluation.intervals import cite, percent, rule_of_three
+from safepassage.evaluation.intervals import cite, percent, rule_of_three
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -1201,7 +1201,7 @@ def test_the_readme_figure_matches_its_json(figure: Figure) -> None:
 
 
 def test_liveness_thresholds_are_frozen_where_their_figures_were_measured() -> None:
-    from camera_edge.liveness import LivenessSettings
+    from safepassage.camera_edge.liveness import LivenessSettings
 
     settings = dataclasses.asdict(LivenessSettings())
     assert load("liveness")["settings"] == settings, "LivenessSettings changed since liveness.json: rerun it"

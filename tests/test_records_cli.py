@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from safepassage_server.config import load_config
-from safepassage_server.identity import Role
+from safepassage.server.config import load_config
+from safepassage.server.identity import Role
 from tests.conftest import REPO
 from tests.process import ServerProcess
 from tests.server.protected_helpers import HOLDER, OTHER, person

@@ -16,7 +16,7 @@ from benchmarks import synthetic_templates as synthetic
 from benchmarks.machine_profile import GIB, MIB
 from benchmarks.scale_configs import default_params, params_name, parse_config, search_variants
 from benchmarks.scale_estimate import Rates, estimate
-from matcher import Metric, exact_search
+from safepassage.matcher import Metric, exact_search
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import LogEvent, TransparencyLog, sha256_hex
+from safepassage.audit import LogEvent, TransparencyLog, sha256_hex
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

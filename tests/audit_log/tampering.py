@@ -6,7 +6,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from audit_log import LogEvent, TransparencyLog, leaf_hash, load_signing_key
+from safepassage.audit import LogEvent, TransparencyLog, leaf_hash, load_signing_key
 
 TABLES = ("leaves", "tree_heads", "cosignatures")
 

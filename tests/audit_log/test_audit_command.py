@@ -1,4 +1,4 @@
-"""`safepassage audit export|verify` (safepassage_cli.audit_command), without a server."""
+"""`safepassage audit export|verify` (safepassage.cli.audit_command), without a server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import TransparencyLog, generate_signing_key, key_id, public_key_pem
-from safepassage_cli.audit_command import main
+from safepassage.audit import TransparencyLog, generate_signing_key, key_id, public_key_pem
+from safepassage.cli.audit_command import main
 from tests.audit_log.conftest import make_event
 from tests.conftest import REPO
 
@@ -97,7 +97,7 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_module_entry_point(populated: tuple[Path, Path, Path], tmp_path: Path) -> None:
     log_path, _, public = populated
     out = tmp_path / "export"
-    run = [sys.executable, "-m", "safepassage_cli.audit_command"]
+    run = [sys.executable, "-m", "safepassage.cli.audit_command"]
     exported = subprocess.run(
         [*run, "audit", "export", "--log", str(log_path), "--out", str(out)], cwd=REPO, capture_output=True
     )

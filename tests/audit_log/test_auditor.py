@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import (
+from safepassage.audit import (
     AuditFailure,
     LogEvent,
     MerkleTree,
@@ -23,7 +23,7 @@ from audit_log import (
     read_tree_heads_file,
     verify_consistency,
 )
-from safepassage_core.errors import DataIntegrityError
+from safepassage.core.errors import DataIntegrityError
 from tests.audit_log.conftest import make_event
 
 SIZES = (10, 20, 30)  # tree heads signed along the way; the export adds one at 40

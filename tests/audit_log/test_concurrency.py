@@ -10,7 +10,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import TransparencyLog, audit, generate_signing_key, load_signing_key, verify_consistency
+from safepassage.audit import (
+    TransparencyLog,
+    audit,
+    generate_signing_key,
+    load_signing_key,
+    verify_consistency,
+)
 from tests.audit_log.conftest import make_event
 from tests.conftest import REPO
 
@@ -25,7 +31,7 @@ WORKER = """
 import sys
 import time
 from pathlib import Path
-from audit_log import TransparencyLog, load_signing_key
+from safepassage.audit import TransparencyLog, load_signing_key
 from tests.audit_log.conftest import make_event
 
 log_path, key_path, name, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from audit_log import InvalidEvent, LogEvent, pseudonym, sha256_hex
+from safepassage.audit import InvalidEvent, LogEvent, pseudonym, sha256_hex
 from tests.audit_log.conftest import BASE_MS
 
 DIGEST = sha256_hex(b"reference 17")
@@ -57,7 +57,7 @@ def test_now_and_accepted_shapes() -> None:
         event(details={"purpose": "watchlist", "state": "NOT_FOUND", "version": "v1.2", "empty": ""}),
         event(details={"count": "0", "faces": "999999999"}),
         event(details={"certificate_sha256": DIGEST, "reason": "key_compromise"}),
-        # What safepassage_server.pki's change hook reports.
+        # What safepassage.server.pki's change hook reports.
         event(
             operation="certificate.revoke",
             details={

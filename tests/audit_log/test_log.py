@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import (
+from safepassage.audit import (
     InvalidRange,
     LogClosed,
     LogCorrupted,
@@ -30,8 +30,8 @@ from audit_log import (
     verify_inclusion,
     verify_tree_head,
 )
-from audit_log.merkle import EMPTY_ROOT
-from safepassage_core.errors import DataIntegrityError, FailedPrecondition, InvalidInput, Unavailable
+from safepassage.audit.merkle import EMPTY_ROOT
+from safepassage.core.errors import DataIntegrityError, FailedPrecondition, InvalidInput, Unavailable
 from tests.audit_log.conftest import make_event
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from audit_log import (
+from safepassage.audit import (
     InvalidRange,
     MerkleTree,
     ProofError,
@@ -18,7 +18,7 @@ from audit_log import (
     verify_consistency,
     verify_inclusion,
 )
-from audit_log.merkle import EMPTY_ROOT
+from safepassage.audit.merkle import EMPTY_ROOT
 
 # The test leaves of RFC 6962's reference implementation (also used by
 # google/certificate-transparency and transparency-dev/merkle, testonly/constants.go).

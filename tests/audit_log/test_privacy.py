@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import InvalidEvent, LogEvent, TransparencyLog, audit, pseudonym, sha256_hex
+from safepassage.audit import InvalidEvent, LogEvent, TransparencyLog, audit, pseudonym, sha256_hex
 from tests.audit_log.conftest import BASE_MS
 
 PEPPER = b"deployment-secret-pepper-0123456789"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from audit_log import (
+from safepassage.audit import (
     HeadRecord,
     LogCorrupted,
     LogKeyMismatch,
@@ -25,8 +25,8 @@ from audit_log import (
     public_key_pem,
     read_tree_heads_file,
 )
-from safepassage_cli.audit_command import main
-from safepassage_core.errors import DataIntegrityError
+from safepassage.cli.audit_command import main
+from safepassage.core.errors import DataIntegrityError
 from tests.audit_log.conftest import make_event
 from tests.audit_log.tampering import rewrite_and_resign, truncate
 

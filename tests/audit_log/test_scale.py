@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import TransparencyLog, audit, verify_consistency, verify_inclusion, verify_tree_head
+from safepassage.audit import TransparencyLog, audit, verify_consistency, verify_inclusion, verify_tree_head
 from tests.audit_log.conftest import make_event
 
 N = 100_000

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from audit_log import (
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.audit import (
     HeadRecord,
     LogRolledBack,
     TransparencyLog,
@@ -28,9 +29,8 @@ from audit_log import (
     load_signing_key,
     public_key_pem,
 )
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_cli.audit_command import main
-from safepassage_server.config import Config
+from safepassage.cli.audit_command import main
+from safepassage.server.config import Config
 from tests.audit_log.tampering import rewrite_and_resign, truncate
 from tests.audit_log.witness_process import WitnessProcess, make_witness
 
@@ -233,7 +233,7 @@ def test_an_unreachable_witness_stops_the_start_only_when_required(
 
 
 def test_the_log_key_head_file_and_witness_are_configured_outside_the_data_folder(tmp_path: Path) -> None:
-    from safepassage_server.config import ConfigError, load_config
+    from safepassage.server.config import ConfigError, load_config
 
     file = tmp_path / "etc" / "safepassage.toml"
     file.parent.mkdir()

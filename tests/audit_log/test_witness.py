@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_log import (
+from safepassage.audit import (
     Cosignature,
     SignatureError,
     SignedTreeHead,
@@ -25,8 +25,8 @@ from audit_log import (
     public_key_pem,
     verify_cosignature,
 )
-from audit_log.witness import LOGS_FOLDER
-from safepassage_core.errors import DataIntegrityError, FailedPrecondition, Unavailable
+from safepassage.audit.witness import LOGS_FOLDER
+from safepassage.core.errors import DataIntegrityError, FailedPrecondition, Unavailable
 from tests.audit_log.conftest import make_event
 from tests.audit_log.witness_process import WitnessProcess, make_witness
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-COMMAND = (sys.executable, "-m", "safepassage_cli.audit_command", "audit", "witness")
+COMMAND = (sys.executable, "-m", "safepassage.cli.audit_command", "audit", "witness")
 LISTENING = "witness listening on "
 
 

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from store import ReplyLedger
+from safepassage.store import ReplyLedger
 
 
 def main(argv: list[str]) -> int:
@@ -28,13 +28,13 @@ def main(argv: list[str]) -> int:
         self: ReplyLedger,
         client_id: str,
         request_id: str,
-        query: bytes,
+        query_sha256: bytes,
         answer: bytes,
         answered_at: float | None = None,
     ) -> None:
         # The ledger is written only after the search's log entry (call_notes.after_logged): dying
         # here leaves a search both logged and kept, whose answer never left the process.
-        put(self, client_id, request_id, query, answer, answered_at)
+        put(self, client_id, request_id, query_sha256, answer, answered_at)
         kept[0] += 1
         if trigger.exists():
             nth = trigger.read_text().strip()
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
                 os._exit(137)
 
     ReplyLedger.put = dying  # type: ignore[method-assign]
-    from safepassage_cli.main import main as cli
+    from safepassage.cli.main import main as cli
 
     return cli(argv[1:])
 

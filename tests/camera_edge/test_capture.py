@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from camera_edge.capture import CaptureLoop, CaptureStats, Pace, ReconnectPolicy
-from camera_edge.errors import EdgeConfigError, SourceUnavailable
-from camera_edge.sources import Frame, SourceSpec, open_source
+from safepassage.camera_edge.capture import CaptureLoop, CaptureStats, Pace, ReconnectPolicy
+from safepassage.camera_edge.errors import EdgeConfigError, SourceUnavailable
+from safepassage.camera_edge.sources import Frame, SourceSpec, open_source
 from tests.camera_edge.test_sources import HAMILTON, MALE_GIF, MALE_MP4, ClipServer
 
 QUICK = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=1.0, multiplier=2.0, max_attempts=3, jitter=0.0)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from camera_edge.capture import Pace
-from camera_edge.config import load_edge_config
-from camera_edge.errors import EdgeConfigError
+from safepassage.camera_edge.capture import Pace
+from safepassage.camera_edge.config import load_edge_config
+from safepassage.camera_edge.errors import EdgeConfigError
 
 GOOD = """camera_id = "gate-3-cam-1"
 [source]

@@ -12,15 +12,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from camera_edge.box_mapping import BoxMapping, to_dlib_box
-from camera_edge.detection import (
+from safepassage.camera_edge.box_mapping import BoxMapping, to_dlib_box
+from safepassage.camera_edge.detection import (
     CenterFaceDetector,
     Detection,
     iou_matrix,
     non_maximum_suppression,
 )
-from camera_edge.errors import ModelShapeMismatch, PipelineInputError
-from model_pack.centerface import PATH_IN_WHEEL, WHEEL_NAME, extract_centerface
+from safepassage.camera_edge.errors import ModelShapeMismatch, PipelineInputError
+from safepassage.model_pack.centerface import PATH_IN_WHEEL, WHEEL_NAME, extract_centerface
 from tests.conftest import REPO
 
 WHEEL_CACHE = REPO / "var" / "models" / "cache"

@@ -16,16 +16,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from camera_edge.client import AUTHORISATION_METADATA_KEY, EdgeClient, TrackResult
-from camera_edge.config import load_edge_config
-from camera_edge.edge_loop import EdgeLoop, LoopSettings
-from camera_edge.errors import CredentialsError, SourceUnavailable
-from camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
-from camera_edge.sources import Frame
-from camera_edge.tracking import ReadyTrack
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.cctv_authorisation import METADATA_KEY, sign
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.camera_edge.client import AUTHORISATION_METADATA_KEY, EdgeClient, TrackResult
+from safepassage.camera_edge.config import load_edge_config
+from safepassage.camera_edge.edge_loop import EdgeLoop, LoopSettings
+from safepassage.camera_edge.errors import CredentialsError, SourceUnavailable
+from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
+from safepassage.camera_edge.sources import Frame
+from safepassage.camera_edge.tracking import ReadyTrack
+from safepassage.server.cctv_authorisation import METADATA_KEY, sign
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
 
 pytestmark = pytest.mark.server
@@ -150,12 +150,12 @@ def test_the_hamilton_clip_identifies_lin_manuel_miranda(  # type: ignore[no-unt
 def frames_of(clip: Path) -> list[Frame]:
     capture = cv2.VideoCapture(str(clip))
     fps = capture.get(cv2.CAP_PROP_FPS) or 12.0
-    frames = []
+    frames: list[Frame] = []
     while True:
         ok, image = capture.read()
         if not ok:
             return frames
-        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         frames.append(Frame(index=len(frames), timestamp=len(frames) / fps, image=rgb))
 
 

@@ -23,14 +23,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel
 
-from camera_edge.config import load_edge_config
-from camera_edge.device_key import DeviceKey
-from camera_edge.outbox import Outbox
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.cctv_authorisation import sign
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.camera_edge.config import load_edge_config
+from safepassage.camera_edge.device_key import DeviceKey
+from safepassage.camera_edge.outbox import Outbox
+from safepassage.server.cctv_authorisation import sign
 from tests.camera_edge.test_offline import prepare_server
 
-EDGE = (sys.executable, "-m", "safepassage_cli.main", "edge")
+EDGE = (sys.executable, "-m", "safepassage.cli.main", "edge")
 MIRANDA = "face_recognition/lin_manuel_miranda/lin-manuel-miranda.png"
 SMALL_CLIP = "video/intel_sample_videos/mp4_from_gif/people-detection.mp4"  # 480x270
 

@@ -15,10 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from camera_edge.errors import PipelineInputError
-from camera_edge.holder_check import HolderCheck, HolderCheckResult
-from camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
-from holder_credential import (
+from safepassage.camera_edge.errors import PipelineInputError
+from safepassage.camera_edge.holder_check import HolderCheck, HolderCheckResult
+from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
+from safepassage.cli.credential_command import add_credential_parser, run_credential
+from safepassage.core.metric import Metric
+from safepassage.credential import (
     CredentialExpired,
     HolderMismatch,
     IssuerKey,
@@ -29,8 +31,6 @@ from holder_credential import (
     issue,
     qr_png,
 )
-from safepassage_cli.credential_command import add_credential_parser, run_credential
-from safepassage_core.metric import Metric
 
 HOLDER_ENROLLED = "lfw/Walter_Mondale/Walter_Mondale_0004.jpg"
 HOLDER_LIVE = "lfw/Walter_Mondale/Walter_Mondale_0008.jpg"

@@ -12,22 +12,24 @@ FORBIDDEN = (
     "face_recognition",
     "face_recognition_models",
     "faiss",
-    "matcher",
-    "enrolment",
-    "store",
-    "faces",
-    "model_pack",
-    "server",
-    "safepassage_server",
+    "safepassage.matcher",
+    "safepassage.enrolment",
+    "safepassage.store",
+    "safepassage.face",
+    "safepassage.model_pack",
+    "safepassage.server",
+    "safepassage.app",
 )
 
 
 def test_camera_edge_imports_nothing_of_the_server_side() -> None:
     probe = (
-        "import sys, pkgutil, importlib, camera_edge\n"
-        "for m in pkgutil.walk_packages(camera_edge.__path__, 'camera_edge.'):\n"
+        "import sys, pkgutil, importlib\n"
+        "from safepassage import camera_edge\n"
+        "for m in pkgutil.walk_packages(camera_edge.__path__, 'safepassage.camera_edge.'):\n"
         "    importlib.import_module(m.name)\n"
-        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r})\n"
+        f"forbidden = {FORBIDDEN!r}\n"
+        "bad = sorted(n for n in sys.modules if any(n == f or n.startswith(f + '.') for f in forbidden))\n"
         "print(','.join(bad))\n"
     )
     result = subprocess.run(

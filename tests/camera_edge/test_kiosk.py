@@ -10,13 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
-from camera_edge.errors import CaptureTimedOut, LivenessFailed, ServerUnreachable
-from camera_edge.kiosk import KioskSession, KioskSettings, KioskStep, Prompt, identify, verify
-from camera_edge.liveness import HeadTurnChallenge, LivenessSettings, TurnDirection
-from camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
-from camera_edge.sources import Frame, SourceSpec, open_source
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.camera_edge.errors import CaptureTimedOut, LivenessFailed, ServerUnreachable
+from safepassage.camera_edge.kiosk import KioskSession, KioskSettings, KioskStep, Prompt, identify, verify
+from safepassage.camera_edge.liveness import HeadTurnChallenge, LivenessSettings, TurnDirection
+from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
+from safepassage.camera_edge.sources import Frame, SourceSpec, open_source
 
 CLIP = "video/intel_sample_videos/mp4_from_gif/head-pose-face-detection-female.mp4"
 FPS = 12.0
@@ -30,13 +30,13 @@ def pipeline(model_dir: Path) -> FacePipeline:
 def kiosk_frames(clip: Path) -> list[Frame]:
     """The clip at twice its size: a kiosk camera sees a face of 120 px or more, not 60."""
     capture = cv2.VideoCapture(str(clip))
-    frames = []
+    frames: list[Frame] = []
     while True:
         ok, image = capture.read()
         if not ok:
             return frames
         image = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         frames.append(Frame(index=len(frames), timestamp=len(frames) / FPS, image=rgb))
 
 
@@ -77,8 +77,10 @@ def tilted_as_a_plane(image: np.ndarray, fraction: float) -> np.ndarray:
     """The image as a photo turned about its vertical axis: its right edge recedes (perspective)."""
     height, width = image.shape[:2]
     squeeze, shrink = width * 0.3 * fraction, height * 0.12 * fraction
-    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
-    moved = np.float32([[0, 0], [width - squeeze, shrink], [width - squeeze, height - shrink], [0, height]])
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    moved = np.array(
+        [[0, 0], [width - squeeze, shrink], [width - squeeze, height - shrink], [0, height]], dtype=np.float32
+    )
     transform = cv2.getPerspectiveTransform(corners, moved)
     return np.ascontiguousarray(cv2.warpPerspective(image, transform, (width, height)))
 
@@ -107,6 +109,7 @@ def test_a_still_photo_passes_the_quality_gate_and_fails_the_head_turn_challenge
     """A printed photo held up to the camera: a real face, frontal, large and sharp enough to capture,
     that never turns. The kiosk draws its challenge as it does in service (`secrets`), and refuses."""
     photo = cv2.imread(str(faces_dir / "face_recognition/lin_manuel_miranda/lin-manuel-miranda.png"))
+    assert photo is not None
     held_up = tmp_path / "camera"
     held_up.mkdir()
     for i in range(round(3 * FPS)):  # three seconds of the same photo, as the camera delivers it

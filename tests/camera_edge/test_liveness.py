@@ -12,17 +12,17 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks import liveness_eval as bench
-from camera_edge.detection import Detection
-from camera_edge.errors import LivenessFailed, PipelineInputError
-from camera_edge.liveness import (
+from safepassage.camera_edge.detection import Detection
+from safepassage.camera_edge.errors import LivenessFailed, PipelineInputError
+from safepassage.camera_edge.liveness import (
     ChallengeState,
     HeadTurnChallenge,
     LivenessCheck,
     LivenessSettings,
     TurnDirection,
 )
-from camera_edge.parallax import planar_parallax, yaw_proxy
-from camera_edge.pipeline import Detector, PipelineSettings, load_pipeline
+from safepassage.camera_edge.parallax import planar_parallax, yaw_proxy
+from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline
 
 Frame = npt.NDArray[np.uint8]
 SETTINGS = LivenessSettings()

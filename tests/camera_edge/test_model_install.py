@@ -16,14 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from camera_edge.errors import ManifestError
-from camera_edge.manifest import MANIFEST_NAME, ModelPack
-from camera_edge.pipeline import PipelineSettings, load_pipeline
-from model_pack.archive import install_pack
-from model_pack.errors import ModelArchiveError
+from safepassage.camera_edge.errors import ManifestError
+from safepassage.camera_edge.manifest import MANIFEST_NAME, ModelPack
+from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
+from safepassage.model_pack.archive import install_pack
+from safepassage.model_pack.errors import ModelArchiveError
 
-CLI = (sys.executable, "-m", "safepassage_cli.main")
-SERVER_SIDE = ("onnx", "dlib", "face_recognition", "face_recognition_models", "faiss", "model_pack.build")
+CLI = (sys.executable, "-m", "safepassage.cli.main")
+SERVER_SIDE = (
+    "onnx",
+    "dlib",
+    "face_recognition",
+    "face_recognition_models",
+    "faiss",
+    "safepassage.model_pack.build",
+)
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +159,7 @@ def test_install_needs_nothing_of_the_server_side(archive: Path, tmp_path: Path)
     config = camera(tmp_path / "camera")
     probe = (
         "import sys\n"
-        "from safepassage_cli.main import main\n"
+        "from safepassage.cli.main import main\n"
         f"code = main(['edge', 'models', 'install', {str(archive)!r}, '--config', {str(config)!r}])\n"
         f"side = {SERVER_SIDE!r}\n"
         "bad = sorted(n for n in sys.modules if n in side or n.split('.')[0] in side)\n"

@@ -33,22 +33,22 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from audit_log import TransparencyLog, load_or_create_signing_key
-from camera_edge.device_key import DeviceKey
-from camera_edge.outbox import EntryState, Outbox
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.cctv_authorisation import sign
-from safepassage_server.config import load_config
-from safepassage_server.identity import Role
-from safepassage_server.pseudonyms import LogPseudonyms
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.audit import TransparencyLog, load_or_create_signing_key
+from safepassage.camera_edge.device_key import DeviceKey
+from safepassage.camera_edge.outbox import EntryState, Outbox
+from safepassage.server.cctv_authorisation import sign
+from safepassage.server.config import load_config
+from safepassage.server.identity import Role
+from safepassage.server.pseudonyms import LogPseudonyms
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
 pytestmark = pytest.mark.server
 STREAM = "MatchingService/IdentifyStream"
 HAMILTON = "face_recognition/short_hamilton_clip.mp4"
-SERVE = ("-m", "safepassage_cli.main")
+SERVE = ("-m", "safepassage.cli.main")
 
 
 def prepare_server(data_dir: Path, faces_dir: Path, launcher: tuple[str, ...] = SERVE) -> ServerProcess:
@@ -115,7 +115,7 @@ class EdgeProcess:
             [
                 sys.executable,
                 "-m",
-                "safepassage_cli.main",
+                "safepassage.cli.main",
                 "edge",
                 *args,
                 "--config",

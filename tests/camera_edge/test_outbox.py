@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from camera_edge.device_key import DeviceKey
-from camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxError, OutboxFull
-from camera_edge.outbox import EntryState, Outbox
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.camera_edge.device_key import DeviceKey
+from safepassage.camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxError, OutboxFull
+from safepassage.camera_edge.outbox import EntryState, Outbox
 from tests.conftest import REPO
 
 INVALID_ARGUMENT, NOT_FOUND = 3, 5
@@ -128,9 +128,9 @@ def test_enqueued_entry_survives_sigkill(db: Path, key_path: Path, key: DeviceKe
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from camera_edge.device_key import DeviceKey\n"
-        "from camera_edge.outbox import Outbox\n"
-        "from safepassage_api.v1 import matching_pb2 as pb\n"
+        "from safepassage.camera_edge.device_key import DeviceKey\n"
+        "from safepassage.camera_edge.outbox import Outbox\n"
+        "from safepassage.api.v1 import matching_pb2 as pb\n"
         "box = Outbox.open(Path(sys.argv[1]), DeviceKey.load(Path(sys.argv[2])))\n"
         "entry = box.enqueue(pb.IdentifyRequest(gallery_id='watchlist'), track_id=3, frame_time=1.5)\n"
         "print(entry.query_id, flush=True)\n"
@@ -167,7 +167,7 @@ def test_record_answer_is_idempotent(outbox: Outbox, caplog: pytest.LogCaptureFi
     qid = outbox.enqueue(probe(), track_id=1, frame_time=0.0).query_id
     first = outbox.record_answer(qid, result(qid, pb.MATCH))
     assert first.state is EntryState.ANSWERED and first.is_hit and first.request is None
-    with caplog.at_level(logging.INFO, logger="camera_edge.outbox"):
+    with caplog.at_level(logging.INFO, logger="safepassage.camera_edge.outbox"):
         second = outbox.record_answer(qid, result(qid, pb.NO_MATCH))
     assert second == outbox.get(qid) and second.is_hit and second.response == first.response
     assert qid in caplog.text and "second answer" in caplog.text
@@ -252,7 +252,7 @@ def test_full_queue_evicts_by_policy(
 ) -> None:
     with Outbox.open(db, key, max_entries=len(kinds)) as box:
         ids = fill(box, kinds)
-        with caplog.at_level(logging.INFO, logger="camera_edge.outbox"):
+        with caplog.at_level(logging.INFO, logger="safepassage.camera_edge.outbox"):
             new = box.enqueue(probe(), track_id=99, frame_time=0.0).query_id
         with pytest.raises(OutboxError, match="no entry"):
             box.get(ids[victim])
@@ -312,7 +312,7 @@ def test_a_tampered_payload_is_quarantined(
     blob = bytearray(raw(db, ids[1]))
     blob[len(blob) // 2] ^= 0x01
     set_raw(db, ids[1], bytes(blob))
-    with caplog.at_level(logging.WARNING, logger="camera_edge.outbox"):
+    with caplog.at_level(logging.WARNING, logger="safepassage.camera_edge.outbox"):
         assert [e.query_id for e in outbox.pending(limit=2)] == [ids[0], ids[2]]
     assert ids[1] in caplog.text
     assert [e.query_id for e in outbox.pending()] == [ids[0], ids[2]]

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from camera_edge.config import load_edge_config
-from camera_edge.connection import open_channel
-from camera_edge.errors import EdgeConfigError
+from safepassage.camera_edge.config import load_edge_config
+from safepassage.camera_edge.connection import open_channel
+from safepassage.camera_edge.errors import EdgeConfigError
 
 PLAINTEXT = """camera_id = "bench-cam"
 [source]

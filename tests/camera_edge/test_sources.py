@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from camera_edge.errors import SourceSpecError, SourceUnavailable
-from camera_edge.sources import (
+from safepassage.camera_edge.errors import SourceSpecError, SourceUnavailable
+from safepassage.camera_edge.sources import (
     Frame,
     FrameSource,
     ImageFolderSource,

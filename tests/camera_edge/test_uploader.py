@@ -24,12 +24,12 @@ import grpc
 import numpy as np
 import pytest
 
-from camera_edge.connection import open_channel
-from camera_edge.device_key import DeviceKey
-from camera_edge.outbox import EntryState, Outbox
-from camera_edge.uploader import Uploader, UploadSettings
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.camera_edge.connection import open_channel
+from safepassage.camera_edge.device_key import DeviceKey
+from safepassage.camera_edge.outbox import EntryState, Outbox
+from safepassage.camera_edge.uploader import Uploader, UploadSettings
 
 QUERIES = 10
 MAX_IN_FLIGHT = 3
@@ -126,13 +126,13 @@ def test_no_more_than_max_in_flight_unanswered_and_an_unanswered_query_is_resent
     more, gives up on the stream after `answer_timeout_s`, keeps the queries queued and sends them
     again on a new stream, whose server answers; at no time were more queries unanswered."""
     ids = enqueue(outbox, QUERIES)
-    servicer = RecordingMatching(silent_streams=1)
+    servicer = RecordingMatching(silent_streams=1)  # type: ignore[abstract]  # only IdentifyStream is served
     server, port = serve(servicer)
     settings = UploadSettings(
         max_in_flight=MAX_IN_FLIGHT, answer_timeout_s=3.0, initial_backoff_s=0.05, max_backoff_s=0.1
     )
     uploader = Uploader(outbox, lambda: open_channel(f"localhost:{port}", None), settings=settings)
-    caplog.set_level(logging.WARNING, logger="camera_edge.uploader")
+    caplog.set_level(logging.WARNING, logger="safepassage.camera_edge.uploader")
     uploader.start()
     try:
         # While the first stream waits for answers that never come, nothing more is sent on it.
@@ -245,7 +245,7 @@ def test_a_retryable_in_band_error_backs_off_per_query_and_counts_the_query_once
     over and over, and each resend counted as sent ("sent 516" for 2 queries). Now each retry
     waits twice as long as the one before (+-20 %), and the query counts once."""
     (query_id,) = enqueue(outbox, 1)
-    servicer = RefusingMatching()
+    servicer = RefusingMatching()  # type: ignore[abstract]  # only IdentifyStream is served
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pb_grpc.add_MatchingServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("localhost:0")

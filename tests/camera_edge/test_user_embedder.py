@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from camera_edge.embedding import EmbedderSpec, OnnxEmbedder
-from camera_edge.errors import ModelFileMissing, ModelHashMismatch, ModelShapeMismatch
-from camera_edge.manifest import ModelEntry, ModelPack, ModelSource, sha256_of
-from camera_edge.pipeline import FacePipeline
-from faces import ImageLimits, decode_image
+from safepassage.camera_edge.embedding import EmbedderSpec, OnnxEmbedder
+from safepassage.camera_edge.errors import ModelFileMissing, ModelHashMismatch, ModelShapeMismatch
+from safepassage.camera_edge.manifest import ModelEntry, ModelPack, ModelSource, sha256_of
+from safepassage.camera_edge.pipeline import FacePipeline
+from safepassage.face import ImageLimits, decode_image
 
 DIM = 64
 RNG = np.random.default_rng(12)
@@ -92,7 +92,7 @@ def test_manifest_alone_drives_preprocessing(user_pack: ModelPack) -> None:
 
 
 def test_user_model_runs_in_the_pipeline_with_detector_points(user_pack: ModelPack, faces_dir: Path) -> None:
-    from camera_edge.detection import CenterFaceDetector
+    from safepassage.camera_edge.detection import CenterFaceDetector
 
     detector = CenterFaceDetector(user_pack.path_of("centerface"))
     spec = EmbedderSpec.from_entry(user_pack.entry("user-arcface"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.vault import RecordVault
+from safepassage.enrolment.vault import RecordVault
 from tests.enrolment.test_vault import _insert, _record
 
 

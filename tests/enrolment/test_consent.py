@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from enrolment.consent import (
+from safepassage.core.errors import InvalidInput, PermissionDenied
+from safepassage.enrolment.consent import (
     CONSENT_TEXT_MAX_CHARS,
     MAX_GRANTS,
     ConsentDecision,
@@ -19,8 +20,7 @@ from enrolment.consent import (
     labels,
     require,
 )
-from enrolment.errors import ConsentRequired, InvalidConsent
-from safepassage_core.errors import InvalidInput, PermissionDenied
+from safepassage.enrolment.errors import ConsentRequired, InvalidConsent
 
 STORE = ScopeGrant(Scope.STORE)
 BORDER = ScopeGrant(Scope.VERIFY_AT_BORDER)

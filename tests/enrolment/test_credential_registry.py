@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.errors import RecordErased, RecordExists, RecordNotFound
-from enrolment.vault import CredentialRow, RecordVault, Tombstone
+from safepassage.enrolment.errors import RecordErased, RecordExists, RecordNotFound
+from safepassage.enrolment.vault import CredentialRow, RecordVault, Tombstone
 from tests.enrolment.test_vault import T0
 
 DAY = 86_400.0

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.custodian import KeyCustodian, Rotation
-from enrolment.errors import KeyDestroyed, RecordErased, RecordIntegrityError
-from enrolment.kek import FileKeyring, WrappedKey
-from enrolment.record_cipher import RecordCipher
-from enrolment.vault import RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.custodian import KeyCustodian, Rotation
+from safepassage.enrolment.errors import KeyDestroyed, RecordErased, RecordIntegrityError
+from safepassage.enrolment.kek import FileKeyring, WrappedKey
+from safepassage.enrolment.record_cipher import RecordCipher
+from safepassage.enrolment.vault import RecordVault, StoredRecord, Tombstone
 
 PARTS = ("record", "secrets", "templates")
 

@@ -8,15 +8,15 @@ import re
 
 import pytest
 
-from enrolment.errors import HolderNotVerified, InvalidRecord, RecordIntegrityError
-from enrolment.holder_secrets import (
+from safepassage.core import errors as core
+from safepassage.enrolment.errors import HolderNotVerified, InvalidRecord, RecordIntegrityError
+from safepassage.enrolment.holder_secrets import (
     HolderSecrets,
     PinKind,
     new_recovery_code,
     normalise_recovery_code,
     recovery_tag,
 )
-from safepassage_core import errors as core
 
 PIN, DURESS = "482916", "731105"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -94,7 +94,7 @@ def test_four_digit_pins_made_before_the_six_digit_rule_still_check() -> None:
     import dataclasses
     import os
 
-    from enrolment.holder_secrets import _scrypt
+    from safepassage.enrolment.holder_secrets import _scrypt
 
     made = HolderSecrets.create("000000", "999999")
     salt = os.urandom(16)

@@ -12,9 +12,15 @@ from typing import Any
 
 import pytest
 
-from enrolment.errors import InvalidRecord, KeyDestroyed, KeyringError, RecordIntegrityError, WrongKey
-from enrolment.kek import WRAPPED_KEY_SIZE, FileKeyring, KeyEncryptionKeys, WrappedKey
-from safepassage_core import errors as core
+from safepassage.core import errors as core
+from safepassage.enrolment.errors import (
+    InvalidRecord,
+    KeyDestroyed,
+    KeyringError,
+    RecordIntegrityError,
+    WrongKey,
+)
+from safepassage.enrolment.kek import WRAPPED_KEY_SIZE, FileKeyring, KeyEncryptionKeys, WrappedKey
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.errors import PinLocked, RecordErased, RecordNotFound
-from enrolment.pin_attempts import MAX_LOCK_S, PinLockout, lock_seconds
-from enrolment.vault import RecordVault, Tombstone
+from safepassage.enrolment.errors import PinLocked, RecordErased, RecordNotFound
+from safepassage.enrolment.pin_attempts import MAX_LOCK_S, PinLockout, lock_seconds
+from safepassage.enrolment.vault import RecordVault, Tombstone
 from tests.enrolment.test_vault import T0, _insert, _record
 
 LOCK_S = 60.0

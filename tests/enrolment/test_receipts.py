@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enrolment.consent import ConsentText, Scope, ScopeGrant, decide
-from enrolment.errors import KeyringError, ReceiptInvalid
-from enrolment.receipts import (
+from safepassage.core.errors import DataIntegrityError
+from safepassage.enrolment.consent import ConsentText, Scope, ScopeGrant, decide
+from safepassage.enrolment.errors import KeyringError, ReceiptInvalid
+from safepassage.enrolment.receipts import (
     BODY_MAX_KEYS,
     RECEIPT_TEXT_MAX_CHARS,
     Receipt,
@@ -27,7 +28,6 @@ from enrolment.receipts import (
     key_id_of,
     verify_receipt,
 )
-from safepassage_core.errors import DataIntegrityError
 
 NOW = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 RECORD_ID = "pr-0123456789abcdef01234567"

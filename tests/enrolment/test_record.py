@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from enrolment.errors import InvalidRecord
-from enrolment.record import (
+from safepassage.enrolment.errors import InvalidRecord
+from safepassage.enrolment.record import (
     MAX_DOCUMENTS,
     PHOTO_MAX_BYTES,
     RECORD_MAX_BYTES,
@@ -27,7 +27,7 @@ from enrolment.record import (
     PossessionStatus,
     ProtectedRecord,
 )
-from enrolment.views import DocumentStatus, MinimalView, minimal_view
+from safepassage.enrolment.views import DocumentStatus, MinimalView, minimal_view
 
 PASSPORT_NUMBER = "PA7781234"
 EMPLOYER = "Gulf Horizon Contracting LLC"

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from enrolment.errors import InvalidRecord, KeyDestroyed, RecordIntegrityError, WrongKey
-from enrolment.kek import FileKeyring, WrappedKey
-from enrolment.record_cipher import SEALED_OVERHEAD, DataKey, RecordCipher
-from safepassage_core import errors as core
+from safepassage.core import errors as core
+from safepassage.enrolment.errors import InvalidRecord, KeyDestroyed, RecordIntegrityError, WrongKey
+from safepassage.enrolment.kek import FileKeyring, WrappedKey
+from safepassage.enrolment.record_cipher import SEALED_OVERHEAD, DataKey, RecordCipher
 
 PLAINTEXT = b'{"family_name":"Example","documents":[]}'
 

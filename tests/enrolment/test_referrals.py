@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.errors import RecordNotFound
-from enrolment.kek import FileKeyring
-from enrolment.record_cipher import DataKey, RecordCipher
-from enrolment.referrals import Referral, ReferralDesk
-from enrolment.vault import RecordVault, Tombstone
+from safepassage.enrolment.errors import RecordNotFound
+from safepassage.enrolment.kek import FileKeyring
+from safepassage.enrolment.record_cipher import DataKey, RecordCipher
+from safepassage.enrolment.referrals import Referral, ReferralDesk
+from safepassage.enrolment.vault import RecordVault, Tombstone
 from tests.enrolment.test_vault import T0, _insert, _record
 
 LA_STRADA, OTHER = "la-strada", "other-ngo"

@@ -15,10 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.consent import Scope, ScopeGrant
-from enrolment.errors import KeyringError, PinLocked, RecordErased, RecordExists, RecordNotFound
-from enrolment.kek import WRAPPED_KEY_SIZE, WrappedKey
-from enrolment.vault import ConsentEntry, PinLockout, RecordVault, StoredRecord, Tombstone, backup_vault
+from safepassage.enrolment.consent import Scope, ScopeGrant
+from safepassage.enrolment.errors import KeyringError, PinLocked, RecordErased, RecordExists, RecordNotFound
+from safepassage.enrolment.kek import WRAPPED_KEY_SIZE, WrappedKey
+from safepassage.enrolment.vault import (
+    ConsentEntry,
+    PinLockout,
+    RecordVault,
+    StoredRecord,
+    Tombstone,
+    backup_vault,
+)
 
 STORE = ScopeGrant(Scope.STORE)
 BORDER = ScopeGrant(Scope.VERIFY_AT_BORDER)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.errors import RecordErased, RecordNotFound
-from enrolment.vault import PendingErasure, RecordVault, Tombstone
+from safepassage.enrolment.errors import RecordErased, RecordNotFound
+from safepassage.enrolment.vault import PendingErasure, RecordVault, Tombstone
 from tests.enrolment.test_vault import T0
 
 RECEIPT = '{"kind": "erasure", "record_id": "pr-1", "signature": "..."}'

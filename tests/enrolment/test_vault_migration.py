@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from enrolment.consent import Scope, ScopeGrant
-from enrolment.errors import PinLocked, RecordErased
-from enrolment.kek import WrappedKey
-from enrolment.vault import ConsentEntry, PendingErasure, RecordVault, StoredRecord, Tombstone
-from enrolment.vault_schema import SCHEMA_VERSION
-from store.connections import open_private_file
+from safepassage.enrolment.consent import Scope, ScopeGrant
+from safepassage.enrolment.errors import PinLocked, RecordErased
+from safepassage.enrolment.kek import WrappedKey
+from safepassage.enrolment.vault import ConsentEntry, PendingErasure, RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.vault_schema import SCHEMA_VERSION
+from safepassage.store.connections import open_private_file
 from tests.enrolment.test_vault import ALL, T0, _record, _wrapped
 
 V1_SCHEMA = """

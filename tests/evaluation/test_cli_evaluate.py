@@ -16,11 +16,10 @@ from pathlib import Path
 import pillow_heif
 from PIL import Image
 
-from benchmarks.evaluation import data
-from benchmarks.evaluation.data import LabelledSet
-from benchmarks.evaluation.embed import EmbeddingRunner
-from faces.image import READ_FORMATS
-from safepassage_cli.commands import IMAGE_SUFFIXES
+from safepassage.core.image_formats import IMAGE_SUFFIXES, READ_FORMATS
+from safepassage.evaluation import data
+from safepassage.evaluation.data import LabelledSet
+from safepassage.evaluation.embed import EmbeddingRunner
 
 REPO = Path(__file__).resolve().parents[2]
 TRACKED_REPORT = REPO / "benchmarks" / "results" / "evaluation"
@@ -29,7 +28,7 @@ LIMIT = 12
 
 def safepassage(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("safepassage")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "safepassage_cli.main"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "safepassage.cli.main"]
     return subprocess.run(
         [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
@@ -54,7 +53,7 @@ def save(photo: Image.Image, path: Path, image_format: str) -> None:
         photo.convert("RGB").save(path, image_format)
 
 
-# One real face in every format the service reads (faces.image.READ_FORMATS), under a suffix the
+# One real face in every format the service reads (safepassage.face.image.READ_FORMATS), under a suffix the
 # client's `import` sends; the WebP is named .jpg, as phones and messengers save them.
 FORMATS = {
     "JPEG": ("a.jpeg", "JPEG"),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.evaluation.data import NEAR_DUPLICATES, LabelledSet, read_cohorts, read_pairs
-from benchmarks.evaluation.embed import EmbeddingRunner, Embeddings
-from benchmarks.evaluation.identification import SYNTHETIC_PREFIX, identify, make_protocol
-from matcher.search import pairwise_score
+from safepassage.evaluation.data import NEAR_DUPLICATES, LabelledSet, read_cohorts, read_pairs
+from safepassage.evaluation.embed import EmbeddingRunner, Embeddings
+from safepassage.evaluation.identification import SYNTHETIC_PREFIX, identify, make_protocol
+from safepassage.matcher.search import pairwise_score
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.evaluation.intervals import (
+from safepassage.evaluation.intervals import (
     MIN_EXPECTED_ERRORS,
     Rate,
     beta_quantile,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.evaluation.metrics import (
+from safepassage.evaluation.metrics import (
     OpenSetScores,
     VerificationScores,
     eer,

@@ -7,7 +7,7 @@ import os
 import re
 import tty
 
-from benchmarks.evaluation.progress import LOG_EVERY_S, Progress
+from safepassage.evaluation.progress import LOG_EVERY_S, Progress
 
 LINE = re.compile(
     r"^embedding \(onnx\): (?P<done>[\d,]+) of 1,000 images \(\d+ %\), [\d.]+ images/s, about .+ left$"

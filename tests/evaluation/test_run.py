@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.evaluation.embed import EmbeddingRunner, Embeddings
-from benchmarks.evaluation.report import PipelineResult, Report
-from benchmarks.evaluation.run import evaluate, evaluate_pipeline, quality_edges, resolve_inputs
+from safepassage.evaluation.embed import EmbeddingRunner, Embeddings
+from safepassage.evaluation.report import PipelineResult, Report
+from safepassage.evaluation.run import evaluate, evaluate_pipeline, quality_edges, resolve_inputs
 
 LIMIT = 40
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -146,7 +146,7 @@ def test_cli_reruns_from_the_cache_outside_the_repository(
     out = tmp_path / "report"
     shutil.copytree(report.out_dir, out)
     script = Path(sys.executable).with_name("safepassage")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "safepassage_cli.main"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "safepassage.cli.main"]
     finished = subprocess.run(
         [
             *command,

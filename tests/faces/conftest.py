@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from faces import DlibEmbedder
+from safepassage.face import DlibEmbedder
 
 
 @pytest.fixture(scope="session")

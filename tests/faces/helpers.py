@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from faces import DetectedFace, DlibEmbedder, FaceSelection, ImageLimits, decode_image
+from safepassage.face import DetectedFace, DlibEmbedder, FaceSelection, ImageLimits, decode_image
 
 
 def read(faces_dir: Path, relative: str) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faces import (
+from safepassage.face import (
     DLIB_RESNET_V1,
     DetectedFace,
     DlibEmbedder,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faces import ImageDecodeError, ImageLimits, ImageTooLarge, ImageTooSmall, decode_image
+from safepassage.face import ImageDecodeError, ImageLimits, ImageTooLarge, ImageTooSmall, decode_image
 from tests.faces.helpers import read
 
 LFW_JPEG = "lfw/Salma_Hayek/Salma_Hayek_0001.jpg"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import faces
-import faces.errors
-from faces import (
+from safepassage import face as faces
+from safepassage.core import errors as core
+from safepassage.face import (
     DLIB_FIVE_POINT_LANDMARKS,
     DLIB_RESNET_V1,
     DlibEmbedder,
@@ -25,8 +25,7 @@ from faces import (
     file_sha256,
     verify_weights,
 )
-from faces.dlib_embedder import _installed_models_dir
-from safepassage_core import errors as core
+from safepassage.face.dlib_embedder import _installed_models_dir
 
 CATEGORIES = (
     core.InvalidInput,
@@ -107,7 +106,7 @@ def test_importing_loads_nothing_and_the_embedder_leaves_pillow_strict() -> None
     # truncated images process-wide) nor pkg_resources.
     script = (
         "import sys\n"
-        "import faces\n"
+        "from safepassage import face as faces\n"
         "assert 'dlib' not in sys.modules and 'face_recognition_models' not in sys.modules\n"
         "faces.DlibEmbedder()\n"
         "from PIL import ImageFile\n"

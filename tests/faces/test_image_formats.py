@@ -18,7 +18,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from faces import (
+from safepassage.face import (
     DetectedFace,
     DlibEmbedder,
     FaceSelection,
@@ -195,7 +195,7 @@ def test_decode_cost_covers_the_decoders_own_buffers(photo: Image.Image) -> None
 def test_the_heif_library_loads_only_for_a_heif_image_and_is_never_registered(photo: Image.Image) -> None:
     data = heic(photo)
     script = (
-        "import sys, faces\n"
+        "import sys\nfrom safepassage import face as faces\n"
         "from PIL import Image\n"
         "assert 'pillow_heif' not in sys.modules, 'pillow_heif loaded at import'\n"
         "faces.decode_image(sys.stdin.buffer.read(), faces.ImageLimits())\n"

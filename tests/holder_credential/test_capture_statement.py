@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from holder_credential import (
+from safepassage.core import errors as core
+from safepassage.core.errors import FailedPrecondition, InvalidInput, PermissionDenied, Unavailable
+from safepassage.credential import (
     MAX_STATEMENT_BYTES,
     CaptureDeviceMismatch,
     CaptureError,
@@ -41,11 +43,9 @@ from holder_credential import (
     sign_capture,
     verify_capture,
 )
-from safepassage_core import errors as core
-from safepassage_core.errors import FailedPrecondition, InvalidInput, PermissionDenied, Unavailable
-from safepassage_server.errors import status_of
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert
+from safepassage.server.errors import status_of
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert
 from tests.pki_helpers import RolePki
 
 HOLDER = "lfw/Walter_Mondale/Walter_Mondale_0008.jpg"

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from holder_credential import (
+from safepassage.core.metric import Metric
+from safepassage.credential import (
     CredentialExpired,
     CredentialKeyError,
     CredentialNotYetValid,
@@ -37,8 +38,7 @@ from holder_credential import (
     read_qr,
     verify,
 )
-from holder_credential.qr import encode_text
-from safepassage_core.metric import Metric
+from safepassage.credential.qr import encode_text
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 VALID_FOR = timedelta(days=365)
@@ -236,7 +236,7 @@ def test_oversize_input_is_refused_before_decoding(
     def must_not_run(_: object) -> bytes:
         raise AssertionError("base45 was asked to decode an oversize text")
 
-    monkeypatch.setattr("holder_credential.qr.base45.b45decode", must_not_run)
+    monkeypatch.setattr("safepassage.credential.qr.base45.b45decode", must_not_run)
     with pytest.raises(MalformedCredential, match="8001 characters"):
         verify("SP1:" + "A" * 7997, trusted, officer, NOW)
     with pytest.raises(MalformedCredential):

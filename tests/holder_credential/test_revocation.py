@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from camera_edge.holder_check import HolderCheck
-from camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
-from holder_credential import (
+from safepassage.camera_edge.holder_check import HolderCheck
+from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
+from safepassage.cli.credential_command import add_credential_parser, run_credential, save_revocations
+from safepassage.core.metric import Metric
+from safepassage.credential import (
     MAX_LIST_BYTES,
     CredentialInfo,
     CredentialRevoked,
@@ -37,8 +39,6 @@ from holder_credential import (
     verify,
     verify_revocations,
 )
-from safepassage_cli.credential_command import add_credential_parser, run_credential, save_revocations
-from safepassage_core.metric import Metric
 
 NOW = datetime(2025, 6, 1, 9, 30, tzinfo=UTC)
 DAY = timedelta(days=1)

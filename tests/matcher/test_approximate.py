@@ -8,13 +8,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from matcher import FlatIndex, Metric, exact_search
-from matcher.approximate import ApproximateIndex, ApproximateParams, exact_top_k, recall_at_k
-from matcher.errors import IndexOverBudget
-from matcher.gallery_index import GalleryIndex
-from matcher.index_policy import GiB, IndexPlan, IndexPolicy, build, estimate_bytes
-from matcher.metric import normalise_rows
-from matcher.search import Hits
+from safepassage.matcher import FlatIndex, Metric, exact_search
+from safepassage.matcher.approximate import ApproximateIndex, ApproximateParams, exact_top_k, recall_at_k
+from safepassage.matcher.errors import IndexOverBudget
+from safepassage.matcher.gallery_index import GalleryIndex
+from safepassage.matcher.index_policy import GiB, IndexPlan, IndexPolicy, build, estimate_bytes
+from safepassage.matcher.metric import normalise_rows
+from safepassage.matcher.search import Hits
 
 D = 128
 Vectors = npt.NDArray[np.float32]

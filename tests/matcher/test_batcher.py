@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from matcher import FlatIndex, Hits, Metric
-from matcher.batcher import BatchSettings, BatchStats, MicroBatcher
-from matcher.errors import BackendUnavailable, InvalidSearch
-from matcher.index import set_blas_threshold
-from matcher.metric import normalise_rows
+from safepassage.matcher import FlatIndex, Hits, Metric
+from safepassage.matcher.batcher import BatchSettings, BatchStats, MicroBatcher
+from safepassage.matcher.errors import BackendUnavailable, InvalidSearch
+from safepassage.matcher.index import set_blas_threshold
+from safepassage.matcher.metric import normalise_rows
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from matcher.calibration import (
+from safepassage.matcher.calibration import (
     CalibrationMethod,
     ImpostorScores,
     calibrate_with_probes,
@@ -19,10 +19,10 @@ from matcher.calibration import (
     leave_one_out,
     searches_needed,
 )
-from matcher.errors import CalibrationUnavailable, InvalidSearch
-from matcher.index import FlatIndex
-from matcher.metric import Metric, normalise_rows
-from matcher.search import exact_search
+from safepassage.matcher.errors import CalibrationUnavailable, InvalidSearch
+from safepassage.matcher.index import FlatIndex
+from safepassage.matcher.metric import Metric, normalise_rows
+from safepassage.matcher.search import exact_search
 
 HUNDREDTHS = (np.arange(1, 101) / 100).astype(np.float32)  # 0.01 .. 1.00
 

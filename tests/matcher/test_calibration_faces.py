@@ -23,7 +23,7 @@ robust on one split. Measured over 400 seeded re-splits of these 700 people befo
 fixed, the share of splits outside a factor 2 was: probes 12.5% at 0.05, 1.5% at 0.1, 0% at 0.2;
 extrapolation 17% at 0.1, 4% at 0.2 (it is biased strict, median ratio 0.8: real look-alikes are
 not independent, and FPIR grows more slowly with size than the formula assumes; see
-matcher/calibration.py); leave-one-out 6% at 0.1, 0.5% at 0.2. So:
+safepassage/matcher/calibration.py); leave-one-out 6% at 0.1, 0.5% at 0.2. So:
 - one fixed split (seed 0, chosen before looking) must pass at 0.1 and 0.2 (probes) and at 0.2
   (extrapolation, leave-one-out);
 - the lower targets 0.05 and 0.1 are checked on the FPIR pooled over 40 seeded splits (10,000
@@ -54,8 +54,8 @@ from benchmarks.calibration_eval import (
     index_of,
     run_split,
 )
-from matcher.calibration import calibrate_with_probes
-from matcher.errors import CalibrationUnavailable
+from safepassage.matcher.calibration import calibrate_with_probes
+from safepassage.matcher.errors import CalibrationUnavailable
 from tests.lfw_embeddings import LfwEmbeddings
 
 

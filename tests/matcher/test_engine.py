@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store
-from matcher import GalleryPurpose, GallerySpec, Matcher, Metric, exact_search
-from matcher.errors import InvalidVector
+from safepassage import store
+from safepassage.matcher import GalleryPurpose, GallerySpec, Matcher, Metric, exact_search
+from safepassage.matcher.errors import InvalidVector
 
 DIM = 32
 

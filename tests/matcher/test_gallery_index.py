@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-import store
-from matcher import GalleryPurpose, GallerySpec, Matcher, Metric, SnapshotRejected, exact_search
-from matcher import gallery_index as gallery_index_module
-from matcher import snapshot as snap
-from matcher.errors import IndexOverBudget
-from matcher.gallery_index import GalleryIndex, measure_recall
-from matcher.index import FlatIndex
-from matcher.index_policy import GiB, IndexPolicy, build
-from matcher.rwlock import ReadWriteLock
+from safepassage import store
+from safepassage.matcher import GalleryPurpose, GallerySpec, Matcher, Metric, SnapshotRejected, exact_search
+from safepassage.matcher import gallery_index as gallery_index_module
+from safepassage.matcher import snapshot as snap
+from safepassage.matcher.errors import IndexOverBudget
+from safepassage.matcher.gallery_index import GalleryIndex, measure_recall
+from safepassage.matcher.index import FlatIndex
+from safepassage.matcher.index_policy import GiB, IndexPolicy, build
+from safepassage.matcher.rwlock import ReadWriteLock
 from tests.matcher.test_approximate import D, clustered_templates
 
 # Small galleries go approximate from 3000 templates, with 64 lists.
@@ -120,7 +120,7 @@ def test_failed_rebuild_keeps_the_index_and_budget_is_checked(caplog: pytest.Log
     with pytest.raises(IndexOverBudget, match="milvus"):
         index.check_room(1)
     index.check_room(0)
-    with caplog.at_level(logging.ERROR, logger="matcher.gallery_index"):
+    with caplog.at_level(logging.ERROR, logger="safepassage.matcher.gallery_index"):
         _add(index, data.ids[2999:], data.gallery[2999:])
         assert index.wait_for_rebuild(60)
     assert "rebuild failed" in caplog.text

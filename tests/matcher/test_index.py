@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matcher import FlatIndex, Metric, SnapshotRejected, exact_search
-from matcher import snapshot as snap
-from matcher.errors import InvalidVector
-from matcher.metric import normalise_rows
-from matcher.vectors import as_matrix
+from safepassage.matcher import FlatIndex, Metric, SnapshotRejected, exact_search
+from safepassage.matcher import snapshot as snap
+from safepassage.matcher.errors import InvalidVector
+from safepassage.matcher.metric import normalise_rows
+from safepassage.matcher.vectors import as_matrix
 
 
 def _data(n: int = 2000, d: int = 128, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matcher import BackendUnavailable, FlatIndex, InvalidGalleryId, Metric, SnapshotRejected
-from matcher.metric import normalise_rows
-from matcher.milvus_connection import MilvusConnection, MilvusSettings, MilvusTls, collection_name
-from matcher.milvus_index import MilvusIndex
+from safepassage.matcher import BackendUnavailable, FlatIndex, InvalidGalleryId, Metric, SnapshotRejected
+from safepassage.matcher.metric import normalise_rows
+from safepassage.matcher.milvus_connection import MilvusConnection, MilvusSettings, MilvusTls, collection_name
+from safepassage.matcher.milvus_index import MilvusIndex
 
 DIMENSION = 32
 
@@ -212,8 +212,8 @@ def test_a_server_lost_mid_use_raises_backend_unavailable(lite: MilvusConnection
 
 def test_a_lite_folder_in_use_by_another_process_is_unavailable(lite: MilvusConnection) -> None:
     code = (
-        "from matcher.milvus_connection import MilvusConnection, MilvusSettings\n"
-        "from matcher import BackendUnavailable\n"
+        "from safepassage.matcher.milvus_connection import MilvusConnection, MilvusSettings\n"
+        "from safepassage.matcher import BackendUnavailable\n"
         f"try: MilvusConnection(MilvusSettings(uri={lite.settings.uri!r}))\n"
         "except BackendUnavailable as e: print(e)\n"
     )

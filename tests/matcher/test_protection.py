@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from matcher import FlatIndex, Metric, exact_search
-from matcher.errors import InvalidVector, ProtectionKeyError
-from matcher.metric import normalise_rows
-from matcher.protection import TemplateTransform, TransformKeyring
-from safepassage_core.errors import FailedPrecondition
+from safepassage.core.errors import FailedPrecondition
+from safepassage.matcher import FlatIndex, Metric, exact_search
+from safepassage.matcher.errors import InvalidVector, ProtectionKeyError
+from safepassage.matcher.metric import normalise_rows
+from safepassage.matcher.protection import TemplateTransform, TransformKeyring
 
 THRESHOLD = 0.6  # dlib-resnet-v1's L2 match threshold
 PEOPLE = (
@@ -51,8 +51,8 @@ class Faces:
 
 @pytest.fixture(scope="module")
 def faces(model_dir: Path, faces_dir: Path) -> Faces:
-    from camera_edge.pipeline import PipelineSettings, load_pipeline
-    from faces import ImageLimits, decode_image
+    from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
+    from safepassage.face import ImageLimits, decode_image
 
     pipeline = load_pipeline(PipelineSettings(model_dir=model_dir))
     vectors, person = [], []

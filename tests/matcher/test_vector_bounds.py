@@ -19,15 +19,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import store
-from matcher import GalleryPurpose, GallerySpec, Matcher, Metric
-from matcher.errors import InvalidVector
-from matcher.gallery_index import GalleryIndex
-from matcher.index import FlatIndex
-from matcher.index_loader import IndexLoader
-from matcher.index_policy import IndexPolicy
-from matcher.protection import TemplateTransform
-from matcher.vector_bounds import GENERIC, bounds_of, check_templates, stored_bounds
+from safepassage import store
+from safepassage.matcher import GalleryPurpose, GallerySpec, Matcher, Metric
+from safepassage.matcher.errors import InvalidVector
+from safepassage.matcher.gallery_index import GalleryIndex
+from safepassage.matcher.index import FlatIndex
+from safepassage.matcher.index_loader import IndexLoader
+from safepassage.matcher.index_policy import IndexPolicy
+from safepassage.matcher.protection import TemplateTransform
+from safepassage.matcher.vector_bounds import GENERIC, bounds_of, check_templates, stored_bounds
 from tests.conftest import REPO
 from tests.lfw_embeddings import LfwEmbeddings
 
@@ -191,10 +191,10 @@ def test_a_snapshot_holding_poisoned_vectors_is_refused_and_the_rows_quarantined
 _TRAIN_ON_POISON = textwrap.dedent(
     """
     import numpy as np
-    from matcher.gallery_index import GalleryIndex
-    from matcher.index import FlatIndex
-    from matcher.index_policy import IndexPolicy
-    from matcher.metric import Metric
+    from safepassage.matcher.gallery_index import GalleryIndex
+    from safepassage.matcher.index import FlatIndex
+    from safepassage.matcher.index_policy import IndexPolicy
+    from safepassage.matcher.metric import Metric
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(1500, 128)).astype(np.float32)

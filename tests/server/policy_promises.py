@@ -12,9 +12,9 @@ Each cell lists the gallery purposes a role may act on: "W" watchlist, "P" prote
 
 from __future__ import annotations
 
-from matcher import GalleryPurpose
-from safepassage_server.authorization import Operation
-from safepassage_server.identity import Role
+from safepassage.matcher import GalleryPurpose
+from safepassage.server.authorization import Operation
+from safepassage.server.identity import Role
 
 ROLES = (Role.ADMIN, Role.AUDITOR, Role.OFFICER, Role.CCTV_EDGE, Role.KIOSK, Role.NGO_CASEWORKER)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import protected_identity_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import protected_identity_pb2 as pb
 
 GALLERY = "protected"
 CONSENT_TEXT = "I agree that SafePassage keeps my identity record. Ich stimme zu."
@@ -124,7 +124,7 @@ def signed_live(
 
     `issued` is the device's IssuedCert (its key signs; its certificate's CN names the device).
     """
-    import holder_credential
+    from safepassage import credential as holder_credential
 
     device = client_id or issued.record.client_id
     statement = holder_credential.sign_capture(

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 
 pytestmark = pytest.mark.server
 DIM = 128

@@ -14,13 +14,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from matcher import GalleryPurpose
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_api.v1 import protected_identity_pb2 as ppb
-from safepassage_server.authorization import GALLERY_FREE, PROTECTED_IDENTITY_OPERATIONS, Operation
-from safepassage_server.cctv_authorisation import METADATA_KEY, sign
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.api.v1 import protected_identity_pb2 as ppb
+from safepassage.matcher import GalleryPurpose
+from safepassage.server.authorization import GALLERY_FREE, PROTECTED_IDENTITY_OPERATIONS, Operation
+from safepassage.server.cctv_authorisation import METADATA_KEY, sign
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
 from tests.server.policy_promises import PROMISES, promised
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 
 pytestmark = pytest.mark.server
 DIM = 128

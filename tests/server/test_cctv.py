@@ -16,9 +16,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.cctv_authorisation import METADATA_KEY, sign
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.server.cctv_authorisation import METADATA_KEY, sign
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
 
 pytestmark = pytest.mark.server

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.cctv_authorisation import MAX_VALIDITY_S, METADATA_KEY, sign
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert, format_serial
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.server.cctv_authorisation import MAX_VALIDITY_S, METADATA_KEY, sign
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert, format_serial
 from tests.pki_helpers import RolePki
 
 pytestmark = pytest.mark.server

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from safepassage_server.data_lock import DataFolderInUse, DataFolderLock
+from safepassage.server.data_lock import DataFolderInUse, DataFolderLock
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
@@ -27,7 +27,7 @@ def serve_refused(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[st
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir.parent / f"{data_dir.name}-test.toml"
     config.write_text("[limits]\nenabled = false\n[fishing]\nenabled = false\n")
-    command = [sys.executable, "-m", "safepassage_cli.main", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "safepassage.cli.main", "serve", "--config", str(config)]
     return subprocess.run(
         [*command, "--data-dir", str(data_dir), "--port", "0", *extra],
         cwd=REPO,

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faces
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.decode_budget import DecodeBudget, DecodeBudgetExhausted, ImageOverBudget
-from safepassage_server.errors import status_of
-from safepassage_server.identity import Role
+from safepassage import face as faces
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.server.decode_budget import DecodeBudget, DecodeBudgetExhausted, ImageOverBudget
+from safepassage.server.errors import status_of
+from safepassage.server.identity import Role
 from tests.process import ServerProcess
 
 MiB = 1024 * 1024

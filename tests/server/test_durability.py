@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.server.identity import Role
 from tests.process import ServerProcess
 
 pytestmark = pytest.mark.server

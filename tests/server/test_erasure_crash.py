@@ -16,13 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from enrolment import FileKeyring, KeyDestroyed, RecordVault
-from enrolment.record_cipher import RecordCipher
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import matching_pb2_grpc as mpb_grpc
-from safepassage_api.v1 import protected_identity_pb2 as pb
-from safepassage_api.v1 import protected_identity_pb2_grpc as pb_grpc
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import matching_pb2_grpc as mpb_grpc
+from safepassage.api.v1 import protected_identity_pb2 as pb
+from safepassage.api.v1 import protected_identity_pb2_grpc as pb_grpc
+from safepassage.enrolment import FileKeyring, KeyDestroyed, RecordVault
+from safepassage.enrolment.record_cipher import RecordCipher
+from safepassage.server.identity import Role
 from tests.crash_serve import STEPS
 from tests.process import ServerProcess
 from tests.server.protected_helpers import GALLERY, HOLDER, OTHER, enrol, person

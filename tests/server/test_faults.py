@@ -12,7 +12,7 @@ disk, where bytes a file already has can still be rewritten, and like a
 read-only folder for the files already there. It needs no root and no
 mount. It is not ENOSPC, EACCES or EROFS themselves: SQLite reports every
 one of them as an I/O failure or SQLITE_FULL (-> UNAVAILABLE), and the
-server maps the raw errno values alike (store.errors.WRITE_REFUSALS, unit
+server maps the raw errno values alike (safepassage.store.errors.WRITE_REFUSALS, unit
 tested below). A real SIGBUS from a failing page-in is not provoked: the test
 checks that the store maps no file, and that a fatal signal is reported.
 """
@@ -37,10 +37,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.data_lock import DataFolderLock
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.server.data_lock import DataFolderLock
+from safepassage.server.identity import Role
 from tests.conftest import REPO
 from tests.process import ServerProcess
 
@@ -93,7 +93,7 @@ def server_reads_a_stream() -> bool:
 
 def stream_handled() -> bool:
     """No server thread is inside the access interceptor's stream wrapper (which logs the outcome)."""
-    return not running("stream_stream", "safepassage_server", "access.py")
+    return not running("stream_stream", "safepassage", "server", "access.py")
 
 
 def test_a_client_ending_its_stream_is_not_logged_as_an_internal_error(  # type: ignore[no-untyped-def]
@@ -141,7 +141,7 @@ def test_a_client_ending_its_stream_is_not_logged_as_an_internal_error(  # type:
 def serve_command(data_dir: Path, *launcher: str) -> list[str]:
     config = data_dir.parent / f"{data_dir.name}-test.toml"
     config.write_text("[limits]\nenabled = false\n[fishing]\nenabled = false\n")
-    command = [sys.executable, *(launcher or ("-m", "safepassage_cli.main")), "serve"]
+    command = [sys.executable, *(launcher or ("-m", "safepassage.cli.main")), "serve"]
     return [*command, "--config", str(config), "--data-dir", str(data_dir), "--port", "0"]
 
 
@@ -285,7 +285,7 @@ def test_a_restart_on_a_disk_that_refuses_writes_loads_its_keys_and_refuses_writ
             )
             matching = pb_grpc.MatchingServiceStub(admin)
             assert refusal(lambda: matching.InsertTemplate(insert)) == grpc.StatusCode.UNAVAILABLE
-            # Every call leaves a transparency-log entry or does not happen (safepassage_server/audit.py):
+            # Every call leaves a transparency-log entry or does not happen (safepassage/server/audit.py):
             # with no byte writable, a search is refused too, as UNAVAILABLE, never answered unlogged.
             search = pb.IdentifyRequest(gallery_id="watch", probe=embedding(VECTORS[5]))
             identify = pb_grpc.MatchingServiceStub(officer).Identify
@@ -397,7 +397,7 @@ def test_the_stores_own_files_are_not_memory_mapped_and_a_fatal_signal_is_logged
 
 
 def test_a_raw_write_refusal_reaching_the_api_is_unavailable_not_internal() -> None:
-    from safepassage_server.errors import describe
+    from safepassage.server.errors import describe
 
     for code in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM):
         status, message = describe(OSError(code, os.strerror(code)), "/safepassage.v1.X/Y")

@@ -44,7 +44,7 @@ import grpc
 import pytest
 
 from benchmarks.fuzz_report import render
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 from tests.pki_helpers import RolePki
 from tests.server.fuzzing.corpus import load_images, normal_vector
 from tests.server.fuzzing.plan import PLAN, Generator

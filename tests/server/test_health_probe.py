@@ -22,13 +22,13 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_core.errors import FailedPrecondition
-from safepassage_server.config import ConfigError, load_config
-from safepassage_server.health_listener import open_health_listener
-from safepassage_server.pki import Pki
-from safepassage_server.port_holder import PortInUse
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.core.errors import FailedPrecondition
+from safepassage.server.config import ConfigError, load_config
+from safepassage.server.health_listener import open_health_listener
+from safepassage.server.pki import Pki
+from safepassage.server.port_holder import PortInUse
 from tests.pki_helpers import CHANNEL_OPTIONS
 from tests.process import ServerProcess
 

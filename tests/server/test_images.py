@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 
 pytestmark = pytest.mark.server
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from enrolment import RecordVault
-from safepassage_cli.main import main as cli_main
-from safepassage_server.config import Config, ConfigError, load_config
-from safepassage_server.key_layout import KeyLayoutError, check_key_layout, key_files, keys_inside
+from safepassage.cli.main import main as cli_main
+from safepassage.enrolment import RecordVault
+from safepassage.server.config import Config, ConfigError, load_config
+from safepassage.server.key_layout import KeyLayoutError, check_key_layout, key_files, keys_inside
 
 
 def _config(data_dir: Path, **overrides: object) -> Config:

@@ -19,18 +19,18 @@ import grpc
 import numpy as np
 import pytest
 
-from camera_edge.connection import DeviceCredentials
-from camera_edge.errors import CredentialsError
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_cli.client import ClientFiles, ClientSetupError, open_channel
-from safepassage_core.errors import SafePassageError
-from safepassage_server.config import Config, load_config
-from safepassage_server.identity import Role
-from safepassage_server.key_layout import key_files
-from safepassage_server.pki import Pki, PkiPaths
-from store import TemplateSealer
-from store.errors import InvalidKey
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.camera_edge.connection import DeviceCredentials
+from safepassage.camera_edge.errors import CredentialsError
+from safepassage.cli.client import ClientFiles, ClientSetupError, open_channel
+from safepassage.core.errors import SafePassageError
+from safepassage.server.config import Config, load_config
+from safepassage.server.identity import Role
+from safepassage.server.key_layout import key_files
+from safepassage.server.pki import Pki, PkiPaths
+from safepassage.store import TemplateSealer
+from safepassage.store.errors import InvalidKey
 from tests.conftest import REPO
 from tests.pki_helpers import CHANNEL_OPTIONS, RolePki
 
@@ -56,7 +56,7 @@ def server_config(root: Path, model_dir: Path) -> Config:
 
 
 def refused_at_start(config: Config) -> str:
-    from server import create_server
+    from safepassage.app import create_server
 
     try:
         service, _ = create_server(config)
@@ -69,7 +69,7 @@ def refused_at_start(config: Config) -> str:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Config]:
     """A server's first run on a fresh machine: it makes every folder and key, keeps a snapshot, stops."""
-    from server import create_server
+    from safepassage.app import create_server
 
     config = server_config(tmp_path_factory.mktemp("first-run"), model_dir)
     service, port = create_server(config)
@@ -154,7 +154,7 @@ def test_a_client_key_others_may_read_is_refused_by_every_client(role_pki: RoleP
         "--uncalibrated-ok",  # signs offline: no server to ask about the gallery's calibration
     ]
     run = subprocess.run(
-        [sys.executable, "-m", "safepassage_cli.main", *authorise],
+        [sys.executable, "-m", "safepassage.cli.main", *authorise],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def test_a_client_key_others_may_read_is_refused_by_every_client(role_pki: RoleP
     assert run.returncode == 2 and f"chmod 600 {key}" in run.stderr and run.stdout == ""
     key.chmod(0o600)
     run = subprocess.run(
-        [sys.executable, "-m", "safepassage_cli.main", *authorise],
+        [sys.executable, "-m", "safepassage.cli.main", *authorise],
         cwd=REPO,
         capture_output=True,
         text=True,

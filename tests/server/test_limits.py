@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from safepassage_core.errors import TooLarge
-from safepassage_server.fishing import (
+from safepassage.core.errors import TooLarge
+from safepassage.server.fishing import (
     Alert,
     FishingDetector,
     FishingRule,
@@ -17,8 +17,8 @@ from safepassage_server.fishing import (
     Outcome,
     SearchKind,
 )
-from safepassage_server.identity import Caller, Role
-from safepassage_server.limits import (
+from safepassage.server.identity import Caller, Role
+from safepassage.server.limits import (
     ClassLimits,
     LimitKind,
     LimitSettings,

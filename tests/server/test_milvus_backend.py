@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 from tests.server.test_scale_api import fill, identify, vectors
 
 pytestmark = pytest.mark.server

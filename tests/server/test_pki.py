@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from safepassage_cli.client import ClientFiles
-from safepassage_cli.pki_command import add_pki_parser, run
-from safepassage_core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated, Unavailable
-from safepassage_server.identity import Caller, Role
-from safepassage_server.peer import (
+from safepassage.cli.client import ClientFiles
+from safepassage.cli.pki_command import add_pki_parser, run
+from safepassage.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated, Unavailable
+from safepassage.server.identity import Caller, Role
+from safepassage.server.peer import (
     ClientCertificateExpired,
     ClientCertificateRevoked,
     InvalidClientCertificate,
@@ -41,7 +41,7 @@ from safepassage_server.peer import (
     client_credentials,
     server_credentials,
 )
-from safepassage_server.pki import (
+from safepassage.server.pki import (
     CertificateKind,
     IssuedCert,
     Pki,

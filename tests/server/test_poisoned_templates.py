@@ -6,7 +6,7 @@ float32 on it and aborted the process from C++, and a restart rebuilt the same
 index from the same rows and died again. Now:
 
 * templates are checked against what the gallery's model can produce
-  (matcher.vector_bounds) at insert, bulk insert and calibration, and refused
+  (safepassage.matcher.vector_bounds) at insert, bulk insert and calibration, and refused
   with INVALID_ARGUMENT naming the component or the norm, storing nothing;
 * rows already stored by an older version (written here through the store's
   own sealing API, as that version did) are quarantined at start-up: kept
@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import store
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.identity import Role
+from safepassage import store
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.server.identity import Role
 from tests.conftest import Clients
 from tests.process import ServerProcess
 

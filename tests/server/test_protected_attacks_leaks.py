@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-import holder_credential
-from enrolment import ReceiptKind, verify_receipt
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import protected_identity_pb2 as pb
-from safepassage_server.identity import Role
+from safepassage import credential as holder_credential
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import protected_identity_pb2 as pb
+from safepassage.enrolment import ReceiptKind, verify_receipt
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki
 from tests.server.attack_helpers import (
     DENIED,

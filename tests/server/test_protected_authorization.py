@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from matcher import GalleryPurpose
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import protected_identity_pb2 as pb
-from safepassage_server.authorization import GALLERY_FREE, MATRIX, PROTECTED_IDENTITY_OPERATIONS, Operation
-from safepassage_server.identity import Role
-from safepassage_server.protected_identity import ProtectedIdentityServicer
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import protected_identity_pb2 as pb
+from safepassage.matcher import GalleryPurpose
+from safepassage.server.authorization import GALLERY_FREE, MATRIX, PROTECTED_IDENTITY_OPERATIONS, Operation
+from safepassage.server.identity import Role
+from safepassage.server.protected_identity import ProtectedIdentityServicer
 from tests.server.policy_promises import promised
 from tests.server.protected_helpers import (
     ALL_SCOPES,

@@ -20,14 +20,14 @@ import grpc
 import numpy as np
 import pytest
 
-import holder_credential
-from audit_log import TransparencyLog
-from enrolment import KeyDestroyed, ReceiptKind, RecordVault, WrongKey, verify_receipt
-from enrolment.record_cipher import RecordCipher
-from enrolment.vault import backup_vault
-from safepassage_api.v1 import matching_pb2 as mpb
-from safepassage_api.v1 import protected_identity_pb2 as pb
-from safepassage_server.identity import Role
+from safepassage import credential as holder_credential
+from safepassage.api.v1 import matching_pb2 as mpb
+from safepassage.api.v1 import protected_identity_pb2 as pb
+from safepassage.audit import TransparencyLog
+from safepassage.enrolment import KeyDestroyed, ReceiptKind, RecordVault, WrongKey, verify_receipt
+from safepassage.enrolment.record_cipher import RecordCipher
+from safepassage.enrolment.vault import backup_vault
+from safepassage.server.identity import Role
 from tests.server.protected_helpers import (
     DURESS_PIN,
     GALLERY,
@@ -72,7 +72,7 @@ def world(server_factory, clients_for, agency_reader, tmp_path_factory, faces_di
 @pytest.fixture(scope="module")
 def other_caseworker(world, role_pki):  # type: ignore[no-untyped-def]
     """A caseworker of another organisation."""
-    from safepassage_api.v1 import protected_identity_pb2_grpc as ppb_grpc
+    from safepassage.api.v1 import protected_identity_pb2_grpc as ppb_grpc
 
     issued = role_pki.pki.issue_client("ngo-2", Role.NGO_CASEWORKER, organisation="other-ngo")
     channel = role_pki.channel_with(world[1].port, issued)
@@ -120,8 +120,8 @@ def test_credential_verified_offline_against_live_faces(  # type: ignore[no-unty
     """The officer's device: issuer key + its reader key + the edge pipeline; no server call."""
     import cv2
 
-    from camera_edge.holder_check import HolderCheck
-    from camera_edge.pipeline import PipelineSettings, load_pipeline
+    from safepassage.camera_edge.holder_check import HolderCheck
+    from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
 
     _, clients, _, holder, enrolled = world
     keys = _public_keys(clients)

@@ -21,12 +21,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from audit_log import LogEvent
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.cctv_authorisation import METADATA_KEY, sign
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.audit import LogEvent
+from safepassage.server.cctv_authorisation import METADATA_KEY, sign
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert
 from tests.pki_helpers import ORGANISATIONS, RolePki
 
 pytestmark = pytest.mark.server

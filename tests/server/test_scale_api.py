@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from safepassage_api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2 as pb
 from tests.conftest import Clients
 
 pytestmark = pytest.mark.server

@@ -20,11 +20,11 @@ import grpc
 import numpy as np
 import pytest
 
-from audit_log import LogEvent
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage_server.identity import Role
-from safepassage_server.pki import IssuedCert
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
+from safepassage.audit import LogEvent
+from safepassage.server.identity import Role
+from safepassage.server.pki import IssuedCert
 from tests.pki_helpers import RolePki
 
 pytestmark = pytest.mark.server

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from store import TemplateSealer, TemplateStore
+from safepassage.store import TemplateSealer, TemplateStore
 from tests.store.store_helpers import DIMENSION, make_record, vector_for
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from store import GalleryRecord
+from safepassage.store import GalleryRecord
 
 DIMENSION = 16
 

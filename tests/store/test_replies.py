@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from safepassage_core import errors as core
-from store import (
+from safepassage.core import errors as core
+from safepassage.store import (
     InvalidRequestId,
     ReplyIntegrityError,
     ReplyLedger,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import (
+from safepassage.store import (
     GalleryNotFound,
     InvalidRecord,
     InvalidTemplate,
@@ -17,7 +17,7 @@ from store import (
     TemplateSealer,
     TemplateStore,
 )
-from store.schema import SCHEMA_VERSION
+from safepassage.store.schema import SCHEMA_VERSION
 from tests.store.store_helpers import DIMENSION, make_record, vector_for
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from store import EMPTY_DIGEST, TemplateStore, gallery_digest
+from safepassage.store import EMPTY_DIGEST, TemplateStore, gallery_digest
 from tests.store.store_helpers import vector_for
 
 Items = Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]

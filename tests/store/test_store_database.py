@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import store
-from store import (
+from safepassage import store
+from safepassage.store import (
     DuplicateReference,
     GalleryExists,
     GalleryNotFound,
@@ -270,7 +270,7 @@ def test_file_is_owner_only_with_wal_and_schema_version(
     path = template_store.path
     for suffix in ("", "-wal"):
         assert stat.S_IMODE(Path(f"{path}{suffix}").stat().st_mode) == 0o600, suffix
-    # No memory-mapped -shm file: the WAL index lives in the process's memory (store.connections).
+    # No memory-mapped -shm file: the WAL index lives in the process's memory (safepassage.store.connections).
     assert not Path(f"{path}-shm").exists()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from store import (
+from safepassage.store import (
     EMPTY_DIGEST,
     TemplateSealer,
     TemplateStore,
@@ -27,7 +27,7 @@ Items = Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]
 
 
 def _reference_definition(key: bytes, template_id: int, vector: npt.NDArray[np.float32]) -> bytes:
-    """The documented definition, written out independently of store.digest."""
+    """The documented definition, written out independently of safepassage.store.digest."""
     digest_key = HKDF(
         algorithm=hashes.SHA256(),
         length=32,

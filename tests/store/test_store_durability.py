@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import EMPTY_DIGEST, TemplateSealer, TemplateStore, gallery_digest
+from safepassage.store import EMPTY_DIGEST, TemplateSealer, TemplateStore, gallery_digest
 from tests.store.store_helpers import make_record, vector_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from store import TemplateSealer, TemplateStore
+    from safepassage.store import TemplateSealer, TemplateStore
     from tests.store.store_helpers import vector_for
 
     store = TemplateStore.open(Path(sys.argv[1]), TemplateSealer.from_key_file(Path(sys.argv[2])))

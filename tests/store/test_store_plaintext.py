@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import TemplateStore
+from safepassage.store import TemplateStore
 from tests.store.store_helpers import make_record
 
 D = 128

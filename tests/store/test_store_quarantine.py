@@ -10,9 +10,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from store import ReferenceNotFound, StoreCorrupted, TemplateIntegrityError, TemplateStore, gallery_digest
-from store.errors import DuplicateReference
-from store.quarantine import QuarantineReason
+from safepassage.store import (
+    ReferenceNotFound,
+    StoreCorrupted,
+    TemplateIntegrityError,
+    TemplateStore,
+    gallery_digest,
+)
+from safepassage.store.errors import DuplicateReference
+from safepassage.store.quarantine import QuarantineReason
 from tests.store.store_helpers import vector_for
 
 Items = Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]

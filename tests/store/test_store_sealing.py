@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store
-from safepassage_core import errors as core
-from store import InvalidKey, TemplateIntegrityError, TemplateSealer
+from safepassage import store
+from safepassage.core import errors as core
+from safepassage.store import InvalidKey, TemplateIntegrityError, TemplateSealer
 
 D = 16
 CATEGORIES = (

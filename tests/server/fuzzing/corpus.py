@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from matcher.vectors import GALLERY_ID, REFERENCE_ID
+from safepassage.matcher.vectors import GALLERY_ID, REFERENCE_ID
 
 from .rpcs import DIM, IMAGE_LIMIT, MESSAGE_LIMIT, REFS, P, W
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.server.identity import Role
 
 from .corpus import enum, fresh_reference, normal_vector, unknown_gallery
 from .rpcs import REFS, REQUEST_TYPES, STREAMS, Case, P, W

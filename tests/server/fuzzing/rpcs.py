@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from matcher import GalleryPurpose
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.authorization import GALLERY_FREE, MATRIX, Operation
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.matcher import GalleryPurpose
+from safepassage.server.authorization import GALLERY_FREE, MATRIX, Operation
+from safepassage.server.identity import Role
 
 DIM = 128
 MESSAGE_LIMIT = 4 * 1024 * 1024

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki
 
 from .plan import PLAN

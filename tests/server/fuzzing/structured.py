@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from safepassage_api.v1 import matching_pb2 as pb
-from safepassage_server.cctv_authorisation import METADATA_KEY
-from safepassage_server.identity import Role
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.server.cctv_authorisation import METADATA_KEY
+from safepassage.server.identity import Role
 
 from .corpus import (
     Images,

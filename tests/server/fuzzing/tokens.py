@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
-from safepassage_server.cctv_authorisation import sign
-from safepassage_server.identity import Role
+from safepassage.server.cctv_authorisation import sign
+from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki
 
 from .rpcs import CAMERA, P, W

@@ -1,0 +1,101 @@
+"""The log's Ed25519 signing key on disk, and the public key auditors pin.
+
+The private key is PKCS#8 PEM, unencrypted, mode 0600: the server signs tree
+heads unattended, so a passphrase would only move the secret into its config.
+Auditors receive ``log_public_key.pem`` (SubjectPublicKeyInfo PEM) and should
+compare :func:`key_id` with the value the operator publishes out of band: an
+export signs itself with whatever key it ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from safepassage.core.private_files import make_private_folder, read_private
+
+__all__ = [
+    "generate_signing_key",
+    "key_id",
+    "load_or_create_signing_key",
+    "load_public_key",
+    "load_signing_key",
+    "public_key_bytes",
+    "public_key_pem",
+]
+
+
+def public_key_bytes(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """Hex SHA-256 of the raw public key: the log's name for humans to compare."""
+    return hashlib.sha256(public_key_bytes(key)).hexdigest()
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    """Parse a PEM public key; ValueError unless it is Ed25519."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the log public key is not an Ed25519 key")
+    return key
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """Read a PKCS#8 PEM Ed25519 private key; ValueError unless it is one."""
+    # Refused, naming the file, if group or others may read it (the one check for every key file).
+    pem = read_private(Path(path), "transparency-log signing key", limit=64 * 1024)
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return key
+
+
+def generate_signing_key(path: Path) -> Ed25519PrivateKey:
+    """Create a new key at ``path`` (mode 0600, parents created); FileExistsError if one is there."""
+    path = Path(path)
+    make_private_folder(path.parent)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Written in full under a temporary name, then linked into place: link()
+    # fails if the name exists, so two processes starting at once cannot each
+    # use their own key, and no reader ever sees a half-written file.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)  # the new name survives a power cut
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return key
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The key at ``path``, created on first use."""
+    if Path(path).exists():  # read first: a restart on a full disk must not need to write a key
+        return load_signing_key(path)
+    try:
+        return generate_signing_key(path)
+    except FileExistsError:
+        return load_signing_key(path)

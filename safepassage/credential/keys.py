@@ -1,0 +1,371 @@
+"""The keys of a holder credential: the issuing NGO's signing key and the readers' decryption keys.
+
+An issuer key is Ed25519: the NGO signs every credential it issues, and any
+device holding the public half checks it offline. A reader key is X25519: the
+credential's sealed part (template and record id) is encrypted to the reader
+keys of the agencies the NGO trusts, so a device without one learns nothing
+from the QR code. Both are identified by a key id, the first 8 bytes of
+SHA-256 over the raw public key, written as 16 hex digits; the id is what a
+credential carries in clear, never the key.
+
+Private keys live in PEM (PKCS#8, unencrypted) files created owner-only
+(0600) and written atomically (temporary file, fsync, link into place, folder
+fsync), so a crash never leaves half a key and two processes racing to create
+one end up with the same key. A private key file that group or others may
+read is refused. An issuer's public PEM carries its issuer id as explanatory
+text before the BEGIN line (RFC 7468 allows it), so a trust store built from
+PEM files knows whom each key speaks for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from safepassage.core.private_files import check_owner_only, make_private_folder
+from safepassage.credential.errors import CredentialKeyError, UnknownIssuer
+
+__all__ = [
+    "KEY_ID_SIZE",
+    "IssuerKey",
+    "IssuerPublicKey",
+    "ReaderKey",
+    "ReaderPublicKey",
+    "TrustedIssuers",
+    "key_id_of",
+    "public_pem_path",
+    "write_public_pem",
+]
+
+log = logging.getLogger(__name__)
+
+KEY_ID_SIZE = 8
+_MAX_KEY_FILE = 64 * 1024
+_ISSUER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ISSUER_LINE = re.compile(rb"^SafePassage issuer: (\S+)\s*$", re.MULTILINE)
+_RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+
+
+def key_id_of(raw_public: bytes) -> str:
+    """The key id of a raw 32-byte public key: 16 hex digits."""
+    return hashlib.sha256(raw_public).digest()[:KEY_ID_SIZE].hex()
+
+
+def public_pem_path(key_path: Path) -> Path:
+    """Where the public PEM of the private key file ``key_path`` is written: ``<stem>.pub.pem`` beside it."""
+    stem = key_path.stem if key_path.suffix in (".pem", ".key") else key_path.name
+    return key_path.with_name(f"{stem}.pub.pem")
+
+
+def _check_issuer_id(issuer_id: str) -> str:
+    if not isinstance(issuer_id, str) or not _ISSUER_ID.fullmatch(issuer_id):
+        raise CredentialKeyError("an issuer id must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return issuer_id
+
+
+def _spki_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _read_limited(path: Path, what: str, private: bool) -> bytes:
+    """Read a key file (at most 64 KiB); a private one must be a regular file only its owner may access."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise CredentialKeyError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CredentialKeyError(f"the {what} file {str(path)!r} is not a regular file")
+        if private:
+            check_owner_only(path, info.st_mode, what, CredentialKeyError)
+        data = os.read(fd, _MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise CredentialKeyError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_KEY_FILE:
+        raise CredentialKeyError(f"the {what} file {str(path)!r} is larger than {_MAX_KEY_FILE} bytes")
+    return data
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> bool:
+    """Write ``data`` to a new file at ``path`` unless one exists; True when this call created it."""
+    make_private_folder(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have taken bits away; a private key gets exactly 0600
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False  # another process won the race: its file stands
+    finally:
+        tmp.unlink()
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new directory entry durable; best effort where a folder cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load_private(path: Path, what: str) -> object:
+    data = _read_limited(path, what, private=True)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise CredentialKeyError(
+            f"the {what} file {str(path)!r} holds no readable private key: {exc}"
+        ) from None
+
+
+def _create_private(path: Path, pem: bytes, what: str) -> None:
+    try:
+        if _write_atomically(path, pem, 0o600):
+            log.info("created a new %s at %s", what, path)
+    except OSError as exc:
+        raise CredentialKeyError(f"cannot create the {what} file {str(path)!r}: {exc.strerror}") from None
+
+
+def write_public_pem(path: Path, pem: bytes) -> None:
+    """Write a public PEM (0644) atomically, replacing an older copy; public keys are meant to be shared."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CredentialKeyError(f"cannot write the public key file {str(path)!r}: {exc.strerror}") from None
+
+
+class IssuerKey:
+    """An NGO's Ed25519 signing key; ``repr`` shows the issuer and key ids only."""
+
+    __slots__ = ("_private", "issuer_id", "key_id", "public")
+
+    def __init__(self, private: Ed25519PrivateKey, issuer_id: str) -> None:
+        if not isinstance(private, Ed25519PrivateKey):
+            raise CredentialKeyError("an issuer key must be an Ed25519 private key")
+        self._private = private
+        self.issuer_id = _check_issuer_id(issuer_id)
+        self.public = IssuerPublicKey.from_key(private.public_key(), issuer_id)
+        self.key_id = self.public.key_id
+
+    @classmethod
+    def generate(cls, issuer_id: str) -> IssuerKey:
+        """A fresh key held in memory only."""
+        return cls(Ed25519PrivateKey.generate(), issuer_id)
+
+    @classmethod
+    def load(cls, path: Path, issuer_id: str) -> IssuerKey:
+        key = _load_private(path, "issuer key")
+        if not isinstance(key, Ed25519PrivateKey):
+            raise CredentialKeyError(f"the issuer key file {str(path)!r} does not hold an Ed25519 key")
+        return cls(key, issuer_id)
+
+    @classmethod
+    def load_or_create(cls, path: Path, issuer_id: str) -> IssuerKey:
+        """Load the key at ``path``, creating it (0600, atomically) when there is none."""
+        _check_issuer_id(issuer_id)
+        if not path.exists():
+            _create_private(path, _private_pem(Ed25519PrivateKey.generate()), "issuer key")
+        return cls.load(path, issuer_id)
+
+    def public_pem(self) -> bytes:
+        return self.public.to_pem()
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature over ``message``; used by :func:`safepassage.credential.credential.issue`."""
+        return self._private.sign(message)
+
+    def __repr__(self) -> str:
+        return f"IssuerKey(issuer_id={self.issuer_id!r}, key_id={self.key_id})"
+
+
+@dataclass(frozen=True)
+class IssuerPublicKey:
+    """The public half of an issuer key, as a verifying device trusts it."""
+
+    issuer_id: str
+    key_id: str
+    key: Ed25519PublicKey = field(repr=False, compare=False)
+
+    @classmethod
+    def from_key(cls, key: Ed25519PublicKey, issuer_id: str) -> IssuerPublicKey:
+        return cls(_check_issuer_id(issuer_id), key_id_of(key.public_bytes(*_RAW)), key)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, issuer_id: str | None = None, *, source: str = "PEM") -> IssuerPublicKey:
+        """Parse a public PEM; the issuer id is ``issuer_id``, else the PEM's own line, else ``key-<id>``."""
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise CredentialKeyError(f"{source} holds no readable public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise CredentialKeyError(f"{source} does not hold an Ed25519 (issuer) public key")
+        if issuer_id is None:
+            line = _ISSUER_LINE.search(pem.split(b"-----BEGIN", 1)[0])
+            if line is not None:
+                issuer_id = line.group(1).decode("ascii", "replace")
+        if issuer_id is None:
+            issuer_id = "key-" + key_id_of(key.public_bytes(*_RAW))
+        return cls.from_key(key, issuer_id)
+
+    @classmethod
+    def load(cls, path: Path, issuer_id: str | None = None) -> IssuerPublicKey:
+        data = _read_limited(path, "issuer public key", private=False)
+        return cls.from_pem(data, issuer_id, source=f"the issuer public key file {str(path)!r}")
+
+    def to_pem(self) -> bytes:
+        return f"SafePassage issuer: {self.issuer_id}\n".encode("ascii") + _spki_pem(self.key)
+
+
+class TrustedIssuers:
+    """The issuer keys a device accepts credentials from, by key id."""
+
+    def __init__(self, keys: Iterable[IssuerPublicKey] = ()) -> None:
+        self._by_id: dict[str, IssuerPublicKey] = {}
+        for key in keys:
+            known = self._by_id.get(key.key_id)
+            if known is not None and known.issuer_id != key.issuer_id:
+                raise CredentialKeyError(
+                    f"issuer key {key.key_id} is listed for both {known.issuer_id!r} and {key.issuer_id!r}"
+                )
+            self._by_id[key.key_id] = key
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> TrustedIssuers:
+        return cls(IssuerPublicKey.load(path) for path in paths)
+
+    def get(self, key_id: str) -> IssuerPublicKey:
+        """The trusted key with this id; UnknownIssuer when there is none."""
+        try:
+            return self._by_id[key_id]
+        except KeyError:
+            raise UnknownIssuer(
+                f"the credential is signed by issuer key {key_id}, which is not trusted here"
+            ) from None
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._by_id
+
+    def __iter__(self) -> Iterator[IssuerPublicKey]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __repr__(self) -> str:
+        return f"TrustedIssuers({sorted(self._by_id)})"
+
+
+class ReaderKey:
+    """An agency device's X25519 key, which opens the sealed part of credentials issued to it."""
+
+    __slots__ = ("_private", "key_id", "public")
+
+    def __init__(self, private: X25519PrivateKey) -> None:
+        if not isinstance(private, X25519PrivateKey):
+            raise CredentialKeyError("a reader key must be an X25519 private key")
+        self._private = private
+        self.public = ReaderPublicKey.from_key(private.public_key())
+        self.key_id = self.public.key_id
+
+    @classmethod
+    def generate(cls) -> ReaderKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: Path) -> ReaderKey:
+        key = _load_private(path, "reader key")
+        if not isinstance(key, X25519PrivateKey):
+            raise CredentialKeyError(f"the reader key file {str(path)!r} does not hold an X25519 key")
+        return cls(key)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> ReaderKey:
+        """Load the key at ``path``, creating it (0600, atomically) when there is none."""
+        if not path.exists():
+            _create_private(path, _private_pem(X25519PrivateKey.generate()), "reader key")
+        return cls.load(path)
+
+    def public_pem(self) -> bytes:
+        return self.public.to_pem()
+
+    def exchange(self, peer_raw: bytes) -> bytes:
+        """X25519 shared secret with a raw 32-byte public key (ValueError for a degenerate one)."""
+        return self._private.exchange(X25519PublicKey.from_public_bytes(peer_raw))
+
+    def __repr__(self) -> str:
+        return f"ReaderKey(key_id={self.key_id})"
+
+
+@dataclass(frozen=True)
+class ReaderPublicKey:
+    """A reader's public key, as an issuer encrypts to it."""
+
+    key_id: str
+    key: X25519PublicKey = field(repr=False, compare=False)
+
+    @classmethod
+    def from_key(cls, key: X25519PublicKey) -> ReaderPublicKey:
+        return cls(key_id_of(key.public_bytes(*_RAW)), key)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, *, source: str = "PEM") -> ReaderPublicKey:
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise CredentialKeyError(f"{source} holds no readable public key: {exc}") from None
+        if not isinstance(key, X25519PublicKey):
+            raise CredentialKeyError(f"{source} does not hold an X25519 (reader) public key")
+        return cls.from_key(key)
+
+    @classmethod
+    def load(cls, path: Path) -> ReaderPublicKey:
+        data = _read_limited(path, "reader public key", private=False)
+        return cls.from_pem(data, source=f"the reader public key file {str(path)!r}")
+
+    @property
+    def raw(self) -> bytes:
+        return self.key.public_bytes(*_RAW)
+
+    def to_pem(self) -> bytes:
+        return _spki_pem(self.key)

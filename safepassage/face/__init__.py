@@ -1,0 +1,69 @@
+"""Face embedding for the server: image bytes in, face embeddings out.
+
+    pixels = decode_image(data, ImageLimits())
+    embedder = DlibEmbedder()            # loads and verifies model weights
+    [face] = embedder.embed(pixels, FaceSelection.SINGLE)
+
+Backends implement ``Embedder``; callers depend on that protocol and on the
+model manifest (``embedder.model``), never on a backend's internals.
+Importing this package loads no native code and no model.
+"""
+
+from safepassage.core.image_formats import READ_FORMATS
+from safepassage.core.metric import Metric
+from safepassage.face.dlib_embedder import DlibEmbedder
+from safepassage.face.embedder import DetectedFace, Embedder, FaceBox, FaceSelection
+from safepassage.face.errors import (
+    FacesError,
+    ImageDecodeError,
+    ImageTooLarge,
+    ImageTooSmall,
+    ModelFileMissing,
+    ModelIntegrityError,
+    MultipleFacesFound,
+    NoFaceFound,
+)
+from safepassage.face.image import (
+    ImageHeader,
+    ImageLimits,
+    decode_image,
+    read_header,
+    sniff_format,
+)
+from safepassage.face.model import (
+    DLIB_FIVE_POINT_LANDMARKS,
+    DLIB_RESNET_V1,
+    EmbeddingModel,
+    WeightsFile,
+    file_sha256,
+    verify_weights,
+)
+
+__all__ = [
+    "DLIB_FIVE_POINT_LANDMARKS",
+    "DLIB_RESNET_V1",
+    "READ_FORMATS",
+    "DetectedFace",
+    "DlibEmbedder",
+    "Embedder",
+    "EmbeddingModel",
+    "FaceBox",
+    "FaceSelection",
+    "FacesError",
+    "ImageDecodeError",
+    "ImageHeader",
+    "ImageLimits",
+    "ImageTooLarge",
+    "ImageTooSmall",
+    "Metric",
+    "ModelFileMissing",
+    "ModelIntegrityError",
+    "MultipleFacesFound",
+    "NoFaceFound",
+    "WeightsFile",
+    "decode_image",
+    "file_sha256",
+    "read_header",
+    "sniff_format",
+    "verify_weights",
+]

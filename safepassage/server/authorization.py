@@ -1,0 +1,238 @@
+"""Who may do what, to which purpose of gallery: the whole policy in one table.
+
+Checked by the access interceptor before any servicer runs. Watchlist roles
+can never reach a PROTECTED_IDENTITY gallery's templates: protected records
+are reached only through ProtectedIdentityService, whose flows check the
+holder's consent (MatchingService's template and search calls would bypass
+it, so they are closed on protected galleries to every role). There, NGO
+caseworkers and kiosks enrol, change consent, issue credentials and erase,
+each also subject to the record policy (safepassage/enrolment/record_policy.py: the
+caller's organisation, the holder's proof); caseworkers run the duplicate
+check; officers and kiosks verify a holder 1:1; no
+officer has any 1:N over protected records. Auditors see metadata and the
+transparency log, never a search. A CCTV unit may only stream searches to a
+watchlist, and only under a signed authorisation (see cctv_authorisation.py).
+
+Thresholds belong to the gallery. A camera searches every passing face, so it
+may not name a threshold or a target FPIR at all; another role may name one
+only to be stricter than the gallery's own (a lower distance, a higher
+similarity, whichever way the gallery's metric runs), never looser.
+
+A kept CCTV hit is confirmed by a role with CONFIRM_MATCH on the gallery's
+purpose (officers, on watchlists), and only a hit that a camera searched
+under a CCTV authorisation for that gallery: the kept probe records the
+camera and the authorisation's id. The probe must be named with its own
+gallery (another gallery's probe is NOT_FOUND); it is confirmed once.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+
+from safepassage.core.errors import PermissionDenied
+from safepassage.core.metric import Metric
+from safepassage.matcher import GalleryPurpose
+from safepassage.server.identity import Caller, Role
+
+W = frozenset({GalleryPurpose.WATCHLIST})
+P = frozenset({GalleryPurpose.PROTECTED_IDENTITY})
+WP = W | P
+
+
+class Operation(enum.StrEnum):
+    """The RPCs, by their short names."""
+
+    CREATE_GALLERY = "CreateGallery"
+    LIST_GALLERIES = "ListGalleries"
+    DESCRIBE_GALLERY = "DescribeGallery"
+    DELETE_GALLERY = "DeleteGallery"
+    CALIBRATE_GALLERY = "CalibrateGallery"
+    RENEW_TEMPLATE_PROTECTION = "RenewTemplateProtection"
+    INSERT_TEMPLATE = "InsertTemplate"
+    BULK_INSERT_TEMPLATES = "BulkInsertTemplates"
+    DELETE_TEMPLATE = "DeleteTemplate"
+    COUNT_TEMPLATES = "CountTemplates"
+    IDENTIFY = "Identify"
+    VERIFY = "Verify"
+    IDENTIFY_STREAM = "IdentifyStream"
+    CONFIRM_MATCH = "ConfirmMatch"
+    # ProtectedIdentityService
+    ENROL_RECORD = "EnrolRecord"
+    GET_CONSENT = "GetConsent"
+    CHANGE_CONSENT = "ChangeConsent"
+    ISSUE_CREDENTIAL = "IssueCredential"
+    CHANGE_PIN = "ChangePin"
+    GET_CREDENTIAL_REVOCATIONS = "GetCredentialRevocations"
+    VERIFY_HOLDER = "VerifyHolder"
+    CHECK_DUPLICATE = "CheckDuplicate"
+    SHARE_RECORD = "ShareRecord"
+    ERASE_RECORD = "EraseRecord"
+    LIST_REFERRALS = "ListReferrals"
+    ACKNOWLEDGE_REFERRAL = "AcknowledgeReferral"
+    ROTATE_RECORD_KEYS = "RotateRecordKeys"
+    GET_PUBLIC_KEYS = "GetPublicKeys"
+
+
+NGO = frozenset({Role.NGO_CASEWORKER, Role.KIOSK})
+
+# Operations that name no gallery: the role alone decides.
+GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
+    Operation.LIST_GALLERIES: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Operation.GET_CONSENT: NGO,
+    Operation.CHANGE_CONSENT: NGO,
+    Operation.ISSUE_CREDENTIAL: NGO,
+    Operation.CHANGE_PIN: NGO,
+    # Retired credential ids (random, nothing personal), for offline readers to sync.
+    Operation.GET_CREDENTIAL_REVOCATIONS: frozenset(Role),
+    # The holder at a border desk, or at the NGO's kiosk to see their own record.
+    Operation.VERIFY_HOLDER: frozenset({Role.OFFICER, Role.KIOSK}),
+    # Sharing and referrals are the caseworker's, never a self-service kiosk's.
+    Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ERASE_RECORD: NGO,
+    Operation.LIST_REFERRALS: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ACKNOWLEDGE_REFERRAL: frozenset({Role.NGO_CASEWORKER}),
+    Operation.ROTATE_RECORD_KEYS: frozenset({Role.ADMIN}),
+    Operation.RENEW_TEMPLATE_PROTECTION: frozenset({Role.ADMIN}),
+    # Public keys, for checking receipts and credentials offline.
+    Operation.GET_PUBLIC_KEYS: frozenset(Role),
+}
+
+# Operations on one gallery: role -> the purposes it may touch.
+MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
+    Operation.CREATE_GALLERY: {Role.ADMIN: WP},
+    Operation.DELETE_GALLERY: {Role.ADMIN: WP},
+    # Calibration searches a gallery with impostors or its own templates (scores are kept, no
+    # identities); on protected records that would be a 1:N outside any holder's consent.
+    Operation.CALIBRATE_GALLERY: {Role.ADMIN: W},
+    Operation.DESCRIBE_GALLERY: {
+        Role.ADMIN: WP,
+        Role.AUDITOR: WP,
+        Role.OFFICER: W,
+        Role.CCTV_EDGE: W,
+        Role.KIOSK: WP,
+        Role.NGO_CASEWORKER: P,
+    },
+    Operation.INSERT_TEMPLATE: {Role.ADMIN: W},
+    Operation.BULK_INSERT_TEMPLATES: {Role.ADMIN: W},
+    Operation.DELETE_TEMPLATE: {Role.ADMIN: W},
+    Operation.COUNT_TEMPLATES: {Role.ADMIN: WP, Role.AUDITOR: WP, Role.NGO_CASEWORKER: P},
+    Operation.IDENTIFY: {Role.OFFICER: W},
+    Operation.VERIFY: {Role.OFFICER: W, Role.KIOSK: W},
+    Operation.IDENTIFY_STREAM: {Role.OFFICER: W, Role.CCTV_EDGE: W},
+    Operation.CONFIRM_MATCH: {Role.OFFICER: W},
+    # Protected records enter only with consent, through EnrolRecord.
+    Operation.ENROL_RECORD: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
+    # The NGO caseworker's 1:N on protected records: only over holders who allow it, naming only
+    # the caller's own organisation's records. Never a kiosk's: a self-service screen would let
+    # anyone test a photo for membership.
+    Operation.CHECK_DUPLICATE: {Role.NGO_CASEWORKER: P},
+}
+
+PROTECTED_IDENTITY_OPERATIONS = frozenset(
+    {
+        Operation.ENROL_RECORD,
+        Operation.GET_CONSENT,
+        Operation.CHANGE_CONSENT,
+        Operation.ISSUE_CREDENTIAL,
+        Operation.CHANGE_PIN,
+        Operation.GET_CREDENTIAL_REVOCATIONS,
+        Operation.VERIFY_HOLDER,
+        Operation.CHECK_DUPLICATE,
+        Operation.SHARE_RECORD,
+        Operation.ERASE_RECORD,
+        Operation.LIST_REFERRALS,
+        Operation.ACKNOWLEDGE_REFERRAL,
+        Operation.ROTATE_RECORD_KEYS,
+        Operation.GET_PUBLIC_KEYS,
+    }
+)
+
+# Operations every authenticated client may call (health, reflection).
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
+
+
+def operation_of(method: str) -> Operation | None:
+    """The Operation of a full gRPC method name, None for the open services."""
+    if method.startswith(OPEN_SERVICES):
+        return None
+    name = method.rsplit("/", 1)[-1]
+    try:
+        return Operation(name)
+    except ValueError:
+        raise PermissionDenied(f"method {method} is not in the authorisation matrix") from None
+
+
+def may_call(caller: Caller, operation: Operation) -> bool:
+    """Whether the role may call the operation on some purpose (checked before reading the request)."""
+    if operation in GALLERY_FREE:
+        return caller.role in GALLERY_FREE[operation]
+    return caller.role in MATRIX[operation]
+
+
+def check_call(caller: Caller, operation: Operation) -> None:
+    if not may_call(caller, operation):
+        raise PermissionDenied(f"role {caller.role.value} may not call {operation.value}")
+
+
+def check_purpose(caller: Caller, operation: Operation, gallery_id: str, purpose: GalleryPurpose) -> None:
+    """Raise PermissionDenied unless the role may do `operation` on a gallery of `purpose`."""
+    allowed = MATRIX.get(operation, {}).get(caller.role, frozenset())
+    if purpose not in allowed:
+        raise PermissionDenied(
+            f"role {caller.role.value} may not call {operation.value} on gallery {gallery_id!r}"
+            f" ({purpose.value} galleries)"
+        )
+
+
+# Searches whose requests may carry a threshold (or, Identify, a target FPIR).
+THRESHOLD_OPERATIONS = frozenset({Operation.IDENTIFY, Operation.VERIFY, Operation.IDENTIFY_STREAM})
+# Roles that always search at the gallery's own threshold.
+GALLERY_THRESHOLD_ONLY = frozenset({Role.CCTV_EDGE})
+
+
+def check_may_choose_threshold(caller: Caller, operation: Operation, gallery_id: str) -> None:
+    """Raise PermissionDenied if the role may not name a threshold or target FPIR at all."""
+    if caller.role in GALLERY_THRESHOLD_ONLY:
+        raise PermissionDenied(
+            f"role {caller.role.value} may not choose the threshold of {operation.value} on gallery"
+            f" {gallery_id!r}: it searches at the gallery's own threshold (send neither threshold"
+            " nor target_fpir)"
+        )
+
+
+def _wire(value: float) -> float:
+    """The value at the API's float32 precision, so naming the gallery's own threshold is not looser."""
+    try:
+        result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond float32: no request can name it
+        return value
+    return result
+
+
+def check_stricter_threshold(
+    caller: Caller, operation: Operation, gallery_id: str, metric: Metric, own: float, asked: float
+) -> None:
+    """Raise PermissionDenied if `asked` would match more than the gallery's own threshold `own`."""
+    check_may_choose_threshold(caller, operation, gallery_id)
+    looser = _wire(asked) < _wire(own) if metric.higher_is_closer else _wire(asked) > _wire(own)
+    if looser:
+        way = "lower" if metric.higher_is_closer else "higher"
+        raise PermissionDenied(
+            f"role {caller.role.value} asked {operation.value} on gallery {gallery_id!r} for a threshold"
+            f" looser than the gallery's own ({way}, {metric.value}); a request may only make it stricter"
+        )
+
+
+def check_confirmation(
+    caller: Caller, gallery_id: str, purpose: GalleryPurpose, authorisation_id: str
+) -> None:
+    """Raise PermissionDenied unless the caller may confirm this kept hit of `gallery_id`."""
+    check_purpose(caller, Operation.CONFIRM_MATCH, gallery_id, purpose)
+    if not authorisation_id:
+        # Kept before hits recorded their authorisation: nothing shows a camera was allowed to search.
+        raise PermissionDenied(
+            f"the hit in gallery {gallery_id!r} was not kept under a CCTV authorisation;"
+            " it cannot be confirmed"
+        )

@@ -1,0 +1,122 @@
+"""What a call's transparency-log entry says about it: its rate class and its answer.
+
+The access interceptor (access.py) decides and records; this module only reads: which
+operation class a call is charged as (limits.py), and the outcome and count details an
+answer gives its log entry. Hashes and counts only: a client's own text (a stream's
+request id, a kept probe's id) enters as a keyed pseudonym (pseudonyms.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from safepassage import store
+from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import protected_identity_pb2 as ppb
+from safepassage.server.authorization import Operation
+from safepassage.server.limits import OperationClass
+from safepassage.server.pseudonyms import LogPseudonyms
+
+SEARCHES = frozenset(
+    {
+        Operation.IDENTIFY,
+        Operation.VERIFY,
+        Operation.IDENTIFY_STREAM,
+        Operation.VERIFY_HOLDER,
+        Operation.CHECK_DUPLICATE,
+    }
+)
+WRITES = frozenset(
+    {
+        Operation.INSERT_TEMPLATE,
+        Operation.BULK_INSERT_TEMPLATES,
+        Operation.DELETE_TEMPLATE,
+        Operation.CONFIRM_MATCH,
+        Operation.ENROL_RECORD,
+        Operation.CHANGE_CONSENT,
+        Operation.ISSUE_CREDENTIAL,
+        Operation.CHANGE_PIN,
+        Operation.ERASE_RECORD,
+        Operation.ACKNOWLEDGE_REFERRAL,
+    }
+)
+ADMINISTRATION = frozenset(
+    {
+        Operation.CREATE_GALLERY,
+        Operation.DELETE_GALLERY,
+        Operation.ROTATE_RECORD_KEYS,
+        Operation.CALIBRATE_GALLERY,
+        Operation.RENEW_TEMPLATE_PROTECTION,
+    }
+)
+
+
+# The outcomes of an answered search.
+DECISIONS = frozenset({"MATCH", "NO_MATCH"})
+
+
+def operation_class(operation: Operation) -> OperationClass:
+    if operation in SEARCHES:
+        return OperationClass.SEARCH
+    if operation in WRITES:
+        return OperationClass.WRITE
+    if operation in ADMINISTRATION:
+        return OperationClass.ADMIN
+    return OperationClass.READ
+
+
+def outcome_of(response: Any, pseudonyms: LogPseudonyms) -> tuple[str, dict[str, str]]:
+    # Same details whatever PIN was given: a duress verification must look ordinary here too.
+    # (The record a protected call is about is added from the call's notes: call_notes.py.)
+    if isinstance(response, ppb.VerifyHolderResponse):
+        return pb.Decision.Name(response.decision), {}
+    if isinstance(response, ppb.CheckDuplicateResponse):
+        # MATCH / NO_MATCH, so the fishing detector counts duplicate checks like any search.
+        matched = response.matches_elsewhere > 0 or any(c.match for c in response.candidates)
+        return ("MATCH" if matched else "NO_MATCH"), {
+            "candidates": str(len(response.candidates)),
+            "searched": str(response.searched),
+        }
+    if isinstance(response, ppb.ListReferralsResponse):
+        return "OK", {"referrals": str(len(response.referrals))}
+    if isinstance(response, pb.IdentifyResponse):
+        details = {"faces": str(len(response.faces))}
+        if response.HasField("target_fpir"):
+            # A count: the log's shape rules keep free-form numbers out.
+            details["target_fpir_ppm"] = str(round(response.target_fpir * 1_000_000))
+        return pb.Decision.Name(response.decision), details
+    if isinstance(response, pb.Gallery) and response.HasField("calibration"):
+        return "OK", {"impostor_searches": str(response.calibration.impostor_searches)}
+    if isinstance(response, pb.RenewTemplateProtectionResponse):
+        return "OK", {
+            "protection_version": str(response.protection_version),
+            "galleries": str(len(response.galleries)),
+        }
+    if isinstance(response, pb.VerifyResponse):
+        return pb.Decision.Name(response.decision), {}
+    if isinstance(response, pb.BulkInsertResponse):
+        return "OK", {"inserted": str(response.inserted), "failed": str(response.failed)}
+    if isinstance(response, pb.IdentifyStreamResponse):
+        # The request id and "replayed" let an auditor count the searches made per query.
+        details = _request_details(response.request_id, pseudonyms)
+        if response.WhichOneof("outcome") == "error":
+            code = response.error.code
+            return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN"), details
+        details["faces"] = str(len(response.result.faces))
+        if response.probe_id:
+            # The id is the handle a hit is confirmed by: the log links hit and confirmation by pseudonym.
+            details["probe_hmac_sha256"] = pseudonyms.probe(response.probe_id)
+        if response.replayed:
+            details["replayed"] = "true"
+        return pb.Decision.Name(response.result.decision), details
+    return "OK", {}
+
+
+def _request_details(request_id: str, pseudonyms: LogPseudonyms) -> dict[str, str]:
+    """A valid request id as its keyed pseudonym: the client chose the text, so it never enters the log
+    as written, yet an auditor can count the answers (and replays) per id. Invalid ids: nothing."""
+    if not store.REQUEST_ID.fullmatch(request_id):
+        return {}
+    return {"request_id_hmac_sha256": pseudonyms.request_id(request_id)}

@@ -1,0 +1,86 @@
+"""The durable source of truth: galleries and AES-GCM-sealed face templates in SQLite.
+
+The matcher rebuilds or verifies its in-memory index from this store at
+start-up: ``TemplateStore.iter_templates`` yields what to index and
+``TemplateStore.state`` what the index must agree with, using
+``gallery_digest``/``template_digest`` (whose definition is in safepassage.store.digest).
+``TemplateStore`` (safepassage.store.database) holds the templates and, through
+safepassage.store.galleries, the gallery rows.
+Camera probes kept for review (safepassage.store.probes) and answers given on identify
+streams (safepassage.store.replies) are sealed with the same key, each in a file of its own.
+"""
+
+from safepassage.store.database import TemplateStore
+from safepassage.store.digest import (
+    DIGEST_SIZE,
+    EMPTY_DIGEST,
+    gallery_digest,
+    template_digest,
+    xor_digests,
+)
+from safepassage.store.errors import (
+    DuplicateReference,
+    GalleryExists,
+    GalleryNotFound,
+    InvalidKey,
+    InvalidRecord,
+    InvalidTemplate,
+    ReferenceNotFound,
+    SchemaMismatch,
+    StoreClosed,
+    StoreCorrupted,
+    StoreError,
+    StoreUnavailable,
+    TemplateIntegrityError,
+)
+from safepassage.store.keys import KEY_SIZE
+from safepassage.store.probes import KeptProbe, ProbeNotFound, ProbeStore
+from safepassage.store.records import GalleryRecord, GalleryState, StoredTemplate
+from safepassage.store.replies import (
+    REQUEST_ID,
+    InvalidRequestId,
+    ReplyIntegrityError,
+    ReplyLedger,
+    StoredReply,
+    check_request_id,
+)
+from safepassage.store.schema import SCHEMA_VERSION
+from safepassage.store.sealing import SEAL_VERSION, TemplateSealer
+
+__all__ = [
+    "DIGEST_SIZE",
+    "EMPTY_DIGEST",
+    "KEY_SIZE",
+    "REQUEST_ID",
+    "SCHEMA_VERSION",
+    "SEAL_VERSION",
+    "DuplicateReference",
+    "GalleryExists",
+    "GalleryNotFound",
+    "GalleryRecord",
+    "GalleryState",
+    "InvalidKey",
+    "InvalidRecord",
+    "InvalidRequestId",
+    "InvalidTemplate",
+    "KeptProbe",
+    "ProbeNotFound",
+    "ProbeStore",
+    "ReferenceNotFound",
+    "ReplyIntegrityError",
+    "ReplyLedger",
+    "SchemaMismatch",
+    "StoreClosed",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreUnavailable",
+    "StoredReply",
+    "StoredTemplate",
+    "TemplateIntegrityError",
+    "TemplateSealer",
+    "TemplateStore",
+    "check_request_id",
+    "gallery_digest",
+    "template_digest",
+    "xor_digests",
+]
