@@ -1,8 +1,8 @@
-"""Face detection evaluation: CenterFace (camera_edge) against dlib's HOG detector, on real photos and video.
+"""Face detection evaluation: CenterFace (safepassage.face) against dlib's HOG detector, on photos and video.
 
 What it measures, on the shared face data (../shared/data/faces, or $SAFEPASSAGE_FACES_DIR):
 
-1. **Box mapping** (safepassage.camera_edge.box_mapping): both detectors run on every LFW
+1. **Box mapping** (safepassage.face.box_mapping): both detectors run on every LFW
    image (250x250; dlib with upsample 1) and on the face_recognition/ photos;
    faces are paired one-to-one at IoU >= 0.4. The mapping is fitted by least
    squares on the pairs from the first 400 LFW images (sorted paths) and judged
@@ -54,15 +54,15 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from safepassage.camera_edge.box_mapping import (
+from safepassage.evaluation.intervals import Rate
+from safepassage.face.box_mapping import (
     CALIBRATED,
     BoxMapping,
     DlibRect,
     geometry_features,
     to_dlib_box,
 )
-from safepassage.camera_edge.detection import Box, CenterFaceDetector, Detection, Frame, iou_matrix
-from safepassage.evaluation.intervals import Rate
+from safepassage.face.detection import Box, CenterFaceDetector, Detection, Frame, iou_matrix
 from safepassage.model_pack.centerface import extract_centerface
 
 REPO = Path(__file__).resolve().parent.parent
@@ -756,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     if args.calibrate:
-        print("\nConstants for safepassage/camera_edge/box_mapping.py (fitted on the calibration faces):\n")
+        print("\nConstants for safepassage/face/box_mapping.py (fitted on the calibration faces):\n")
         print(source)
 
     result = {

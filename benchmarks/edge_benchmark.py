@@ -37,9 +37,9 @@ import cv2  # noqa: E402
 from safepassage.api.v1 import matching_pb2 as pb  # noqa: E402
 from safepassage.camera_edge.capture import CaptureLoop, Pace  # noqa: E402
 from safepassage.camera_edge.edge_loop import EdgeLoop, LoopSettings  # noqa: E402
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline  # noqa: E402
 from safepassage.camera_edge.sources import SourceSpec, open_source  # noqa: E402
 from safepassage.camera_edge.tracking import ReadyTrack  # noqa: E402
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, load_pipeline  # noqa: E402
 
 # Clip (under video/) -> people it shows, hand counted (None: use the 15 fps run's count).
 CLIPS: dict[str, int | None] = {

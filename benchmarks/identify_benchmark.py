@@ -65,11 +65,12 @@ from google.protobuf import __version__ as protobuf_version
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage.app import Service, create_server
+from safepassage.app import create_server
 from safepassage.matcher import FlatIndex, Matcher, Metric, exact_search
 from safepassage.server.config import load_config
 from safepassage.server.identity import Role
-from safepassage.server.pki import IssuedCert, Pki
+from safepassage.server.pki_issuance import IssuedCert, Pki
+from safepassage.server.service import Service
 
 Vectors = npt.NDArray[np.float32]
 Top1 = tuple[str, float]  # (reference id, score) of the closest candidate

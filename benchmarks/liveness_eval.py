@@ -75,8 +75,7 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from safepassage.camera_edge.detection import Detection  # noqa: E402
-from safepassage.camera_edge.errors import LivenessFailed, PipelineInputError  # noqa: E402
+from safepassage.camera_edge.errors import LivenessFailed  # noqa: E402
 from safepassage.camera_edge.liveness import (  # noqa: E402
     ChallengeState,
     HeadTurnChallenge,
@@ -84,8 +83,10 @@ from safepassage.camera_edge.liveness import (  # noqa: E402
     TurnDirection,
 )
 from safepassage.camera_edge.parallax import planar_parallax, yaw_proxy  # noqa: E402
-from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
 from safepassage.evaluation.intervals import Rate  # noqa: E402
+from safepassage.face.detection import Detection  # noqa: E402
+from safepassage.face.errors import PipelineInputError  # noqa: E402
+from safepassage.face.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
 
 Frame = npt.NDArray[np.uint8]
 FACES_ENV = "SAFEPASSAGE_FACES_DIR"

@@ -44,12 +44,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks import liveness_eval as tuned  # noqa: E402
-from safepassage.camera_edge.detection import Detection  # noqa: E402
-from safepassage.camera_edge.errors import PipelineInputError  # noqa: E402
 from safepassage.camera_edge.liveness import LivenessSettings  # noqa: E402
 from safepassage.camera_edge.parallax import yaw_proxy  # noqa: E402
-from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
 from safepassage.evaluation.intervals import Rate  # noqa: E402
+from safepassage.face.detection import Detection  # noqa: E402
+from safepassage.face.errors import PipelineInputError  # noqa: E402
+from safepassage.face.pipeline import Detector, PipelineSettings, load_pipeline  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "liveness_heldout.json"
 TUNING_JSON = REPO / "benchmarks" / "results" / "liveness.json"

@@ -40,9 +40,9 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline  # noqa: E402
 from safepassage.evaluation import metrics  # noqa: E402
 from safepassage.face import ImageLimits, decode_image  # noqa: E402
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, load_pipeline  # noqa: E402
 
 Vector = npt.NDArray[np.float32]
 
@@ -138,7 +138,7 @@ def embed_same_chips(
     """Embedding stage alone, ONNX against dlib, on the very same aligned chips."""
     import dlib
 
-    from safepassage.camera_edge.alignment import dlib_chip
+    from safepassage.face.alignment import dlib_chip
     from safepassage.model_pack.build import dlib_models_dir
 
     chips = np.stack([dlib_chip(image, landmarks) for image, landmarks in samples])

@@ -9,7 +9,7 @@ under the current KEK version; the record, the holder's secrets and three
 one transaction per record. Then, at N:
 
     insert    seal + wrap + insert of each record (records/s, per-record p50/p99)
-    open      one record opened as ProtectedRecords.open does: vault.get, unwrap,
+    open      one record opened as ProtectedRecords.open does: vault.records.get, unwrap,
               open, ProtectedRecord.from_bytes (warm cache, random records)
     size      vault file bytes per record, after a checkpoint
     rotation  KeyCustodian.rotate(): new KEK version, every data key unwrapped and
@@ -17,7 +17,7 @@ one transaction per record. Then, at N:
               twice: the vault's first rotation (1 -> 2) rewrites every row in full
               (SQLite stores the integer 1 in no bytes), a later one does not
     erasure   what safepassage.enrolment.erasure.erase does once the templates are gone: a
-              rotation whose before_destroy signs the receipt and calls vault.erase
+              rotation whose before_destroy signs the receipt and calls vault.erasures.erase
               (row deleted, tombstone left, WAL truncated)
 
 Two records: "text" (about 3 KB of canonical JSON: personal details, three
@@ -81,7 +81,10 @@ from safepassage.enrolment.record import (
 )
 from safepassage.enrolment.record_cipher import SEALED_OVERHEAD, RecordCipher
 from safepassage.enrolment.service import _RECORD, _SECRETS, _TEMPLATES, new_record_id, templates_to_bytes
-from safepassage.enrolment.vault import ConsentEntry, RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_consents import ConsentEntry
+from safepassage.enrolment.vault_erasures import Tombstone
+from safepassage.enrolment.vault_records import StoredRecord
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "records.json"
 DEFAULT_SIZES = [1_000, 10_000, 100_000]
@@ -269,8 +272,8 @@ class Inserted:
 
 @dataclass(frozen=True)
 class Opened:
-    latency: Latency  # vault.get + unwrap + open + parse, as ProtectedRecords.open
-    get: Latency  # vault.get alone (SQLite, warm page cache)
+    latency: Latency  # vault.records.get + unwrap + open + parse, as ProtectedRecords.open
+    get: Latency  # vault.records.get alone (SQLite, warm page cache)
     unwrap_and_open: Latency  # unwrap the data key (AES-GCM) + open the sealed record (HKDF, AES-GCM)
     parse: Latency  # ProtectedRecord.from_bytes
 
@@ -308,15 +311,15 @@ class Rotated:
 
 @dataclass(frozen=True)
 class Erased:
-    seconds: float  # the whole erasure: rotation + receipt + vault.erase (with WAL truncate) + destroy
+    seconds: float  # the whole erasure: rotation + receipt + vault.erasures.erase (WAL truncated) + destroy
     keys_rewrapped: int  # every record's, the erased one's too: its row is deleted after the rewrap
     per_key_us: float
-    # vault.erase alone: DELETE, tombstone, then the WAL checkpoint and truncate, which also copies the
-    # pages the rotation just rewrote into the main file
+    # vault.erasures.erase alone: DELETE, tombstone, then the WAL checkpoint and truncate, which also copies
+    # the pages the rotation just rewrote into the main file
     vault_erase_ms: float
     bytes_written: int | None
     kek_versions_destroyed: tuple[int, ...]
-    erased_record_gone: bool  # vault.get raises RecordErased
+    erased_record_gone: bool  # vault.records.get raises RecordErased
     survivor_opens: bool  # another record still opens under the new KEK version
     live_kek_versions: int
     records_left: int
@@ -397,7 +400,7 @@ class Bench:
             entries = [ConsentEntry(g, True, "ne-NP", CONSENT_TEXT_SHA256, now) for g in GRANTED] + [
                 ConsentEntry(g, False, "ne-NP", CONSENT_TEXT_SHA256, now) for g in REFUSED
             ]
-            self.vault.insert(stored, recovery_tag(self.lookup_key, code), entries)
+            self.vault.records.insert(stored, recovery_tag(self.lookup_key, code), entries)
         self.record_ids.append(record_id)
 
     def insert(self, size: int) -> Inserted:
@@ -416,7 +419,7 @@ class Bench:
     def open_one(self, record_id: str) -> tuple[float, float, float, float]:
         """Seconds for (the whole open, get, unwrap + open, parse): ProtectedRecords.open."""
         started = time.perf_counter()
-        stored = self.vault.get(record_id)
+        stored = self.vault.records.get(record_id)
         fetched = time.perf_counter()
         key = self.cipher.data_key(record_id, stored.wrapped_key)
         data = RecordCipher.open(key, _RECORD, stored.sealed_record)
@@ -460,7 +463,7 @@ class Bench:
         first, first_s, first_written = self.rotate()
         rotated, seconds, written = self.rotate()
         started = time.perf_counter()
-        stale = self.vault.wrapped_keys()
+        stale = self.vault.data_keys.wrapped()
         read_s = time.perf_counter() - started
         started = time.perf_counter()
         for record_id, wrapped in stale:  # in memory only: the results are dropped
@@ -503,19 +506,19 @@ class Bench:
             ).to_text()
             digest = hashlib.sha256(receipt.encode("utf-8")).hexdigest()
             started = time.perf_counter()
-            self.vault.erase(Tombstone(record_id, now.timestamp(), "holder", digest, receipt))
+            self.vault.erasures.erase(Tombstone(record_id, now.timestamp(), "holder", digest, receipt))
             erase_s.append(time.perf_counter() - started)
 
         io_start = written_bytes()
         started = time.perf_counter()
-        self.vault.begin_erasure(record_id, "holder", time.time())
+        self.vault.erasures.begin(record_id, "holder", time.time())
         with self.custodian.lock:
             rotated = self.custodian.rotate(before_destroy=shred)
-        self.vault.end_erasure(record_id)
+        self.vault.erasures.end(record_id)
         seconds = time.perf_counter() - started
         written = written_since(io_start)
         try:
-            self.vault.get(record_id)
+            self.vault.records.get(record_id)
             gone = False
         except RecordErased:
             gone = True
@@ -530,7 +533,7 @@ class Bench:
             erased_record_gone=gone,
             survivor_opens=True,
             live_kek_versions=len(self.keys.versions()),
-            records_left=self.vault.count(),
+            records_left=self.vault.records.count(),
         )
 
 
@@ -611,8 +614,8 @@ def pin_attempt_writes(count: int, payload: Payload, data_dir: Path | None) -> L
             for n in range(count):
                 record_id = bench.record_ids[n % len(bench.record_ids)]
                 before = time.perf_counter()
-                bench.vault.reserve_pin_attempt(record_id, time.time(), 5)
-                bench.vault.pin_passed(record_id)
+                bench.vault.pins.reserve(record_id, time.time(), 5)
+                bench.vault.pins.passed(record_id)
                 timings.append(time.perf_counter() - before)
         finally:
             bench.close()

@@ -13,13 +13,14 @@ from typing import Any
 
 from safepassage.enrolment.custodian import KeyCustodian
 from safepassage.enrolment.holder_templates import HolderTemplates
-from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_erasures import Erasures
+from safepassage.enrolment.vault_records import DataKeys
 
 STEPS: dict[str, tuple[Any, str]] = {
-    "journal": (RecordVault, "begin_erasure"),
+    "journal": (Erasures, "begin"),
     "templates_dropped": (HolderTemplates, "drop"),
-    "rewrapped": (RecordVault, "replace_wrapped_keys"),
-    "tombstone": (RecordVault, "erase"),
+    "rewrapped": (DataKeys, "replace"),
+    "tombstone": (Erasures, "erase"),
     "kek_destroyed": (KeyCustodian, "destroy_unused"),
 }
 

@@ -23,11 +23,18 @@ def _die(*args: object, **kwargs: object) -> None:
     os._exit(137)
 
 
-class _OsDyingAtReplace:
-    """The os module as safepassage.matcher.snapshot sees it, but os.replace ends the process."""
+def _replace_or_die(source: Any, target: Any) -> None:
+    if str(target).endswith(".snapshot"):
+        os._exit(137)
+    os.replace(source, target)
+
+
+class _OsDyingAtSnapshotReplace:
+    """The os module as safepassage.core.atomic_file sees it, but renaming a snapshot into place ends
+    the process (the other files it writes are renamed as ever)."""
 
     def __getattr__(self, name: str) -> Any:
-        return _die if name == "replace" else getattr(os, name)
+        return _replace_or_die if name == "replace" else getattr(os, name)
 
 
 def main(argv: list[str]) -> int:
@@ -40,9 +47,9 @@ def main(argv: list[str]) -> int:
 
         IndexLoader.drop = _die  # type: ignore[method-assign]
     elif fault == "die-at-snapshot-rename":
-        from safepassage.matcher import snapshot
+        from safepassage.core import atomic_file
 
-        snapshot.os = _OsDyingAtReplace()  # type: ignore[attr-defined,assignment]
+        atomic_file.os = _OsDyingAtSnapshotReplace()  # type: ignore[attr-defined,assignment]
     else:
         raise SystemExit(f"unknown fault {fault!r}")
     from safepassage.cli.main import main as cli

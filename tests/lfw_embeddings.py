@@ -42,7 +42,7 @@ class LfwEmbeddings:
     """Memoised embeddings of the LFW photos under ``lfw_root`` (one folder per identity)."""
 
     def __init__(self, lfw_root: Path, model_dir: Path) -> None:
-        from safepassage.camera_edge.pipeline import PipelineSettings
+        from safepassage.face.pipeline import PipelineSettings
 
         self.root = lfw_root
         self._embedder = OnnxEmbedder(PipelineSettings(model_dir=model_dir, threads=1))

@@ -22,7 +22,7 @@ import pytest
 
 from safepassage.server.identity import Role
 from safepassage.server.peer import client_credentials
-from safepassage.server.pki import IssuedCert, Pki
+from safepassage.server.pki_issuance import IssuedCert, Pki
 
 CLIENT_IDS: Mapping[Role, str] = {
     Role.OFFICER: "officer-1",

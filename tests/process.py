@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from safepassage.server.identity import Role
-from safepassage.server.pki import Pki
+from safepassage.server.pki_issuance import Pki
 from tests.conftest import REPO
 from tests.pki_helpers import CHANNEL_OPTIONS, ORGANISATIONS
 
@@ -79,13 +79,16 @@ class ServerProcess:
 
         def read() -> None:
             assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = PORT_LINE.search(line)
-                if match and not found:
-                    found.append(int(match.group(1)))
-                    ready.set()
-            ready.set()
+            try:
+                for line in self.process.stderr:
+                    self.log.append(line)
+                    match = PORT_LINE.search(line)
+                    if match and not found:
+                        found.append(int(match.group(1)))
+                        ready.set()
+            finally:
+                self.process.stderr.close()  # at the end of the output: no pipe left for the collector
+                ready.set()
 
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(timeout_s) or not found:

@@ -29,22 +29,20 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset(),
     "credential": frozenset({"core"}),
     "store": frozenset({"core"}),
-    "audit": frozenset({"core", "store"}),
+    "audit": frozenset({"core"}),
     "matcher": frozenset({"core", "store"}),
-    # The edge: nothing of the server side (tests/camera_edge/test_isolation.py checks the running imports).
-    "camera_edge": frozenset({"core", "api", "credential"}),
-    "face": frozenset({"core", "camera_edge"}),
-    "model_pack": frozenset({"core", "camera_edge"}),
-    "enrolment": frozenset({"core", "store", "matcher", "audit", "credential"}),
+    # The face pipeline both sides run: the edge imports it, and nothing of the server side
+    # (tests/camera_edge/test_isolation.py checks the running imports).
+    "face": frozenset({"core"}),
+    "camera_edge": frozenset({"core", "api", "credential", "face"}),
+    "model_pack": frozenset({"core", "face"}),
+    "enrolment": frozenset({"core", "store", "matcher", "credential"}),
     "evaluation": frozenset({"core", "camera_edge", "face", "store", "matcher"}),
     "server": frozenset({"core", "api", "store", "matcher", "face", "audit", "enrolment", "credential"}),
-    "app": frozenset(
-        {"core", "api", "store", "matcher", "face", "audit", "enrolment", "credential", "camera_edge"}
-        | {"server"}
-    ),
+    "app": frozenset({"api", "store", "matcher", "server"}),
     "cli": frozenset(
-        {"core", "api", "audit", "enrolment", "credential", "camera_edge", "model_pack", "server", "app"}
-        | {"evaluation"}
+        {"core", "api", "audit", "enrolment", "credential", "face", "camera_edge", "model_pack", "server"}
+        | {"app", "evaluation"}
     ),
 }
 

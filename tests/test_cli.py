@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from safepassage.server.identity import Role
-from safepassage.server.pki import Pki
+from safepassage.server.pki_issuance import Pki
 from tests.conftest import REPO
 from tests.process import ServerProcess
 

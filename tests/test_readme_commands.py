@@ -47,6 +47,8 @@ SERVE = re.compile(r"^uv run safepassage serve\b")
 EXPECTED_EXIT = re.compile(r"#.*\(exit (\d+)\)")
 # A bash function in place of uv: the test already runs in the project's environment.
 UV_SHIM = 'uv() { [ "$1" = run ] || return 2; shift; "$@"; }\n'
+# Where to write what a reader would see (each line and its output), when set: for release notes.
+TRANSCRIPT_ENV = "SAFEPASSAGE_README_TRANSCRIPT"
 # What some lines must print, beyond exiting as documented: the matches the README shows are real
 # matches. Each pattern must meet a line, so rewording the README cannot drop a check unnoticed.
 OUTPUTS = {
@@ -116,12 +118,13 @@ class Server:
 
         def read() -> None:
             assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = PORT_LINE.search(line)
-                if match and not found:
-                    found.append(int(match.group(1)))
-                    ready.set()
+            with self.process.stderr:  # closed at the end of the output
+                for line in self.process.stderr:
+                    self.log.append(line)
+                    match = PORT_LINE.search(line)
+                    if match and not found:
+                        found.append(int(match.group(1)))
+                        ready.set()
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
@@ -175,6 +178,7 @@ def test_readme_command_blocks_run_verbatim(tmp_path: Path, faces_dir: Path, mod
     server = Server(workdir, [str(venv_bin / "safepassage"), "serve"], env)  # what `make serve` runs
     ran: list[str] = []
     checked: set[str] = set()
+    transcript: list[str] = []
     try:
         for part in sections:
             assert part.blocks, f"{part.title} has no sh block"
@@ -198,6 +202,7 @@ def test_readme_command_blocks_run_verbatim(tmp_path: Path, faces_dir: Path, mod
                     expected = EXPECTED_EXIT.search(line)
                     status = int(expected.group(1)) if expected else 0
                     said = f"{line}\n-> exit {done.returncode}\n{done.stdout}{done.stderr}"
+                    transcript.append(f"$ {line}\n{done.stdout}{done.stderr}")
                     assert done.returncode == status, f"after {len(ran)} lines ran:\n{said}"
                     assert "Traceback" not in done.stdout + done.stderr, said
                     if status:
@@ -210,5 +215,7 @@ def test_readme_command_blocks_run_verbatim(tmp_path: Path, faces_dir: Path, mod
                     ran.append(line)
     finally:
         server.stop()
+        if os.environ.get(TRANSCRIPT_ENV):
+            Path(os.environ[TRANSCRIPT_ENV]).write_text("".join(transcript), encoding="utf-8")
     assert checked == set(OUTPUTS), f"README lines no longer found: {set(OUTPUTS) - checked}"
     assert len(ran) >= 20, ran

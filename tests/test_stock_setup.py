@@ -127,12 +127,13 @@ class MakeServe:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            match = PORT_LINE.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(1))
-                self._ready.set()
+        with self.process.stdout:  # closed at the end of the output
+            for line in self.process.stdout:
+                self.lines.append(line)
+                match = PORT_LINE.search(line)
+                if match and self.port is None:
+                    self.port = int(match.group(1))
+                    self._ready.set()
         self._ready.set()
 
     def log(self, last: int = 60) -> str:

@@ -3,7 +3,8 @@
 The wheel is built from this tree and installed, outside the repository, into a clean venv per
 extra with exactly the locked versions of that extra (`uv export`). Each venv then runs its entry
 points from a folder that holds no source, so nothing can be imported from the checkout:
-- `edge`: the camera side imports every module of `camera_edge` and runs `edge run --help`; the
+- `edge`: the camera side imports every module of `camera_edge` and of `face` (the pipeline it runs;
+  the dlib backend's module imports dlib only when one is built) and runs `edge run --help`; the
   server side is absent and `safepassage serve` says which extra to install, in one line;
 - `server`: every module of the server's rooms imports and `serve --help` runs; the optional
   backends (Milvus, evaluation plots) are absent and say so with an install hint;
@@ -43,7 +44,7 @@ for room in rooms:
 assert "/site-packages/" in safepassage.__file__, safepassage.__file__
 print(done)
 """
-EDGE_ROOMS = "core,api,credential,camera_edge"
+EDGE_ROOMS = "core,api,credential,face,camera_edge"
 SERVER_ROOMS = "core,api,credential,store,audit,matcher,camera_edge,face,enrolment,server,app,cli"
 # The optional backends: Milvus (the milvus extra) and the evaluation harness (evaluation, for its plots).
 OPTIONAL = "safepassage.matcher.milvus_,safepassage.evaluation"

@@ -16,12 +16,11 @@ It is replaced atomically, never left half-written.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from safepassage.audit.auditor import read_tree_heads_file
 from safepassage.audit.tree_head import SignedTreeHead
+from safepassage.core import atomic_file
 
 __all__ = ["AuditorState"]
 
@@ -52,15 +51,5 @@ class AuditorState:
             return False
         lines = [held.to_line() for held in kept] + [head.to_line()]
         data = "".join(line + "\n" for line in lines).encode("ascii")
-        folder = self._path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".{self._path.name}.{secrets.token_hex(8)}.tmp"
-        try:
-            with open(temporary, "xb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self._path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_file.replace(self._path, data, mode=None)  # the auditor's own file: its umask decides
         return True

@@ -2,7 +2,8 @@
 
 The log has its own file, apart from the template store, so that exporting
 or copying it never touches biometric data and its append rate never
-contends with enrolment writes. Settings as in :mod:`safepassage.store.connections`:
+contends with enrolment writes. Files, transactions and error mapping are the core
+recipe (:mod:`safepassage.core.sqlite`); the settings:
 
 * ``journal_mode=WAL``: readers (an export) never block an append.
 * ``synchronous=FULL``: an append returns after its COMMIT is fsynced, so an
@@ -19,15 +20,19 @@ tree and the signed tree heads expose.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from safepassage.audit.errors import AuditLogError, LogCorrupted, LogSchemaMismatch, LogUnavailable
-from safepassage.core.private_files import make_private_folder
-from safepassage.store.connections import connect_shared, failure_kind, read_transaction, write_transaction
+from safepassage.audit.errors import LogCorrupted, LogSchemaMismatch, LogUnavailable
+from safepassage.core.sqlite import (
+    SqliteErrors,
+    connect_shared,
+    prepare_private_file,
+    read_transaction,
+    write_transaction,
+)
 
 __all__ = ["SCHEMA_VERSION", "blob", "connect", "read", "sqlite_errors", "write"]
 
@@ -61,26 +66,8 @@ _SCHEMA = (
 )
 
 
-@contextmanager
-def sqlite_errors(action: str) -> Iterator[None]:
-    """Map SQLite's busy/IO and corruption errors to log errors; others pass through."""
-    try:
-        yield
-    except AuditLogError:
-        raise
-    except sqlite3.DatabaseError as exc:
-        kind = failure_kind(exc)
-        if kind == "unavailable":
-            raise LogUnavailable(f"cannot {action}: {exc}") from exc
-        if kind == "corrupt":
-            raise LogCorrupted(f"cannot {action}: {exc}") from exc
-        raise
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the file owner-only before SQLite opens it; the WAL and SHM files inherit its mode."""
-    make_private_folder(path.parent)  # missing parents 0700 too, whatever the umask
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600))
+# ``with sqlite_errors("action"):`` busy/IO -> LogUnavailable, corruption -> LogCorrupted, others pass.
+sqlite_errors = SqliteErrors(unavailable=LogUnavailable, corrupt=LogCorrupted).during
 
 
 def connect(path: Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:
@@ -92,7 +79,7 @@ def connect(path: Path, *, read_only: bool = False, busy_timeout: float = 5.0) -
                 f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout, isolation_level=None
             )
         else:
-            _prepare_file(path)
+            prepare_private_file(path)  # missing parents 0700 too, whatever the umask
             # Falls back to a private WAL index where the -shm file cannot be made (a full disk).
             conn = connect_shared(path, busy_timeout)
         try:

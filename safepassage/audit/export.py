@@ -29,13 +29,10 @@ state of the log even while the service keeps appending.
 
 from __future__ import annotations
 
-import os
+import functools
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -44,6 +41,7 @@ from safepassage.audit.cosignature import Cosignature
 from safepassage.audit.errors import LogCorrupted
 from safepassage.audit.keys import load_public_key, public_key_pem
 from safepassage.audit.tree_head import SignedTreeHead
+from safepassage.core import atomic_file
 
 __all__ = [
     "COSIGNATURES_FILE",
@@ -134,15 +132,9 @@ def read_cosignatures(conn: sqlite3.Connection) -> list[Cosignature]:
         raise LogCorrupted(f"a stored cosignature is malformed: {error}") from None
 
 
-@contextmanager
-def _replacing(path: Path) -> Iterator[IO[bytes]]:
-    """Write ``path`` under a temporary name, fsync, then rename over it."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        yield file
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+# Each file is written under a temporary name, fsynced, then renamed over the old one; the export is
+# for publishing, so the umask decides its mode.
+_replacing = functools.partial(atomic_file.replacing, mode=None)
 
 
 def write_export(conn: sqlite3.Connection, folder: Path, public_key: Ed25519PublicKey) -> ExportSummary:

@@ -19,13 +19,11 @@ fsynced), mode 0600.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 
 from safepassage.audit.errors import LogCorrupted, LogRolledBack
 from safepassage.audit.tree_head import SignedTreeHead
-from safepassage.core.private_files import make_private_folder
+from safepassage.core import atomic_file
 
 __all__ = ["HeadRecord"]
 
@@ -77,20 +75,4 @@ class HeadRecord:
                 f" {current.tree_size} in {self._path}: the log went back"
             )
         body = json.dumps({"version": _VERSION, "tree_head": head.to_json()}, sort_keys=True) + "\n"
-        folder = self._path.parent
-        make_private_folder(folder)
-        temporary = folder / f".{self._path.name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(body.encode("ascii"))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self._path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        directory = os.open(folder, os.O_RDONLY)  # the rename survives a power cut
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        atomic_file.replace(self._path, body.encode("ascii"))

@@ -10,14 +10,13 @@ export signs itself with whatever key it ships.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from safepassage.core.private_files import make_private_folder, read_private
+from safepassage.core import key_files
+from safepassage.core.private_files import PrivateFileRefused
 
 __all__ = [
     "generate_signing_key",
@@ -41,7 +40,7 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key_files.public_pem(key)
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
@@ -52,42 +51,27 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
     return key
 
 
+_WHAT = "transparency-log signing key"
+
+
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """Read a PKCS#8 PEM Ed25519 private key; ValueError unless it is one."""
+    """Read a PKCS#8 PEM Ed25519 private key; ValueError unless it is an Ed25519 one."""
     # Refused, naming the file, if group or others may read it (the one check for every key file).
-    pem = read_private(Path(path), "transparency-log signing key", limit=64 * 1024)
-    key = serialization.load_pem_private_key(pem, password=None)
+    key = key_files.load_private_pem(Path(path), _WHAT, PrivateFileRefused)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return key
 
 
 def generate_signing_key(path: Path) -> Ed25519PrivateKey:
-    """Create a new key at ``path`` (mode 0600, parents created); FileExistsError if one is there."""
-    path = Path(path)
-    make_private_folder(path.parent)
+    """Create a new key at ``path`` (mode 0600, parents created); FileExistsError if one is there.
+
+    Linked into place (:func:`safepassage.core.key_files.create_private_pem`), so two processes
+    starting at once cannot each use their own key.
+    """
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # Written in full under a temporary name, then linked into place: link()
-    # fails if the name exists, so two processes starting at once cannot each
-    # use their own key, and no reader ever sees a half-written file.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)  # the new name survives a power cut
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if not key_files.create_private_pem(Path(path), key, _WHAT, PrivateFileRefused):
+        raise FileExistsError(f"a key file is already at {path}")
     return key
 
 

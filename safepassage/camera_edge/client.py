@@ -27,11 +27,11 @@ from safepassage.camera_edge.connection import open_channel
 from safepassage.camera_edge.edge_loop import EdgeLoop, LoopSettings, LoopStats
 from safepassage.camera_edge.errors import CredentialsError, OutboxFull
 from safepassage.camera_edge.outbox import Outbox, OutboxEntry
-from safepassage.camera_edge.pipeline import FacePipeline, load_pipeline
 from safepassage.camera_edge.quality import QualitySettings
 from safepassage.camera_edge.sources import open_source
 from safepassage.camera_edge.tracking import ReadyTrack, TrackerSettings
 from safepassage.camera_edge.uploader import Uploader, UploadSettings
+from safepassage.face.pipeline import FacePipeline, load_pipeline
 
 log = logging.getLogger(__name__)
 # The server's metadata key for a signed CCTV authorisation (tests check it equals the server's).

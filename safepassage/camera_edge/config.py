@@ -41,9 +41,9 @@ from safepassage.camera_edge.capture import Pace
 from safepassage.camera_edge.connection import DeviceCredentials, check_plaintext_address
 from safepassage.camera_edge.device_key import DeviceKey, open_queue_key
 from safepassage.camera_edge.errors import EdgeConfigError
-from safepassage.camera_edge.pipeline import PipelineSettings
 from safepassage.camera_edge.sources import SourceSpec
 from safepassage.core.config_file import apply_overrides, read_tree, validate
+from safepassage.face.pipeline import PipelineSettings
 
 DEVICE_KEY_NAME = "device.key"
 # Where earlier versions kept the key when queue.key_file was not set: relative to the working directory.

@@ -15,26 +15,23 @@ callers add their own associated data to bind a blob to its row. The
 fingerprint (first 8 bytes of SHA-256 over a label and the key) lets a blob of
 another key be reported as a wrong key rather than as tampering. The AEAD key
 is HKDF-derived from the file's key so that a later use of the device key
-(e.g. signing) can take its own subkey without the two interacting.
+(e.g. signing) can take its own subkey without the two interacting. The layout
+is an instance of the one envelope (:mod:`safepassage.core.sealing`), the file
+one of the key files of :mod:`safepassage.core.key_files` (raw bytes only).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shlex
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from safepassage.camera_edge.errors import DeviceKeyError, OutboxCorrupt
-from safepassage.core.private_files import check_owner_only, make_private_folder
+from safepassage.core import key_files
+from safepassage.core.key_derivation import FINGERPRINT_SIZE, derive_key, fingerprint
+from safepassage.core.sealing import Envelope, SealingKey
 
 __all__ = [
     "FINGERPRINT_SIZE",
@@ -48,16 +45,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KEY_SIZE = 32
-FINGERPRINT_SIZE = 8
 SEAL_VERSION = 0x01
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
-_HEADER_SIZE = 1 + FINGERPRINT_SIZE
-SEALED_OVERHEAD = _HEADER_SIZE + _NONCE_SIZE + _TAG_SIZE
 
 # Domain-separation labels: part of the on-disk format.
 _FINGERPRINT_LABEL = b"safepassage/edge/device-key-fingerprint/v1\x00"
 _SEAL_INFO = b"safepassage/edge/device-seal/v1"
+_WHAT = "device key"
+
+_ENVELOPE = Envelope(
+    SEAL_VERSION, FINGERPRINT_SIZE, OutboxCorrupt, DeviceKeyError, key_name=_WHAT, binding="entry"
+)
+SEALED_OVERHEAD = _ENVELOPE.overhead
 
 
 class DeviceKey:
@@ -66,16 +64,13 @@ class DeviceKey:
     ``repr`` shows the fingerprint only; the key bytes are never formatted anywhere.
     """
 
-    __slots__ = ("_aead", "_fingerprint", "_header", "_source")
+    __slots__ = ("_key", "_source")
 
     def __init__(self, key: bytes, *, source: str = "memory") -> None:
         """Use :meth:`load` or :meth:`load_or_create`; direct use is for tests and tools."""
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
             raise DeviceKeyError(f"device key from {source} must be {KEY_SIZE} bytes")
-        self._fingerprint = hashlib.sha256(_FINGERPRINT_LABEL + key).digest()[:FINGERPRINT_SIZE]
-        seal_key = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=_SEAL_INFO).derive(key)
-        self._aead = AESGCM(seal_key)
-        self._header = bytes([SEAL_VERSION]) + self._fingerprint
+        self._key = SealingKey(_ENVELOPE, derive_key(key, _SEAL_INFO), fingerprint(key, _FINGERPRINT_LABEL))
         self._source = source
 
     @classmethod
@@ -88,78 +83,35 @@ class DeviceKey:
         """Read the key file at ``path``.
 
         Raises DeviceKeyError naming the path if it is missing, unreadable, not a
-        regular file, not exactly 32 bytes, or accessible to group or others.
+        regular file, not exactly 32 bytes, or accessible to group or others
+        (refused, not warned about: whoever can read it can read every queued probe).
         """
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise DeviceKeyError(f"cannot read the device key file {str(path)!r}: {exc.strerror}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise DeviceKeyError(f"the device key file {str(path)!r} is not a regular file")
-            # Refused, not warned about: whoever can read it can read every queued probe.
-            check_owner_only(path, info.st_mode, "device key", DeviceKeyError)
-            if info.st_size != KEY_SIZE:
-                raise DeviceKeyError(
-                    f"the device key file {str(path)!r} holds {info.st_size} bytes, expected {KEY_SIZE}"
-                )
-            data = os.read(fd, KEY_SIZE + 1)
-        except OSError as exc:
-            raise DeviceKeyError(f"cannot read the device key file {str(path)!r}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        if len(data) != KEY_SIZE:
-            raise DeviceKeyError(f"the device key file {str(path)!r} changed while it was read")
-        return cls(data, source=repr(str(path)))
+        return cls(
+            key_files.load_key(path, _WHAT, DeviceKeyError, size=KEY_SIZE, text=False), source=repr(str(path))
+        )
 
     @classmethod
     def load_or_create(cls, path: Path) -> DeviceKey:
         """Load the key at ``path``, creating it (0600, folder 0700 if new) when there is none.
 
-        The new key is written to a temporary file, fsynced, then linked into
-        place, so a crash never leaves a short key file and two processes
-        racing to create it end up with the same key.
+        Created atomically (:func:`safepassage.core.key_files.create_key`): a crash never leaves a
+        short key file and two processes racing to create it end up with the same key.
         """
-        if path.exists():
-            return cls.load(path)
-        try:
-            make_private_folder(path.parent)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                try:
-                    os.fchmod(fd, 0o600)  # the umask may have taken more bits; never fewer
-                    os.write(fd, os.urandom(KEY_SIZE))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                try:
-                    os.link(tmp, path)
-                    created = True
-                except FileExistsError:
-                    created = False  # another process won the race: use its key
-            finally:
-                tmp.unlink()
-            if created:
-                _fsync_dir(path.parent)
-                log.info("created a new device key at %s", path)
-        except OSError as exc:
-            raise DeviceKeyError(f"cannot create the device key file {str(path)!r}: {exc.strerror}") from None
+        if not path.exists() and key_files.create_key(path, _WHAT, DeviceKeyError, size=KEY_SIZE):
+            log.info("created a new device key at %s", path)
         return cls.load(path)
 
     @property
     def fingerprint(self) -> bytes:
         """8-byte identifier of the key; safe to store and log."""
-        return self._fingerprint
+        return self._key.key_id
 
     def __repr__(self) -> str:
-        return f"DeviceKey(source={self._source}, fingerprint={self._fingerprint.hex()})"
+        return f"DeviceKey(source={self._source}, fingerprint={self.fingerprint.hex()})"
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` bound to ``aad``: version | fingerprint | nonce | ciphertext+tag."""
-        nonce = os.urandom(_NONCE_SIZE)
-        return self._header + nonce + self._aead.encrypt(nonce, plaintext, self._header + aad)
+        return self._key.seal(plaintext, aad)
 
     def open(self, blob: bytes, aad: bytes, *, what: str = "sealed blob") -> bytes:
         """Decrypt a blob sealed with ``aad``; ``what`` names it in error messages.
@@ -167,22 +119,7 @@ class DeviceKey:
         Raises OutboxCorrupt if it is truncated, of an unknown version, altered or
         sealed for other associated data; DeviceKeyError if another key sealed it.
         """
-        if not isinstance(blob, bytes) or len(blob) < SEALED_OVERHEAD:
-            raise OutboxCorrupt(f"{what}: sealed value is missing or truncated")
-        if blob[0] != SEAL_VERSION:
-            raise OutboxCorrupt(f"{what}: unknown sealing version {blob[0]}")
-        if blob[1:_HEADER_SIZE] != self._fingerprint:
-            raise DeviceKeyError(
-                f"{what}: sealed by another device key (fingerprint {blob[1:_HEADER_SIZE].hex()},"
-                f" this key {self._fingerprint.hex()})"
-            )
-        nonce = blob[_HEADER_SIZE : _HEADER_SIZE + _NONCE_SIZE]
-        try:
-            return self._aead.decrypt(nonce, blob[_HEADER_SIZE + _NONCE_SIZE :], self._header + aad)
-        except InvalidTag:
-            raise OutboxCorrupt(
-                f"{what}: authentication failed (altered, or moved from another entry)"
-            ) from None
+        return self._key.open(blob, aad, where=what)
 
 
 def open_queue_key(
@@ -231,17 +168,3 @@ def _move_command(old_key: Path, key_path: Path, queue_path: Path) -> str:
     steps = [f"mkdir -p -m 700 {folder}"]
     steps += [f"mv {shlex.quote(str(a))} {shlex.quote(str(b))}" for a, b in moves]
     return " && ".join(steps)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new directory entry durable; best effort where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,11 +23,11 @@ from typing import Protocol
 import numpy as np
 
 from safepassage.api.v1 import matching_pb2 as pb
-from safepassage.camera_edge.errors import PipelineInputError
-from safepassage.camera_edge.pipeline import FacePipeline
 from safepassage.camera_edge.quality import QualitySettings, assess
 from safepassage.camera_edge.sources import Frame
 from safepassage.camera_edge.tracking import Observation, ReadyTrack, Tracker, TrackerSettings
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,9 @@
-"""Errors of the edge pipeline.
+"""Errors of the edge client.
+
+The face pipeline's errors (PipelineInputError, the ModelPackError family) are
+safepassage.face.errors: the server runs the same pipeline.
 
     EdgeError (SafePassageError)
-    ├── ModelPackError                                   a model pack cannot be used
-    │   ├── ManifestError        (InvalidInput)         the manifest is missing, unreadable or invalid
-    │   ├── ModelFileMissing     (FailedPrecondition)   a file the manifest names is absent
-    │   ├── ModelHashMismatch    (DataIntegrityError)   a file's sha256 differs from its manifest entry
-    │   └── ModelShapeMismatch   (InvalidInput)         a model file disagrees with its manifest
-    ├── PipelineInputError       (InvalidInput)         a frame or face given to a stage is malformed
     ├── SourceError                                      a frame source cannot be used
     │   ├── SourceSpecError      (InvalidInput)         the source description is malformed
     │   └── SourceUnavailable    (Unavailable)          it cannot be opened, or dropped and did not come back
@@ -40,30 +37,6 @@ from safepassage.core.errors import (
 
 class EdgeError(SafePassageError):
     """Root of camera_edge's errors."""
-
-
-class ModelPackError(EdgeError):
-    """A model pack (manifest plus files) cannot be used."""
-
-
-class ManifestError(ModelPackError, InvalidInput):
-    pass
-
-
-class ModelFileMissing(ModelPackError, FailedPrecondition):
-    pass
-
-
-class ModelHashMismatch(ModelPackError, DataIntegrityError):
-    pass
-
-
-class ModelShapeMismatch(ModelPackError, InvalidInput):
-    pass
-
-
-class PipelineInputError(EdgeError, InvalidInput):
-    pass
 
 
 class SourceError(EdgeError):

@@ -27,8 +27,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from safepassage.camera_edge.errors import PipelineInputError
-from safepassage.camera_edge.pipeline import FacePipeline, RgbImage
 from safepassage.core.metric import Metric
 from safepassage.credential import (
     CredentialInfo,
@@ -41,6 +39,8 @@ from safepassage.credential import (
     require_model,
     verify,
 )
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import FacePipeline, RgbImage
 
 __all__ = ["HolderCheck", "HolderCheckResult"]
 

@@ -27,17 +27,18 @@ import numpy.typing as npt
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage.camera_edge.detection import Detection
-from safepassage.camera_edge.errors import CaptureTimedOut, PipelineInputError, ServerUnreachable
+from safepassage.camera_edge.errors import CaptureTimedOut, ServerUnreachable
 from safepassage.camera_edge.liveness import (
     ChallengeState,
     HeadTurnChallenge,
     LivenessEvidence,
     LivenessSettings,
 )
-from safepassage.camera_edge.pipeline import FacePipeline
 from safepassage.camera_edge.quality import Quality, QualitySettings, assess
 from safepassage.camera_edge.sources import Frame
+from safepassage.face.detection import Detection
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 

@@ -65,15 +65,16 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.detection import Detection
-from safepassage.camera_edge.errors import LivenessFailed, PipelineInputError
+from safepassage.camera_edge.errors import LivenessFailed
 from safepassage.camera_edge.parallax import (
     PlaneRectifier,
     aspect_change,
     best_overlap,
     yaw_proxy,
 )
-from safepassage.camera_edge.pipeline import Detector, RgbImage
+from safepassage.face.detection import Detection
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import Detector, RgbImage
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class _Seen:
 class HeadTurnChallenge:
     """One head-turn challenge; feed it frames with `observe`, then read `result`.
 
-    ``detector``: the kiosk's face detector (`safepassage.camera_edge.pipeline.Detector`),
+    ``detector``: the kiosk's face detector (`safepassage.face.pipeline.Detector`),
     run again on the rectified patches. ``observe`` raises `LivenessFailed` as
     soon as a failure is certain (and again on every later call); ``result``
     returns the evidence of a pass or raises the failure.

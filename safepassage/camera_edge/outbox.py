@@ -56,6 +56,7 @@ from safepassage.camera_edge.outbox_file import (
     prepare_file,
     sqlite_errors,
 )
+from safepassage.core.sqlite import write_transaction
 
 __all__ = ["RETRYABLE_CODES", "SCHEMA_VERSION", "EntryState", "Outbox", "OutboxEntry", "OutboxStats"]
 
@@ -373,15 +374,8 @@ class Outbox:
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One BEGIN IMMEDIATE ... COMMIT (fsynced); the caller holds the lock."""
-        with self._read(action) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._read(action) as conn, write_transaction(conn):
+            yield conn
 
     @contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:

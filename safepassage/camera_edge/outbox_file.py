@@ -12,12 +12,11 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from safepassage.camera_edge.device_key import DeviceKey
 from safepassage.camera_edge.errors import DeviceKeyError, OutboxCorrupt, OutboxUnusable
+from safepassage.core.sqlite import SqliteErrors, prepare_private_file, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,7 @@ _SCHEMA = (
 def prepare_file(path: Path) -> bool:
     """Create the file owner-only if missing; refuse a non-SQLite one. Returns True if it is empty."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600))
+        prepare_private_file(path)
         info = path.stat()
         with open(path, "rb") as handle:
             head = handle.read(len(_SQLITE_MAGIC))
@@ -66,8 +64,7 @@ def prepare_file(path: Path) -> bool:
 
 def initialise(conn: sqlite3.Connection, key: DeviceKey, path: Path) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:  # else another process won
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -76,11 +73,6 @@ def initialise(conn: sqlite3.Connection, key: DeviceKey, path: Path) -> None:
             conn.execute("INSERT INTO meta VALUES ('key_fingerprint', ?)", (key.fingerprint,))
             conn.executemany("INSERT INTO counters VALUES (?, 0)", [(name,) for name in COUNTERS])
             log.info("created outbox %s (schema %d)", path, SCHEMA_VERSION)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     check_existing(conn, key, path)
 
 
@@ -134,12 +126,6 @@ def check_size(conn: sqlite3.Connection, path: Path) -> None:
         raise OutboxCorrupt(f"outbox {path} is truncated: {size} bytes for {pages} pages of {page_size}")
 
 
-@contextmanager
-def sqlite_errors(action: str) -> Iterator[None]:
-    """SQLite's corruption errors become OutboxCorrupt, the rest (busy, I/O, disk full) OutboxUnusable."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            raise OutboxCorrupt(f"cannot {action}: {exc}") from exc
-        raise OutboxUnusable(f"cannot {action}: {exc}") from exc
+# ``with sqlite_errors("action"):`` corruption -> OutboxCorrupt; every other SQLite error (busy, I/O,
+# disk full, and the rest) -> OutboxUnusable.
+sqlite_errors = SqliteErrors(unavailable=OutboxUnusable, corrupt=OutboxCorrupt, other=OutboxUnusable).during

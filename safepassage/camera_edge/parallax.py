@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.detection import Detection, iou_matrix
-from safepassage.camera_edge.errors import PipelineInputError
-from safepassage.camera_edge.pipeline import Detector, RgbImage
+from safepassage.face.detection import Detection, iou_matrix
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import Detector, RgbImage
 
 LEFT_EYE, RIGHT_EYE, NOSE, MOUTH_LEFT, MOUTH_RIGHT = range(5)
 PLANAR = (LEFT_EYE, RIGHT_EYE, MOUTH_LEFT, MOUTH_RIGHT)  # on (about) one plane; the nose is not

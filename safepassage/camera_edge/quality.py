@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.detection import Detection
-from safepassage.camera_edge.errors import PipelineInputError
+from safepassage.face.detection import Detection
+from safepassage.face.errors import PipelineInputError
 
 RgbImage = npt.NDArray[np.uint8]
 _SHARPNESS_SIDE = 64  # faces are resampled to this size so sharpness compares across face sizes

@@ -28,8 +28,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.errors import PipelineInputError
 from safepassage.camera_edge.quality import Quality
+from safepassage.face.errors import PipelineInputError
 
 Box = tuple[float, float, float, float]
 Vector = npt.NDArray[np.float32]

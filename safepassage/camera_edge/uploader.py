@@ -32,8 +32,9 @@ import grpc
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
-from safepassage.camera_edge.errors import OutboxError, PipelineInputError
+from safepassage.camera_edge.errors import OutboxError
 from safepassage.camera_edge.outbox import EntryState, Outbox, OutboxEntry
+from safepassage.face.errors import PipelineInputError
 
 log = logging.getLogger(__name__)
 

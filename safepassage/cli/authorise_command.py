@@ -19,14 +19,12 @@ its first use, with the signing certificate's serial, in the transparency log.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.cli.client import (
@@ -38,7 +36,8 @@ from safepassage.cli.client import (
     open_channel,
 )
 from safepassage.cli.commands import TIMEOUT_S, uncalibrated_watchlist
-from safepassage.core.private_files import PrivateFileRefused, read_private
+from safepassage.core import atomic_file, key_files
+from safepassage.core.private_files import PrivateFileRefused
 
 
 def add_authorise_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +103,7 @@ def run_authorise(args: argparse.Namespace) -> int:
     key_path = args.key or clients / f"{args.client}-key.pem"
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = load_pem_private_key(read_private(key_path, "admin key"), password=None)
+        key = key_files.load_private_pem(key_path, "admin key", PrivateFileRefused)
     except (OSError, ValueError) as error:
         print(f"error: cannot read the admin certificate or key: {error}", file=sys.stderr)
         return 2
@@ -140,9 +139,4 @@ def run_authorise(args: argparse.Namespace) -> int:
 
 def _write_owner_only(path: Path, text: str) -> None:
     """Created 0600 (never readable by others, even for a moment); an existing file is replaced."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    atomic_file.replace(path, text.encode("utf-8"))

@@ -26,19 +26,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safepassage.cli.client import ClientSetupError, add_connection_arguments
+from safepassage.core import atomic_file
 from safepassage.core.errors import SafePassageError
+from safepassage.core.private_files import PUBLIC_FILE_MODE
 
 if TYPE_CHECKING:  # the edge stack (OpenCV, ONNX Runtime) loads only when a credential is verified
     from safepassage.api.v1.protected_identity_pb2_grpc import ProtectedIdentityServiceStub
-    from safepassage.camera_edge.pipeline import RgbImage
     from safepassage.credential import RevocationList, TrustedIssuers
+    from safepassage.face.pipeline import RgbImage
 
 __all__ = ["add_credential_parser", "fetch_revocations", "run_credential", "save_revocations"]
 
@@ -143,8 +144,8 @@ def _live_face(path: Path) -> RgbImage:
 
 def _verify(args: argparse.Namespace) -> int:
     from safepassage.camera_edge.holder_check import HolderCheck
-    from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
     from safepassage.credential import MAX_LIST_BYTES, ReaderKey, TrustedIssuers, verify_revocations
+    from safepassage.face.pipeline import PipelineSettings, load_pipeline
 
     text = _credential_text(args)
     trusted = TrustedIssuers.from_files(args.issuer_key)
@@ -166,22 +167,9 @@ def _now() -> datetime:
 
 def _replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename: never half a list."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        atomic_file.replace(path, data, mode=PUBLIC_FILE_MODE)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise _Failure(f"cannot write the revocation list {str(path)!r}: {error.strerror}") from None
 
 

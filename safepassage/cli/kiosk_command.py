@@ -40,8 +40,8 @@ def run_kiosk(args: argparse.Namespace) -> int:
     from safepassage.camera_edge.connection import open_channel
     from safepassage.camera_edge.errors import CaptureTimedOut, LivenessFailed
     from safepassage.camera_edge.kiosk import KioskSession, KioskStep, identify, verify
-    from safepassage.camera_edge.pipeline import load_pipeline
     from safepassage.camera_edge.sources import open_source
+    from safepassage.face.pipeline import load_pipeline
 
     try:
         config = load_edge_config(args.config, {"source.location": args.source} if args.source else None)

@@ -28,18 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from safepassage.core.errors import SafePassageError
+from safepassage.server.certificate_index import CertificateKind, ChangeHook, fingerprint_of
 from safepassage.server.client_bundle import ClientBundle
 from safepassage.server.identity import Role
-from safepassage.server.pki import (
-    DEFAULT_SERVER_NAMES,
-    CertificateKind,
-    ChangeHook,
-    InvalidCertificateRequest,
-    IssuedCert,
-    Pki,
-    fingerprint_of,
-    format_serial,
-)
+from safepassage.server.pki_folder import InvalidCertificateRequest, format_serial
+from safepassage.server.pki_issuance import DEFAULT_SERVER_NAMES, IssuedCert, Pki
 
 DEFAULT_PKI_DIR = Path("var/safepassage/pki")
 

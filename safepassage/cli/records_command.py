@@ -436,7 +436,7 @@ def run_local(args: argparse.Namespace) -> int | None:
 def run_backup(args: argparse.Namespace) -> int:
     """Copy the vault, never into the keys' folder, and say which keys must not go with the copy."""
     from safepassage.core.errors import SafePassageError
-    from safepassage.enrolment.vault import backup_vault
+    from safepassage.enrolment.vault_file import backup_vault
     from safepassage.server.config import load_config
     from safepassage.server.key_layout import backup_warning, check_backup_destination
 

@@ -1,6 +1,6 @@
 """Metrics: how two embeddings compare, and which way a score runs.
 
-Shared by model manifests (faces, camera_edge) and the matcher. dlib's
+Shared by model manifests (face: built-in and model pack) and the matcher. dlib's
 descriptor compares by Euclidean distance (lower is closer); ArcFace-class
 models by cosine similarity (higher is closer). Everything that orders or
 thresholds a score asks the metric, so no caller has to know which way round

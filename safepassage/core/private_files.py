@@ -21,14 +21,18 @@ from pathlib import Path
 from safepassage.core.errors import FailedPrecondition, SafePassageError
 
 __all__ = [
+    "PRIVATE_FILE_MODE",
     "PRIVATE_FOLDER_MODE",
+    "PUBLIC_FILE_MODE",
     "PrivateFileRefused",
     "check_owner_only",
     "make_private_folder",
     "read_private",
 ]
 
+PRIVATE_FILE_MODE = 0o600
 PRIVATE_FOLDER_MODE = 0o700
+PUBLIC_FILE_MODE = 0o644  # public keys and lists: meant to be shared
 _DEFAULT_LIMIT = 1024 * 1024  # no key file is anywhere near this; larger is not a key
 
 
@@ -54,12 +58,14 @@ def read_private(
     *,
     limit: int = _DEFAULT_LIMIT,
     error: type[SafePassageError] = PrivateFileRefused,
+    owner_only: bool = True,
 ) -> bytes:
     """The bytes of the secret file ``path``: a regular file only its owner may access, at most ``limit``.
 
     The mode is taken from the open file (``fstat``), so a file swapped after the
     check is not the one read. ``what`` names the file in messages ("station key");
     ``error`` is the caller's own error class, so each package keeps its hierarchy.
+    ``owner_only`` false skips the mode check, for the public half of a key.
     Messages never quote the content.
     """
     try:
@@ -69,8 +75,9 @@ def read_private(
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise error(f"the {what} file {str(path)!r} is not a regular file")
-        check_owner_only(path, info.st_mode, what, error)
+            raise error(f"cannot read the {what} file {str(path)!r}: it is not a regular file")
+        if owner_only:
+            check_owner_only(path, info.st_mode, what, error)
         chunks: list[bytes] = []
         size = 0
         while size <= limit:

@@ -52,13 +52,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from safepassage.core.key_derivation import derive_key
 from safepassage.core.metric import Metric
+from safepassage.core.sealing import Aead, AuthenticationFailed
 from safepassage.credential.errors import (
     CredentialExpired,
     CredentialNotYetValid,
@@ -180,10 +179,7 @@ def _short(text: str, what: str) -> bytes:
 
 
 def _wrapping_key(shared: bytes, credential_id: bytes, ephemeral: bytes, reader: bytes) -> bytes:
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=credential_id, info=_WRAP_INFO + ephemeral + reader
-    )
-    return hkdf.derive(shared)
+    return derive_key(shared, _WRAP_INFO + ephemeral + reader, length=_KEY_SIZE, salt=credential_id)
 
 
 def issue(
@@ -228,15 +224,15 @@ def issue(
     header = _HEADER.pack(
         VERSION, credential_id, bytes.fromhex(issuer.key_id), issued, expires, ephemeral_raw, len(readers)
     )
-    content_key = AESGCM.generate_key(bit_length=256)
+    content_key = Aead.generate_key()
     entries = b""
     for reader in readers:
         reader_id = bytes.fromhex(reader.key_id)
         wrapping = _wrapping_key(ephemeral.exchange(reader.key), credential_id, ephemeral_raw, reader.raw)
-        entries += reader_id + AESGCM(wrapping).encrypt(_WRAP_NONCE, content_key, header + reader_id)
+        entries += reader_id + Aead(wrapping).encrypt(_WRAP_NONCE, content_key, header + reader_id)
     nonce = os.urandom(_NONCE_SIZE)
     aad = header + entries + nonce + struct.pack(">H", len(payload) + _TAG_SIZE)
-    body = aad + AESGCM(content_key).encrypt(nonce, payload, aad)
+    body = aad + Aead(content_key).encrypt(nonce, payload, aad)
     binary = body + issuer.sign(body)
     text = encode_text(binary)
     log.debug("issued a credential for %d readers", len(readers))
@@ -294,9 +290,9 @@ def _open(parsed: _Parsed, reader: ReaderKey) -> bytes:
         shared = reader.exchange(parsed.ephemeral)
         wrapping = _wrapping_key(shared, parsed.credential_id, parsed.ephemeral, reader.public.raw)
         aad = parsed.header + bytes.fromhex(reader.key_id)
-        content_key = AESGCM(wrapping).decrypt(_WRAP_NONCE, wrapped, aad)
-        return AESGCM(content_key).decrypt(parsed.nonce, parsed.ciphertext, parsed.aad)
-    except (ValueError, InvalidTag):
+        content_key = Aead(wrapping).decrypt(_WRAP_NONCE, wrapped, aad)
+        return Aead(content_key).decrypt(parsed.nonce, parsed.ciphertext, parsed.aad)
+    except (ValueError, AuthenticationFailed):
         raise CredentialTampered(f"credential {credential}: the sealed template failed to open") from None
 
 

@@ -10,8 +10,8 @@ credential carries in clear, never the key.
 
 Private keys live in PEM (PKCS#8, unencrypted) files created owner-only
 (0600) and written atomically (temporary file, fsync, link into place, folder
-fsync), so a crash never leaves half a key and two processes racing to create
-one end up with the same key. A private key file that group or others may
+fsync: :mod:`safepassage.core.key_files`), so a crash never leaves half a key
+and two processes racing to create one end up with the same key. A private key file that group or others may
 read is refused. An issuer's public PEM carries its issuer id as explanatory
 text before the BEGIN line (RFC 7468 allows it), so a trust store built from
 PEM files knows whom each key speaks for.
@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from safepassage.core.private_files import check_owner_only, make_private_folder
+from safepassage.core import key_files
 from safepassage.credential.errors import CredentialKeyError, UnknownIssuer
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KEY_ID_SIZE = 8
-_MAX_KEY_FILE = 64 * 1024
 _ISSUER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ISSUER_LINE = re.compile(rb"^SafePassage issuer: (\S+)\s*$", re.MULTILINE)
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -73,106 +71,18 @@ def _check_issuer_id(issuer_id: str) -> str:
     return issuer_id
 
 
-def _spki_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+def _load_private(path: Path, what: str) -> PrivateKeyTypes:
+    return key_files.load_private_pem(path, what, CredentialKeyError)
 
 
-def _read_limited(path: Path, what: str, private: bool) -> bytes:
-    """Read a key file (at most 64 KiB); a private one must be a regular file only its owner may access."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise CredentialKeyError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CredentialKeyError(f"the {what} file {str(path)!r} is not a regular file")
-        if private:
-            check_owner_only(path, info.st_mode, what, CredentialKeyError)
-        data = os.read(fd, _MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise CredentialKeyError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_KEY_FILE:
-        raise CredentialKeyError(f"the {what} file {str(path)!r} is larger than {_MAX_KEY_FILE} bytes")
-    return data
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> bool:
-    """Write ``data`` to a new file at ``path`` unless one exists; True when this call created it."""
-    make_private_folder(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have taken bits away; a private key gets exactly 0600
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False  # another process won the race: its file stands
-    finally:
-        tmp.unlink()
-    _fsync_dir(path.parent)
-    return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new directory entry durable; best effort where a folder cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _load_private(path: Path, what: str) -> object:
-    data = _read_limited(path, what, private=True)
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise CredentialKeyError(
-            f"the {what} file {str(path)!r} holds no readable private key: {exc}"
-        ) from None
-
-
-def _create_private(path: Path, pem: bytes, what: str) -> None:
-    try:
-        if _write_atomically(path, pem, 0o600):
-            log.info("created a new %s at %s", what, path)
-    except OSError as exc:
-        raise CredentialKeyError(f"cannot create the {what} file {str(path)!r}: {exc.strerror}") from None
+def _create_private(path: Path, key: PrivateKeyTypes, what: str) -> None:
+    if key_files.create_private_pem(path, key, what, CredentialKeyError):
+        log.info("created a new %s at %s", what, path)
 
 
 def write_public_pem(path: Path, pem: bytes) -> None:
     """Write a public PEM (0644) atomically, replacing an older copy; public keys are meant to be shared."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise CredentialKeyError(f"cannot write the public key file {str(path)!r}: {exc.strerror}") from None
+    key_files.write_public_pem(path, pem, "public key", CredentialKeyError)
 
 
 class IssuerKey:
@@ -205,7 +115,7 @@ class IssuerKey:
         """Load the key at ``path``, creating it (0600, atomically) when there is none."""
         _check_issuer_id(issuer_id)
         if not path.exists():
-            _create_private(path, _private_pem(Ed25519PrivateKey.generate()), "issuer key")
+            _create_private(path, Ed25519PrivateKey.generate(), "issuer key")
         return cls.load(path, issuer_id)
 
     def public_pem(self) -> bytes:
@@ -234,10 +144,7 @@ class IssuerPublicKey:
     @classmethod
     def from_pem(cls, pem: bytes, issuer_id: str | None = None, *, source: str = "PEM") -> IssuerPublicKey:
         """Parse a public PEM; the issuer id is ``issuer_id``, else the PEM's own line, else ``key-<id>``."""
-        try:
-            key = serialization.load_pem_public_key(pem)
-        except (ValueError, TypeError) as exc:
-            raise CredentialKeyError(f"{source} holds no readable public key: {exc}") from None
+        key = key_files.parse_public_pem(pem, source, CredentialKeyError)
         if not isinstance(key, Ed25519PublicKey):
             raise CredentialKeyError(f"{source} does not hold an Ed25519 (issuer) public key")
         if issuer_id is None:
@@ -250,11 +157,11 @@ class IssuerPublicKey:
 
     @classmethod
     def load(cls, path: Path, issuer_id: str | None = None) -> IssuerPublicKey:
-        data = _read_limited(path, "issuer public key", private=False)
+        data = key_files.read_public(path, "issuer public key", CredentialKeyError)
         return cls.from_pem(data, issuer_id, source=f"the issuer public key file {str(path)!r}")
 
     def to_pem(self) -> bytes:
-        return f"SafePassage issuer: {self.issuer_id}\n".encode("ascii") + _spki_pem(self.key)
+        return f"SafePassage issuer: {self.issuer_id}\n".encode("ascii") + key_files.public_pem(self.key)
 
 
 class TrustedIssuers:
@@ -323,7 +230,7 @@ class ReaderKey:
     def load_or_create(cls, path: Path) -> ReaderKey:
         """Load the key at ``path``, creating it (0600, atomically) when there is none."""
         if not path.exists():
-            _create_private(path, _private_pem(X25519PrivateKey.generate()), "reader key")
+            _create_private(path, X25519PrivateKey.generate(), "reader key")
         return cls.load(path)
 
     def public_pem(self) -> bytes:
@@ -350,17 +257,14 @@ class ReaderPublicKey:
 
     @classmethod
     def from_pem(cls, pem: bytes, *, source: str = "PEM") -> ReaderPublicKey:
-        try:
-            key = serialization.load_pem_public_key(pem)
-        except (ValueError, TypeError) as exc:
-            raise CredentialKeyError(f"{source} holds no readable public key: {exc}") from None
+        key = key_files.parse_public_pem(pem, source, CredentialKeyError)
         if not isinstance(key, X25519PublicKey):
             raise CredentialKeyError(f"{source} does not hold an X25519 (reader) public key")
         return cls.from_key(key)
 
     @classmethod
     def load(cls, path: Path) -> ReaderPublicKey:
-        data = _read_limited(path, "reader public key", private=False)
+        data = key_files.read_public(path, "reader public key", CredentialKeyError)
         return cls.from_pem(data, source=f"the reader public key file {str(path)!r}")
 
     @property
@@ -368,4 +272,4 @@ class ReaderPublicKey:
         return self.key.public_bytes(*_RAW)
 
     def to_pem(self) -> bytes:
-        return _spki_pem(self.key)
+        return key_files.public_pem(self.key)

@@ -22,7 +22,7 @@ from safepassage.enrolment.holder_proof import Located, Proved
 from safepassage.enrolment.receipts import ReceiptKind
 from safepassage.enrolment.record_policy import Action, Actor
 from safepassage.enrolment.service import ProtectedRecords
-from safepassage.enrolment.vault import ConsentEntry
+from safepassage.enrolment.vault_consents import ConsentEntry
 
 __all__ = ["ConsentChanged", "change_consent"]
 
@@ -52,7 +52,7 @@ def change_consent(
     records.authorise(Action.GRANT_SCOPE if grant else Action.WITHDRAW_SCOPE, actor, proved)
     record_id = proved.record_id
     now = records.now()
-    before = {entry.grant: entry for entry in records.vault.consents(record_id)}
+    before = {entry.grant: entry for entry in records.vault.consents.of(record_id)}
     body: dict[str, str | tuple[str, ...]] = {
         "granted": tuple(sorted(g.label for g in grant)),
         "withdrawn": tuple(sorted(g.label for g in withdraw)),
@@ -74,6 +74,6 @@ def change_consent(
             )
         else:
             changes.append(ConsentEntry(g, False, text.language, text.sha256, stamp))
-    records.vault.put_consents(record_id, changes)
+    records.vault.consents.put(record_id, changes)
     receipt = records.station.sign(ReceiptKind.CONSENT_CHANGE, record_id, body, now=now).to_text()
-    return ConsentChanged(record_id, tuple(records.vault.consents(record_id)), receipt, None)
+    return ConsentChanged(record_id, tuple(records.vault.consents.of(record_id)), receipt, None)

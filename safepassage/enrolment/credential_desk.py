@@ -121,7 +121,7 @@ class CredentialDesk:
 
     def register(self, record_id: str, issued: IssuedCredential) -> None:
         """Make `issued` the record's only valid credential (the previous one is retired)."""
-        self._vault.add_credential(
+        self._vault.credentials.add(
             issued.credential_id, record_id, issued.issued_at.timestamp(), issued.expires_at.timestamp()
         )
         # No id here: a credential id in the server log next to record lines would make sightings.
@@ -132,7 +132,7 @@ class CredentialDesk:
         now = self._now()
         revoked = [
             (credential_id, datetime.fromtimestamp(expires_at, UTC))
-            for credential_id, expires_at in self._vault.revoked_credentials(now.timestamp())
+            for credential_id, expires_at in self._vault.credentials.revoked(now.timestamp())
         ]
         signed = holder_credential.sign_revocations(self._issuer, revoked, now, REVOCATION_LIST_VALIDITY)
         return signed, len(revoked)

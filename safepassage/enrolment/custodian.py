@@ -61,9 +61,9 @@ class KeyCustodian:
         """
         with self.lock:
             current = self._keys.rotate()
-            stale = self._vault.wrapped_keys(not_version=current)
+            stale = self._vault.data_keys.wrapped(not_version=current)
             rewrapped = [(record_id, self._cipher.rewrap(record_id, wrapped)) for record_id, wrapped in stale]
-            self._vault.replace_wrapped_keys(rewrapped)
+            self._vault.data_keys.replace(rewrapped)
             doomed = tuple(v for v in self._keys.versions() if v != current)
             if before_destroy is not None:
                 before_destroy(doomed)
@@ -79,7 +79,7 @@ class KeyCustodian:
     def destroy_unused(self) -> tuple[int, ...]:
         """Destroy every live KEK version other than the current one that no record uses."""
         with self.lock:
-            in_use = self._vault.kek_versions_in_use()
+            in_use = self._vault.data_keys.kek_versions_in_use()
             current = self._keys.current_version()
             destroyed = []
             for version in self._keys.versions():

@@ -29,7 +29,7 @@ from safepassage.enrolment.holder_proof import Located, Proved
 from safepassage.enrolment.receipts import ReceiptKind
 from safepassage.enrolment.record_policy import Action, Actor
 from safepassage.enrolment.service import ProtectedRecords
-from safepassage.enrolment.vault import Tombstone
+from safepassage.enrolment.vault_erasures import Tombstone
 
 __all__ = ["Erased", "complete_erasure", "complete_pending", "erase"]
 
@@ -48,16 +48,16 @@ def erase(records: ProtectedRecords, actor: Actor, proved: Proved | Located) -> 
     """Erase one record for good, if the record policy lets this caller with this proof."""
     records.authorise(Action.ERASE, actor, proved)
     requested_by = f"{actor.label} ({proved.proof.label})"
-    records.vault.begin_erasure(proved.record_id, requested_by, records.now().timestamp())
+    records.vault.erasures.begin(proved.record_id, requested_by, records.now().timestamp())
     return complete_erasure(records, proved.record_id, requested_by)
 
 
 def complete_erasure(records: ProtectedRecords, record_id: str, requested_by: str) -> Erased:
     """Steps 1 to 5 above; safe to run again on a record a crash left anywhere between them."""
-    tombstone = records.vault.tombstone(record_id)
+    tombstone = records.vault.erasures.tombstone(record_id)
     removed = records.templates.drop(record_id)
     if tombstone is None:
-        removed = max(removed, records.vault.get(record_id).templates)
+        removed = max(removed, records.vault.records.get(record_id).templates)
     receipts: list[str] = []
 
     def shred(doomed: tuple[int, ...]) -> None:
@@ -77,12 +77,12 @@ def complete_erasure(records: ProtectedRecords, record_id: str, requested_by: st
             now=now,
         ).to_text()
         digest = hashlib.sha256(receipt.encode("utf-8")).hexdigest()
-        records.vault.erase(Tombstone(record_id, now.timestamp(), requested_by, digest, receipt))
+        records.vault.erasures.erase(Tombstone(record_id, now.timestamp(), requested_by, digest, receipt))
         receipts.append(receipt)
 
     with records.custodian.lock:
         rotation = records.custodian.rotate(before_destroy=shred)
-    records.vault.end_erasure(record_id)
+    records.vault.erasures.end(record_id)
     log.info(
         "record %s erased: %d templates removed, KEK versions %s destroyed",
         record_id,
@@ -94,7 +94,7 @@ def complete_erasure(records: ProtectedRecords, record_id: str, requested_by: st
 
 def complete_pending(records: ProtectedRecords) -> int:
     """At start: finish every journaled erasure, and destroy KEK versions a crash left alive."""
-    pending = records.vault.pending_erasures()
+    pending = records.vault.erasures.pending()
     for entry in pending:
         complete_erasure(records, entry.record_id, entry.requested_by)
         log.warning("completed an erasure interrupted by a stop (record %s)", entry.record_id)

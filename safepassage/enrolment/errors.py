@@ -23,6 +23,8 @@ Like pyca/cryptography, a failed check raises; nothing returns False.
     ├── CredentialRetired       (PermissionDenied)    the credential was replaced by a newer one or revoked
     ├── LiveFaceRefused         (PermissionDenied)    the live face is not a fresh capture (embedding,
     │                                                 replayed template, unsigned or stale capture)
+    ├── VaultUnavailable        (Unavailable)         the record vault's file is busy, full or failing: retry
+    ├── VaultCorrupted          (DataIntegrityError)  SQLite reports the record vault's file damaged
     ├── RecordIntegrityError    (DataIntegrityError)  a sealed record or wrapped key failed to open (tampered,
     │                                                 or moved to another record id)
     ├── WrongKey                (DataIntegrityError)  sealed under another data key or KEK than the one given
@@ -39,6 +41,7 @@ from safepassage.core.errors import (
     NotFound,
     PermissionDenied,
     SafePassageError,
+    Unavailable,
 )
 
 __all__ = [
@@ -58,6 +61,8 @@ __all__ = [
     "RecordExists",
     "RecordIntegrityError",
     "RecordNotFound",
+    "VaultCorrupted",
+    "VaultUnavailable",
     "WrongGallery",
     "WrongKey",
 ]
@@ -142,3 +147,11 @@ class CredentialRetired(EnrolmentError, PermissionDenied):
 
 class LiveFaceRefused(EnrolmentError, PermissionDenied):
     """The live face is not a fresh capture by this device: an embedding, a replay, unsigned or stale."""
+
+
+class VaultUnavailable(EnrolmentError, Unavailable):
+    """The record vault's file is busy, full or failing (SQLite's busy and I/O errors); retry later."""
+
+
+class VaultCorrupted(EnrolmentError, DataIntegrityError):
+    """SQLite reports the record vault's file damaged."""

@@ -46,7 +46,8 @@ from safepassage.enrolment.holder_templates import HolderTemplates
 from safepassage.enrolment.record_cipher import DataKey, RecordCipher
 from safepassage.enrolment.record_policy import Actor, ActorKind, Proof
 from safepassage.enrolment.referrals import ReferralDesk
-from safepassage.enrolment.vault import RecordVault, StoredRecord
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_records import StoredRecord
 
 __all__ = ["HolderProver", "HolderRef", "LiveFace", "Located", "PinPolicy", "Proved", "locate"]
 
@@ -113,26 +114,26 @@ def locate(
     if holder.record_id:
         if actor.kind is not ActorKind.CASEWORKER:
             raise HolderNotVerified("the holder must present a recovery code or a credential")
-        stored = vault.get(holder.record_id)
+        stored = vault.records.get(holder.record_id)
         return Located(stored.record_id, stored.organisation, stored.gallery_id, Proof.NONE)
     if holder.recovery_code:
         try:
-            record_id = vault.find_by_recovery_tag(recovery_tag(lookup_key, holder.recovery_code))
+            record_id = vault.records.find_by_recovery_tag(recovery_tag(lookup_key, holder.recovery_code))
         except RecordNotFound:
             raise HolderNotVerified("the recovery code is not valid") from None
-        stored = vault.get(record_id)
+        stored = vault.records.get(record_id)
         return Located(record_id, stored.organisation, stored.gallery_id, Proof.HOLDER)
     credential = check_credential(holder.credential)
     info = credential.info
     try:
-        row = vault.credential(info.credential_id)
+        row = vault.credentials.get(info.credential_id)
     except RecordNotFound:
         raise CredentialRetired("this credential is not on record; ask the NGO for a new one") from None
     if row.record_id is None:
         raise CredentialRetired("this credential was revoked")
     if row.record_id != credential.record_id:
         raise CredentialRetired("this credential is not on record for its holder")
-    stored = vault.get(row.record_id)
+    stored = vault.records.get(row.record_id)
     if row.retired_at is not None:
         raise CredentialRetired(
             "this credential was replaced by a newer one", row.record_id, stored.organisation
@@ -208,14 +209,14 @@ class HolderProver:
     def _check_pin(self, located: Located, actor: Actor, pin: str, context: str) -> PinKind:
         now = self._clock()
         # Reserved (counted) before any hash is computed: parallel guesses cannot pass the lockout.
-        self._vault.reserve_pin_attempt(located.record_id, now, self._pins.max_failures)
-        stored = self._vault.get(located.record_id)
+        self._vault.pins.reserve(located.record_id, now, self._pins.max_failures)
+        stored = self._vault.records.get(located.record_id)
         key = self._open_key(stored)
         secrets = HolderSecrets.from_bytes(RecordCipher.open(key, SECRETS_PART, stored.sealed_secrets))
         try:
             kind = secrets.check(pin)
         except HolderNotVerified:
-            lockout = self._vault.pin_failed(
+            lockout = self._vault.pins.failed(
                 located.record_id, self._clock(), self._pins.max_failures, self._pins.lock_s
             )
             if lockout is not None and lockout.lockouts >= self._pins.referral_after_lockouts:
@@ -224,7 +225,7 @@ class HolderProver:
                 )
                 log.warning("record %s: PIN lockout %d, referral raised", located.record_id, lockout.lockouts)
             raise
-        self._vault.pin_passed(located.record_id)
+        self._vault.pins.passed(located.record_id)
         if kind is PinKind.DURESS:
             self._referrals.raise_referral(
                 key, stored.organisation, self._channel_of(stored, key), actor.label, context, now

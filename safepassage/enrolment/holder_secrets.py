@@ -26,8 +26,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
+from safepassage.core.key_derivation import stretch
 from safepassage.enrolment.errors import HolderNotVerified, InvalidRecord, RecordIntegrityError
 
 __all__ = [
@@ -62,7 +61,7 @@ class PinKind(enum.Enum):
 
 
 def _scrypt(pin: str, salt: bytes) -> bytes:
-    return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=1).derive(pin.encode("ascii"))
+    return stretch(pin.encode("ascii"), salt, n=_SCRYPT_N, r=_SCRYPT_R)
 
 
 def _check_pin(pin: str, field: str) -> str:

@@ -26,6 +26,9 @@ to another record fails to open); the record id is last, so it needs no length::
 
     b"safepassage/enrolment/data-key/v1\\0" || blob[0:5] || record_id (utf-8)
 
+It is an instance of the one envelope (:mod:`safepassage.core.sealing`) whose key id is the
+KEK version.
+
 Where the KEK lives is pluggable (:class:`KeyEncryptionKeys`); each backend
 defines its own blob after a different first byte:
 
@@ -49,18 +52,13 @@ RecordIntegrityError or KeyringError. Key bytes never appear in messages or logs
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from safepassage.core import keyring_file
-from safepassage.core.keyring_file import KeyringState
+from safepassage.core.keyring import Keyring, KeyringFormat
+from safepassage.core.sealing import NONCE_SIZE, TAG_SIZE, Envelope, SealingKey
 from safepassage.enrolment.errors import (
     InvalidRecord,
     KeyDestroyed,
@@ -82,11 +80,16 @@ log = logging.getLogger(__name__)
 
 DATA_KEY_SIZE = 32
 WRAP_FORMAT_VERSION = 0x01
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
 _HEADER = struct.Struct("<BI")  # format version, KEK version
-WRAPPED_KEY_SIZE = _HEADER.size + _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
-_AAD_LABEL = b"safepassage/enrolment/data-key/v1\x00"
+WRAPPED_KEY_SIZE = _HEADER.size + NONCE_SIZE + DATA_KEY_SIZE + TAG_SIZE
+_ENVELOPE = Envelope(
+    version=WRAP_FORMAT_VERSION,
+    key_id_size=_HEADER.size - 1,
+    damaged=RecordIntegrityError,
+    wrong_key=RecordIntegrityError,
+    label=b"safepassage/enrolment/data-key/v1\x00",
+    binding="record, or wrapped by another keyring's version",
+)
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,8 @@ class KeyEncryptionKeys(Protocol):
         """Forget ``version`` for good; KeyringError for the current version."""
 
 
-def _aad(header: bytes, record_id: str) -> bytes:
-    return _AAD_LABEL + header + record_id.encode("utf-8")
+def _sealing_key(version: int, key: bytes) -> SealingKey:
+    return SealingKey(_ENVELOPE, key, _HEADER.pack(WRAP_FORMAT_VERSION, version)[1:])
 
 
 def _check_record_id(record_id: str) -> None:
@@ -144,25 +147,17 @@ def _check_record_id(record_id: str) -> None:
         raise InvalidRecord("a wrapped data key needs a non-empty record id")
 
 
-# Kept as these words: existing keyring files and the messages operators and tests know.
-_FORMAT = keyring_file.KeyringFormat(
-    name="safepassage-kek-keyring",
-    key_size=DATA_KEY_SIZE,
-    keyring="KEK keyring",
-    version="KEK version",
-    entry="KEK version",
-    error=KeyringError,
-    log=log,
-)
+# The file's format string, the key size, then the words messages use (kept as operators know them).
+_FORMAT = KeyringFormat("safepassage-kek-keyring", DATA_KEY_SIZE, "KEK keyring", "KEK version", KeyringError)
 
 
-class FileKeyring(KeyEncryptionKeys):
+class FileKeyring(Keyring, KeyEncryptionKeys):
     """KEK versions kept in one JSON file (mode 0600); the embedded default. File format::
 
         {"format": "safepassage-kek-keyring", "format_version": 1, "current_version": 3,
          "keys": {"2": "<base64 of 32 bytes>", "3": "..."}, "destroyed": [1]}
 
-    Every change is written atomically (see ``keyring_file.write``) before memory changes, so
+    Every change is written atomically (see ``safepassage.core.keyring``) before memory changes, so
     a failed write leaves both as they were. Destroyed version numbers are kept,
     so a backup's wrapped key is reported as KeyDestroyed and no number is reused.
 
@@ -175,13 +170,7 @@ class FileKeyring(KeyEncryptionKeys):
     the file: a lock serialises its threads, not two processes rotating it.
     """
 
-    __slots__ = ("_aeads", "_lock", "_path", "_state")
-
-    def __init__(self, path: Path, state: KeyringState) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._state = state
-        self._aeads = {version: AESGCM(key) for version, key in state.keys.items()}
+    __slots__ = ()
 
     @classmethod
     def open(cls, path: Path, create: bool = False) -> FileKeyring:
@@ -190,45 +179,17 @@ class FileKeyring(KeyEncryptionKeys):
         KeyringError if the file is missing (and not ``create``), unreadable or
         malformed. Creating never overwrites a keyring another process made first.
         """
-        path = Path(path)
-        if create and not path.exists():
-            state = KeyringState(current=1, keys={1: AESGCM.generate_key(bit_length=256)}, destroyed=())
-            if keyring_file.write(path, state, _FORMAT, replace=False):
-                log.info("created a new KEK keyring at %s (version 1)", path)
-        return cls(path, keyring_file.load(path, _FORMAT))
-
-    @property
-    def path(self) -> Path:
-        """The keyring file."""
-        return self._path
-
-    def __repr__(self) -> str:
-        state = self._state  # one reference read: a consistent snapshot
-        return f"FileKeyring(path={str(self._path)!r}, current={state.current}, live={len(state.keys)})"
+        return cls.create_file(path, _FORMAT) if create else cls.load_file(path, _FORMAT)
 
     def current_version(self) -> int:
-        with self._lock:
-            return self._state.current
-
-    def versions(self) -> tuple[int, ...]:
-        with self._lock:
-            return tuple(sorted(self._state.keys))
-
-    def destroyed_versions(self) -> tuple[int, ...]:
-        """Versions destroyed so far, ascending (kept so that none is ever reused)."""
-        with self._lock:
-            return self._state.destroyed
+        return self.current()
 
     def wrap(self, data_key: bytes, record_id: str) -> WrappedKey:
         if not isinstance(data_key, bytes) or len(data_key) != DATA_KEY_SIZE:
             raise WrongKey(f"a data key must be {DATA_KEY_SIZE} bytes")
         _check_record_id(record_id)
-        with self._lock:
-            version = self._state.current
-            aead = self._aeads[version]
-        header = _HEADER.pack(WRAP_FORMAT_VERSION, version)
-        nonce = os.urandom(_NONCE_SIZE)
-        blob = header + nonce + aead.encrypt(nonce, data_key, _aad(header, record_id))
+        version, key = self.current_key()
+        blob = _sealing_key(version, key).seal(data_key, record_id.encode("utf-8"))
         return WrappedKey(kek_version=version, blob=blob)
 
     def unwrap(self, wrapped: WrappedKey, record_id: str) -> bytes:
@@ -238,49 +199,21 @@ class FileKeyring(KeyEncryptionKeys):
         if parsed.kek_version != wrapped.kek_version:
             raise RecordIntegrityError(f"{where}: the KEK version does not match the blob's")
         version = parsed.kek_version
-        with self._lock:
-            aead = self._aeads.get(version)
-            destroyed = version in self._state.destroyed
-        if aead is None:
+        key, destroyed = self.lookup(version)
+        if key is None:
             if destroyed:
                 raise KeyDestroyed(f"{where}: KEK version {version} was destroyed")
             raise KeyDestroyed(
                 f"{where}: KEK version {version} is unknown to this keyring"
                 " (a backup from another deployment, or a keyring restored from before it)"
             )
-        header = wrapped.blob[: _HEADER.size]
-        nonce = wrapped.blob[_HEADER.size : _HEADER.size + _NONCE_SIZE]
-        try:
-            return aead.decrypt(nonce, wrapped.blob[_HEADER.size + _NONCE_SIZE :], _aad(header, record_id))
-        except InvalidTag:
-            raise RecordIntegrityError(
-                f"{where}: authentication failed (altered, moved from another record,"
-                f" or wrapped by another keyring's version {version})"
-            ) from None
+        return _sealing_key(version, key).open(wrapped.blob, record_id.encode("utf-8"), where=where)
 
     def rotate(self) -> int:
-        with self._lock:
-            version = keyring_file.next_version(self._state, _FORMAT)
-            key = AESGCM.generate_key(bit_length=256)
-            aead = AESGCM(key)
-            new = self._state.with_key(version, key)
-            keyring_file.write(self._path, new, _FORMAT, replace=True)
-            self._state = new
-            self._aeads[version] = aead
-        log.info("rotated KEK keyring %s to version %d", self._path, version)
+        version = self.add_version()
+        log.info("rotated KEK keyring %s to version %d", self.path, version)
         return version
 
     def destroy(self, version: int) -> None:
-        with self._lock:
-            state = self._state
-            if version == state.current:
-                raise KeyringError(f"refusing to destroy KEK version {version}: it is the current version")
-            if version in state.destroyed:
-                return  # already gone: destroying is idempotent
-            if version not in state.keys:
-                raise KeyringError(f"KEK version {version} is unknown to this keyring")
-            new = state.without(version)
-            keyring_file.write(self._path, new, _FORMAT, replace=True)
-            self._state = new
-            del self._aeads[version]
-        log.info("destroyed KEK version %d of keyring %s", version, self._path)
+        if self.destroy_version(version):
+            log.info("destroyed KEK version %d of keyring %s", version, self.path)

@@ -33,12 +33,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from safepassage.audit.keys import generate_signing_key
-from safepassage.core.private_files import read_private
+from safepassage.core import key_files
 from safepassage.enrolment.errors import KeyringError, ReceiptInvalid
 from safepassage.enrolment.record import canonical_json
 
@@ -233,10 +232,7 @@ def verify_receipt(text: str, public_key_pem: bytes) -> Receipt:
     signed = SignedReceipt.from_text(text)
     if not isinstance(public_key_pem, bytes):
         raise ReceiptInvalid("public key: must be PEM bytes")
-    try:
-        public_key = serialization.load_pem_public_key(public_key_pem)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ReceiptInvalid("public key: is not a PEM public key") from None
+    public_key = key_files.parse_public_pem(public_key_pem, "public key:", ReceiptInvalid)
     if not isinstance(public_key, Ed25519PublicKey):
         raise ReceiptInvalid("public key: is not an Ed25519 key")
     receipt = signed.receipt
@@ -271,24 +267,15 @@ class StationKey:
     def load_or_create(cls, path: Path, station_id: str) -> StationKey:
         """The key at ``path``, created (0600, parents made) on first use; KeyringError if unusable."""
         path = Path(path)
-        if path.exists():  # read first: a restart on a full disk must not need to write a key
-            return cls(_load(path), station_id)
-        try:
-            # The transparency log's key file recipe: written in full, linked into place, 0600.
-            key = generate_signing_key(path)
-            log.info("station key created: station %s key %s", station_id, key_id_of(key.public_key()))
-        except FileExistsError:
-            key = _load(path)
-        except OSError as exc:
-            raise KeyringError(f"station key {path}: cannot be created ({exc.strerror})") from None
-        return cls(key, station_id)
+        if not path.exists():  # read first: a restart on a full disk must not need to write a key
+            key = Ed25519PrivateKey.generate()
+            if key_files.create_private_pem(path, key, _WHAT, KeyringError):
+                log.info("station key created: station %s key %s", station_id, key_id_of(key.public_key()))
+        return cls(_load(path), station_id)
 
     def public_pem(self) -> bytes:
         """SubjectPublicKeyInfo PEM of the public key, for :func:`verify_receipt`."""
-        public = self._key.public_key()
-        return public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return key_files.public_pem(self._key.public_key())
 
     def sign(
         self, kind: ReceiptKind, record_id: str, body: Mapping[str, BodyValue], now: datetime | None = None
@@ -303,13 +290,12 @@ class StationKey:
         return SignedReceipt(receipt, self._key.sign(receipt.signed_message()))
 
 
+_WHAT = "station key"
+
+
 def _load(path: Path) -> Ed25519PrivateKey:
     # Refused, naming the file, when group or others may read it: it signs every receipt.
-    pem = read_private(path, "station key", limit=64 * 1024, error=KeyringError)
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise KeyringError(f"station key {path}: is not an unencrypted PEM private key") from None
+    key = key_files.load_private_pem(path, _WHAT, KeyringError)
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyringError(f"station key {path}: is not an Ed25519 key")
     return key

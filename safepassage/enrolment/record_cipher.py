@@ -26,23 +26,21 @@ record id or part fails to open (integers little-endian)::
     b"safepassage/enrolment/record/v1\\0" || 0x01 || len(record_id) u16 || record_id
         || len(part) u16 || part                                   (both utf-8)
 
-Random 96-bit nonces keep AES-GCM within its bounds for 2**32 seals per key,
-far beyond the handful of parts and updates one record has.
+The layout is an instance of the one envelope (:mod:`safepassage.core.sealing`; the key check
+is its key id, the header is not in the associated data, the version is, after the label).
+Random 96-bit nonces keep AES-GCM within its bounds for 2**32 seals per key, far beyond the
+handful of parts and updates one record has.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from safepassage.core.key_derivation import derive_key
+from safepassage.core.sealing import Envelope, SealingKey
 from safepassage.enrolment.errors import InvalidRecord, RecordIntegrityError, WrongKey
 from safepassage.enrolment.kek import DATA_KEY_SIZE, KeyEncryptionKeys, WrappedKey
 
@@ -52,10 +50,6 @@ log = logging.getLogger(__name__)
 
 SEAL_VERSION = 0x01
 KEY_CHECK_SIZE = 8
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
-_HEADER_SIZE = 1 + KEY_CHECK_SIZE
-SEALED_OVERHEAD = _HEADER_SIZE + _NONCE_SIZE + _TAG_SIZE
 _MAX_FIELD_BYTES = 0xFFFF
 
 # Domain-separation labels: part of the on-disk format.
@@ -63,9 +57,18 @@ _AAD_LABEL = b"safepassage/enrolment/record/v1\x00"
 _KEY_CHECK_INFO = b"safepassage/enrolment/key-check/v1"
 _SEAL_KEY_INFO = b"safepassage/enrolment/record-seal/v1"
 
-
-def _hkdf(key: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
+_ENVELOPE = Envelope(
+    version=SEAL_VERSION,
+    key_id_size=KEY_CHECK_SIZE,
+    damaged=RecordIntegrityError,
+    wrong_key=WrongKey,
+    label=_AAD_LABEL + bytes([SEAL_VERSION]),
+    bind_header=False,
+    key_name="data key",
+    binding="record or part",
+    show_key_ids=False,  # a key check in a message would travel further than the blob
+)
+SEALED_OVERHEAD = _ENVELOPE.overhead
 
 
 def _field(name: str, value: str) -> bytes:
@@ -96,16 +99,16 @@ class DataKey:
     @property
     def key_check(self) -> bytes:
         """8 bytes naming this key without revealing it; written into every sealed blob."""
-        return _hkdf(self.key, _KEY_CHECK_INFO, KEY_CHECK_SIZE)
+        return derive_key(self.key, _KEY_CHECK_INFO, length=KEY_CHECK_SIZE)
 
 
-def _aead(key: DataKey) -> AESGCM:
+def _sealing_key(key: DataKey) -> SealingKey:
     """AES-256-GCM under the sealing subkey (never the data key itself)."""
-    return AESGCM(_hkdf(key.key, _SEAL_KEY_INFO, DATA_KEY_SIZE))
+    return SealingKey(_ENVELOPE, derive_key(key.key, _SEAL_KEY_INFO), key.key_check)
 
 
-def _aad(record_id: str, part: str) -> bytes:
-    return _AAD_LABEL + bytes([SEAL_VERSION]) + _field("record id", record_id) + _field("part", part)
+def _context(record_id: str, part: str) -> bytes:
+    return _field("record id", record_id) + _field("part", part)
 
 
 class RecordCipher:
@@ -147,10 +150,7 @@ class RecordCipher:
         """Encrypt one part of ``key.record_id``'s record; the layout is in the module docstring."""
         if not isinstance(plaintext, (bytes, bytearray, memoryview)):
             raise InvalidRecord(f"part {part!r} of record {key.record_id!r} must be bytes to seal")
-        aad = _aad(key.record_id, part)
-        nonce = os.urandom(_NONCE_SIZE)
-        header = bytes([SEAL_VERSION]) + key.key_check
-        return header + nonce + _aead(key).encrypt(nonce, bytes(plaintext), aad)
+        return _sealing_key(key).seal(bytes(plaintext), _context(key.record_id, part))
 
     @staticmethod
     def open(key: DataKey, part: str, blob: bytes) -> bytes:
@@ -160,20 +160,5 @@ class RecordCipher:
         is truncated, of an unknown version, altered, or sealed for another
         record or part. Never returns unauthenticated bytes.
         """
-        aad = _aad(key.record_id, part)
         where = f"part {part!r} of record {key.record_id!r}"
-        if not isinstance(blob, bytes):
-            raise RecordIntegrityError(f"{where}: sealed value is not a byte string")
-        if len(blob) < SEALED_OVERHEAD:
-            raise RecordIntegrityError(f"{where}: sealed blob is truncated")
-        if blob[0] != SEAL_VERSION:
-            raise RecordIntegrityError(f"{where}: unknown sealing version {blob[0]}")
-        if not hmac.compare_digest(blob[1:_HEADER_SIZE], key.key_check):
-            raise WrongKey(f"{where}: sealed under another data key than the one given")
-        nonce = blob[_HEADER_SIZE : _HEADER_SIZE + _NONCE_SIZE]
-        try:
-            return _aead(key).decrypt(nonce, blob[_HEADER_SIZE + _NONCE_SIZE :], aad)
-        except InvalidTag:
-            raise RecordIntegrityError(
-                f"{where}: authentication failed (altered, or moved from another record or part)"
-            ) from None
+        return _sealing_key(key).open(blob, _context(key.record_id, part), where=where)

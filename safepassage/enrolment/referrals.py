@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 
 from safepassage.enrolment.errors import RecordIntegrityError, RecordNotFound
 from safepassage.enrolment.record_cipher import DataKey, RecordCipher
-from safepassage.enrolment.vault import RecordVault, StoredReferral
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_referrals import StoredReferral
 
 __all__ = ["Referral", "ReferralDesk"]
 
@@ -66,7 +67,7 @@ class ReferralDesk:
         """Seal and store a referral to the record's `organisation` on `channel`; its id."""
         payload = json.dumps({"raised_by": raised_by, "context": context}, sort_keys=True).encode()
         sealed = RecordCipher.seal(key, _PART, payload)
-        return self._vault.add_referral(key.record_id, organisation, channel, now, sealed)
+        return self._vault.referrals.add(key.record_id, organisation, channel, now, sealed)
 
     def may_read(self, reader_id: str, channel: str) -> bool:
         """The channel's reader list, where configured (on top of the organisation check)."""
@@ -79,14 +80,14 @@ class ReferralDesk:
         """The organisation's referrals the reader may read (on `channels` only, unless empty)."""
         if not organisation:  # a caller of no organisation reads none, not those of "" (schema 1 rows)
             return []
-        stored = self._vault.referrals(organisation, channels or None, include_acknowledged)
+        stored = self._vault.referrals.for_organisation(organisation, channels or None, include_acknowledged)
         return [self._open(r) for r in stored if self.may_read(reader_id, r.channel)]
 
     def acknowledge(self, reader_id: str, organisation: str, referral_id: int, now: float) -> Referral:
         """Mark it read; another organisation's or channel's referral is reported as absent."""
         absent = RecordNotFound(f"no referral {referral_id} on a channel this caller reads")
         try:
-            found = self._vault.referral(referral_id)
+            found = self._vault.referrals.get(referral_id)
         except RecordNotFound:
             raise absent from None
         if (
@@ -95,10 +96,10 @@ class ReferralDesk:
             or not self.may_read(reader_id, found.channel)
         ):
             raise absent
-        return self._open(self._vault.acknowledge_referral(referral_id, now))
+        return self._open(self._vault.referrals.acknowledge(referral_id, now))
 
     def _open(self, stored: StoredReferral) -> Referral:
-        record = self._vault.get(stored.record_id)
+        record = self._vault.records.get(stored.record_id)
         key = self._cipher.data_key(record.record_id, record.wrapped_key)
         try:
             payload = json.loads(RecordCipher.open(key, _PART, stored.sealed))

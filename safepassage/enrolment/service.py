@@ -48,7 +48,9 @@ from safepassage.enrolment.record import ProtectedRecord
 from safepassage.enrolment.record_cipher import DataKey, RecordCipher
 from safepassage.enrolment.record_policy import Action, Actor, RecordFacts, authorise, may_see_record
 from safepassage.enrolment.referrals import ReferralDesk
-from safepassage.enrolment.vault import ConsentEntry, RecordVault, StoredRecord
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_consents import ConsentEntry
+from safepassage.enrolment.vault_records import StoredRecord
 from safepassage.enrolment.views import MinimalView, minimal_view
 from safepassage.matcher import GalleryPurpose, GallerySpec, Matcher
 
@@ -197,7 +199,7 @@ class ProtectedRecords:
     def load_templates(self) -> int:
         """Fill the in-memory templates from the vault (one data key unwrapped per record)."""
         loaded = 0
-        for record_id, gallery_id, wrapped, sealed in self.vault.sealed_templates():
+        for record_id, gallery_id, wrapped, sealed in self.vault.records.sealed_templates():
             key = self.cipher.data_key(record_id, wrapped)
             self.templates.put(
                 record_id, gallery_id, templates_from_bytes(RecordCipher.open(key, _TEMPLATES, sealed))
@@ -217,7 +219,7 @@ class ProtectedRecords:
         removed = sum(
             self._delete_store_copies(gallery_id, record_id)
             for gallery_id in holding
-            for record_id in self.vault.organisations_in(gallery_id)
+            for record_id in self.vault.records.organisations_in(gallery_id)
         )
         if removed:
             self.matcher.flush_erasures()
@@ -228,7 +230,7 @@ class ProtectedRecords:
         from safepassage.store import GalleryNotFound, ReferenceNotFound
 
         removed = 0
-        for reference_id in self.vault.get(record_id).reference_ids:
+        for reference_id in self.vault.records.get(record_id).reference_ids:
             try:
                 self.matcher.delete(gallery_id, reference_id)
             except (ReferenceNotFound, GalleryNotFound):
@@ -303,7 +305,7 @@ class ProtectedRecords:
             entries = [
                 ConsentEntry(g, True, consent.language, consent.text_sha256, now) for g in consent.granted
             ] + [ConsentEntry(g, False, consent.language, consent.text_sha256, now) for g in consent.refused]
-            self.vault.insert(stored, recovery_tag(self._lookup_key, code), entries)
+            self.vault.records.insert(stored, recovery_tag(self._lookup_key, code), entries)
         self.templates.put(record_id, gallery_id, matrix)
         if credential is not None:
             self.credentials.register(record_id, credential)
@@ -331,16 +333,16 @@ class ProtectedRecords:
 
     def open(self, record_id: str, stored: StoredRecord | None = None) -> OpenedRecord:
         """Unwrap the record's data key and open the record (`stored`: its row, if already read)."""
-        stored = stored or self.vault.get(record_id)
+        stored = stored or self.vault.records.get(record_id)
         key = self.cipher.data_key(record_id, stored.wrapped_key)
         return OpenedRecord(stored, key, self._record_of(stored, key))
 
     def consents_in_force(self, record_id: str) -> list[ScopeGrant]:
-        return [entry.grant for entry in self.vault.consents(record_id) if entry.in_force]
+        return [entry.grant for entry in self.vault.consents.of(record_id) if entry.in_force]
 
     def consent_state(self, actor: Actor, proved: Proved | Located) -> list[ConsentEntry]:
         self.authorise(Action.READ_CONSENT, actor, proved)
-        return self.vault.consents(proved.record_id)
+        return self.vault.consents.of(proved.record_id)
 
     # -- credentials and PINs ----------------------------------------------------------
 
@@ -358,7 +360,7 @@ class ProtectedRecords:
         self.authorise(Action.CHANGE_PIN, actor, proved)
         holder_secrets = HolderSecrets.create(pin, duress_pin)
         opened = self.open(proved.record_id)
-        self.vault.replace_secrets(
+        self.vault.records.replace_secrets(
             proved.record_id, RecordCipher.seal(opened.key, _SECRETS, holder_secrets.to_bytes())
         )
         log.info("record %s: PIN changed", proved.record_id)
@@ -394,8 +396,8 @@ class ProtectedRecords:
         held by other organisations are counted, never named.
         """
         spec = self.gallery_spec(gallery_id)
-        consenting = self.vault.records_in(gallery_id, ScopeGrant(Scope.DUPLICATE_CHECK))
-        organisations = self.vault.organisations_in(gallery_id)
+        consenting = self.vault.records.consenting(gallery_id, ScopeGrant(Scope.DUPLICATE_CHECK))
+        organisations = self.vault.records.organisations_in(gallery_id)
         organisation_of = {record_id: organisations[record_id] for record_id, _ in consenting}
         nearest = self.templates.nearest(
             gallery_id,

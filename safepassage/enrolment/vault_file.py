@@ -1,68 +1,61 @@
 """The record vault's SQLite file: one connection, its lock, the WAL purge and backups.
 
 Like the template store: WAL, synchronous=FULL, secure_delete, a private
-file (0600 in a 0700 folder). One connection behind a lock: protected
-enrolment is a few operations a minute, not a search path. Every part of the
-vault (records, PIN attempts, credentials, referrals, erasures) shares this
-one object, so each of its writes is one ``BEGIN IMMEDIATE`` transaction taken
-under the same lock, and another process on the same file waits its turn.
+file (0600 in a 0700 folder); the recipe is :class:`safepassage.core.sqlite.Database`.
+One connection behind a lock: protected enrolment is a few operations a minute,
+not a search path. Every part of the vault (records, PIN attempts, credentials,
+referrals, erasures) shares this one object, so each of its writes is one
+``BEGIN IMMEDIATE`` transaction taken under the same lock, and another process
+on the same file waits its turn.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NoReturn
 
-from safepassage.core.private_files import make_private_folder
-from safepassage.enrolment.errors import RecordErased, RecordNotFound
+from safepassage.core.sqlite import Database, SqliteErrors
+from safepassage.enrolment.errors import RecordErased, RecordNotFound, VaultCorrupted, VaultUnavailable
 from safepassage.enrolment.vault_schema import prepare_schema
-from safepassage.store.connections import open_private_file, sqlite_errors, write_transaction
 
-__all__ = ["VaultFile", "backup_vault"]
+__all__ = ["VAULT_ERRORS", "VaultFile", "backup_vault"]
 
 log = logging.getLogger(__name__)
+
+VAULT_ERRORS = SqliteErrors(unavailable=VaultUnavailable, corrupt=VaultCorrupted)
+_BACKUP = "back up the record vault"
 
 
 class VaultFile:
     """The open vault file. Use :meth:`open`; share it, never open the same path twice in a process."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = conn
-        self._lock = threading.Lock()
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self.path = database.path
 
     @classmethod
     def open(cls, path: Path) -> VaultFile:
         """Open (or create) the file and bring its schema to the current version."""
-        conn = open_private_file(path, shared=True)  # `records backup` reads it while the server runs
-        try:
-            with sqlite_errors("open the record vault"):
-                prepare_schema(conn, path)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(path, conn)
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            prepare_schema(conn, path)
+
+        # shared: `records backup` reads it while the server runs
+        return cls(Database.open(path, VAULT_ERRORS, prepare, action="open the record vault", shared=True))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
-    @contextmanager
-    def write(self, action: str) -> Iterator[sqlite3.Connection]:
+    def write(self, action: str) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction, committed (fsynced) on exit, rolled back if anything raises."""
-        with self._lock, sqlite_errors(action), write_transaction(self._conn) as conn:
-            yield conn
+        return self._db.write(action)
 
-    @contextmanager
-    def read(self, action: str) -> Iterator[sqlite3.Connection]:
+    def read(self, action: str) -> AbstractContextManager[sqlite3.Connection]:
         """The connection, under the lock: nothing writes between the statements inside."""
-        with self._lock, sqlite_errors(action):
-            yield self._conn
+        return self._db.read(action)
 
     @staticmethod
     def raise_missing(conn: sqlite3.Connection, record_id: str) -> NoReturn:
@@ -88,13 +81,7 @@ class VaultFile:
 
     def backup(self, destination: Path) -> None:
         """A consistent copy of the vault (SQLite's online backup), made while the service runs."""
-        make_private_folder(destination.parent)
-        target = open_private_file(destination)
-        try:
-            with self._lock, sqlite_errors("back up the record vault"):
-                self._conn.backup(target)
-        finally:
-            target.close()
+        self._db.backup(destination, _BACKUP)
 
 
 def backup_vault(source: Path, destination: Path) -> None:
@@ -103,12 +90,6 @@ def backup_vault(source: Path, destination: Path) -> None:
         raise RecordNotFound(f"no record vault at {source}")
     reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
-        make_private_folder(destination.parent)
-        target = open_private_file(destination)
-        try:
-            with sqlite_errors("back up the record vault"):
-                reader.backup(target)
-        finally:
-            target.close()
+        Database(source, reader, VAULT_ERRORS).backup(destination, _BACKUP)
     finally:
         reader.close()

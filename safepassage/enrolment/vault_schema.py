@@ -26,8 +26,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from safepassage.core.sqlite import write_transaction
 from safepassage.enrolment.errors import KeyringError
-from safepassage.store.connections import write_transaction
 
 __all__ = ["SCHEMA_VERSION", "prepare_schema"]
 

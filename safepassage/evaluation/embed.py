@@ -2,8 +2,8 @@
 
 Two pipelines, scored side by side:
 
-- ``onnx``: ``safepassage.face.onnx_embedder.OnnxEmbedder`` built as ``server._embedder`` builds it from the
-  model pack (CenterFace detection, 5-point landmarks, ONNX ResNet descriptor);
+- ``onnx``: ``safepassage.face.onnx_embedder.OnnxEmbedder`` built as ``server.settings_conversion.embedder``
+  builds it from the model pack (CenterFace detection, 5-point landmarks, ONNX ResNet descriptor);
 - ``face_recognition``: ``safepassage.face.DlibEmbedder``, the dlib reference (the calls face_recognition
   makes).
 
@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.detection import Detection
 from safepassage.core.metric import Metric
 from safepassage.face import (
     DlibEmbedder,
@@ -45,6 +44,7 @@ from safepassage.face import (
     ImageLimits,
     decode_image,
 )
+from safepassage.face.detection import Detection
 from safepassage.face.embedder import choose_faces
 from safepassage.face.errors import FacesError, NoFaceFound
 from safepassage.matcher.search import pairwise_score
@@ -131,10 +131,10 @@ class EmbeddingRunner:
             return self._registered[pipeline]
         if pipeline == "onnx":
             if self._onnx is None:
-                from safepassage.camera_edge.pipeline import PipelineSettings
                 from safepassage.face.onnx_embedder import OnnxEmbedder
+                from safepassage.face.pipeline import PipelineSettings
 
-                # server._embedder's defaults (safepassage.server.config.FacesConfig).
+                # settings_conversion.embedder's defaults (safepassage.server.config.FacesConfig).
                 self._onnx = OnnxEmbedder(PipelineSettings(model_dir=self.model_dir))
             return self._onnx
         if pipeline == "face_recognition":

@@ -1,4 +1,4 @@
-"""Face embedding for the server: image bytes in, face embeddings out.
+"""Faces: image bytes in, face embeddings out; the face pipeline the edge and the server both run.
 
     pixels = decode_image(data, ImageLimits())
     embedder = DlibEmbedder()            # loads and verifies model weights
@@ -7,6 +7,13 @@
 Backends implement ``Embedder``; callers depend on that protocol and on the
 model manifest (``embedder.model``), never on a backend's internals.
 Importing this package loads no native code and no model.
+
+The ONNX pipeline (detect -> landmarks -> align -> embed, from a verified model
+pack) is imported from its modules, so that this package's import stays light:
+
+    pipeline = load_pipeline(PipelineSettings(model_dir=Path("var/models")))  # safepassage.face.pipeline
+    for face in pipeline.process(rgb_frame):
+        face.box, face.score, face.embedding
 """
 
 from safepassage.core.image_formats import READ_FORMATS
@@ -18,10 +25,14 @@ from safepassage.face.errors import (
     ImageDecodeError,
     ImageTooLarge,
     ImageTooSmall,
+    ManifestError,
     ModelFileMissing,
-    ModelIntegrityError,
+    ModelHashMismatch,
+    ModelPackError,
+    ModelShapeMismatch,
     MultipleFacesFound,
     NoFaceFound,
+    PipelineInputError,
 )
 from safepassage.face.image import (
     ImageHeader,
@@ -55,11 +66,15 @@ __all__ = [
     "ImageLimits",
     "ImageTooLarge",
     "ImageTooSmall",
+    "ManifestError",
     "Metric",
     "ModelFileMissing",
-    "ModelIntegrityError",
+    "ModelHashMismatch",
+    "ModelPackError",
+    "ModelShapeMismatch",
     "MultipleFacesFound",
     "NoFaceFound",
+    "PipelineInputError",
     "WeightsFile",
     "decode_image",
     "file_sha256",

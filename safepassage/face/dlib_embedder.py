@@ -78,7 +78,7 @@ class DlibEmbedder:
 
         ``models_dir`` holds the two ``.dat`` files; by default the directory of
         the installed face_recognition_models package. Raises ModelFileMissing
-        or ModelIntegrityError when a file is absent or not the pinned one.
+        or ModelHashMismatch when a file is absent or not the pinned one.
         """
         if detect_max_side < 80 or not 0 <= upsample_max_side <= detect_max_side:
             raise ValueError(

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from safepassage.core.metric import Metric
-from safepassage.face.errors import ModelFileMissing, ModelIntegrityError
+from safepassage.face.errors import ModelFileMissing, ModelHashMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def verify_weights(path: str | os.PathLike[str], weights: EmbeddingModel | Weigh
     """Check that the file at ``path`` is byte-for-byte the pinned weights.
 
     Returns nothing on success; raises ModelFileMissing when there is no such
-    file and ModelIntegrityError when its digest differs from the manifest.
+    file and ModelHashMismatch when its digest differs from the manifest.
     """
     try:
         actual = file_sha256(path)
@@ -133,7 +133,7 @@ def verify_weights(path: str | os.PathLike[str], weights: EmbeddingModel | Weigh
     except IsADirectoryError:
         raise ModelFileMissing(f"weights file {weights.filename}: {os.fspath(path)} is a directory") from None
     if actual != weights.sha256:
-        raise ModelIntegrityError(
+        raise ModelHashMismatch(
             f"weights file {os.fspath(path)} has SHA-256 {actual};"
             f" the manifest for {weights.filename} pins {weights.sha256}"
         )

@@ -1,4 +1,4 @@
-"""The server's image embedder on the same ONNX pipeline as the edge (camera_edge).
+"""The server's image embedder on the ONNX face pipeline the edge runs too (`safepassage.face.pipeline`).
 
 One embedding space serves everyone: edge devices and the server run the
 same detector, landmarks, alignment and ONNX model, from the same verified
@@ -12,8 +12,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from safepassage.camera_edge.manifest import ModelPack
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
 from safepassage.core.metric import Metric
 from safepassage.face.embedder import (
     DetectedFace,
@@ -23,7 +21,9 @@ from safepassage.face.embedder import (
     check_rgb_image,
     choose_faces,
 )
+from safepassage.face.manifest import ModelPack
 from safepassage.face.model import DLIB_RESNET_V1, EmbeddingModel
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _watchlist_defaults(name: str, params: Mapping[str, Any]) -> _WatchlistDefau
 
 
 class OnnxEmbedder:
-    """safepassage.face.Embedder over camera_edge's FacePipeline.
+    """safepassage.face.Embedder over the FacePipeline.
 
     Thread safety: calls are serialised by a lock; onnxruntime sessions are
     thread-safe, but the pipeline's stage timers are not, and one call already

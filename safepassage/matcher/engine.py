@@ -90,7 +90,7 @@ class Matcher:
 
     def load(self) -> None:
         """Bring every gallery of the store into memory, from a verified snapshot or a rebuild."""
-        for record in self._store.list_galleries():
+        for record in self._store.galleries.records():
             spec = spec_of(record)
             lock = ReadWriteLock()
             index, generation = self._loader.open(spec, lock)
@@ -170,7 +170,7 @@ class Matcher:
         spec = dataclasses.replace(spec, target_fpir=None, protection_version=version)
         with self._lock:
             created_at = time.time()
-            self._store.create_gallery(record_of(spec, created_at))
+            self._store.galleries.create(record_of(spec, created_at))
             lock = ReadWriteLock()
             index = self._loader.create(spec, lock)
             calibration = GalleryCalibration(self._store, spec.gallery_id)
@@ -195,7 +195,7 @@ class Matcher:
             live.index.kind,
             live.index.recall,
             summary,
-            quarantined=self._store.quarantined_count(gallery_id),
+            quarantined=self._store.quarantine.count(gallery_id),
             index_build_failures=failures,
         )
 
@@ -262,7 +262,7 @@ class Matcher:
                 with live.lock.writing():
                     ids, vectors = live.index.contents()
                     fresh = renewal.rewrite(vectors)
-                    self._store.rewrite_templates(gallery_id, ids, fresh, new_version)
+                    self._store.templates.rewrite(gallery_id, ids, fresh, new_version)
                     live.spec = dataclasses.replace(live.spec, protection_version=new_version)
                     live.index.close()
                     live.index = self._loader.rebuild(live.spec, live.lock)
@@ -279,7 +279,7 @@ class Matcher:
     def delete_gallery(self, gallery_id: str) -> int:
         live = self._live(gallery_id)
         with self._lock, live.lock.writing():
-            erased = self._store.delete_gallery(gallery_id)
+            erased = self._store.galleries.delete(gallery_id)
             del self._galleries[gallery_id]
             live.index.close()
             self._loader.drop(gallery_id)
@@ -298,7 +298,7 @@ class Matcher:
             if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
                 template = self._templates.template(live.spec, vector)
             live.index.check_room(1)  # refused before the store commits, so nothing is half done
-            (template_id,) = self._store.insert_templates(gallery_id, [(reference_id, template)])
+            (template_id,) = self._store.templates.insert(gallery_id, [(reference_id, template)])
             live.index.add(np.array([template_id], np.int64), template[None, :])
 
     def insert_many(
@@ -327,7 +327,7 @@ class Matcher:
             if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
                 raw = {position: items[position][1] for position, _, _ in accepted}
                 accepted = [(p, r, self._templates.template(live.spec, raw[p])) for p, r, _ in accepted]
-            existing = self._store.template_ids(gallery_id, [r for _, r, _ in accepted])
+            existing = self._store.templates.template_ids(gallery_id, [r for _, r, _ in accepted])
             fresh = []
             for position, reference_id, template in accepted:
                 if reference_id in existing:
@@ -338,7 +338,7 @@ class Matcher:
                     fresh.append((position, reference_id, template))
             if fresh:
                 live.index.check_room(len(fresh))
-                ids = self._store.insert_templates(gallery_id, [(r, t) for _, r, t in fresh])
+                ids = self._store.templates.insert(gallery_id, [(r, t) for _, r, t in fresh])
                 live.index.add(np.asarray(ids, np.int64), np.stack([t for _, _, t in fresh]))
         return outcomes
 
@@ -346,7 +346,7 @@ class Matcher:
         live = self._live(gallery_id)
         check_reference_id(reference_id)
         with live.lock.writing():
-            template_id = self._store.delete_template(gallery_id, reference_id)
+            template_id = self._store.templates.delete(gallery_id, reference_id)
             live.index.remove(np.array([template_id], np.int64))
 
     def count(self, gallery_id: str) -> int:
@@ -384,7 +384,7 @@ class Matcher:
             # As Verify answers for an unknown reference: a 1:few search of ids that are not
             # there would otherwise answer NO_MATCH, as if they had been searched.
             wanted = set(restrict_to)
-            unknown = len(wanted) - len(self._store.template_ids(gallery_id, list(wanted)))
+            unknown = len(wanted) - len(self._store.templates.template_ids(gallery_id, list(wanted)))
             if unknown:
                 raise store.ReferenceNotFound(
                     f"{unknown} of the {len(wanted)} restrict_to references are not in gallery {gallery_id!r}"
@@ -419,7 +419,7 @@ class Matcher:
             raise TooManyReferences(f"{len(matrix)} probes exceed the limit of {self.limits.max_batch}")
         subset = None
         if restrict_to:
-            known = self._store.template_ids(gallery_id, list(restrict_to))
+            known = self._store.templates.template_ids(gallery_id, list(restrict_to))
             subset = np.fromiter(known.values(), dtype=np.int64, count=len(known))
         while True:
             prepared = self._templates.prepare(spec, matrix)
@@ -437,7 +437,7 @@ class Matcher:
                 break
             spec = live.spec  # re-keyed during the search: search again under the new key
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
-        names: dict[int, str] = self._store.reference_ids(gallery_id, found) if found else {}
+        names: dict[int, str] = self._store.templates.reference_ids(gallery_id, found) if found else {}
         return identifications(hits, names, spec.metric, used)
 
     def verify(
@@ -453,5 +453,5 @@ class Matcher:
         check_reference_id(reference_id)
         used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
         vector = self._templates.template(spec, probe)
-        _, template = self._store.get_template(gallery_id, reference_id)
+        _, template = self._store.templates.get(gallery_id, reference_id)
         return Verification(pairwise_score(vector, template, spec.metric), spec.metric, used)

@@ -44,7 +44,7 @@ class GalleryCalibration:
     def scores(self) -> ImpostorScores | None:
         """The gallery's impostor scores; None when it is not calibrated."""
         if not self._read:
-            stored = self._store.calibration(self._gallery_id)
+            stored = self._store.galleries.calibration(self._gallery_id)
             try:
                 self._scores = None if stored is None else ImpostorScores.from_bytes(stored)
             except ValueError as error:
@@ -102,6 +102,8 @@ class GalleryCalibration:
         self, scores: ImpostorScores, target_fpir: float | None, threshold: float
     ) -> store.GalleryRecord:
         """Store the scores with the gallery's threshold policy; from now on they are the ones used."""
-        record = self._store.set_calibration(self._gallery_id, scores.to_bytes(), target_fpir, threshold)
+        record = self._store.galleries.set_calibration(
+            self._gallery_id, scores.to_bytes(), target_fpir, threshold
+        )
         self._scores, self._read = scores, True
         return record

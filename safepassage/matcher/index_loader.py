@@ -132,7 +132,7 @@ class IndexLoader:
             log.warning("gallery %s: Milvus collection rejected (%s); refilling", spec.gallery_id, error)
             self._milvus.drop(spec.gallery_id)
             return self._refilled(spec, lock)
-        state = self._store.state(spec.gallery_id)
+        state = self._store.galleries.state(spec.gallery_id)
         digest, seen, outside = store.EMPTY_DIGEST, 0, 0
         bounds = stored_bounds(spec)
         for ids, vectors in milvus.iter_contents():
@@ -177,7 +177,7 @@ class IndexLoader:
         return self._snapshot_dir / f"{gallery_id}.snapshot"
 
     def _expected_header(self, spec: GallerySpec) -> snapshot.SnapshotHeader:
-        state = self._store.state(spec.gallery_id)
+        state = self._store.galleries.state(spec.gallery_id)
         return snapshot.SnapshotHeader(
             gallery_id=spec.gallery_id,
             generation=state.generation,
@@ -200,7 +200,7 @@ class IndexLoader:
         """The store generation a snapshot would record now; None when this index has none."""
         if isinstance(index, MilvusGallery):
             return None
-        return self._store.state(spec.gallery_id).generation
+        return self._store.galleries.state(spec.gallery_id).generation
 
     def save(self, spec: GallerySpec, index: LiveIndex) -> None:
         """Write the gallery's snapshot (caller holds the gallery's read lock)."""

@@ -57,18 +57,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from safepassage.core import keyring_file
-from safepassage.core.keyring_file import KeyringState
+from safepassage.core.key_derivation import derive_key
+from safepassage.core.keyring import Keyring, KeyringFormat, KeyringState
 from safepassage.matcher.errors import InvalidVector, ProtectionKeyError
 
 __all__ = ["KEY_SIZE", "TemplateTransform", "TransformKeyring"]
@@ -89,7 +86,7 @@ def _fingerprint(key: bytes) -> bytes:
 
 def _orthonormal(key: bytes, dimension: int) -> npt.NDArray[np.float64]:
     info = _INFO + str(dimension).encode("ascii")
-    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+    seed = derive_key(key, info)
     count = dimension * dimension
     words = np.random.PCG64(int.from_bytes(seed, "big")).random_raw(count + count % 2)
     # 53-bit uniforms in (0, 1]: never 0, so the logarithm is finite.
@@ -179,19 +176,13 @@ class TemplateTransform:
         return _product(vectors, old._matrix @ new._matrix.T, "a template re-key")
 
 
-# Kept as these words: existing keyring files and the messages operators and tests know.
-_FORMAT = keyring_file.KeyringFormat(
-    name="safepassage-template-keyring",
-    key_size=KEY_SIZE,
-    keyring="template-protection keyring",
-    version="key version",
-    entry="version",
-    error=ProtectionKeyError,
-    log=log,
+# The file's format string, the key size, then the words messages use (kept as operators know them).
+_FORMAT = KeyringFormat(
+    "safepassage-template-keyring", KEY_SIZE, "template-protection keyring", "key version", ProtectionKeyError
 )
 
 
-class TransformKeyring:
+class TransformKeyring(Keyring):
     """Template-protection key versions in one JSON file (mode 0600)::
 
         {"format": "safepassage-template-keyring", "format_version": 1, "current_version": 2,
@@ -207,56 +198,26 @@ class TransformKeyring:
     with it; only once every gallery has moved, ``destroy(old)``.
     """
 
-    __slots__ = ("_cache", "_lock", "_path", "_state")
+    __slots__ = ("_cache", "_cache_lock")
 
-    def __init__(self, path: Path, state: KeyringState) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._state = state
+    def __init__(self, path: Path, fmt: KeyringFormat, state: KeyringState) -> None:
+        """Use :meth:`open` or :meth:`create_if_missing`."""
+        super().__init__(path, fmt, state)
+        self._cache_lock = threading.Lock()  # the keyring's own lock guards its state
         self._cache: dict[tuple[int, int], TemplateTransform] = {}
 
     @classmethod
     def open(cls, path: Path) -> TransformKeyring:
         """The keyring at ``path``; ProtectionKeyError if it is missing, unreadable or malformed."""
-        path = Path(path)
-        return cls(path, keyring_file.load(path, _FORMAT))
+        return cls.load_file(path, _FORMAT)
 
     @classmethod
     def create_if_missing(cls, path: Path) -> TransformKeyring:
         """The keyring at ``path``, made with a random version 1 if there is none (never overwriting one)."""
-        path = Path(path)
-        if not path.exists():
-            state = KeyringState(current=1, keys={1: secrets.token_bytes(KEY_SIZE)}, destroyed=())
-            if keyring_file.write(path, state, _FORMAT, replace=False):
-                log.info("created template-protection keyring %s (version 1)", path)
-        return cls.open(path)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def __repr__(self) -> str:
-        state = self._state
-        return f"TransformKeyring(path={str(self._path)!r}, current={state.current}, live={len(state.keys)})"
-
-    def current(self) -> int:
-        """The version new protected galleries use."""
-        with self._lock:
-            return self._state.current
-
-    def versions(self) -> tuple[int, ...]:
-        """Live (not destroyed) versions, ascending."""
-        with self._lock:
-            return tuple(sorted(self._state.keys))
-
-    def destroyed_versions(self) -> tuple[int, ...]:
-        with self._lock:
-            return self._state.destroyed
+        return cls.create_file(path, _FORMAT)
 
     def _key(self, version: int) -> bytes:
-        with self._lock:
-            key = self._state.keys.get(version)
-            destroyed = version in self._state.destroyed
+        key, destroyed = self.lookup(version)
         if key is None:
             state = "was destroyed" if destroyed else "is unknown to this keyring"
             raise ProtectionKeyError(f"template-protection key version {version} {state}")
@@ -268,48 +229,26 @@ class TransformKeyring:
 
     def get(self, version: int, dimension: int) -> TemplateTransform:
         """The transform of ``version`` for ``dimension``; ProtectionKeyError if absent or destroyed."""
-        with self._lock:
+        with self._cache_lock:
             cached = self._cache.get((version, dimension))
         if cached is not None:
             return cached
         transform = TemplateTransform.from_key(self._key(version), version, dimension)  # QR outside the lock
-        with self._lock:
-            if version not in self._state.keys:  # destroyed meanwhile
+        with self._cache_lock:
+            if version not in self.versions():  # destroyed meanwhile (destroy empties the cache after)
                 raise ProtectionKeyError(f"template-protection key version {version} was destroyed")
             return self._cache.setdefault((version, dimension), transform)
 
     def rotate(self) -> int:
         """A new random key as the current version; older versions stay until destroyed."""
-        with self._lock:
-            version = keyring_file.next_version(self._state, _FORMAT)
-            key = secrets.token_bytes(KEY_SIZE)
-            new = self._state.with_key(version, key)
-            keyring_file.write(self._path, new, _FORMAT, replace=True)
-            self._state = new
-        log.info(
-            "rotated template-protection keyring %s to version %d (%s)",
-            self._path,
-            version,
-            _fingerprint(key).hex(),
-        )
+        version = self.add_version()
+        fingerprint = self.fingerprint(version).hex()
+        log.info("rotated template-protection keyring %s to version %d (%s)", self.path, version, fingerprint)
         return version
 
     def destroy(self, version: int) -> None:
         """Forget ``version`` for good (idempotent); ProtectionKeyError for the current or an unknown one."""
-        with self._lock:
-            state = self._state
-            if version == state.current:
-                raise ProtectionKeyError(
-                    f"refusing to destroy template-protection key version {version}: it is current"
-                )
-            if version in state.destroyed:
-                return
-            if version not in state.keys:
-                raise ProtectionKeyError(
-                    f"template-protection key version {version} is unknown to this keyring"
-                )
-            new = state.without(version)
-            keyring_file.write(self._path, new, _FORMAT, replace=True)
-            self._state = new
+        if self.destroy_version(version):
+            log.info("destroyed template-protection key version %d of keyring %s", version, self.path)
+        with self._cache_lock:
             self._cache = {k: t for k, t in self._cache.items() if k[0] != version}
-        log.info("destroyed template-protection key version %d of keyring %s", version, self._path)

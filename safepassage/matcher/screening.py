@@ -43,7 +43,7 @@ class Screening:
 
     def batches(self) -> Iterator[Batch]:
         """The gallery's live rows that are safe to index, verified against the store's state."""
-        for ids, vectors in self._store.iter_templates(self._spec.gallery_id, unreadable=self.unreadable):
+        for ids, vectors in self._store.templates.iterate(self._spec.gallery_id, unreadable=self.unreadable):
             outside = self.bounds.outside(vectors)
             if outside.any():
                 self.out_of_bounds.extend(int(i) for i in ids[outside])
@@ -63,7 +63,7 @@ class Screening:
             if not ids:
                 continue
             try:
-                count = self._store.quarantine_templates(gallery_id, ids, reason)
+                count = self._store.quarantine.add(gallery_id, ids, reason)
             except store.StoreError as error:
                 # Still not indexed; the store's state keeps counting them, so no snapshot of this
                 # index will verify and the next start screens them again.

@@ -5,10 +5,14 @@ is never trusted on its own: `load` returns an index only when the file
 decrypts and authenticates, and its generation, size and content digest equal
 the store's. Anything else raises SnapshotRejected and the caller rebuilds.
 
-Snapshots hold templates, so they are encrypted like the store (AES-256-GCM).
-The body is split into chunks, each sealed with its index and a last-chunk
-flag in the associated data (so chunks cannot be dropped, reordered or
-truncated) along with a hash of the header.
+Snapshots hold templates, so they are encrypted like the store (AES-256-GCM,
+:class:`safepassage.core.sealing.Aead`). The body is split into chunks, each
+sealed with its index and a last-chunk flag in the associated data (so chunks
+cannot be dropped, reordered or truncated) along with a hash of the header. A
+stream of chunks has a framing of its own, not the one-blob envelope: the
+header names no key (the snapshot key is one per deployment) and is
+authenticated through every chunk's associated data instead. Written through
+:func:`safepassage.core.atomic_file.replacing`.
 
 The body is a serialised `GalleryIndex` (its plan, measured recall and the
 flat or approximate index); the header's `index_kind` names the index kind.
@@ -32,16 +36,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from safepassage.core.private_files import make_private_folder
+from safepassage.core import atomic_file
+from safepassage.core.sealing import NONCE_SIZE, Aead, AuthenticationFailed
 from safepassage.matcher.errors import SnapshotRejected
 from safepassage.matcher.gallery_index import BuiltIndex, GalleryIndex
 from safepassage.matcher.index_policy import IndexPolicy
@@ -88,26 +89,20 @@ def save(path: Path, header: SnapshotHeader, index: GalleryIndex | BuiltIndex, k
     gallery = index if isinstance(index, GalleryIndex) else GalleryIndex(index)
     if header.index_kind != gallery.kind:
         raise ValueError(f"header names a {header.index_kind} index; this one is {gallery.kind}")
-    aead = AESGCM(key)
+    aead = Aead(key)
     header_bytes = json.dumps(asdict(header), sort_keys=True).encode()
     prefix = MAGIC + bytes([VERSION]) + _U32.pack(len(header_bytes)) + header_bytes
     header_hash = hashlib.sha256(prefix).digest()
+    # A fixed temporary name: remove_stale clears what a crash leaves. snapshots/ is made 0700.
     temporary = path.with_suffix(path.suffix + PARTIAL)
     try:
-        make_private_folder(path.parent)  # snapshots/ and any parent it makes: 0700
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
+        with atomic_file.replacing(path, temporary=temporary) as out:
             out.write(prefix)
             for position, chunk, last in _chunks(gallery.to_bytes()):
-                nonce = os.urandom(12)
-                sealed = aead.encrypt(nonce, chunk, _chunk_aad(header_hash, position, last))
-                out.write(_U32.pack(len(sealed)) + nonce + sealed)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+                sealed = aead.seal(chunk, _chunk_aad(header_hash, position, last))  # nonce || ciphertext
+                out.write(_U32.pack(len(sealed) - NONCE_SIZE) + sealed)
     except OSError as error:
         # A full or read-only disk: the store still holds everything, the next start rebuilds.
-        _remove(temporary)
         _remove(path)
         raise StoreUnavailable(
             f"cannot write the index snapshot of gallery {header.gallery_id}: {error.strerror}"
@@ -197,7 +192,7 @@ def load(
             f"snapshot is of generation {header.generation} with {header.size} templates;"
             f" the store is at generation {expected.generation} with {expected.size}"
         )
-    aead = AESGCM(key)
+    aead = Aead(key)
     body = bytearray()
     position = 0
     while True:
@@ -208,7 +203,7 @@ def load(
         last = offset == len(data)
         try:
             body += aead.decrypt(nonce, sealed, _chunk_aad(header_hash, position, last))
-        except InvalidTag:
+        except AuthenticationFailed:
             raise SnapshotRejected(f"snapshot chunk {position} failed authentication") from None
         position += 1
         if last:

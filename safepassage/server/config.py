@@ -139,7 +139,7 @@ class AuditConfig(_Section):
 
 
 class FacesConfig(_Section):
-    # "onnx": the same pipeline as the edge (camera_edge), from the model pack;
+    # "onnx": the pipeline the edge runs too (safepassage.face.pipeline), from the model pack;
     # "dlib": face_recognition's dlib models, kept as the reference.
     backend: Literal["onnx", "dlib"] = "onnx"
     # Built by `python -m safepassage.model_pack.build` (run by `make setup`).

@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2
 from safepassage.core.errors import FailedPrecondition
 from safepassage.core.private_files import read_private
 from safepassage.server.config import Config
-from safepassage.server.pki import PkiNotInitialised, PkiPaths
+from safepassage.server.pki_folder import PkiNotInitialised, PkiPaths
 from safepassage.server.port_holder import PortInUse, port_holders
 
 __all__ = ["HealthListener", "open_health_listener"]

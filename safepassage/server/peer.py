@@ -35,16 +35,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from safepassage.core.errors import SafePassageError, Unauthenticated
 from safepassage.core.private_files import read_private
+from safepassage.server.certificate_index import CLIENT_ID, fingerprint_of
 from safepassage.server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Caller, Role
-from safepassage.server.pki import (
-    CLIENT_ID,
-    PkiNotInitialised,
-    PkiPaths,
-    RevocationList,
-    fingerprint_of,
-    format_serial,
-    read_ca,
-)
+from safepassage.server.pki_folder import PkiNotInitialised, PkiPaths, format_serial, read_ca
+from safepassage.server.revocation import RevocationList
 
 # The auth-context property in which gRPC puts the peer's certificate.
 PEM_PROPERTY = "x509_pem_cert"

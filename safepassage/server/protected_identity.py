@@ -43,7 +43,7 @@ from safepassage.enrolment import (
     decide,
     erase,
 )
-from safepassage.enrolment.vault import ConsentEntry
+from safepassage.enrolment.vault_consents import ConsentEntry
 from safepassage.enrolment.views import MinimalView
 from safepassage.server.call_notes import note_record
 from safepassage.server.conversion import require

@@ -1,11 +1,12 @@
 """The durable source of truth: galleries and AES-GCM-sealed face templates in SQLite.
 
 The matcher rebuilds or verifies its in-memory index from this store at
-start-up: ``TemplateStore.iter_templates`` yields what to index and
-``TemplateStore.state`` what the index must agree with, using
+start-up: ``TemplateStore.templates.iterate`` yields what to index and
+``TemplateStore.galleries.state`` what the index must agree with, using
 ``gallery_digest``/``template_digest`` (whose definition is in safepassage.store.digest).
-``TemplateStore`` (safepassage.store.database) holds the templates and, through
-safepassage.store.galleries, the gallery rows.
+``TemplateStore`` (safepassage.store.database) is the open file and its aggregates: gallery
+rows (safepassage.store.galleries), template rows (safepassage.store.templates) and
+quarantined rows (safepassage.store.quarantine).
 Camera probes kept for review (safepassage.store.probes) and answers given on identify
 streams (safepassage.store.replies) are sealed with the same key, each in a file of its own.
 """

@@ -3,9 +3,9 @@
 ``Galleries`` runs each operation as one transaction of its own on the store's
 connections (safepassage.store.connections: writes serialised, reads pooled);
 ``gallery_row`` reads a gallery's row inside a transaction that the caller
-already holds, as TemplateStore's template operations do. A gallery's size,
+already holds, as the template operations do. A gallery's size,
 generation and digest are written only by those template operations
-(safepassage.store.database); here they are read, never changed.
+(safepassage.store.templates, safepassage.store.quarantine); here they are read, never changed.
 
 Deleting a gallery cascades to its templates and calibration (schema:
 ON DELETE CASCADE) and then checkpoints the WAL, as every erasure does.

@@ -11,18 +11,12 @@ whitespace ignored). Nothing here ever formats key bytes into a message or log.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from safepassage.core.private_files import check_owner_only
+from safepassage.core import key_files
+from safepassage.core.key_derivation import FINGERPRINT_SIZE, derive_key, fingerprint
 from safepassage.store.errors import InvalidKey
 
 __all__ = [
@@ -36,20 +30,13 @@ __all__ = [
     "load_key",
 ]
 
-_log = logging.getLogger(__name__)
-
 KEY_SIZE = 32
-FINGERPRINT_SIZE = 8
 
 # Domain-separation labels: changing any of them changes every derived value,
 # so they are part of the on-disk format.
 _FINGERPRINT_LABEL = b"safepassage/store/key-fingerprint/v1\x00"
 _SEAL_INFO = b"safepassage/store/template-seal/v1"
 _DIGEST_INFO = b"safepassage/store/template-digest/v1"
-
-# A base64 key file is 44 characters plus whitespace; anything much larger is
-# not a key and is not read into memory.
-_MAX_KEY_FILE = 1024
 
 
 def check_key(key: bytes) -> bytes:
@@ -69,11 +56,7 @@ def generate_key() -> bytes:
 
 def key_fingerprint(key: bytes) -> bytes:
     """First 8 bytes of SHA-256(label || key): names a key without revealing it."""
-    return hashlib.sha256(_FINGERPRINT_LABEL + check_key(key)).digest()[:FINGERPRINT_SIZE]
-
-
-def _hkdf(key: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(key)
+    return fingerprint(check_key(key), _FINGERPRINT_LABEL)
 
 
 @dataclass(frozen=True)
@@ -90,8 +73,8 @@ def derive_keys(key: bytes) -> DerivedKeys:
     raw = check_key(key)
     return DerivedKeys(
         fingerprint=key_fingerprint(raw),
-        seal_key=_hkdf(raw, _SEAL_INFO),
-        digest_key=_hkdf(raw, _DIGEST_INFO),
+        seal_key=derive_key(raw, _SEAL_INFO),
+        digest_key=derive_key(raw, _DIGEST_INFO),
     )
 
 
@@ -102,25 +85,4 @@ def load_key(path: Path) -> bytes:
     or it does not hold a key; the message names the path and the problem, never
     the content.
     """
-    try:
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            data = handle.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise InvalidKey(f"cannot read key file {str(path)!r}: {exc.strerror}") from None
-    # Refused, naming the file and the chmod that fixes it: the one check for every key file.
-    check_owner_only(path, mode, "key", InvalidKey)
-    if len(data) == KEY_SIZE:
-        return data
-    if len(data) > _MAX_KEY_FILE:
-        raise InvalidKey(f"key file {str(path)!r} is too large to be a key")
-    try:
-        decoded = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        # `from None`: the decoder's message could quote part of the file.
-        raise InvalidKey(
-            f"key file {str(path)!r} holds neither {KEY_SIZE} raw bytes nor base64 text"
-        ) from None
-    if len(decoded) != KEY_SIZE:
-        raise InvalidKey(f"key file {str(path)!r} decodes to {len(decoded)} bytes, expected {KEY_SIZE}")
-    return decoded
+    return key_files.load_key(path, "key", InvalidKey, size=KEY_SIZE)

@@ -22,10 +22,10 @@ version 1's confirmations into the history.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from safepassage.core.errors import FailedPrecondition, NotFound
-from safepassage.store.connections import open_private_file, sqlite_errors, write_transaction
+from safepassage.core.sqlite import Database, write_transaction
+from safepassage.store.connections import STORE_ERRORS
 from safepassage.store.errors import SchemaMismatch, StoreError, StoreUnavailable
 from safepassage.store.sealing import TemplateSealer
 
@@ -166,26 +167,20 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 
 
 class ProbeStore:
-    def __init__(self, path: Path, sealer: TemplateSealer, conn: sqlite3.Connection) -> None:
-        self._path = path
-        self._sealer = sealer
-        self._conn = conn
-        self._lock = threading.Lock()
+    def __init__(self, database: Database, sealer: TemplateSealer) -> None:
+        self._db, self._sealer = database, sealer
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer) -> ProbeStore:
-        conn = open_private_file(path)
-        try:
-            with sqlite_errors("prepare the probe store"):
-                _prepare(conn, path)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(path, sealer, conn)
+        """Open (or create: 0600 in a 0700 folder) the probe file, migrated to SCHEMA_VERSION.
+
+        One connection behind a lock: probes are kept a few times a minute, not searched.
+        """
+        prepare = functools.partial(_prepare, path=path)
+        return cls(Database.open(path, STORE_ERRORS, prepare, action="prepare the probe store"), sealer)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def keep(
         self,
@@ -204,7 +199,7 @@ class ProbeStore:
             probe_id = secrets.randbelow(_MAX_ID) + 1
             sealed = self._sealer.seal(data, gallery_id=_NAMESPACE + gallery_id, template_id=probe_id)
             try:
-                with self._lock, sqlite_errors("keep a probe"), write_transaction(self._conn) as conn:
+                with self._db.write("keep a probe") as conn:
                     conn.execute(
                         "INSERT INTO probes (probe_id, gallery_id, camera_id, captured_at, dimension, sealed,"
                         " candidate, authorisation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -231,7 +226,7 @@ class ProbeStore:
         """
         _check_id(probe_id)
         now = time.time()
-        with self._lock, sqlite_errors("confirm a probe"), write_transaction(self._conn) as conn:
+        with self._db.write("confirm a probe") as conn:
             row = conn.execute(
                 "SELECT confirmed_at FROM probes WHERE probe_id = ? AND gallery_id = ?",
                 (probe_id, gallery_id),
@@ -258,10 +253,8 @@ class ProbeStore:
     def get(self, probe_id: int, gallery_id: str | None = None) -> KeptProbe:
         """The kept probe; with `gallery_id`, only if it was kept for that gallery (else ProbeNotFound)."""
         _check_id(probe_id)
-        with self._lock, sqlite_errors("read a probe"):
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM probes WHERE probe_id = ?", (probe_id,)
-            ).fetchone()
+        with self._db.read("read a probe") as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM probes WHERE probe_id = ?", (probe_id,)).fetchone()
         if row is None or (gallery_id is not None and row[1] != gallery_id):
             raise _not_kept(probe_id)
         return _kept(row)
@@ -269,8 +262,8 @@ class ProbeStore:
     def history(self, probe_id: int) -> list[ProbeReview]:
         """Every confirmation attempt on the probe, oldest first."""
         _check_id(probe_id)
-        with self._lock, sqlite_errors("read a probe's history"):
-            rows = self._conn.execute(
+        with self._db.read("read a probe's history") as conn:
+            rows = conn.execute(
                 "SELECT reviewed_at, reviewed_by, accepted FROM probe_reviews WHERE probe_id = ?"
                 " ORDER BY reviewed_at, rowid",
                 (probe_id,),
@@ -279,8 +272,8 @@ class ProbeStore:
 
     def vector(self, probe_id: int) -> npt.NDArray[np.float32]:
         _check_id(probe_id)
-        with self._lock, sqlite_errors("read a probe"):
-            row = self._conn.execute(
+        with self._db.read("read a probe") as conn:
+            row = conn.execute(
                 "SELECT gallery_id, dimension, sealed FROM probes WHERE probe_id = ?", (probe_id,)
             ).fetchone()
         if row is None:
@@ -290,20 +283,9 @@ class ProbeStore:
         )
 
     def count(self) -> int:
-        with self._lock, sqlite_errors("count probes"):
-            return int(self._conn.execute("SELECT count(*) FROM probes").fetchone()[0])
+        return self._db.count("count probes", "SELECT count(*) FROM probes")
 
     def purge(self, retention_s: float, now: float | None = None) -> int:
         """Erase unconfirmed probes older than the retention; their bytes leave the file too."""
-        cutoff = (time.time() if now is None else now) - retention_s
-        with self._lock, sqlite_errors("purge probes"):
-            erased = self._conn.execute(
-                "DELETE FROM probes WHERE confirmed_at IS NULL AND captured_at < ?", (cutoff,)
-            ).rowcount
-            if erased:
-                # secure_delete zeroes the pages; the checkpoint moves that into the main
-                # file and truncates the WAL, which still held the old frames.
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if erased:
-            log.info("purged %d camera probes older than the retention", erased)
-        return erased
+        statement = "DELETE FROM probes WHERE confirmed_at IS NULL AND captured_at < ?"
+        return self._db.purge("camera probes", statement, retention_s, now)

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from safepassage.store.connections import Connections
 from safepassage.store.digest import xor_digests
 from safepassage.store.galleries import gallery_row
+from safepassage.store.templates import TemplateIds
 
 __all__ = ["Quarantine", "QuarantineReason", "QuarantinedTemplate"]
 
 _log = logging.getLogger(__name__)
 
-# Bound variables per IN (...) query, as in safepassage.store.database.
+# Bound variables per IN (...) query, as in safepassage.store.templates.
 _CHUNK = 500
 
 
@@ -49,7 +49,7 @@ class Quarantine:
     def __init__(self, connections: Connections) -> None:
         self._db = connections
 
-    def add(self, gallery_id: str, template_ids: Sequence[int], reason: QuarantineReason) -> int:
+    def add(self, gallery_id: str, template_ids: TemplateIds, reason: QuarantineReason) -> int:
         """Quarantine these live rows of the gallery; returns how many were (others are skipped).
 
         Raises GalleryNotFound.

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from safepassage.core.errors import DataIntegrityError, InvalidInput
-from safepassage.store.connections import open_private_file, sqlite_errors, write_transaction
+from safepassage.core.sqlite import Database
+from safepassage.store.connections import STORE_ERRORS
 from safepassage.store.errors import StoreError, TemplateIntegrityError
 from safepassage.store.sealing import TemplateSealer
 
@@ -65,6 +65,10 @@ class ReplyIntegrityError(StoreError, DataIntegrityError):
     """A stored answer failed to open: altered, truncated, moved to another key, or another key's."""
 
 
+def _prepare(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
 def check_request_id(request_id: str) -> str:
     """Return the id if it may key the ledger; InvalidRequestId (naming the field, not the value) if not."""
     if not REQUEST_ID.fullmatch(request_id):
@@ -91,27 +95,16 @@ class StoredReply:
 class ReplyLedger:
     """The sealed answers of one server; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path, sealer: TemplateSealer, conn: sqlite3.Connection) -> None:
+    def __init__(self, database: Database, sealer: TemplateSealer) -> None:
         """Use :meth:`open`."""
-        self._path = path
-        self._sealer = sealer
-        self._conn = conn
-        self._lock = threading.Lock()
+        self._db, self._sealer = database, sealer
 
     @classmethod
     def open(cls, path: Path, sealer: TemplateSealer) -> ReplyLedger:
-        conn = open_private_file(path)
-        try:
-            with sqlite_errors("prepare the reply ledger"):
-                conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(path, sealer, conn)
+        return cls(Database.open(path, STORE_ERRORS, _prepare, action="prepare the reply ledger"), sealer)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def put(
         self,
@@ -129,7 +122,7 @@ class ReplyLedger:
         sealed = self._sealer.seal_bytes(
             bytes(query_sha256) + bytes(answer), context=(_NAMESPACE + client_id, request_id)
         )
-        with self._lock, sqlite_errors("keep a stream answer"), write_transaction(self._conn) as conn:
+        with self._db.write("keep a stream answer") as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO replies (client_id, request_id, answered_at, sealed)"
                 " VALUES (?, ?, ?, ?)",
@@ -139,8 +132,8 @@ class ReplyLedger:
     def get(self, client_id: str, request_id: str) -> StoredReply | None:
         """The answer given to this client for this request id; None if none is kept (or purged)."""
         _check_key(client_id, request_id)
-        with self._lock, sqlite_errors("read a stream answer"):
-            row = self._conn.execute(
+        with self._db.read("read a stream answer") as conn:
+            row = conn.execute(
                 "SELECT answered_at, sealed FROM replies WHERE client_id = ? AND request_id = ?",
                 (client_id, request_id),
             ).fetchone()
@@ -156,18 +149,8 @@ class ReplyLedger:
         return StoredReply(plain[QUERY_DIGEST_SIZE:], plain[:QUERY_DIGEST_SIZE], float(row[0]))
 
     def count(self) -> int:
-        with self._lock, sqlite_errors("count stream answers"):
-            return int(self._conn.execute("SELECT count(*) FROM replies").fetchone()[0])
+        return self._db.count("count stream answers", "SELECT count(*) FROM replies")
 
     def purge(self, retention_s: float, now: float | None = None) -> int:
         """Erase answers older than the retention; their bytes leave the file too. Returns the count."""
-        cutoff = (time.time() if now is None else now) - retention_s
-        with self._lock, sqlite_errors("purge stream answers"):
-            erased = self._conn.execute("DELETE FROM replies WHERE answered_at < ?", (cutoff,)).rowcount
-            if erased:
-                # secure_delete zeroes the pages; the checkpoint moves that into the main
-                # file and truncates the WAL, which still held the old frames.
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if erased:
-            log.info("purged %d stream answers older than the retention", erased)
-        return erased
+        return self._db.purge("stream answers", "DELETE FROM replies WHERE answered_at < ?", retention_s, now)

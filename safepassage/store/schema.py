@@ -42,6 +42,7 @@ import logging
 import sqlite3
 import time
 
+from safepassage.core.sqlite import write_transaction
 from safepassage.store.errors import SchemaMismatch
 
 __all__ = ["SCHEMA_VERSION", "apply_schema"]
@@ -131,8 +132,7 @@ def apply_schema(conn: sqlite3.Connection, fingerprint: bytes) -> int:
     was created with, so a misconfigured server fails at start-up rather than
     on its first decryption.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
@@ -153,11 +153,6 @@ def apply_schema(conn: sqlite3.Connection, fingerprint: bytes) -> int:
             )
             _log.info("applied store schema migration %d", version)
         _check_fingerprint(conn, fingerprint)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return found
 
 

@@ -21,34 +21,32 @@ context string as ``len (u16) || utf-8``, the first a namespace holding ':'
 (which no gallery id does; each namespace other than the probes'
 "camera-probe:"), so such a blob never opens as a template or a probe.
 
-Like pyca/cryptography's Fernet, ``open`` either returns the plaintext or
-raises TemplateIntegrityError; it never returns a sentinel. The fingerprint
-lets a wrong key be reported as such, distinct from tampering. Random 96-bit
-nonces keep AES-GCM within its bounds for up to 2**32 seals per key.
+The layout is an instance of the one envelope (:mod:`safepassage.core.sealing`): ``open``
+either returns the plaintext or raises TemplateIntegrityError, never a sentinel, and the
+fingerprint lets a wrong key be reported as such, distinct from tampering.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from safepassage.core.sealing import Envelope, SealingKey
 from safepassage.store.errors import InvalidTemplate, TemplateIntegrityError
 from safepassage.store.keys import FINGERPRINT_SIZE, derive_keys, generate_key, load_key
 
 __all__ = ["SEALED_OVERHEAD", "SEAL_VERSION", "TemplateSealer"]
 
 SEAL_VERSION = 0x01
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
-_HEADER_SIZE = 1 + FINGERPRINT_SIZE
-SEALED_OVERHEAD = _HEADER_SIZE + _NONCE_SIZE + _TAG_SIZE
+# A wrong key and a damaged blob are both TemplateIntegrityError; the message tells them apart.
+_ENVELOPE = Envelope(
+    SEAL_VERSION, FINGERPRINT_SIZE, TemplateIntegrityError, TemplateIntegrityError, binding="row or gallery"
+)
+SEALED_OVERHEAD = _ENVELOPE.overhead
 _MAX_TEMPLATE_ID = 2**63 - 1
 _MAX_GALLERY_ID_BYTES = 0xFFFF
 
@@ -78,14 +76,13 @@ class TemplateSealer:
     Thread-safe: it holds only immutable key material.
     """
 
-    __slots__ = ("_aead", "_digest_key", "_fingerprint", "_header")
+    __slots__ = ("_digest_key", "_fingerprint", "_key")
 
     def __init__(self, key: bytes) -> None:
         keys = derive_keys(key)  # raises InvalidKey
         self._fingerprint = keys.fingerprint
         self._digest_key = keys.digest_key
-        self._aead = AESGCM(keys.seal_key)
-        self._header = bytes([SEAL_VERSION]) + keys.fingerprint
+        self._key = SealingKey(_ENVELOPE, keys.seal_key, keys.fingerprint)
 
     @staticmethod
     def generate_key() -> bytes:
@@ -126,8 +123,7 @@ class TemplateSealer:
             le = np.ascontiguousarray(data, dtype="<f4")
         if not np.isfinite(le).all():
             raise InvalidTemplate("a template must be finite in float32")
-        aad = self._header + _gallery_part(gallery_id) + _id_part(template_id)
-        return self._seal_raw(le.tobytes(), aad)
+        return self._key.seal(le.tobytes(), _gallery_part(gallery_id) + _id_part(template_id))
 
     def seal_batch(
         self,
@@ -140,19 +136,15 @@ class TemplateSealer:
         if vectors.ndim != 2 or vectors.shape[0] != len(template_ids):
             raise InvalidTemplate("seal_batch needs an (n, d) array and n template ids")
         le = np.ascontiguousarray(vectors, dtype="<f4")
-        prefix = self._header + _gallery_part(gallery_id)
+        prefix = _gallery_part(gallery_id)
         return [
-            self._seal_raw(row.tobytes(), prefix + _id_part(tid))
+            self._key.seal(row.tobytes(), prefix + _id_part(tid))
             for row, tid in zip(le, template_ids, strict=True)
         ]
 
     def seal_bytes(self, plaintext: bytes, *, context: Sequence[str]) -> bytes:
         """Seal a byte string bound to ``context`` (a namespace with ':', then ids)."""
-        return self._seal_raw(bytes(plaintext), self._header + _context_part(context))
-
-    def _seal_raw(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_SIZE)
-        return self._header + nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return self._key.seal(bytes(plaintext), _context_part(context))
 
     # -- opening -------------------------------------------------------------
 
@@ -163,8 +155,7 @@ class TemplateSealer:
 
         Raises TemplateIntegrityError on any failure.
         """
-        aad_prefix = self._header + _gallery_part(gallery_id)
-        plain = self._open_raw(blob, aad_prefix, gallery_id, template_id, dimension)
+        plain = self._open_raw(blob, _gallery_part(gallery_id), gallery_id, template_id, dimension)
         return np.frombuffer(plain, dtype="<f4").astype(np.float32)
 
     def open_batch(
@@ -178,9 +169,9 @@ class TemplateSealer:
         """Open many blobs of one gallery into a writable (n, dimension) float32 array."""
         if len(blobs) != len(template_ids):
             raise InvalidTemplate("open_batch needs one template id per blob")
-        aad_prefix = self._header + _gallery_part(gallery_id)
+        prefix = _gallery_part(gallery_id)
         plain = b"".join(
-            self._open_raw(blob, aad_prefix, gallery_id, tid, dimension)
+            self._open_raw(blob, prefix, gallery_id, tid, dimension)
             for blob, tid in zip(blobs, template_ids, strict=True)
         )
         flat = np.frombuffer(plain, dtype="<f4").astype(np.float32)
@@ -189,50 +180,18 @@ class TemplateSealer:
     def open_bytes(self, blob: bytes, *, context: Sequence[str]) -> bytes:
         """Open a blob of `seal_bytes` under the same context; raises TemplateIntegrityError."""
         where = f"sealed value of {context[0]!r}" if context else "sealed value"
-        if not isinstance(blob, bytes):
-            raise TemplateIntegrityError(f"{where}: not a byte string")
-        if len(blob) < SEALED_OVERHEAD:
-            raise TemplateIntegrityError(f"{where}: sealed blob is truncated")
-        if blob[0] != SEAL_VERSION:
-            raise TemplateIntegrityError(f"{where}: unknown sealing version {blob[0]}")
-        if blob[1:_HEADER_SIZE] != self._fingerprint:
-            raise TemplateIntegrityError(f"{where}: the key does not match the one that sealed it")
-        nonce = blob[_HEADER_SIZE : _HEADER_SIZE + _NONCE_SIZE]
-        try:
-            return self._aead.decrypt(
-                nonce, blob[_HEADER_SIZE + _NONCE_SIZE :], self._header + _context_part(context)
-            )
-        except InvalidTag:
-            raise TemplateIntegrityError(
-                f"{where}: authentication failed (altered, or moved from another row)"
-            ) from None
+        self._key.check(blob, where)  # before the context is checked: the blob's fault comes first
+        return self._key.open(blob, _context_part(context), where=where)
 
     def _open_raw(
-        self, blob: bytes, aad_prefix: bytes, gallery_id: str, template_id: int, dimension: int
+        self, blob: bytes, prefix: bytes, gallery_id: str, template_id: int, dimension: int
     ) -> bytes:
         where = f"template {template_id} of gallery {gallery_id!r}"
-        if not isinstance(blob, bytes):
-            raise TemplateIntegrityError(f"{where}: sealed value is not a byte string")
-        if len(blob) < SEALED_OVERHEAD:
-            raise TemplateIntegrityError(f"{where}: sealed blob is truncated")
-        if blob[0] != SEAL_VERSION:
-            raise TemplateIntegrityError(f"{where}: unknown sealing version {blob[0]}")
-        if blob[1:_HEADER_SIZE] != self._fingerprint:
-            raise TemplateIntegrityError(
-                f"{where}: the key does not match the one that sealed it "
-                f"(fingerprint {blob[1:_HEADER_SIZE].hex()}, this key {self._fingerprint.hex()})"
-            )
+        self._key.check(blob, where)
         if len(blob) != SEALED_OVERHEAD + 4 * dimension:
             raise TemplateIntegrityError(
                 f"{where}: sealed length {len(blob)} does not fit dimension {dimension}"
             )
         if not 0 <= template_id <= _MAX_TEMPLATE_ID:
             raise TemplateIntegrityError(f"{where}: template id is out of range")
-        nonce = blob[_HEADER_SIZE : _HEADER_SIZE + _NONCE_SIZE]
-        aad = aad_prefix + int(template_id).to_bytes(8, "little")
-        try:
-            return self._aead.decrypt(nonce, blob[_HEADER_SIZE + _NONCE_SIZE :], aad)
-        except InvalidTag:
-            raise TemplateIntegrityError(
-                f"{where}: authentication failed (altered, or moved from another row or gallery)"
-            ) from None
+        return self._key.open(blob, prefix + int(template_id).to_bytes(8, "little"), where=where)

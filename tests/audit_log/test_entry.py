@@ -57,7 +57,7 @@ def test_now_and_accepted_shapes() -> None:
         event(details={"purpose": "watchlist", "state": "NOT_FOUND", "version": "v1.2", "empty": ""}),
         event(details={"count": "0", "faces": "999999999"}),
         event(details={"certificate_sha256": DIGEST, "reason": "key_compromise"}),
-        # What safepassage.server.pki's change hook reports.
+        # What the PKI's change hook (safepassage.server.certificate_index.ChangeHook) reports.
         event(
             operation="certificate.revoke",
             details={

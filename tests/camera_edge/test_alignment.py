@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from safepassage.camera_edge.alignment import ARCFACE_TEMPLATE, DLIB_TEMPLATE, arcface_chip, dlib_chip
-from safepassage.camera_edge.errors import PipelineInputError
+from safepassage.face.alignment import ARCFACE_TEMPLATE, DLIB_TEMPLATE, arcface_chip, dlib_chip
+from safepassage.face.errors import PipelineInputError
 
 logger = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from safepassage.camera_edge.box_mapping import BoxMapping, to_dlib_box
-from safepassage.camera_edge.detection import (
+from safepassage.face.box_mapping import BoxMapping, to_dlib_box
+from safepassage.face.detection import (
     CenterFaceDetector,
     Detection,
     iou_matrix,
     non_maximum_suppression,
 )
-from safepassage.camera_edge.errors import ModelShapeMismatch, PipelineInputError
+from safepassage.face.errors import ModelShapeMismatch, PipelineInputError
 from safepassage.model_pack.centerface import PATH_IN_WHEEL, WHEEL_NAME, extract_centerface
 from tests.conftest import REPO
 

@@ -21,9 +21,9 @@ from safepassage.camera_edge.client import AUTHORISATION_METADATA_KEY, EdgeClien
 from safepassage.camera_edge.config import load_edge_config
 from safepassage.camera_edge.edge_loop import EdgeLoop, LoopSettings
 from safepassage.camera_edge.errors import CredentialsError, SourceUnavailable
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
 from safepassage.camera_edge.sources import Frame
 from safepassage.camera_edge.tracking import ReadyTrack
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, load_pipeline
 from safepassage.server.cctv_authorisation import METADATA_KEY, sign
 from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert

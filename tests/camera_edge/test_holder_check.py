@@ -15,9 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from safepassage.camera_edge.errors import PipelineInputError
 from safepassage.camera_edge.holder_check import HolderCheck, HolderCheckResult
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
 from safepassage.cli.credential_command import add_credential_parser, run_credential
 from safepassage.core.metric import Metric
 from safepassage.credential import (
@@ -31,6 +29,8 @@ from safepassage.credential import (
     issue,
     qr_png,
 )
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
 
 HOLDER_ENROLLED = "lfw/Walter_Mondale/Walter_Mondale_0004.jpg"
 HOLDER_LIVE = "lfw/Walter_Mondale/Walter_Mondale_0008.jpg"

@@ -15,8 +15,8 @@ from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.camera_edge.errors import CaptureTimedOut, LivenessFailed, ServerUnreachable
 from safepassage.camera_edge.kiosk import KioskSession, KioskSettings, KioskStep, Prompt, identify, verify
 from safepassage.camera_edge.liveness import HeadTurnChallenge, LivenessSettings, TurnDirection
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, load_pipeline
 from safepassage.camera_edge.sources import Frame, SourceSpec, open_source
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, load_pipeline
 
 CLIP = "video/intel_sample_videos/mp4_from_gif/head-pose-face-detection-female.mp4"
 FPS = 12.0

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from safepassage.camera_edge.errors import ModelFileMissing, ModelShapeMismatch, PipelineInputError
-from safepassage.camera_edge.landmarks import ShapePredictorLandmarker
+from safepassage.face.errors import ModelFileMissing, ModelShapeMismatch, PipelineInputError
+from safepassage.face.landmarks import ShapePredictorLandmarker
 
 logger = logging.getLogger(__name__)
 

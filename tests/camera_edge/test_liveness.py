@@ -12,8 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks import liveness_eval as bench
-from safepassage.camera_edge.detection import Detection
-from safepassage.camera_edge.errors import LivenessFailed, PipelineInputError
+from safepassage.camera_edge.errors import LivenessFailed
 from safepassage.camera_edge.liveness import (
     ChallengeState,
     HeadTurnChallenge,
@@ -22,7 +21,9 @@ from safepassage.camera_edge.liveness import (
     TurnDirection,
 )
 from safepassage.camera_edge.parallax import planar_parallax, yaw_proxy
-from safepassage.camera_edge.pipeline import Detector, PipelineSettings, load_pipeline
+from safepassage.face.detection import Detection
+from safepassage.face.errors import PipelineInputError
+from safepassage.face.pipeline import Detector, PipelineSettings, load_pipeline
 
 Frame = npt.NDArray[np.uint8]
 SETTINGS = LivenessSettings()

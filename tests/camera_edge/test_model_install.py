@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from safepassage.camera_edge.errors import ManifestError
-from safepassage.camera_edge.manifest import MANIFEST_NAME, ModelPack
-from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
+from safepassage.face.errors import ManifestError
+from safepassage.face.manifest import MANIFEST_NAME, ModelPack
+from safepassage.face.pipeline import PipelineSettings, load_pipeline
 from safepassage.model_pack.archive import install_pack
 from safepassage.model_pack.errors import ModelArchiveError
 

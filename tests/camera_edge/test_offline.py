@@ -132,8 +132,9 @@ class EdgeProcess:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+        with self.process.stdout:  # closed at the end of the output
+            for line in self.process.stdout:
+                self.lines.append(line)
 
     def wait_for(self, text: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -11,11 +11,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from safepassage.camera_edge.embedding import EmbedderSpec, OnnxEmbedder
-from safepassage.camera_edge.errors import ModelFileMissing, ModelHashMismatch, ModelShapeMismatch
-from safepassage.camera_edge.manifest import ModelEntry, ModelPack, ModelSource, sha256_of
-from safepassage.camera_edge.pipeline import FacePipeline
 from safepassage.face import ImageLimits, decode_image
+from safepassage.face.chip_embedder import EmbedderSpec, OnnxChipEmbedder
+from safepassage.face.errors import ModelFileMissing, ModelHashMismatch, ModelShapeMismatch
+from safepassage.face.manifest import ModelEntry, ModelPack, ModelSource
+from safepassage.face.model import file_sha256
+from safepassage.face.pipeline import FacePipeline
 
 DIM = 64
 RNG = np.random.default_rng(12)
@@ -62,7 +63,7 @@ def entry(path: Path, **overrides: object) -> ModelEntry:
         name="user-arcface",
         version="1",
         file=path.name,
-        sha256=sha256_of(path),
+        sha256=file_sha256(path),
         licence="proprietary",
         source=ModelSource("user", "1", path.name),
         params=params,
@@ -83,7 +84,7 @@ def user_pack(tmp_path: Path, model_dir: Path) -> ModelPack:
 
 def test_manifest_alone_drives_preprocessing(user_pack: ModelPack) -> None:
     spec = EmbedderSpec.from_entry(user_pack.entry("user-arcface"))
-    embedder = OnnxEmbedder(user_pack.path_of("user-arcface"), spec)
+    embedder = OnnxChipEmbedder(user_pack.path_of("user-arcface"), spec)
     chips = RNG.integers(0, 256, size=(3, 112, 112, 3), dtype=np.uint8)
     got = embedder.embed(chips)
     bgr = chips[..., ::-1].astype(np.float64)
@@ -92,11 +93,11 @@ def test_manifest_alone_drives_preprocessing(user_pack: ModelPack) -> None:
 
 
 def test_user_model_runs_in_the_pipeline_with_detector_points(user_pack: ModelPack, faces_dir: Path) -> None:
-    from safepassage.camera_edge.detection import CenterFaceDetector
+    from safepassage.face.detection import CenterFaceDetector
 
     detector = CenterFaceDetector(user_pack.path_of("centerface"))
     spec = EmbedderSpec.from_entry(user_pack.entry("user-arcface"))
-    pipeline = FacePipeline(detector, OnnxEmbedder(user_pack.path_of("user-arcface"), spec))
+    pipeline = FacePipeline(detector, OnnxChipEmbedder(user_pack.path_of("user-arcface"), spec))
     image = decode_image((faces_dir / "face_recognition" / "obama" / "obama.jpg").read_bytes(), ImageLimits())
     faces = pipeline.process(image)
     assert len(faces) == 1 and faces[0].embedding.shape == (DIM,) and faces[0].landmarks is None
@@ -118,7 +119,7 @@ def test_model_that_disagrees_with_its_manifest_is_refused(
     tiny_arcface_like(path)
     spec = EmbedderSpec.from_entry(entry(path, **override))
     with pytest.raises(ModelShapeMismatch, match=says) as info:
-        OnnxEmbedder(path, spec)
+        OnnxChipEmbedder(path, spec)
     assert str(path) in str(info.value)
 
 

@@ -12,7 +12,9 @@ from safepassage.enrolment.custodian import KeyCustodian, Rotation
 from safepassage.enrolment.errors import KeyDestroyed, RecordErased, RecordIntegrityError
 from safepassage.enrolment.kek import FileKeyring, WrappedKey
 from safepassage.enrolment.record_cipher import RecordCipher
-from safepassage.enrolment.vault import RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_erasures import Tombstone
+from safepassage.enrolment.vault_records import StoredRecord
 
 PARTS = ("record", "secrets", "templates")
 
@@ -64,12 +66,12 @@ def _stored(cipher: RecordCipher, record_id: str) -> tuple[StoredRecord, dict[st
 
 def _enrol(vault: RecordVault, cipher: RecordCipher, record_id: str) -> dict[str, bytes]:
     record, payloads = _stored(cipher, record_id)
-    vault.insert(record, os.urandom(32), [])
+    vault.records.insert(record, os.urandom(32), [])
     return payloads
 
 
 def _opens(vault: RecordVault, cipher: RecordCipher, record_id: str, payloads: dict[str, bytes]) -> None:
-    stored = vault.get(record_id)
+    stored = vault.records.get(record_id)
     key = cipher.data_key(record_id, stored.wrapped_key)
     blobs = {
         "record": stored.sealed_record,
@@ -86,8 +88,8 @@ def test_rotation_rewraps_every_record_and_destroys_the_old_versions(
     records = {f"pr-{n}": _enrol(vault, cipher, f"pr-{n}") for n in range(3)}
     keyring.rotate()  # version 2: later enrolments use it, the first three stay under 1
     records |= {f"pr-{n}": _enrol(vault, cipher, f"pr-{n}") for n in range(3, 5)}
-    assert vault.kek_versions_in_use() == {1, 2}
-    sealed_before = {rid: vault.get(rid).sealed_record for rid in records}
+    assert vault.data_keys.kek_versions_in_use() == {1, 2}
+    sealed_before = {rid: vault.records.get(rid).sealed_record for rid in records}
 
     rotation = custodian.rotate()
 
@@ -95,10 +97,11 @@ def test_rotation_rewraps_every_record_and_destroys_the_old_versions(
     assert keyring.versions() == (3,) and keyring.current_version() == 3
     assert keyring.destroyed_versions() == (1, 2)
     assert FileKeyring.open(keyring.path).versions() == (3,)  # destroyed in the file, not only in memory
-    assert vault.kek_versions_in_use() == {3}
+    assert vault.data_keys.kek_versions_in_use() == {3}
     for record_id, payloads in records.items():
-        assert vault.get(record_id).wrapped_key.kek_version == 3
-        assert vault.get(record_id).sealed_record == sealed_before[record_id]  # rewrapped, not re-encrypted
+        assert vault.records.get(record_id).wrapped_key.kek_version == 3
+        # Rewrapped, not re-encrypted.
+        assert vault.records.get(record_id).sealed_record == sealed_before[record_id]
         _opens(vault, cipher, record_id, payloads)
 
 
@@ -121,14 +124,14 @@ def test_a_backup_from_before_a_rotation_cannot_be_unwrapped(
     vault.backup(backup)
     copy = RecordVault.open(backup)
     try:
-        before = dict(copy.wrapped_keys())
+        before = dict(copy.data_keys.wrapped())
         assert before.keys() == records.keys()
         for record_id, wrapped in before.items():
             cipher.data_key(record_id, wrapped)  # opens while its version lives
 
         custodian.rotate()
 
-        for record_id, wrapped in dict(copy.wrapped_keys()).items():
+        for record_id, wrapped in dict(copy.data_keys.wrapped()).items():
             with pytest.raises(KeyDestroyed, match="destroyed"):
                 cipher.data_key(record_id, wrapped)
             with pytest.raises(KeyDestroyed):
@@ -148,12 +151,12 @@ def test_a_version_still_in_use_is_never_destroyed(
     assert custodian.destroy_unused() == ()
     assert keyring.versions() == (1, 2)
 
-    vault.replace_wrapped_keys([("pr-1", cipher.rewrap("pr-1", vault.get("pr-1").wrapped_key))])
-    assert vault.kek_versions_in_use() == {1, 2}
+    vault.data_keys.replace([("pr-1", cipher.rewrap("pr-1", vault.records.get("pr-1").wrapped_key))])
+    assert vault.data_keys.kek_versions_in_use() == {1, 2}
     assert custodian.destroy_unused() == ()  # pr-2 still needs version 1
     _opens(vault, cipher, "pr-2", second)
 
-    vault.replace_wrapped_keys([("pr-2", cipher.rewrap("pr-2", vault.get("pr-2").wrapped_key))])
+    vault.data_keys.replace([("pr-2", cipher.rewrap("pr-2", vault.records.get("pr-2").wrapped_key))])
     assert custodian.destroy_unused() == (1,)
     assert keyring.versions() == (2,)
     assert custodian.destroy_unused() == ()  # the current version is never destroyed
@@ -171,7 +174,7 @@ def test_a_record_stored_under_an_old_version_during_rotation_survives_it(
 
     def store_late(doomed: tuple[int, ...]) -> None:
         assert doomed == (1,)
-        vault.insert(late, os.urandom(32), [])
+        vault.records.insert(late, os.urandom(32), [])
 
     rotation = custodian.rotate(before_destroy=store_late)
 
@@ -196,8 +199,8 @@ def test_erasure_through_the_rotation_callback(
 
     def shred(doomed: tuple[int, ...]) -> None:
         # Called after the rewrap, before anything is destroyed.
-        seen.append((doomed, keyring.versions(), vault.kek_versions_in_use()))
-        vault.erase(Tombstone("pr-victim", 1_750_000_100.0, "holder", "ab" * 32))
+        seen.append((doomed, keyring.versions(), vault.data_keys.kek_versions_in_use()))
+        vault.erasures.erase(Tombstone("pr-victim", 1_750_000_100.0, "holder", "ab" * 32))
 
     rotation = custodian.rotate(before_destroy=shred)
 
@@ -205,12 +208,12 @@ def test_erasure_through_the_rotation_callback(
     assert rotation == Rotation(3, 3, (1, 2))
     assert keyring.versions() == (3,)
     with pytest.raises(RecordErased):
-        vault.get("pr-victim")
+        vault.records.get("pr-victim")
     _opens(vault, cipher, "pr-keeper", keeper)
     _opens(vault, cipher, "pr-other", other)
     copy = RecordVault.open(backup)
     try:
-        old = dict(copy.wrapped_keys())
+        old = dict(copy.data_keys.wrapped())
     finally:
         copy.close()
     assert old.keys() == {"pr-keeper", "pr-victim", "pr-other"}
@@ -231,7 +234,7 @@ def test_a_failing_callback_destroys_nothing(
     with pytest.raises(OSError, match="disk full"):
         custodian.rotate(before_destroy=crash)
     assert keyring.versions() == (1, 2)
-    assert vault.kek_versions_in_use() == {2}
+    assert vault.data_keys.kek_versions_in_use() == {2}
     _opens(vault, cipher, "pr-1", payloads)
     assert custodian.rotate() == Rotation(3, 1, (1, 2))
     _opens(vault, cipher, "pr-1", payloads)
@@ -242,14 +245,14 @@ def test_a_damaged_wrapped_key_stops_the_rotation_before_any_destruction(
 ) -> None:
     good = _enrol(vault, cipher, "pr-good")
     _enrol(vault, cipher, "pr-bad")
-    wrapped = vault.get("pr-bad").wrapped_key
+    wrapped = vault.records.get("pr-bad").wrapped_key
     damaged = bytearray(wrapped.blob)
     damaged[-1] ^= 0x01
-    vault.replace_wrapped_keys([("pr-bad", WrappedKey(wrapped.kek_version, bytes(damaged)))])
+    vault.data_keys.replace([("pr-bad", WrappedKey(wrapped.kek_version, bytes(damaged)))])
 
     with pytest.raises(RecordIntegrityError):
         custodian.rotate()
 
     assert 1 in keyring.versions()  # not destroyed: pr-good still needs it
-    assert vault.kek_versions_in_use() == {1}
+    assert vault.data_keys.kek_versions_in_use() == {1}
     _opens(vault, cipher, "pr-good", good)

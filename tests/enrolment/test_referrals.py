@@ -14,7 +14,8 @@ from safepassage.enrolment.errors import RecordNotFound
 from safepassage.enrolment.kek import FileKeyring
 from safepassage.enrolment.record_cipher import DataKey, RecordCipher
 from safepassage.enrolment.referrals import Referral, ReferralDesk
-from safepassage.enrolment.vault import RecordVault, Tombstone
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_erasures import Tombstone
 from tests.enrolment.test_vault import T0, _insert, _record
 
 LA_STRADA, OTHER = "la-strada", "other-ngo"
@@ -47,16 +48,19 @@ def _raise(d: Desk, record_id: str, organisation: str, channel: str, at: float, 
 
 def test_the_vault_lists_one_organisation_s_referrals(desk: Desk) -> None:
     vault = desk.vault
-    mine = vault.add_referral("pr-1", LA_STRADA, "hotline", T0, b"a")
-    theirs = vault.add_referral("pr-3", OTHER, "hotline", T0 + 1, b"b")
-    private = vault.add_referral("pr-2", LA_STRADA, "private", T0 + 2, b"c")
-    assert [r.referral_id for r in vault.referrals(LA_STRADA, None, False)] == [mine, private]
-    assert [r.referral_id for r in vault.referrals(OTHER, None, False)] == [theirs]
-    assert [r.referral_id for r in vault.referrals(OTHER, ["private"], False)] == []
-    assert vault.referrals("nobody", None, True) == []
-    assert vault.referral(theirs).organisation == OTHER  # by id: the caller checks the organisation
+    mine = vault.referrals.add("pr-1", LA_STRADA, "hotline", T0, b"a")
+    theirs = vault.referrals.add("pr-3", OTHER, "hotline", T0 + 1, b"b")
+    private = vault.referrals.add("pr-2", LA_STRADA, "private", T0 + 2, b"c")
+    assert [r.referral_id for r in vault.referrals.for_organisation(LA_STRADA, None, False)] == [
+        mine,
+        private,
+    ]
+    assert [r.referral_id for r in vault.referrals.for_organisation(OTHER, None, False)] == [theirs]
+    assert [r.referral_id for r in vault.referrals.for_organisation(OTHER, ["private"], False)] == []
+    assert vault.referrals.for_organisation("nobody", None, True) == []
+    assert vault.referrals.get(theirs).organisation == OTHER  # by id: the caller checks the organisation
     with pytest.raises(RecordNotFound):
-        vault.add_referral("pr-9", LA_STRADA, "hotline", T0, b"d")
+        vault.referrals.add("pr-9", LA_STRADA, "hotline", T0, b"d")
 
 
 def test_the_desk_opens_referrals_for_their_organisation_only(desk: Desk) -> None:
@@ -81,7 +85,7 @@ def test_the_desk_opens_referrals_for_their_organisation_only(desk: Desk) -> Non
     for reader, organisation in (("case-2", LA_STRADA), ("case-2", "")):
         with pytest.raises(RecordNotFound, match=f"no referral {theirs} on a channel"):
             desk.desk.acknowledge(reader, organisation, theirs, T0 + 10)
-    assert desk.vault.referral(theirs).acknowledged_at is None
+    assert desk.vault.referrals.get(theirs).acknowledged_at is None
     done = desk.desk.acknowledge("case-9", OTHER, theirs, T0 + 10)
     assert done.organisation == OTHER and done.acknowledged_at == datetime.fromtimestamp(T0 + 10, UTC)
 
@@ -102,7 +106,7 @@ def test_channel_reader_lists_restrict_within_the_organisation(desk: Desk) -> No
 def test_referrals_go_with_the_erased_record(desk: Desk) -> None:
     gone = _raise(desk, "pr-1", LA_STRADA, "hotline", T0, "verification")
     kept = _raise(desk, "pr-2", LA_STRADA, "hotline", T0, "verification")
-    desk.vault.erase(Tombstone("pr-1", T0 + 1, "holder", "00" * 32))
+    desk.vault.erasures.erase(Tombstone("pr-1", T0 + 1, "holder", "00" * 32))
     assert [r.referral_id for r in desk.desk.list("case-1", LA_STRADA, [], True)] == [kept]
     with pytest.raises(RecordNotFound):
         desk.desk.acknowledge("case-1", LA_STRADA, gone, T0 + 2)

@@ -18,14 +18,12 @@ import pytest
 from safepassage.enrolment.consent import Scope, ScopeGrant
 from safepassage.enrolment.errors import KeyringError, PinLocked, RecordErased, RecordExists, RecordNotFound
 from safepassage.enrolment.kek import WRAPPED_KEY_SIZE, WrappedKey
-from safepassage.enrolment.vault import (
-    ConsentEntry,
-    PinLockout,
-    RecordVault,
-    StoredRecord,
-    Tombstone,
-    backup_vault,
-)
+from safepassage.enrolment.pin_attempts import PinLockout
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_consents import ConsentEntry
+from safepassage.enrolment.vault_erasures import Tombstone
+from safepassage.enrolment.vault_file import backup_vault
+from safepassage.enrolment.vault_records import StoredRecord
 
 STORE = ScopeGrant(Scope.STORE)
 BORDER = ScopeGrant(Scope.VERIFY_AT_BORDER)
@@ -87,7 +85,7 @@ def vault(path: Path) -> Iterator[RecordVault]:
 
 def _insert(vault: RecordVault, record: StoredRecord, consents: list[ConsentEntry] | None = None) -> bytes:
     tag = os.urandom(32)
-    vault.insert(record, tag, ALL if consents is None else consents)
+    vault.records.insert(record, tag, ALL if consents is None else consents)
     return tag
 
 
@@ -127,9 +125,9 @@ def test_reopening_keeps_everything(path: Path) -> None:
     first.close()
     again = RecordVault.open(path)
     try:
-        assert again.get("pr-1") == record
-        assert again.find_by_recovery_tag(tag) == "pr-1"
-        assert len(again.consents("pr-1")) == len(ALL)
+        assert again.records.get("pr-1") == record
+        assert again.records.find_by_recovery_tag(tag) == "pr-1"
+        assert len(again.consents.of("pr-1")) == len(ALL)
     finally:
         again.close()
 
@@ -140,32 +138,32 @@ def test_reopening_keeps_everything(path: Path) -> None:
 def test_insert_get_round_trip(vault: RecordVault) -> None:
     record = _record("pr-1", templates=3, kek_version=7)
     tag = _insert(vault, record)
-    got = vault.get("pr-1")
+    got = vault.records.get("pr-1")
     assert got == record
     assert got.wrapped_key.kek_version == 7 and got.wrapped_key.blob == record.wrapped_key.blob
     assert got.reference_ids == ["pr-1.0", "pr-1.1", "pr-1.2"]
-    assert vault.find_by_recovery_tag(tag) == "pr-1"
-    assert vault.count() == 1
+    assert vault.records.find_by_recovery_tag(tag) == "pr-1"
+    assert vault.records.count() == 1
 
 
 def test_credential_days_are_kept_and_default_to_unknown(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1", credential_days=90))
     _insert(vault, replace(_record("pr-2"), credential_days=0))
-    assert vault.get("pr-1").credential_days == 90
-    assert vault.get("pr-2").credential_days == 0
+    assert vault.records.get("pr-1").credential_days == 90
+    assert vault.records.get("pr-2").credential_days == 0
     assert StoredRecord("x", "g", "o", 0, _wrapped(), b"", b"", b"", T0).credential_days == 0
 
 
 def test_replace_secrets_changes_only_the_secrets(vault: RecordVault, path: Path) -> None:
     record = _record("pr-1")
     _insert(vault, record)
-    vault.replace_secrets("pr-1", fresh := os.urandom(220))
-    assert vault.get("pr-1") == replace(record, sealed_secrets=fresh)
+    vault.records.replace_secrets("pr-1", fresh := os.urandom(220))
+    assert vault.records.get("pr-1") == replace(record, sealed_secrets=fresh)
     with pytest.raises(RecordNotFound):
-        vault.replace_secrets("pr-2", fresh)
-    vault.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
+        vault.records.replace_secrets("pr-2", fresh)
+    vault.erasures.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
     with pytest.raises(RecordErased):
-        vault.replace_secrets("pr-1", fresh)
+        vault.records.replace_secrets("pr-1", fresh)
 
 
 def test_sealed_templates_streams_every_live_record_in_chunks(vault: RecordVault) -> None:
@@ -174,11 +172,11 @@ def test_sealed_templates_streams_every_live_record_in_chunks(vault: RecordVault
     }
     for record in records.values():
         _insert(vault, record)
-    vault.erase(Tombstone("pr-0007", T0, "holder", "00" * 32))
-    stream = vault.sealed_templates()
+    vault.erasures.erase(Tombstone("pr-0007", T0, "holder", "00" * 32))
+    stream = vault.records.sealed_templates()
     first = next(stream)
     # The lock is not held between rows: the vault stays usable mid-stream.
-    assert vault.count() == 599
+    assert vault.records.count() == 599
     _insert(vault, _record("pr-9999"))
     rest = list(stream)
     seen = {rid: (gallery, wrapped, sealed) for rid, gallery, wrapped, sealed in [first, *rest]}
@@ -190,22 +188,22 @@ def test_sealed_templates_streams_every_live_record_in_chunks(vault: RecordVault
 
 
 def test_an_empty_vault_streams_no_templates(vault: RecordVault) -> None:
-    assert list(vault.sealed_templates()) == []
+    assert list(vault.records.sealed_templates()) == []
 
 
 def test_missing_records_are_not_found(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     for call in (
-        lambda: vault.get("pr-2"),
-        lambda: vault.consents("pr-2"),
-        lambda: vault.put_consents("pr-2", [_entry(BORDER)]),
-        lambda: vault.pin_locked_until("pr-2"),
-        lambda: vault.find_by_recovery_tag(os.urandom(32)),
-        lambda: vault.erase(Tombstone("pr-2", T0, "holder", "00" * 32)),
+        lambda: vault.records.get("pr-2"),
+        lambda: vault.consents.of("pr-2"),
+        lambda: vault.consents.put("pr-2", [_entry(BORDER)]),
+        lambda: vault.pins.locked_until("pr-2"),
+        lambda: vault.records.find_by_recovery_tag(os.urandom(32)),
+        lambda: vault.erasures.erase(Tombstone("pr-2", T0, "holder", "00" * 32)),
     ):
         with pytest.raises(RecordNotFound):
             call()
-    assert vault.tombstone("pr-2") is None
+    assert vault.erasures.tombstone("pr-2") is None
 
 
 def test_a_duplicate_id_is_refused_and_changes_nothing(vault: RecordVault) -> None:
@@ -213,21 +211,21 @@ def test_a_duplicate_id_is_refused_and_changes_nothing(vault: RecordVault) -> No
     tag = _insert(vault, original)
     with pytest.raises(RecordExists):
         _insert(vault, _record("pr-1", gallery="g2"), [_entry(STORE)])
-    assert vault.get("pr-1") == original
-    assert vault.find_by_recovery_tag(tag) == "pr-1"
-    assert len(vault.consents("pr-1")) == len(ALL)
-    assert vault.count() == 1
+    assert vault.records.get("pr-1") == original
+    assert vault.records.find_by_recovery_tag(tag) == "pr-1"
+    assert len(vault.consents.of("pr-1")) == len(ALL)
+    assert vault.records.count() == 1
 
 
 def test_a_duplicate_recovery_tag_is_refused_and_stores_nothing(vault: RecordVault) -> None:
     tag = _insert(vault, _record("pr-1"))
     with pytest.raises(RecordExists):
-        vault.insert(_record("pr-2"), tag, ALL)
+        vault.records.insert(_record("pr-2"), tag, ALL)
     with pytest.raises(RecordNotFound):
-        vault.get("pr-2")
-    assert vault.find_by_recovery_tag(tag) == "pr-1"
-    assert vault.count() == 1
-    assert vault.records_in("g1", DUPLICATE) == [("pr-1", 2)]
+        vault.records.get("pr-2")
+    assert vault.records.find_by_recovery_tag(tag) == "pr-1"
+    assert vault.records.count() == 1
+    assert vault.records.consenting("g1", DUPLICATE) == [("pr-1", 2)]
 
 
 # -- consent ------------------------------------------------------------------------
@@ -236,7 +234,7 @@ def test_a_duplicate_recovery_tag_is_refused_and_stores_nothing(vault: RecordVau
 def test_consents_are_kept_per_scope_and_organisation(vault: RecordVault) -> None:
     refused = [_entry(STORE), _entry(BORDER, granted=False), _entry(SHARE_OTHER, granted=False)]
     _insert(vault, _record("pr-1"), refused)
-    entries = vault.consents("pr-1")
+    entries = vault.consents.of("pr-1")
     assert entries == sorted(refused, key=lambda e: (e.grant.scope.value, e.grant.organisation))
     by_grant = {e.grant: e for e in entries}
     assert by_grant[STORE].in_force and not by_grant[BORDER].in_force
@@ -245,7 +243,7 @@ def test_consents_are_kept_per_scope_and_organisation(vault: RecordVault) -> Non
 
 def test_put_consents_replaces_and_withdraws(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"), [_entry(STORE), _entry(BORDER, granted=False), _entry(DUPLICATE)])
-    vault.put_consents(
+    vault.consents.put(
         "pr-1",
         [
             _entry(BORDER, granted=True, at=T0 + 10),  # a later grant replaces the refusal
@@ -253,15 +251,15 @@ def test_put_consents_replaces_and_withdraws(vault: RecordVault) -> None:
             _entry(SHARE_LA_STRADA, at=T0 + 30),  # new
         ],
     )
-    by_grant = {e.grant: e for e in vault.consents("pr-1")}
+    by_grant = {e.grant: e for e in vault.consents.of("pr-1")}
     assert len(by_grant) == 4
     assert by_grant[BORDER].in_force and by_grant[BORDER].decided_at == T0 + 10
     assert by_grant[DUPLICATE].granted and not by_grant[DUPLICATE].in_force
     assert by_grant[DUPLICATE].withdrawn_at == T0 + 20
     assert by_grant[SHARE_LA_STRADA].in_force and by_grant[STORE].in_force
     # And back: granting again after a withdrawal is in force again.
-    vault.put_consents("pr-1", [_entry(DUPLICATE, at=T0 + 40)])
-    assert {e.grant: e for e in vault.consents("pr-1")}[DUPLICATE].in_force
+    vault.consents.put("pr-1", [_entry(DUPLICATE, at=T0 + 40)])
+    assert {e.grant: e for e in vault.consents.of("pr-1")}[DUPLICATE].in_force
 
 
 def test_records_in_lists_only_consents_in_force_per_gallery_and_organisation(vault: RecordVault) -> None:
@@ -270,18 +268,18 @@ def test_records_in_lists_only_consents_in_force_per_gallery_and_organisation(va
     _insert(vault, _record("pr-c", templates=2), [_entry(STORE), _entry(DUPLICATE)])
     _insert(vault, _record("pr-d", gallery="g2"), ALL)
     _insert(vault, _record("pr-e"), [_entry(STORE), _entry(SHARE_OTHER)])
-    assert vault.records_in("g1", DUPLICATE) == [("pr-a", 1), ("pr-c", 2)]
-    assert vault.records_in("g2", DUPLICATE) == [("pr-d", 2)]
-    assert vault.records_in("g3", DUPLICATE) == []
-    assert vault.records_in("g1", SHARE_LA_STRADA) == [("pr-a", 1)]
-    assert vault.records_in("g1", SHARE_OTHER) == [("pr-e", 2)]
-    assert vault.records_in("g1", ScopeGrant(Scope.SHARE, "nobody")) == []
-    assert [r for r, _ in vault.records_in("g1", STORE)] == ["pr-a", "pr-b", "pr-c", "pr-e"]
+    assert vault.records.consenting("g1", DUPLICATE) == [("pr-a", 1), ("pr-c", 2)]
+    assert vault.records.consenting("g2", DUPLICATE) == [("pr-d", 2)]
+    assert vault.records.consenting("g3", DUPLICATE) == []
+    assert vault.records.consenting("g1", SHARE_LA_STRADA) == [("pr-a", 1)]
+    assert vault.records.consenting("g1", SHARE_OTHER) == [("pr-e", 2)]
+    assert vault.records.consenting("g1", ScopeGrant(Scope.SHARE, "nobody")) == []
+    assert [r for r, _ in vault.records.consenting("g1", STORE)] == ["pr-a", "pr-b", "pr-c", "pr-e"]
 
-    vault.put_consents("pr-c", [_entry(DUPLICATE, withdrawn=T0 + 5)])
-    assert vault.records_in("g1", DUPLICATE) == [("pr-a", 1)]
-    vault.put_consents("pr-b", [_entry(DUPLICATE, at=T0 + 6)])
-    assert vault.records_in("g1", DUPLICATE) == [("pr-a", 1), ("pr-b", 3)]
+    vault.consents.put("pr-c", [_entry(DUPLICATE, withdrawn=T0 + 5)])
+    assert vault.records.consenting("g1", DUPLICATE) == [("pr-a", 1)]
+    vault.consents.put("pr-b", [_entry(DUPLICATE, at=T0 + 6)])
+    assert vault.records.consenting("g1", DUPLICATE) == [("pr-a", 1), ("pr-b", 3)]
 
 
 # -- PIN attempts -------------------------------------------------------------------
@@ -292,43 +290,43 @@ def test_wrong_pins_lock_and_a_right_one_resets(vault: RecordVault) -> None:
     _insert(vault, _record("pr-2"))
 
     def wrong(at: float) -> object:
-        vault.reserve_pin_attempt("pr-1", at, max_failures=3)
-        return vault.pin_failed("pr-1", at, max_failures=3, lock_s=900.0)
+        vault.pins.reserve("pr-1", at, max_failures=3)
+        return vault.pins.failed("pr-1", at, max_failures=3, lock_s=900.0)
 
-    assert vault.pin_locked_until("pr-1") == 0.0
+    assert vault.pins.locked_until("pr-1") == 0.0
     assert [wrong(T0) for _ in range(2)] == [None, None]
-    assert vault.pin_locked_until("pr-1") == 0.0
+    assert vault.pins.locked_until("pr-1") == 0.0
     lockout = wrong(T0 + 1)
     assert lockout == PinLockout(1, T0 + 901.0)
-    assert vault.pin_locked_until("pr-1") == T0 + 901.0
-    assert vault.pin_locked_until("pr-2") == 0.0  # per record
+    assert vault.pins.locked_until("pr-1") == T0 + 901.0
+    assert vault.pins.locked_until("pr-2") == 0.0  # per record
     with pytest.raises(PinLocked):
-        vault.reserve_pin_attempt("pr-1", T0 + 900, max_failures=3)
+        vault.pins.reserve("pr-1", T0 + 900, max_failures=3)
     # The count starts again after a lock.
     assert wrong(T0 + 902) is None
-    vault.pin_passed("pr-1")
-    assert vault.pin_locked_until("pr-1") == 0.0
+    vault.pins.passed("pr-1")
+    assert vault.pins.locked_until("pr-1") == 0.0
     assert [wrong(T0 + 903) for _ in range(2)] == [None, None]  # reset to zero
 
 
 def test_pin_state_survives_reopening(path: Path) -> None:
     first = RecordVault.open(path)
     _insert(first, _record("pr-1"))
-    first.reserve_pin_attempt("pr-1", T0, max_failures=1)
-    assert first.pin_failed("pr-1", T0, max_failures=1, lock_s=60.0) == PinLockout(1, T0 + 60.0)
+    first.pins.reserve("pr-1", T0, max_failures=1)
+    assert first.pins.failed("pr-1", T0, max_failures=1, lock_s=60.0) == PinLockout(1, T0 + 60.0)
     first.close()
     again = RecordVault.open(path)
     try:
-        assert again.pin_locked_until("pr-1") == T0 + 60.0
+        assert again.pins.locked_until("pr-1") == T0 + 60.0
     finally:
         again.close()
 
 
 def test_a_wrong_pin_counted_after_erasure_says_erased(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
-    vault.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
+    vault.erasures.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
     with pytest.raises(RecordErased):
-        vault.pin_failed("pr-1", T0, max_failures=5, lock_s=900.0)
+        vault.pins.failed("pr-1", T0, max_failures=5, lock_s=900.0)
 
 
 # -- keys ---------------------------------------------------------------------------
@@ -339,27 +337,27 @@ def test_wrapped_keys_and_their_replacement(vault: RecordVault) -> None:
     records["pr-3"] = _record("pr-3", kek_version=2)
     for record in records.values():
         _insert(vault, record)
-    assert dict(vault.wrapped_keys()) == {rid: r.wrapped_key for rid, r in records.items()}
-    assert dict(vault.wrapped_keys(not_version=2)) == {"pr-1": records["pr-1"].wrapped_key}
-    assert dict(vault.wrapped_keys(not_version=9)).keys() == records.keys()
-    assert vault.kek_versions_in_use() == {1, 2}
+    assert dict(vault.data_keys.wrapped()) == {rid: r.wrapped_key for rid, r in records.items()}
+    assert dict(vault.data_keys.wrapped(not_version=2)) == {"pr-1": records["pr-1"].wrapped_key}
+    assert dict(vault.data_keys.wrapped(not_version=9)).keys() == records.keys()
+    assert vault.data_keys.kek_versions_in_use() == {1, 2}
 
     fresh = {"pr-1": _wrapped(3), "pr-2": _wrapped(3)}
-    vault.replace_wrapped_keys(fresh.items())
-    assert vault.kek_versions_in_use() == {2, 3}
-    assert vault.get("pr-1").wrapped_key == fresh["pr-1"]
-    assert vault.get("pr-1").sealed_record == records["pr-1"].sealed_record  # nothing else changes
-    assert dict(vault.wrapped_keys(not_version=3)) == {"pr-3": records["pr-3"].wrapped_key}
+    vault.data_keys.replace(fresh.items())
+    assert vault.data_keys.kek_versions_in_use() == {2, 3}
+    assert vault.records.get("pr-1").wrapped_key == fresh["pr-1"]
+    assert vault.records.get("pr-1").sealed_record == records["pr-1"].sealed_record  # nothing else changes
+    assert dict(vault.data_keys.wrapped(not_version=3)) == {"pr-3": records["pr-3"].wrapped_key}
 
-    vault.erase(Tombstone("pr-3", T0, "holder", "00" * 32))
-    assert vault.kek_versions_in_use() == {3}
-    assert dict(vault.wrapped_keys()).keys() == {"pr-1", "pr-2"}
+    vault.erasures.erase(Tombstone("pr-3", T0, "holder", "00" * 32))
+    assert vault.data_keys.kek_versions_in_use() == {3}
+    assert dict(vault.data_keys.wrapped()).keys() == {"pr-1", "pr-2"}
 
 
 def test_an_empty_vault_uses_no_versions(vault: RecordVault) -> None:
-    assert vault.kek_versions_in_use() == set()
-    assert vault.wrapped_keys() == []
-    vault.replace_wrapped_keys([])
+    assert vault.data_keys.kek_versions_in_use() == set()
+    assert vault.data_keys.wrapped() == []
+    vault.data_keys.replace([])
 
 
 # -- referrals ----------------------------------------------------------------------
@@ -368,41 +366,50 @@ def test_an_empty_vault_uses_no_versions(vault: RecordVault) -> None:
 def test_referrals_by_channel_and_acknowledgement(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     _insert(vault, _record("pr-2"))
-    first = vault.add_referral("pr-1", ORG, "la-strada-hotline", T0, b"sealed-1")
-    second = vault.add_referral("pr-2", ORG, "other-channel", T0 + 1, b"sealed-2")
-    third = vault.add_referral("pr-1", ORG, "la-strada-hotline", T0 + 2, b"sealed-3")
+    first = vault.referrals.add("pr-1", ORG, "la-strada-hotline", T0, b"sealed-1")
+    second = vault.referrals.add("pr-2", ORG, "other-channel", T0 + 1, b"sealed-2")
+    third = vault.referrals.add("pr-1", ORG, "la-strada-hotline", T0 + 2, b"sealed-3")
     assert first < second < third
 
-    everything = vault.referrals(ORG, None, include_acknowledged=False)
+    everything = vault.referrals.for_organisation(ORG, None, include_acknowledged=False)
     assert [r.referral_id for r in everything] == [first, second, third]
     assert everything[0].record_id == "pr-1" and everything[0].sealed == b"sealed-1"
     assert everything[0].organisation == ORG
     assert everything[0].raised_at == T0 and everything[0].acknowledged_at is None
-    assert [r.referral_id for r in vault.referrals(ORG, ["la-strada-hotline"], False)] == [first, third]
-    assert [r.referral_id for r in vault.referrals(ORG, ["other-channel", "nowhere"], False)] == [second]
-    assert vault.referrals(ORG, ["nowhere"], False) == []
+    assert [r.referral_id for r in vault.referrals.for_organisation(ORG, ["la-strada-hotline"], False)] == [
+        first,
+        third,
+    ]
+    assert [
+        r.referral_id for r in vault.referrals.for_organisation(ORG, ["other-channel", "nowhere"], False)
+    ] == [second]
+    assert vault.referrals.for_organisation(ORG, ["nowhere"], False) == []
 
-    acknowledged = vault.acknowledge_referral(first, T0 + 100)
+    acknowledged = vault.referrals.acknowledge(first, T0 + 100)
     assert acknowledged.referral_id == first and acknowledged.acknowledged_at == T0 + 100
-    assert [r.referral_id for r in vault.referrals(ORG, None, include_acknowledged=False)] == [second, third]
-    listed = vault.referrals(ORG, ["la-strada-hotline"], include_acknowledged=True)
+    assert [
+        r.referral_id for r in vault.referrals.for_organisation(ORG, None, include_acknowledged=False)
+    ] == [second, third]
+    listed = vault.referrals.for_organisation(ORG, ["la-strada-hotline"], include_acknowledged=True)
     assert [(r.referral_id, r.acknowledged_at) for r in listed] == [(first, T0 + 100), (third, None)]
     # Acknowledging again keeps the first time.
-    assert vault.acknowledge_referral(first, T0 + 500).acknowledged_at == T0 + 100
+    assert vault.referrals.acknowledge(first, T0 + 500).acknowledged_at == T0 + 100
     with pytest.raises(RecordNotFound):
-        vault.acknowledge_referral(third + 100, T0)
+        vault.referrals.acknowledge(third + 100, T0)
 
 
 def test_referrals_die_with_their_record(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
     _insert(vault, _record("pr-2"))
-    gone = vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-1")
-    vault.acknowledge_referral(vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-1b"), T0 + 1)
-    kept = vault.add_referral("pr-2", ORG, "hotline", T0, b"sealed-2")
-    vault.erase(Tombstone("pr-1", T0 + 10, "holder", "00" * 32))
-    assert [r.referral_id for r in vault.referrals(ORG, None, include_acknowledged=True)] == [kept]
+    gone = vault.referrals.add("pr-1", ORG, "hotline", T0, b"sealed-1")
+    vault.referrals.acknowledge(vault.referrals.add("pr-1", ORG, "hotline", T0, b"sealed-1b"), T0 + 1)
+    kept = vault.referrals.add("pr-2", ORG, "hotline", T0, b"sealed-2")
+    vault.erasures.erase(Tombstone("pr-1", T0 + 10, "holder", "00" * 32))
+    assert [
+        r.referral_id for r in vault.referrals.for_organisation(ORG, None, include_acknowledged=True)
+    ] == [kept]
     with pytest.raises(RecordNotFound):
-        vault.acknowledge_referral(gone, T0 + 20)
+        vault.referrals.acknowledge(gone, T0 + 20)
 
 
 # -- erasure ------------------------------------------------------------------------
@@ -412,27 +419,27 @@ def test_erasure_leaves_only_a_tombstone(vault: RecordVault, path: Path) -> None
     victim, keeper = _record("pr-victim"), _record("pr-keeper")
     victim_tag = _insert(vault, victim)
     _insert(vault, keeper)
-    vault.add_referral("pr-victim", ORG, "hotline", T0, os.urandom(120))
-    vault.add_credential("cred-victim", "pr-victim", T0, T0 + 86_400)
+    vault.referrals.add("pr-victim", ORG, "hotline", T0, os.urandom(120))
+    vault.credentials.add("cred-victim", "pr-victim", T0, T0 + 86_400)
     tombstone = Tombstone("pr-victim", T0 + 60, "ngo_caseworker:case-1", "cd" * 32, "signed receipt")
-    vault.erase(tombstone)
+    vault.erasures.erase(tombstone)
 
-    assert vault.tombstone("pr-victim") == tombstone
-    assert vault.tombstone("pr-keeper") is None
+    assert vault.erasures.tombstone("pr-victim") == tombstone
+    assert vault.erasures.tombstone("pr-keeper") is None
     for call in (
-        lambda: vault.get("pr-victim"),
-        lambda: vault.consents("pr-victim"),
-        lambda: vault.put_consents("pr-victim", [_entry(BORDER)]),
-        lambda: vault.pin_locked_until("pr-victim"),
-        lambda: vault.erase(Tombstone("pr-victim", T0 + 61, "holder", "ef" * 32)),
+        lambda: vault.records.get("pr-victim"),
+        lambda: vault.consents.of("pr-victim"),
+        lambda: vault.consents.put("pr-victim", [_entry(BORDER)]),
+        lambda: vault.pins.locked_until("pr-victim"),
+        lambda: vault.erasures.erase(Tombstone("pr-victim", T0 + 61, "holder", "ef" * 32)),
     ):
         with pytest.raises(RecordErased):
             call()
     with pytest.raises(RecordNotFound):
-        vault.find_by_recovery_tag(victim_tag)
-    assert vault.tombstone("pr-victim") == tombstone  # a second erasure changes nothing
-    assert vault.count() == 1 and vault.get("pr-keeper") == keeper
-    assert vault.records_in("g1", DUPLICATE) == [("pr-keeper", 2)]
+        vault.records.find_by_recovery_tag(victim_tag)
+    assert vault.erasures.tombstone("pr-victim") == tombstone  # a second erasure changes nothing
+    assert vault.records.count() == 1 and vault.records.get("pr-keeper") == keeper
+    assert vault.records.consenting("g1", DUPLICATE) == [("pr-keeper", 2)]
     # Its consents went with it (foreign keys cascade), not just out of sight.
     conn = sqlite3.connect(path)
     try:
@@ -445,25 +452,25 @@ def test_erasure_leaves_only_a_tombstone(vault: RecordVault, path: Path) -> None
 
 def test_an_erased_id_is_never_reused(vault: RecordVault) -> None:
     _insert(vault, _record("pr-1"))
-    vault.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
+    vault.erasures.erase(Tombstone("pr-1", T0, "holder", "00" * 32))
     with pytest.raises(RecordExists, match="erased"):
         _insert(vault, _record("pr-1"))
     with pytest.raises(RecordErased):
-        vault.get("pr-1")
-    assert vault.count() == 0
+        vault.records.get("pr-1")
+    assert vault.records.count() == 0
 
 
 def test_erasure_purges_the_wal_and_zeroes_the_sealed_bytes(vault: RecordVault, path: Path) -> None:
     victim, keeper = _record("pr-victim"), _record("pr-keeper")
     _insert(vault, victim)
     _insert(vault, keeper)
-    vault.add_referral("pr-victim", ORG, "hotline", T0, referral := os.urandom(150))
+    vault.referrals.add("pr-victim", ORG, "hotline", T0, referral := os.urandom(150))
     wal = Path(f"{path}-wal")
     assert wal.stat().st_size > 0
     before = _files(path)
     assert all(blob in before for blob in _sealed(victim))  # the search finds them when present
 
-    vault.erase(Tombstone("pr-victim", T0, "holder", "00" * 32))
+    vault.erasures.erase(Tombstone("pr-victim", T0, "holder", "00" * 32))
 
     assert wal.stat().st_size == 0
     after = _files(path)
@@ -480,16 +487,16 @@ def test_erasure_purges_the_wal_and_zeroes_the_sealed_bytes(vault: RecordVault, 
 def _same_rows(copy_path: Path, records: list[StoredRecord], tags: list[bytes], erased: Tombstone) -> None:
     copy = RecordVault.open(copy_path)
     try:
-        assert copy.count() == len(records)
+        assert copy.records.count() == len(records)
         for record, tag in zip(records, tags, strict=True):
-            assert copy.get(record.record_id) == record
-            assert copy.find_by_recovery_tag(tag) == record.record_id
-            assert len(copy.consents(record.record_id)) == len(ALL)
-        assert copy.tombstone(erased.record_id) == erased
-        assert [r.sealed for r in copy.referrals(ORG, None, include_acknowledged=True)] == [
+            assert copy.records.get(record.record_id) == record
+            assert copy.records.find_by_recovery_tag(tag) == record.record_id
+            assert len(copy.consents.of(record.record_id)) == len(ALL)
+        assert copy.erasures.tombstone(erased.record_id) == erased
+        assert [r.sealed for r in copy.referrals.for_organisation(ORG, None, include_acknowledged=True)] == [
             b"sealed-referral"
         ]
-        assert copy.pin_locked_until(records[0].record_id) == T0 + 60
+        assert copy.pins.locked_until(records[0].record_id) == T0 + 60
     finally:
         copy.close()
     assert stat.S_IMODE(copy_path.stat().st_mode) == 0o600
@@ -501,10 +508,10 @@ def populated(vault: RecordVault) -> tuple[RecordVault, list[StoredRecord], list
     tags = [_insert(vault, record) for record in records]
     _insert(vault, _record("pr-3"))
     erased = Tombstone("pr-3", T0, "holder", "aa" * 32)
-    vault.erase(erased)
-    vault.add_referral("pr-1", ORG, "hotline", T0, b"sealed-referral")
-    vault.reserve_pin_attempt("pr-1", T0, max_failures=1)
-    vault.pin_failed("pr-1", T0, max_failures=1, lock_s=60.0)  # in the WAL, not yet checkpointed
+    vault.erasures.erase(erased)
+    vault.referrals.add("pr-1", ORG, "hotline", T0, b"sealed-referral")
+    vault.pins.reserve("pr-1", T0, max_failures=1)
+    vault.pins.failed("pr-1", T0, max_failures=1, lock_s=60.0)  # in the WAL, not yet checkpointed
     return vault, records, tags, erased
 
 
@@ -515,7 +522,7 @@ def test_online_backup_holds_the_same_rows(
     destination = tmp_path / "backups" / "copy.sqlite3"
     vault.backup(destination)
     _same_rows(destination, records, tags, erased)
-    assert vault.count() == 2  # the live vault goes on
+    assert vault.records.count() == 2  # the live vault goes on
     _insert(vault, _record("pr-4"))
     _same_rows(destination, records, tags, erased)  # a copy: later writes are not in it
 

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from safepassage.core.sqlite import open_private_file
 from safepassage.enrolment.consent import Scope, ScopeGrant
 from safepassage.enrolment.errors import PinLocked, RecordErased
 from safepassage.enrolment.kek import WrappedKey
-from safepassage.enrolment.vault import ConsentEntry, PendingErasure, RecordVault, StoredRecord, Tombstone
+from safepassage.enrolment.vault import RecordVault
+from safepassage.enrolment.vault_consents import ConsentEntry
+from safepassage.enrolment.vault_erasures import PendingErasure, Tombstone
+from safepassage.enrolment.vault_file import VAULT_ERRORS
+from safepassage.enrolment.vault_records import StoredRecord
 from safepassage.enrolment.vault_schema import SCHEMA_VERSION
-from safepassage.store.connections import open_private_file
 from tests.enrolment.test_vault import ALL, T0, _record, _wrapped
 
 V1_SCHEMA = """
@@ -91,7 +95,7 @@ V1_CONSENTS = {
 
 def _write_v1(path: Path) -> dict[str, bytes]:
     """A schema-1 file with records, keys, consents, PIN state, referrals and a tombstone; the tags."""
-    conn = open_private_file(path)  # WAL, 16 KiB pages: as the version-1 code opened it
+    conn = open_private_file(path, VAULT_ERRORS)  # WAL, 16 KiB pages: as the version-1 code opened it
     tags = {}
     try:
         conn.executescript(V1_SCHEMA)
@@ -200,60 +204,61 @@ def _shape(path: Path) -> dict[str, list[tuple[object, ...]]]:
 def test_every_row_is_still_readable(migrated: tuple[RecordVault, dict[str, bytes]], v1_path: Path) -> None:
     vault, tags = migrated
     assert _version(v1_path) == SCHEMA_VERSION == 2
-    assert vault.count() == 2
+    assert vault.records.count() == 2
     for record in V1_RECORDS[:2]:
-        got = vault.get(record.record_id)
+        got = vault.records.get(record.record_id)
         assert got == replace(record, credential_days=0)  # unknown in schema 1
         assert got.organisation == record.organisation  # kept as it was
-        assert vault.find_by_recovery_tag(tags[record.record_id]) == record.record_id
-        assert vault.consents(record.record_id) == sorted(
+        assert vault.records.find_by_recovery_tag(tags[record.record_id]) == record.record_id
+        assert vault.consents.of(record.record_id) == sorted(
             V1_CONSENTS[record.record_id], key=lambda e: (e.grant.scope.value, e.grant.organisation)
         )
-    assert dict(vault.wrapped_keys()) == {r.record_id: r.wrapped_key for r in V1_RECORDS[:2]}
-    assert vault.kek_versions_in_use() == {1, 2}
-    assert vault.records_in("g1", ScopeGrant(Scope.DUPLICATE_CHECK)) == [("pr-1", 2)]
-    assert vault.records_in("g2", ScopeGrant(Scope.DUPLICATE_CHECK)) == []  # withdrawn stays withdrawn
-    assert sorted(rid for rid, *_ in vault.sealed_templates()) == ["pr-1", "pr-2"]
+    assert dict(vault.data_keys.wrapped()) == {r.record_id: r.wrapped_key for r in V1_RECORDS[:2]}
+    assert vault.data_keys.kek_versions_in_use() == {1, 2}
+    assert vault.records.consenting("g1", ScopeGrant(Scope.DUPLICATE_CHECK)) == [("pr-1", 2)]
+    # Withdrawn stays withdrawn.
+    assert vault.records.consenting("g2", ScopeGrant(Scope.DUPLICATE_CHECK)) == []
+    assert sorted(rid for rid, *_ in vault.records.sealed_templates()) == ["pr-1", "pr-2"]
 
     # The tombstone, without a receipt (schema 1 kept only its hash).
-    assert vault.tombstone("pr-3") == Tombstone("pr-3", T0 + 60, "holder", "ee" * 32, "")
+    assert vault.erasures.tombstone("pr-3") == Tombstone("pr-3", T0 + 60, "holder", "ee" * 32, "")
     with pytest.raises(RecordErased):
-        vault.get("pr-3")
+        vault.records.get("pr-3")
 
     # Referrals take their record's organisation; acknowledgement times stay.
-    case_1 = vault.referrals("ngo_caseworker:case-1", None, include_acknowledged=True)
+    case_1 = vault.referrals.for_organisation("ngo_caseworker:case-1", None, include_acknowledged=True)
     assert [(r.referral_id, r.record_id, r.channel, r.sealed) for r in case_1] == [
         (1, "pr-1", "hotline", b"sealed-1")
     ]
-    kiosk = vault.referrals("kiosk:k-3", None, include_acknowledged=True)
+    kiosk = vault.referrals.for_organisation("kiosk:k-3", None, include_acknowledged=True)
     assert [(r.referral_id, r.acknowledged_at) for r in kiosk] == [(2, T0 + 5)]
-    assert vault.referrals("kiosk:k-3", None, include_acknowledged=False) == []
+    assert vault.referrals.for_organisation("kiosk:k-3", None, include_acknowledged=False) == []
     # AUTOINCREMENT carries on past the ids schema 1 used (3 died with pr-3).
-    assert vault.add_referral("pr-1", "la-strada", "hotline", T0 + 9, b"new") == 4
+    assert vault.referrals.add("pr-1", "la-strada", "hotline", T0 + 9, b"new") == 4
 
 
 def test_pin_state_carries_over(migrated: tuple[RecordVault, dict[str, bytes]]) -> None:
     vault, _ = migrated
-    assert vault.pin_locked_until("pr-1") == T0 + 900
+    assert vault.pins.locked_until("pr-1") == T0 + 900
     with pytest.raises(PinLocked):
-        vault.reserve_pin_attempt("pr-1", T0 + 10, max_failures=3)
-    vault.reserve_pin_attempt("pr-1", T0 + 900, max_failures=3)  # the two failures still count
-    assert vault.pin_failed("pr-1", T0 + 900, max_failures=3, lock_s=60.0) is not None
-    assert vault.pin_locked_until("pr-2") == 0.0
+        vault.pins.reserve("pr-1", T0 + 10, max_failures=3)
+    vault.pins.reserve("pr-1", T0 + 900, max_failures=3)  # the two failures still count
+    assert vault.pins.failed("pr-1", T0 + 900, max_failures=3, lock_s=60.0) is not None
+    assert vault.pins.locked_until("pr-2") == 0.0
 
 
 def test_the_new_tables_work_on_a_migrated_file(migrated: tuple[RecordVault, dict[str, bytes]]) -> None:
     vault, _ = migrated
-    vault.add_credential("c-1", "pr-1", T0, T0 + 100)
-    vault.add_credential("c-2", "pr-1", T0 + 1, T0 + 100)
-    vault.begin_erasure("pr-1", "holder", T0 + 2)
-    vault.erase(Tombstone("pr-1", T0 + 3, "holder", "ab" * 32, "receipt"))
-    assert vault.revoked_credentials(T0 + 3) == [("c-1", T0 + 100), ("c-2", T0 + 100)]
-    assert vault.pending_erasures() == [PendingErasure("pr-1", "holder", T0 + 2)]
-    assert vault.tombstone("pr-1") == Tombstone("pr-1", T0 + 3, "holder", "ab" * 32, "receipt")
+    vault.credentials.add("c-1", "pr-1", T0, T0 + 100)
+    vault.credentials.add("c-2", "pr-1", T0 + 1, T0 + 100)
+    vault.erasures.begin("pr-1", "holder", T0 + 2)
+    vault.erasures.erase(Tombstone("pr-1", T0 + 3, "holder", "ab" * 32, "receipt"))
+    assert vault.credentials.revoked(T0 + 3) == [("c-1", T0 + 100), ("c-2", T0 + 100)]
+    assert vault.erasures.pending() == [PendingErasure("pr-1", "holder", T0 + 2)]
+    assert vault.erasures.tombstone("pr-1") == Tombstone("pr-1", T0 + 3, "holder", "ab" * 32, "receipt")
     new = StoredRecord("pr-4", "g1", "la-strada", 1, _wrapped(), b"r", b"s", b"t", T0, credential_days=30)
-    vault.insert(new, os.urandom(32), ALL)
-    assert vault.get("pr-4") == new
+    vault.records.insert(new, os.urandom(32), ALL)
+    assert vault.records.get("pr-4") == new
 
 
 def test_a_migrated_file_has_the_schema_of_a_new_one(v1_path: Path, tmp_path: Path) -> None:
@@ -275,14 +280,18 @@ def test_reopening_a_migrated_file_changes_nothing(
     migrated: tuple[RecordVault, dict[str, bytes]], v1_path: Path
 ) -> None:
     vault, _ = migrated
-    before = [vault.get("pr-1"), vault.referrals("kiosk:k-3", None, True), vault.tombstone("pr-3")]
+    before = [
+        vault.records.get("pr-1"),
+        vault.referrals.for_organisation("kiosk:k-3", None, True),
+        vault.erasures.tombstone("pr-3"),
+    ]
     vault.close()
     again = RecordVault.open(v1_path)
     try:
         assert [
-            again.get("pr-1"),
-            again.referrals("kiosk:k-3", None, True),
-            again.tombstone("pr-3"),
+            again.records.get("pr-1"),
+            again.referrals.for_organisation("kiosk:k-3", None, True),
+            again.erasures.tombstone("pr-3"),
         ] == before
         assert _version(v1_path) == 2
     finally:
@@ -314,5 +323,5 @@ def test_a_failed_migration_leaves_the_file_at_schema_1(v1_path: Path) -> None:
 def test_wrapped_keys_read_back_byte_for_byte(migrated: tuple[RecordVault, dict[str, bytes]]) -> None:
     vault, _ = migrated
     for record in V1_RECORDS[:2]:
-        stored = vault.get(record.record_id).wrapped_key
+        stored = vault.records.get(record.record_id).wrapped_key
         assert stored == WrappedKey(record.wrapped_key.kek_version, record.wrapped_key.blob)

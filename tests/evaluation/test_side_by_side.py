@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from safepassage.camera_edge.pipeline import PipelineSettings
 from safepassage.evaluation.embed import EmbeddingRunner
 from safepassage.evaluation.identification import default_gallery_sizes
 from safepassage.evaluation.report import PipelineResult, Report
 from safepassage.evaluation.run import FMR_TARGETS, FPIR_TARGETS, evaluate, resolve_inputs
 from safepassage.face.onnx_embedder import OnnxEmbedder
+from safepassage.face.pipeline import PipelineSettings
 
 LIMIT = 40
 STRICT_SCORE = 0.91  # CenterFace's default floor is 0.5; about a quarter of these photos score below 0.91

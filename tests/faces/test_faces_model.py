@@ -21,7 +21,8 @@ from safepassage.face import (
     FacesError,
     Metric,
     ModelFileMissing,
-    ModelIntegrityError,
+    ModelHashMismatch,
+    ModelPackError,
     file_sha256,
     verify_weights,
 )
@@ -82,11 +83,9 @@ def test_tampered_weights_are_refused(
 ) -> None:
     copy_models(models_dir, tmp_path)
     flip_one_byte(tmp_path / weights.filename)
-    with pytest.raises(
-        ModelIntegrityError, match=f"the manifest for {weights.filename} pins {weights.sha256}"
-    ):
+    with pytest.raises(ModelHashMismatch, match=f"the manifest for {weights.filename} pins {weights.sha256}"):
         verify_weights(tmp_path / weights.filename, weights)
-    with pytest.raises(ModelIntegrityError):
+    with pytest.raises(ModelHashMismatch):
         DlibEmbedder(models_dir=tmp_path)
 
 
@@ -120,12 +119,13 @@ def test_importing_loads_nothing_and_the_embedder_leaves_pillow_strict() -> None
 
 
 def test_every_error_has_exactly_one_category() -> None:
+    roots = (FacesError, ModelPackError)
     classes = [
         value
         for value in vars(faces.errors).values()
-        if inspect.isclass(value) and issubclass(value, FacesError) and value is not FacesError
+        if inspect.isclass(value) and issubclass(value, roots) and value not in roots
     ]
-    assert len(classes) == 7
+    assert len(classes) == 10
     for error in classes:
         assert sum(issubclass(error, category) for category in CATEGORIES) == 1, error
         assert error.__name__ in faces.__all__
@@ -136,4 +136,10 @@ def test_error_categories() -> None:
     assert issubclass(faces.ImageTooLarge, core.TooLarge)
     assert issubclass(faces.NoFaceFound, core.FailedPrecondition)
     assert issubclass(faces.MultipleFacesFound, core.FailedPrecondition)
-    assert issubclass(faces.ModelIntegrityError, core.DataIntegrityError)
+    assert issubclass(faces.PipelineInputError, core.InvalidInput)
+    assert issubclass(faces.ManifestError, core.InvalidInput)
+    assert issubclass(faces.ModelFileMissing, core.FailedPrecondition)
+    assert issubclass(faces.ModelHashMismatch, core.DataIntegrityError)
+    assert issubclass(faces.ModelShapeMismatch, core.InvalidInput)
+    # A broken install is not an unreadable image: callers that skip the one must not skip the other.
+    assert not issubclass(ModelPackError, FacesError)

@@ -45,7 +45,7 @@ from safepassage.credential import (
 )
 from safepassage.server.errors import status_of
 from safepassage.server.identity import Role
-from safepassage.server.pki import IssuedCert
+from safepassage.server.pki_issuance import IssuedCert
 from tests.pki_helpers import RolePki
 
 HOLDER = "lfw/Walter_Mondale/Walter_Mondale_0008.jpg"

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from safepassage.camera_edge.holder_check import HolderCheck
-from safepassage.camera_edge.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
 from safepassage.cli.credential_command import add_credential_parser, run_credential, save_revocations
 from safepassage.core.metric import Metric
 from safepassage.credential import (
@@ -39,6 +38,7 @@ from safepassage.credential import (
     verify,
     verify_revocations,
 )
+from safepassage.face.pipeline import FacePipeline, PipelineSettings, RgbImage, load_pipeline
 
 NOW = datetime(2025, 6, 1, 9, 30, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -51,8 +51,8 @@ class Faces:
 
 @pytest.fixture(scope="module")
 def faces(model_dir: Path, faces_dir: Path) -> Faces:
-    from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
     from safepassage.face import ImageLimits, decode_image
+    from safepassage.face.pipeline import PipelineSettings, load_pipeline
 
     pipeline = load_pipeline(PipelineSettings(model_dir=model_dir))
     vectors, person = [], []

@@ -119,14 +119,14 @@ def older(tmp_path: Path) -> Iterator[tuple[store.TemplateStore, bytes, Vectors]
     key = os.urandom(32)
     template_store = store.TemplateStore.open(tmp_path / "db.sqlite3", store.TemplateSealer(key))
     spec = _spec()
-    template_store.create_gallery(
+    template_store.galleries.create(
         store.GalleryRecord("g", spec.purpose.value, DLIB, DIM, spec.metric.value, 0.6, created_at=0.0)
     )
     genuine = unit_vectors(300, 3)
-    template_store.insert_templates("g", [(f"r{i}", v) for i, v in enumerate(genuine)])
+    template_store.templates.insert("g", [(f"r{i}", v) for i, v in enumerate(genuine)])
     huge = genuine[0].copy()
     huge[5] = 2e19
-    template_store.insert_templates(
+    template_store.templates.insert(
         "g",
         [("bad-huge", huge), ("bad-large", np.full(DIM, 2e18, np.float32)), ("bad-range", genuine[1] * 4)],
     )
@@ -143,7 +143,7 @@ def test_start_up_quarantines_stored_rows_beyond_the_model_and_serves_the_rest(
     matcher.load()
     info = matcher.describe("g")
     assert (info.size, info.quarantined) == (300, 3)
-    assert sorted(q.reference_id for q in template_store.quarantined_templates("g")) == [
+    assert sorted(q.reference_id for q in template_store.quarantine.listing("g")) == [
         "bad-huge",
         "bad-large",
         "bad-range",
@@ -174,7 +174,7 @@ def test_a_snapshot_holding_poisoned_vectors_is_refused_and_the_rows_quarantined
     snapshots = tmp_path / "snapshots"
     # The snapshot an older version wrote: every stored row, poisoned ones included.
     flat = FlatIndex(DIM, Metric.L2)
-    for ids, vectors in template_store.iter_templates("g"):
+    for ids, vectors in template_store.templates.iterate("g"):
         flat.add(ids, vectors)
     IndexLoader(template_store, snapshots, key[::-1], IndexPolicy()).save(_spec(), GalleryIndex(flat))
 

@@ -26,7 +26,7 @@ from safepassage.api.v1 import protected_identity_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2_grpc as ppb_grpc
 from safepassage.audit import LogEvent
 from safepassage.server.identity import Role
-from safepassage.server.pki import IssuedCert
+from safepassage.server.pki_issuance import IssuedCert
 from tests.pki_helpers import RolePki
 from tests.server.protected_helpers import (
     GALLERY,

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.server.cctv_authorisation import MAX_VALIDITY_S, METADATA_KEY, sign
 from safepassage.server.identity import Role
-from safepassage.server.pki import IssuedCert, format_serial
+from safepassage.server.pki_folder import format_serial
+from safepassage.server.pki_issuance import IssuedCert
 from tests.pki_helpers import RolePki
 
 pytestmark = pytest.mark.server

@@ -84,8 +84,8 @@ def test_an_erasure_interrupted_at_any_step_is_completed_at_the_next_start(
     assert len(keyring.versions()) == 1  # every version an earlier copy used is destroyed
     vault = RecordVault.open(data / "protected_records.sqlite3")
     try:
-        assert vault.pending_erasures() == []
-        tombstone = vault.tombstone(victim.record_id)
+        assert vault.erasures.pending() == []
+        tombstone = vault.erasures.tombstone(victim.record_id)
         assert tombstone is not None and victim.record_id in tombstone.receipt
     finally:
         vault.close()
@@ -97,7 +97,7 @@ def test_an_erasure_interrupted_at_any_step_is_completed_at_the_next_start(
             assert secret not in content, f"{secret!r} in {path}"
     old = RecordVault.open(backup / "protected_records.sqlite3")
     try:
-        wrapped = dict(old.wrapped_keys())
+        wrapped = dict(old.data_keys.wrapped())
         assert victim.record_id in wrapped
         for record_id, key in wrapped.items():
             with pytest.raises(KeyDestroyed):

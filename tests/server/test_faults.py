@@ -159,6 +159,7 @@ def test_sigterm_during_start_up_stops_cleanly(tmp_path: Path) -> None:
             process.send_signal(signal.SIGTERM)
             break
     lines.extend(process.stderr)
+    process.stderr.close()
     assert process.wait(timeout=120) == 0, "".join(lines[-30:])
     text = "".join(lines)
     assert "received SIGTERM" in text and "SafePassage stopped" in text

@@ -27,7 +27,7 @@ from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import FailedPrecondition
 from safepassage.server.config import ConfigError, load_config
 from safepassage.server.health_listener import open_health_listener
-from safepassage.server.pki import Pki
+from safepassage.server.pki_issuance import Pki
 from safepassage.server.port_holder import PortInUse
 from tests.pki_helpers import CHANNEL_OPTIONS
 from tests.process import ServerProcess

@@ -28,7 +28,8 @@ from safepassage.core.errors import SafePassageError
 from safepassage.server.config import Config, load_config
 from safepassage.server.identity import Role
 from safepassage.server.key_layout import key_files
-from safepassage.server.pki import Pki, PkiPaths
+from safepassage.server.pki_folder import PkiPaths
+from safepassage.server.pki_issuance import Pki
 from safepassage.store import TemplateSealer
 from safepassage.store.errors import InvalidKey
 from tests.conftest import REPO

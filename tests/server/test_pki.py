@@ -29,7 +29,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from safepassage.cli.client import ClientFiles
 from safepassage.cli.pki_command import add_pki_parser, run
+from safepassage.core import atomic_file
 from safepassage.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated, Unavailable
+from safepassage.server.certificate_index import CertificateKind
 from safepassage.server.identity import Caller, Role
 from safepassage.server.peer import (
     ClientCertificateExpired,
@@ -41,15 +43,9 @@ from safepassage.server.peer import (
     client_credentials,
     server_credentials,
 )
-from safepassage.server.pki import (
-    CertificateKind,
-    IssuedCert,
-    Pki,
-    PkiCorrupt,
-    RevocationList,
-    format_serial,
-    write_atomic,
-)
+from safepassage.server.pki_folder import PkiCorrupt, format_serial
+from safepassage.server.pki_issuance import IssuedCert, Pki
+from safepassage.server.revocation import RevocationList
 from tests.pki_helpers import CHANNEL_OPTIONS, CLIENT_IDS, ORGANISATIONS, RolePki, foreign_cert
 
 CHECK = health_pb2.HealthCheckRequest()
@@ -425,7 +421,7 @@ def test_the_index_keeps_the_organisation_and_reads_indexes_from_before(tmp_path
     # An index written before organisations has no such key: it loads, every organisation "".
     for entry in entries:
         del entry["organisation"]
-    write_atomic(pki.paths.index, json.dumps(document).encode())
+    atomic_file.replace(pki.paths.index, json.dumps(document).encode())
     assert {r.client_id: r.organisation for r in Pki.open(pki.folder).list()} == {
         "localhost": "",
         "ngo-4": "",
@@ -443,7 +439,7 @@ def test_the_index_keeps_the_organisation_and_reads_indexes_from_before(tmp_path
     # An organisation the PKI would never write means the index is not its own.
     document = json.loads(pki.paths.index.read_bytes())
     document["certificates"][-1]["organisation"] = "La Strada"
-    write_atomic(pki.paths.index, json.dumps(document).encode())
+    atomic_file.replace(pki.paths.index, json.dumps(document).encode())
     with pytest.raises(PkiCorrupt):
         pki.list()
 
@@ -592,7 +588,7 @@ def test_revocation_list_reloads_on_change_and_fails_closed(tmp_path: Path) -> N
     # Another process (the CLI) revokes: seen at once.
     Pki.open(pki.folder).revoke("cam-9")
     assert revocations.is_revoked(issued.serial)
-    write_atomic(pki.folder / "revoked.json", b"{not json")
+    atomic_file.replace(pki.folder / "revoked.json", b"{not json")
     with pytest.raises(PkiCorrupt):
         revocations.is_revoked(issued.serial)
     (pki.folder / "revoked.json").unlink()
@@ -806,7 +802,7 @@ def test_client_keys_an_earlier_version_left_in_the_pki_are_pointed_out(
     pki = Pki.init(folder)
     issued = pki.issue_client("admin-7", Role.ADMIN)
     left = pki.paths.client_key("admin-7")
-    write_atomic(left, issued.key_pem)  # as `pki issue` wrote it before bundles
+    atomic_file.replace(left, issued.key_pem)  # as `pki issue` wrote it before bundles
     assert Pki.open(folder).stray_client_keys() == [left]
     assert pki_cli("list", "--pki-dir", str(folder)) == 0
     err = capsys.readouterr().err

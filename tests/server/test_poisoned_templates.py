@@ -191,7 +191,7 @@ def _plant_poisoned_rows(data: Path) -> list[str]:
         rows.append((f"bad-large-{i}", np.full(DIM, 2e18 * (1 + i / 10), dtype=np.float32)))
     rows.append(("bad-range", np.full(DIM, 1.2, dtype=np.float32)))
     with _store(data) as old:
-        ids = old.insert_templates("gate", rows)
+        ids = old.templates.insert("gate", rows)
     # A sealed blob moved onto another row no longer opens there.
     with closing(sqlite3.connect(data / "safepassage.sqlite3", isolation_level=None)) as raw:
         raw.execute(
@@ -273,7 +273,7 @@ def test_poisoned_rows_are_quarantined_at_start_up_and_the_server_keeps_serving(
     quarantined = _plant_poisoned_rows(data)
     # The rest of the genuine templates, as the older version would have stored them too.
     with _store(data) as old:
-        old.insert_templates("gate", [(f"g{i}", genuine[i]) for i in range(EXACT_BELOW - 100, GENUINE)])
+        old.templates.insert("gate", [(f"g{i}", genuine[i]) for i in range(EXACT_BELOW - 100, GENUINE)])
 
     # Today this start trained FAISS on the poisoned rows and aborted the process.
     server = ServerProcess(data, "--config", str(config))

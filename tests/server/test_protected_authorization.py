@@ -199,9 +199,9 @@ def test_every_protected_rpc_and_role(
         assert code == Code.PERMISSION_DENIED, details
         assert role.value in details and operation.value in details
     vault = world.service.records.vault
-    vault.get(world.enrolled.record_id)  # the shared record is never erased
+    vault.records.get(world.enrolled.record_id)  # the shared record is never erased
     if victim:
-        assert vault.tombstone(victim) is not None
+        assert vault.erasures.tombstone(victim) is not None
 
 
 def test_a_watchlist_gallery_never_takes_a_protected_record(world: World) -> None:
@@ -209,6 +209,6 @@ def test_a_watchlist_gallery_never_takes_a_protected_record(world: World) -> Non
     count = world.clients.admin.matching.CountTemplates(mpb.CountTemplatesRequest(gallery_id=WATCHLIST))
     assert count.count == 0
     vault = world.service.records.vault
-    record_ids = [record_id for record_id, _ in vault.wrapped_keys()]
+    record_ids = [record_id for record_id, _ in vault.data_keys.wrapped()]
     assert world.enrolled.record_id in record_ids
-    assert {vault.get(record_id).gallery_id for record_id in record_ids} == {GALLERY}
+    assert {vault.records.get(record_id).gallery_id for record_id in record_ids} == {GALLERY}

@@ -26,7 +26,7 @@ from safepassage.api.v1 import protected_identity_pb2 as pb
 from safepassage.audit import TransparencyLog
 from safepassage.enrolment import KeyDestroyed, ReceiptKind, RecordVault, WrongKey, verify_receipt
 from safepassage.enrolment.record_cipher import RecordCipher
-from safepassage.enrolment.vault import backup_vault
+from safepassage.enrolment.vault_file import backup_vault
 from safepassage.server.identity import Role
 from tests.server.protected_helpers import (
     DURESS_PIN,
@@ -121,7 +121,7 @@ def test_credential_verified_offline_against_live_faces(  # type: ignore[no-unty
     import cv2
 
     from safepassage.camera_edge.holder_check import HolderCheck
-    from safepassage.camera_edge.pipeline import PipelineSettings, load_pipeline
+    from safepassage.face.pipeline import PipelineSettings, load_pipeline
 
     _, clients, _, holder, enrolled = world
     keys = _public_keys(clients)
@@ -349,7 +349,7 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(  # type: ignore[no-
             continue
         opened = RecordVault.open(copied_vault)
         try:
-            wrapped = dict(opened.wrapped_keys())
+            wrapped = dict(opened.data_keys.wrapped())
             assert enrolled.record_id in wrapped and keeper.record_id in wrapped
             for record_id, key in wrapped.items():
                 with pytest.raises(KeyDestroyed):
@@ -365,10 +365,10 @@ def test_erasure_shreds_the_record_and_every_earlier_backup(  # type: ignore[no-
 
 def test_key_rotation_keeps_every_record_readable(world, role_pki) -> None:  # type: ignore[no-untyped-def]
     service, clients, _, holder, enrolled = world
-    before = service.records.vault.kek_versions_in_use()
+    before = service.records.vault.data_keys.kek_versions_in_use()
     rotated = clients.admin.protected.RotateRecordKeys(pb.RotateRecordKeysRequest())
     assert rotated.kek_version not in before and set(rotated.destroyed) == before
-    assert service.records.vault.kek_versions_in_use() == {rotated.kek_version}
+    assert service.records.vault.data_keys.kek_versions_in_use() == {rotated.kek_version}
     answer = clients.officer.protected.VerifyHolder(
         _verify(
             role_pki, Role.OFFICER, pb.HolderRef(credential=enrolled.credential.text), holder.photo(2), PIN
@@ -414,7 +414,7 @@ def test_tampered_or_swapped_ciphertext_is_refused(world, faces_dir) -> None:  #
         assert status == Code.DATA_LOSS, details
     # A wrong data key is told apart from tampering: the first record's own blob under the second's key.
     other_key = service.records.cipher.data_key(
-        second.record_id, service.records.vault.get(second.record_id).wrapped_key
+        second.record_id, service.records.vault.records.get(second.record_id).wrapped_key
     )
     with pytest.raises(WrongKey):
         RecordCipher.open(other_key, "record", rows[first.record_id])

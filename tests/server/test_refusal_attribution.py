@@ -26,7 +26,7 @@ from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.audit import LogEvent
 from safepassage.server.cctv_authorisation import METADATA_KEY, sign
 from safepassage.server.identity import Role
-from safepassage.server.pki import IssuedCert
+from safepassage.server.pki_issuance import IssuedCert
 from tests.pki_helpers import ORGANISATIONS, RolePki
 
 pytestmark = pytest.mark.server

@@ -152,7 +152,7 @@ def test_protected_templates_rank_and_score_as_plain_ones_and_renew(world) -> No
     described = clients.admin.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="prot"))
     assert described.protection_version >= 1
     # What the store holds is not the raw template, but is as long.
-    _, stored = service.template_store.get_template("prot", "r0")
+    _, stored = service.template_store.templates.get("prot", "r0")
     assert not np.allclose(stored, rows[0], atol=1e-3)
     assert np.linalg.norm(stored) == pytest.approx(np.linalg.norm(rows[0]), abs=1e-5)
 
@@ -174,7 +174,7 @@ def test_protected_templates_rank_and_score_as_plain_ones_and_renew(world) -> No
     assert renewed.protection_version == described.protection_version + 1
     assert "prot" in renewed.galleries and "plain" not in renewed.galleries
     assert renewed.templates_rewritten >= 200
-    _, restored = service.template_store.get_template("prot", "r0")
+    _, restored = service.template_store.templates.get("prot", "r0")
     assert not np.allclose(restored, stored, atol=1e-3)
     same(ranked("prot"))
     keyring = service.matcher._templates.keyring

@@ -36,7 +36,7 @@ def template_store(db_path: Path, sealer: TemplateSealer) -> Iterator[TemplateSt
 
 @pytest.fixture
 def gallery(template_store: TemplateStore) -> str:
-    template_store.create_gallery(make_record("g"))
+    template_store.galleries.create(make_record("g"))
     return "g"
 
 

@@ -22,58 +22,58 @@ from tests.store.store_helpers import DIMENSION, make_record, vector_for
 
 
 def test_calibration_round_trip_and_cascade(template_store: TemplateStore, gallery: str) -> None:
-    assert template_store.calibration(gallery) is None
-    record = template_store.set_calibration(gallery, b"scores-1", 0.01, 0.42)
+    assert template_store.galleries.calibration(gallery) is None
+    record = template_store.galleries.set_calibration(gallery, b"scores-1", 0.01, 0.42)
     assert (record.threshold, record.target_fpir) == (0.42, 0.01)
-    assert template_store.calibration(gallery) == b"scores-1"
+    assert template_store.galleries.calibration(gallery) == b"scores-1"
     # None keeps the stored calibration while changing the policy back to a fixed threshold.
-    record = template_store.set_calibration(gallery, None, None, 0.5)
+    record = template_store.galleries.set_calibration(gallery, None, None, 0.5)
     assert (record.threshold, record.target_fpir) == (0.5, None)
-    assert template_store.calibration(gallery) == b"scores-1"
-    template_store.delete_gallery(gallery)
+    assert template_store.galleries.calibration(gallery) == b"scores-1"
+    template_store.galleries.delete(gallery)
     with pytest.raises(GalleryNotFound):
-        template_store.calibration(gallery)
+        template_store.galleries.calibration(gallery)
     with template_store._db.read("count") as conn:  # the cascade removed the row
         assert conn.execute("SELECT count(*) FROM gallery_calibrations").fetchone()[0] == 0
 
 
 def test_target_fpir_out_of_range_is_refused(template_store: TemplateStore, gallery: str) -> None:
     with pytest.raises(InvalidRecord):
-        template_store.create_gallery(dataclasses.replace(make_record("h"), target_fpir=1.5))
+        template_store.galleries.create(dataclasses.replace(make_record("h"), target_fpir=1.5))
 
 
 def test_rewrite_replaces_vectors_keeps_references_and_digest_agrees(
     template_store: TemplateStore, gallery: str
 ) -> None:
     refs = [f"r{i}" for i in range(20)]
-    ids = template_store.insert_templates(gallery, [(r, vector_for(r)) for r in refs])
-    before = template_store.state(gallery)
+    ids = template_store.templates.insert(gallery, [(r, vector_for(r)) for r in refs])
+    before = template_store.galleries.state(gallery)
     fresh = np.stack([-vector_for(r) for r in refs]).astype(np.float32)
-    template_store.rewrite_templates(gallery, np.asarray(ids, np.int64), fresh, protection_version=3)
-    after = template_store.state(gallery)
+    template_store.templates.rewrite(gallery, np.asarray(ids, np.int64), fresh, protection_version=3)
+    after = template_store.galleries.state(gallery)
     assert after.generation == before.generation + 1 and after.size == before.size
     assert after.digest == template_store.content_digest(ids, fresh)
-    assert template_store.get_gallery(gallery).protection_version == 3
-    got_ids, got = next(template_store.iter_templates(gallery, verify=True))
+    assert template_store.galleries.get(gallery).protection_version == 3
+    got_ids, got = next(template_store.templates.iterate(gallery, verify=True))
     assert list(got_ids) == ids and np.array_equal(got, fresh)
-    assert template_store.template_ids(gallery, refs) == dict(zip(refs, ids, strict=True))
+    assert template_store.templates.template_ids(gallery, refs) == dict(zip(refs, ids, strict=True))
 
 
 def test_rewrite_must_cover_exactly_the_gallery(template_store: TemplateStore, gallery: str) -> None:
-    ids = template_store.insert_templates(gallery, [(f"r{i}", vector_for(f"r{i}")) for i in range(3)])
-    state = template_store.state(gallery)
+    ids = template_store.templates.insert(gallery, [(f"r{i}", vector_for(f"r{i}")) for i in range(3)])
+    state = template_store.galleries.state(gallery)
     vectors = np.zeros((2, DIMENSION), np.float32)
     with pytest.raises(StoreCorrupted):
-        template_store.rewrite_templates(gallery, np.asarray(ids[:2], np.int64), vectors, None)
+        template_store.templates.rewrite(gallery, np.asarray(ids[:2], np.int64), vectors, None)
     with pytest.raises(InvalidTemplate):
-        template_store.rewrite_templates(gallery, np.asarray(ids, np.int64), vectors, None)
-    assert template_store.state(gallery) == state
+        template_store.templates.rewrite(gallery, np.asarray(ids, np.int64), vectors, None)
+    assert template_store.galleries.state(gallery) == state
 
 
 def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer) -> None:
     with TemplateStore.open(db_path, sealer) as first:
-        first.create_gallery(make_record("old"))
-        first.insert_templates("old", [("a", vector_for("a"))])
+        first.galleries.create(make_record("old"))
+        first.templates.insert("old", [("a", vector_for("a"))])
     # Make the file look as version 1 wrote it.
     conn = sqlite3.connect(db_path)
     conn.executescript(
@@ -86,10 +86,10 @@ def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer)
     )
     conn.close()
     with TemplateStore.open(db_path, sealer) as reopened:
-        record = reopened.get_gallery("old")
+        record = reopened.galleries.get("old")
         assert (record.target_fpir, record.protection_version) == (None, None)
-        assert reopened.count("old") == 1
-        reopened.set_calibration("old", b"x", 0.003, 0.3)
+        assert reopened.templates.count("old") == 1
+        reopened.galleries.set_calibration("old", b"x", 0.003, 0.3)
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

@@ -37,28 +37,28 @@ Items = Callable[..., list[tuple[str, npt.NDArray[np.float32]]]]
 
 def test_gallery_lifecycle(template_store: TemplateStore) -> None:
     for name in ("b", "a", "c"):
-        template_store.create_gallery(make_record(name))
-    assert [g.gallery_id for g in template_store.list_galleries()] == ["a", "b", "c"]
-    record = template_store.get_gallery("b")
+        template_store.galleries.create(make_record(name))
+    assert [g.gallery_id for g in template_store.galleries.records()] == ["a", "b", "c"]
+    record = template_store.galleries.get("b")
     assert (record.dimension, record.metric, record.purpose) == (DIMENSION, "cosine", "watchlist")
-    updated = template_store.update_threshold("b", 0.75)
-    assert updated.threshold == 0.75 and template_store.get_gallery("b").threshold == 0.75
+    updated = template_store.galleries.update_threshold("b", 0.75)
+    assert updated.threshold == 0.75 and template_store.galleries.get("b").threshold == 0.75
     with pytest.raises(GalleryExists, match="'b'"):
-        template_store.create_gallery(make_record("b"))
-    assert template_store.delete_gallery("b") == 0
+        template_store.galleries.create(make_record("b"))
+    assert template_store.galleries.delete("b") == 0
     with pytest.raises(GalleryNotFound, match="'b'"):
-        template_store.get_gallery("b")
+        template_store.galleries.get("b")
     for call in (
-        lambda: template_store.delete_gallery("zz"),
-        lambda: template_store.update_threshold("zz", 0.1),
-        lambda: template_store.state("zz"),
-        lambda: template_store.count("zz"),
-        lambda: template_store.insert_templates("zz", [("r", vector_for("r"))]),
-        lambda: template_store.delete_template("zz", "r"),
-        lambda: template_store.get_template("zz", "r"),
-        lambda: template_store.reference_ids("zz", [1]),
-        lambda: template_store.template_ids("zz", ["r"]),
-        lambda: template_store.iter_templates("zz"),
+        lambda: template_store.galleries.delete("zz"),
+        lambda: template_store.galleries.update_threshold("zz", 0.1),
+        lambda: template_store.galleries.state("zz"),
+        lambda: template_store.templates.count("zz"),
+        lambda: template_store.templates.insert("zz", [("r", vector_for("r"))]),
+        lambda: template_store.templates.delete("zz", "r"),
+        lambda: template_store.templates.get("zz", "r"),
+        lambda: template_store.templates.reference_ids("zz", [1]),
+        lambda: template_store.templates.template_ids("zz", ["r"]),
+        lambda: template_store.templates.iterate("zz"),
     ):
         with pytest.raises(GalleryNotFound):
             call()
@@ -86,7 +86,7 @@ def test_malformed_gallery_records_are_rejected(change: dict[str, object]) -> No
 
 def test_update_threshold_rejects_non_finite(template_store: TemplateStore, gallery: str) -> None:
     with pytest.raises(InvalidRecord):
-        template_store.update_threshold(gallery, float("inf"))
+        template_store.galleries.update_threshold(gallery, float("inf"))
 
 
 # -- templates -------------------------------------------------------------------
@@ -96,15 +96,15 @@ def test_insert_get_iterate_delete_round_trip(
     template_store: TemplateStore, gallery: str, items: Items
 ) -> None:
     batch = items("r", 10)
-    ids = template_store.insert_templates(gallery, batch)
+    ids = template_store.templates.insert(gallery, batch)
     assert ids == sorted(ids) and len(set(ids)) == 10
-    assert template_store.count(gallery) == 10
+    assert template_store.templates.count(gallery) == 10
     for (ref, vector), tid in zip(batch, ids, strict=True):
-        got_id, got = template_store.get_template(gallery, ref)
+        got_id, got = template_store.templates.get(gallery, ref)
         assert got_id == tid and got.dtype == np.float32
         assert got.tobytes() == vector.tobytes()
 
-    chunks = list(template_store.iter_templates(gallery, batch_size=3))
+    chunks = list(template_store.templates.iterate(gallery, batch_size=3))
     assert [len(c[0]) for c in chunks] == [3, 3, 3, 1]
     all_ids = np.concatenate([c[0] for c in chunks])
     all_vectors = np.concatenate([c[1] for c in chunks])
@@ -112,53 +112,53 @@ def test_insert_get_iterate_delete_round_trip(
     assert all_ids.tolist() == ids
     np.testing.assert_array_equal(all_vectors, np.stack([v for _, v in batch]))
 
-    assert template_store.reference_ids(gallery, [ids[0], ids[3], 999_999, -1]) == {
+    assert template_store.templates.reference_ids(gallery, [ids[0], ids[3], 999_999, -1]) == {
         ids[0]: "r-00000",
         ids[3]: "r-00003",
     }
-    assert template_store.reference_ids(gallery, np.array(ids[:2], dtype=np.int64)) == {
+    assert template_store.templates.reference_ids(gallery, np.array(ids[:2], dtype=np.int64)) == {
         ids[0]: "r-00000",
         ids[1]: "r-00001",
     }
-    assert template_store.template_ids(gallery, ["r-00002", "nope"]) == {"r-00002": ids[2]}
-    page = template_store.list_templates(gallery, after_template_id=ids[7], limit=5)
+    assert template_store.templates.template_ids(gallery, ["r-00002", "nope"]) == {"r-00002": ids[2]}
+    page = template_store.templates.listing(gallery, after_template_id=ids[7], limit=5)
     assert page == [store.StoredTemplate(ids[8], "r-00008"), store.StoredTemplate(ids[9], "r-00009")]
 
-    assert template_store.delete_template(gallery, "r-00004") == ids[4]
+    assert template_store.templates.delete(gallery, "r-00004") == ids[4]
     with pytest.raises(ReferenceNotFound, match="r-00004"):
-        template_store.get_template(gallery, "r-00004")
+        template_store.templates.get(gallery, "r-00004")
     with pytest.raises(ReferenceNotFound):
-        template_store.delete_template(gallery, "r-00004")
-    assert template_store.count(gallery) == 9
-    assert ids[4] not in np.concatenate([c[0] for c in template_store.iter_templates(gallery)])
+        template_store.templates.delete(gallery, "r-00004")
+    assert template_store.templates.count(gallery) == 9
+    assert ids[4] not in np.concatenate([c[0] for c in template_store.templates.iterate(gallery)])
 
 
 def test_same_reference_in_two_galleries_is_fine(template_store: TemplateStore, gallery: str) -> None:
-    template_store.create_gallery(make_record("other"))
-    a = template_store.insert_templates(gallery, [("p", vector_for("p"))])
-    b = template_store.insert_templates("other", [("p", vector_for("q"))])
+    template_store.galleries.create(make_record("other"))
+    a = template_store.templates.insert(gallery, [("p", vector_for("p"))])
+    b = template_store.templates.insert("other", [("p", vector_for("q"))])
     assert a != b
-    assert template_store.get_template("other", "p")[1].tobytes() == vector_for("q").tobytes()
+    assert template_store.templates.get("other", "p")[1].tobytes() == vector_for("q").tobytes()
 
 
 def test_a_batch_is_all_or_nothing(template_store: TemplateStore, gallery: str, items: Items) -> None:
-    template_store.insert_templates(gallery, items("a", 3))
-    before = template_store.state(gallery)
+    template_store.templates.insert(gallery, items("a", 3))
+    before = template_store.galleries.state(gallery)
 
     repeated = [*items("b", 4), ("b-00001", vector_for("x"))]
     with pytest.raises(DuplicateReference, match=r"'b-00001'.*'g'"):
-        template_store.insert_templates(gallery, repeated)
+        template_store.templates.insert(gallery, repeated)
     existing = [*items("c", 4), ("a-00002", vector_for("x"))]
     with pytest.raises(DuplicateReference, match=r"'a-00002' already exists in gallery 'g'"):
-        template_store.insert_templates(gallery, existing)
+        template_store.templates.insert(gallery, existing)
     bad_vector = [*items("d", 4), ("d-x", np.full(DIMENSION, np.nan, np.float32))]
     with pytest.raises(InvalidTemplate):
-        template_store.insert_templates(gallery, bad_vector)
+        template_store.templates.insert(gallery, bad_vector)
 
-    assert template_store.state(gallery) == before
-    assert template_store.template_ids(gallery, ["b-00000", "c-00000", "d-00000"]) == {}
-    assert template_store.insert_templates(gallery, []) == []
-    assert template_store.state(gallery) == before
+    assert template_store.galleries.state(gallery) == before
+    assert template_store.templates.template_ids(gallery, ["b-00000", "c-00000", "d-00000"]) == {}
+    assert template_store.templates.insert(gallery, []) == []
+    assert template_store.galleries.state(gallery) == before
 
 
 @pytest.mark.parametrize(
@@ -180,64 +180,64 @@ def test_a_batch_is_all_or_nothing(template_store: TemplateStore, gallery: str, 
 )
 def test_malformed_templates_are_rejected(template_store: TemplateStore, gallery: str, item: object) -> None:
     with pytest.raises(InvalidTemplate):
-        template_store.insert_templates(gallery, [item])  # type: ignore[list-item]
-    assert template_store.count(gallery) == 0
+        template_store.templates.insert(gallery, [item])  # type: ignore[list-item]
+    assert template_store.templates.count(gallery) == 0
 
 
 def test_integer_and_float64_vectors_are_stored_as_float32(
     template_store: TemplateStore, gallery: str
 ) -> None:
     ints = np.arange(DIMENSION)
-    template_store.insert_templates(gallery, [("i", ints), ("f", ints.astype(np.float64) / 3)])
-    assert template_store.get_template(gallery, "i")[1].tolist() == ints.astype(np.float32).tolist()
-    assert template_store.get_template(gallery, "f")[1].tobytes() == (ints / 3).astype(np.float32).tobytes()
+    template_store.templates.insert(gallery, [("i", ints), ("f", ints.astype(np.float64) / 3)])
+    assert template_store.templates.get(gallery, "i")[1].tolist() == ints.astype(np.float32).tolist()
+    assert template_store.templates.get(gallery, "f")[1].tobytes() == (ints / 3).astype(np.float32).tobytes()
 
 
 def test_template_ids_are_never_reused(template_store: TemplateStore, gallery: str, items: Items) -> None:
-    ids = template_store.insert_templates(gallery, items("a", 5))
-    template_store.delete_template(gallery, "a-00004")  # the highest id
-    (again,) = template_store.insert_templates(gallery, [("a-00004", vector_for("a-00004"))])
+    ids = template_store.templates.insert(gallery, items("a", 5))
+    template_store.templates.delete(gallery, "a-00004")  # the highest id
+    (again,) = template_store.templates.insert(gallery, [("a-00004", vector_for("a-00004"))])
     assert again > max(ids)
-    template_store.delete_gallery(gallery)
-    template_store.create_gallery(make_record(gallery))
-    (fresh,) = template_store.insert_templates(gallery, [("z", vector_for("z"))])
+    template_store.galleries.delete(gallery)
+    template_store.galleries.create(make_record(gallery))
+    (fresh,) = template_store.templates.insert(gallery, [("z", vector_for("z"))])
     assert fresh > again
     path, sealer = template_store.path, template_store.sealer
     template_store.close()
     with TemplateStore.open(path, sealer) as reopened:
-        reopened.delete_template(gallery, "z")
-        (after,) = reopened.insert_templates(gallery, [("z", vector_for("z"))])
+        reopened.templates.delete(gallery, "z")
+        (after,) = reopened.templates.insert(gallery, [("z", vector_for("z"))])
     assert after > fresh
 
 
 def test_generation_counts_batches_and_deletes(
     template_store: TemplateStore, gallery: str, items: Items
 ) -> None:
-    assert template_store.state(gallery).generation == 0
-    template_store.insert_templates(gallery, items("a", 4))
-    template_store.insert_templates(gallery, items("b", 1))
-    template_store.delete_template(gallery, "a-00000")
-    state = template_store.state(gallery)
+    assert template_store.galleries.state(gallery).generation == 0
+    template_store.templates.insert(gallery, items("a", 4))
+    template_store.templates.insert(gallery, items("b", 1))
+    template_store.templates.delete(gallery, "a-00000")
+    state = template_store.galleries.state(gallery)
     assert (state.generation, state.size) == (3, 4)
-    template_store.update_threshold(gallery, 0.2)
-    assert template_store.state(gallery).generation == 3
+    template_store.galleries.update_threshold(gallery, 0.2)
+    assert template_store.galleries.state(gallery).generation == 3
 
 
 def test_delete_gallery_cascades(template_store: TemplateStore, gallery: str, items: Items) -> None:
-    template_store.create_gallery(make_record("keep"))
-    template_store.insert_templates(gallery, items("a", 6))
-    template_store.insert_templates("keep", items("a", 2))
-    assert template_store.delete_gallery(gallery) == 6
+    template_store.galleries.create(make_record("keep"))
+    template_store.templates.insert(gallery, items("a", 6))
+    template_store.templates.insert("keep", items("a", 2))
+    assert template_store.galleries.delete(gallery) == 6
     with sqlite3.connect(template_store.path) as raw:
         assert raw.execute("SELECT count(*) FROM templates").fetchone()[0] == 2
-    assert template_store.count("keep") == 2
+    assert template_store.templates.count("keep") == 2
 
 
 # -- integrity -------------------------------------------------------------------
 
 
 def test_tampering_in_the_file_is_detected(template_store: TemplateStore, gallery: str, items: Items) -> None:
-    ids = template_store.insert_templates(gallery, items("a", 4))
+    ids = template_store.templates.insert(gallery, items("a", 4))
     raw = sqlite3.connect(template_store.path, isolation_level=None)
     try:
         # A sealed blob copied onto another row fails to open there.
@@ -247,14 +247,14 @@ def test_tampering_in_the_file_is_detected(template_store: TemplateStore, galler
             (ids[0], ids[1]),
         )
         with pytest.raises(TemplateIntegrityError, match=f"template {ids[1]}"):
-            template_store.get_template(gallery, "a-00001")
+            template_store.templates.get(gallery, "a-00001")
         with pytest.raises(TemplateIntegrityError):
-            list(template_store.iter_templates(gallery))
+            list(template_store.templates.iterate(gallery))
         # A row removed behind the store's back is caught by the digest check.
         raw.execute("DELETE FROM templates WHERE template_id IN (?, ?)", (ids[1], ids[2]))
         with pytest.raises(StoreCorrupted, match="do not match"):
-            list(template_store.iter_templates(gallery))
-        ((ids_left, _),) = template_store.iter_templates(gallery, verify=False)
+            list(template_store.templates.iterate(gallery))
+        ((ids_left, _),) = template_store.templates.iterate(gallery, verify=False)
         assert len(ids_left) == 2
     finally:
         raw.close()
@@ -266,7 +266,7 @@ def test_tampering_in_the_file_is_detected(template_store: TemplateStore, galler
 def test_file_is_owner_only_with_wal_and_schema_version(
     template_store: TemplateStore, gallery: str, items: Items
 ) -> None:
-    template_store.insert_templates(gallery, items("a", 2))
+    template_store.templates.insert(gallery, items("a", 2))
     path = template_store.path
     for suffix in ("", "-wal"):
         assert stat.S_IMODE(Path(f"{path}{suffix}").stat().st_mode) == 0o600, suffix
@@ -306,6 +306,6 @@ def test_closed_store_refuses_calls(template_store: TemplateStore, gallery: str)
     template_store.close()
     template_store.close()  # idempotent
     with pytest.raises(StoreClosed):
-        template_store.count(gallery)
+        template_store.templates.count(gallery)
     with pytest.raises(StoreClosed):
-        template_store.insert_templates(gallery, [("r", vector_for("r"))])
+        template_store.templates.insert(gallery, [("r", vector_for("r"))])

@@ -68,30 +68,30 @@ def test_state_digest_tracks_a_mixed_sequence_of_inserts_and_deletes(
     generation = 0
     for round_ in range(12):
         batch = items(f"b{round_}", rng.randint(1, 15))
-        ids = template_store.insert_templates(gallery, batch)
+        ids = template_store.templates.insert(gallery, batch)
         generation += 1
         live.update({ref: (tid, vec) for (ref, vec), tid in zip(batch, ids, strict=True)})
         for ref in rng.sample(sorted(live), k=min(len(live), rng.randint(0, 6))):
-            assert template_store.delete_template(gallery, ref) == live.pop(ref)[0]
+            assert template_store.templates.delete(gallery, ref) == live.pop(ref)[0]
             generation += 1
-        state = template_store.state(gallery)
+        state = template_store.galleries.state(gallery)
         expected = xor_digests(template_digest(template_store.sealer, t, v) for t, v in live.values())
         assert state.digest == expected
         assert (state.size, state.generation) == (len(live), generation)
 
     # Recomputed from what iteration yields, as the matcher does from its index.
     folded = EMPTY_DIGEST
-    for ids_batch, vectors in template_store.iter_templates(gallery, batch_size=7):
+    for ids_batch, vectors in template_store.templates.iterate(gallery, batch_size=7):
         folded = gallery_digest(template_store.sealer, ids_batch, vectors, start=folded)
-    assert folded == template_store.state(gallery).digest
+    assert folded == template_store.galleries.state(gallery).digest
     ids_all = np.array([t for t, _ in live.values()], dtype=np.int64)
     vectors_all = np.stack([v for _, v in live.values()])
     assert template_store.content_digest(ids_all, vectors_all) == folded
 
     for ref in list(live):
-        template_store.delete_template(gallery, ref)
-    assert template_store.state(gallery).digest == bytes(32)
-    assert template_store.count(gallery) == 0
+        template_store.templates.delete(gallery, ref)
+    assert template_store.galleries.state(gallery).digest == bytes(32)
+    assert template_store.templates.count(gallery) == 0
 
 
 def test_xor_digests_rejects_wrong_sizes() -> None:

@@ -30,12 +30,12 @@ CHILD = textwrap.dedent(
     print("READY", flush=True)
     for batch in range(1_000_000):
         refs = [f"k{batch}-{j}" for j in range(5)]
-        ids = store.insert_templates("g", [(ref, vector_for(ref)) for ref in refs])
+        ids = store.templates.insert("g", [(ref, vector_for(ref)) for ref in refs])
         print("ACK", " ".join(f"{ref}={tid}" for ref, tid in zip(refs, ids)), flush=True)
         if batch % 4 == 3:
             victim = f"k{batch - 1}-2"
             print("DELETING", victim, flush=True)  # may commit without being acknowledged
-            store.delete_template("g", victim)
+            store.templates.delete("g", victim)
             print("DEL", victim, flush=True)
     """
 )
@@ -49,7 +49,7 @@ def test_acknowledged_templates_survive_sigkill(tmp_path: Path, key: bytes) -> N
     key_path.chmod(0o600)
     sealer = TemplateSealer(key)
     with TemplateStore.open(db_path, sealer) as setup:
-        setup.create_gallery(make_record("g"))
+        setup.galleries.create(make_record("g"))
 
     env = {
         **os.environ,
@@ -98,20 +98,20 @@ def test_acknowledged_templates_survive_sigkill(tmp_path: Path, key: bytes) -> N
         present = 0
         for ref, tid in acked.items():
             if ref in deleted:
-                assert reopened.template_ids("g", [ref]) == {}
+                assert reopened.templates.template_ids("g", [ref]) == {}
                 continue
-            if ref in maybe_deleted and not reopened.template_ids("g", [ref]):
+            if ref in maybe_deleted and not reopened.templates.template_ids("g", [ref]):
                 continue  # killed after that delete's COMMIT, before its acknowledgement
-            got_id, vector = reopened.get_template("g", ref)  # decrypts: intact
+            got_id, vector = reopened.templates.get("g", ref)  # decrypts: intact
             assert got_id == tid
             assert vector.tobytes() == vector_for(ref).tobytes()
             present += 1
 
-        state = reopened.state("g")
+        state = reopened.galleries.state("g")
         assert state.size >= present  # an unacknowledged later commit may have landed too
         folded = EMPTY_DIGEST
         seen = 0
-        for ids, vectors in reopened.iter_templates("g"):  # verify=True checks size and digest
+        for ids, vectors in reopened.templates.iterate("g"):  # verify=True checks size and digest
             folded = gallery_digest(sealer, ids, vectors, start=folded)
             seen += len(ids)
         assert (seen, folded) == (state.size, state.digest)

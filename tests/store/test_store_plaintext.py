@@ -41,10 +41,10 @@ def _assert_absent(files: dict[str, bytes], needles: list[bytes]) -> None:
 
 
 def test_no_plaintext_template_in_the_database_or_wal(template_store: TemplateStore) -> None:
-    template_store.create_gallery(make_record("g", D))
+    template_store.galleries.create(make_record("g", D))
     vectors = np.random.default_rng(1).standard_normal((N, D)).astype(np.float32)
     for start in range(0, N, 50):
-        template_store.insert_templates("g", [(f"ref-{i:04d}", vectors[i]) for i in range(start, start + 50)])
+        template_store.templates.insert("g", [(f"ref-{i:04d}", vectors[i]) for i in range(start, start + 50)])
     needles = _needles(vectors)
 
     before = _file_bytes(template_store.path)
@@ -61,9 +61,9 @@ def test_no_plaintext_template_in_the_database_or_wal(template_store: TemplateSt
 
 def test_deleted_gallery_leaves_no_sealed_blob_behind(template_store: TemplateStore) -> None:
     for name in ("gone", "kept"):
-        template_store.create_gallery(make_record(name, D))
+        template_store.galleries.create(make_record(name, D))
         vectors = np.random.default_rng(len(name)).standard_normal((N, D)).astype(np.float32)
-        template_store.insert_templates(name, [(f"{name}-{i:04d}", vectors[i]) for i in range(N)])
+        template_store.templates.insert(name, [(f"{name}-{i:04d}", vectors[i]) for i in range(N)])
     template_store.checkpoint()
 
     with sqlite3.connect(f"file:{template_store.path}?mode=ro", uri=True) as raw:
@@ -84,7 +84,7 @@ def test_deleted_gallery_leaves_no_sealed_blob_behind(template_store: TemplateSt
     files = b"".join(_file_bytes(template_store.path).values())
     assert all(needle in files for needle in gone)  # present before the delete
 
-    assert template_store.delete_gallery("gone") == N
+    assert template_store.galleries.delete("gone") == N
     files = b"".join(_file_bytes(template_store.path).values())
     assert not any(needle in files for needle in gone)
     assert not any(f"gone-{i:04d}".encode() in files for i in range(N))
@@ -92,9 +92,9 @@ def test_deleted_gallery_leaves_no_sealed_blob_behind(template_store: TemplateSt
 
 
 def test_deleted_template_leaves_no_sealed_blob_behind(template_store: TemplateStore) -> None:
-    template_store.create_gallery(make_record("g", D))
+    template_store.galleries.create(make_record("g", D))
     vectors = np.random.default_rng(3).standard_normal((20, D)).astype(np.float32)
-    ids = template_store.insert_templates("g", [(f"r{i}", vectors[i]) for i in range(20)])
+    ids = template_store.templates.insert("g", [(f"r{i}", vectors[i]) for i in range(20)])
     template_store.checkpoint()
     with sqlite3.connect(f"file:{template_store.path}?mode=ro", uri=True) as raw:
         blob = bytes(
@@ -102,6 +102,6 @@ def test_deleted_template_leaves_no_sealed_blob_behind(template_store: TemplateS
         )
     raw.close()
     assert blob in b"".join(_file_bytes(template_store.path).values())
-    template_store.delete_template("g", "r5")
+    template_store.templates.delete("g", "r5")
     files = b"".join(_file_bytes(template_store.path).values())
     assert blob not in files and blob[40:72] not in files

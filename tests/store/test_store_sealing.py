@@ -145,7 +145,7 @@ def test_load_key_errors_never_quote_the_file(tmp_path: Path) -> None:
         with pytest.raises(InvalidKey) as caught:
             TemplateSealer.load_key(path)
         assert secret not in str(caught.value) and "AAAA" not in str(caught.value)
-    with pytest.raises(InvalidKey, match="cannot read key file"):
+    with pytest.raises(InvalidKey, match="cannot read the key file"):
         TemplateSealer.load_key(tmp_path / "missing.key")
 
 

@@ -98,7 +98,7 @@ def stored_state(service: Any, clients: Any) -> dict[str, Any]:
     }
     probes = [[math.sin(seed + i) * 0.1 for i in range(DIM)] for seed in range(4)]
     for gallery in (W, P):
-        stored = service.template_store.state(gallery)
+        stored = service.template_store.galleries.state(gallery)
         state[gallery] = {
             "store": (stored.size, stored.generation, stored.digest_hex),
             "index": service.matcher.count(gallery),

@@ -1,4 +1,7 @@
-"""Face embedding with ONNX Runtime, driven by the model's manifest entry.
+"""The pipeline's last stage: aligned face chips in, embeddings out, on ONNX Runtime.
+
+`OnnxChipEmbedder` runs the network on chips; `safepassage.face.onnx_embedder.OnnxEmbedder`
+is the image-level `Embedder` the server uses, around the whole pipeline.
 
 Everything model-specific (input size, channel order, normalisation, layout,
 output size, metric) comes from the manifest, never from inspecting the
@@ -16,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from safepassage.camera_edge.errors import ManifestError, ModelShapeMismatch, PipelineInputError
-from safepassage.camera_edge.manifest import ModelEntry
+from safepassage.face.errors import ManifestError, ModelShapeMismatch, PipelineInputError
+from safepassage.face.manifest import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ def _dims(shape: list[int | str | None]) -> list[int | None]:
     return [d if isinstance(d, int) else None for d in shape]
 
 
-class OnnxEmbedder:
+class OnnxChipEmbedder:
     """Aligned face chips in, embeddings out, in batches."""
 
     def __init__(self, model_path: Path, spec: EmbedderSpec, threads: int = 1) -> None:

@@ -1,10 +1,11 @@
-"""A versioned keyring kept in one JSON file: its state, format, validation and atomic writes.
+"""A versioned keyring kept in one JSON file: its state, format, validation, atomic writes and accessors.
 
 Two packages keep secret keys by version this way and may not import each other:
 ``safepassage.enrolment.kek`` (the KEK wrapping each record's data key) and ``safepassage.matcher.protection``
 (template-protection keys). Each describes its file with a :class:`KeyringFormat` (the
-``format`` string stored in the file, the key size, how messages name it, the error to raise)
-and keeps here only what it does with the keys. The document, with keys in base64::
+``format`` string stored in the file, the key size, how messages name it, the error to raise),
+holds a :class:`Keyring` (the versions, rotation and destruction, thread-safe) and keeps only
+what it does with the keys. The document, with keys in base64::
 
     {"format": "<KeyringFormat.name>", "format_version": 1, "current_version": 3,
      "keys": {"2": "<base64 key>", "3": "..."}, "destroyed": [1]}
@@ -23,17 +24,21 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
+from safepassage.core import atomic_file
 from safepassage.core.errors import SafePassageError
-from safepassage.core.private_files import check_owner_only, make_private_folder
+from safepassage.core.private_files import read_private
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_FILE_SIZE",
     "MAX_VERSION",
+    "Keyring",
     "KeyringFormat",
     "KeyringState",
     "load",
@@ -50,21 +55,19 @@ MAX_VERSION = 2**32 - 1  # versions travel as u32 (in the KEK's wrapped-key head
 
 @dataclass(frozen=True)
 class KeyringFormat:
-    """One kind of keyring file, and the words its messages use (each kept as it always read).
+    """One kind of keyring file, and the words its messages use.
 
-    ``keyring`` names the file ("KEK keyring"); ``version`` names a version in the messages about
-    version numbers ("KEK version"); ``entry`` names one in the message about a malformed key.
-    Warnings go to ``log``, the owning module's logger, so logging configuration keyed by
-    module still applies.
+    ``name`` is the ``format`` string in the file; ``keyring`` names the file in messages ("KEK
+    keyring"), ``version`` one of its versions ("KEK version"); ``error`` is what they raise.
+    Logs go to the logger of the module that subclasses :class:`Keyring`, so logging
+    configuration keyed by module still applies.
     """
 
     name: str
     key_size: int
     keyring: str
     version: str
-    entry: str
     error: type[SafePassageError]
-    log: logging.Logger = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def parse(data: bytes, where: str, fmt: KeyringFormat) -> KeyringState:
         with contextlib.suppress(binascii.Error, ValueError):
             key = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
         if len(key) != fmt.key_size or version in keys:
-            raise error(f"{where}: {fmt.entry} {version} does not hold one {fmt.key_size}-byte base64 key")
+            raise error(f"{where}: {fmt.version} {version} does not hold one {fmt.key_size}-byte base64 key")
         keys[version] = key
     destroyed = tuple(sorted({_version(v, where, fmt) for v in raw_destroyed}))
     current = _version(doc.get("current_version"), where, fmt)
@@ -150,52 +153,120 @@ def load(path: Path, fmt: KeyringFormat) -> KeyringState:
     """Read and validate the keyring at ``path``; ``fmt.error`` if missing, unreadable, malformed or
     accessible to group or others."""
     where = f"{fmt.keyring} {str(path)!r}"
-    try:
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            data = handle.read(MAX_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise fmt.error(f"{where} does not exist") from None
-    except OSError as exc:
-        raise fmt.error(f"cannot read {where}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_SIZE:
-        raise fmt.error(f"{where} is too large to be a keyring")
+    if not os.path.lexists(path):
+        raise fmt.error(f"{where} does not exist")
     # Refused, not warned about: whoever can read the keyring can read everything under its keys.
-    check_owner_only(path, mode, fmt.keyring, fmt.error)
-    return parse(data, where, fmt)
+    return parse(read_private(path, fmt.keyring, limit=MAX_FILE_SIZE, error=fmt.error), where, fmt)
 
 
 def write(path: Path, state: KeyringState, fmt: KeyringFormat, *, replace: bool) -> bool:
-    """Write the keyring atomically: a 0600 temporary file beside it, fsync, rename, fsync the folder.
+    """Write the keyring atomically (0600; see :mod:`safepassage.core.atomic_file`).
 
     Readers and crashes see the old file or the new one. Creating (``replace``
-    false) links instead of renaming, so it never overwrites a keyring another
-    process made first (which would lose everything written under its keys) and
-    returns False in that case.
+    false) never overwrites a keyring another process made first (which would
+    lose everything written under its keys) and returns False in that case.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        if not replace:
-            make_private_folder(path.parent)
-        try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-                os.fchmod(out.fileno(), 0o600)  # the umask may have taken bits; never leave more
-                out.write(serialise(state, fmt))
-                out.flush()
-                os.fsync(out.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        if replace:
+            atomic_file.replace(path, serialise(state, fmt))
+            return True
+        return atomic_file.create(path, serialise(state, fmt))
     except OSError as exc:
         raise fmt.error(f"cannot write {fmt.keyring} {str(path)!r}: {exc.strerror}") from None
-    return True
+
+
+class Keyring:
+    """A keyring file and its current state; every change is written before memory changes.
+
+    So a failed write leaves both as they were. Thread-safe: a lock serialises changes and reads
+    take one consistent state. One process owns the file: the lock does not reach another process.
+    Each keyring subclasses it with what it does with its keys, and names its own ``open``.
+    """
+
+    __slots__ = ("_format", "_lock", "_path", "_state")
+
+    def __init__(self, path: Path, fmt: KeyringFormat, state: KeyringState) -> None:
+        self._path = path
+        self._format = fmt
+        self._lock = threading.Lock()
+        self._state = state
+
+    @classmethod
+    def load_file(cls, path: Path, fmt: KeyringFormat) -> Self:
+        """The keyring at ``path``; ``fmt.error`` if it is missing, unreadable or malformed."""
+        path = Path(path)
+        return cls(path, fmt, load(path, fmt))
+
+    @classmethod
+    def create_file(cls, path: Path, fmt: KeyringFormat) -> Self:
+        """The keyring at ``path``, made with a random version 1 if there is none (never overwriting one)."""
+        path = Path(path)
+        if not path.exists():
+            state = KeyringState(current=1, keys={1: secrets.token_bytes(fmt.key_size)}, destroyed=())
+            if write(path, state, fmt, replace=False):
+                logging.getLogger(cls.__module__).info(
+                    "created a new %s at %s (version 1)", fmt.keyring, path
+                )
+        return cls.load_file(path, fmt)
+
+    @property
+    def path(self) -> Path:
+        """The keyring file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        state = self._state  # one reference read: a consistent snapshot
+        path, name = str(self._path), type(self).__name__
+        return f"{name}(path={path!r}, current={state.current}, live={len(state.keys)})"
+
+    def current(self) -> int:
+        """The version new keys are used under."""
+        with self._lock:
+            return self._state.current
+
+    def versions(self) -> tuple[int, ...]:
+        """Live (not destroyed) versions, ascending."""
+        with self._lock:
+            return tuple(sorted(self._state.keys))
+
+    def destroyed_versions(self) -> tuple[int, ...]:
+        """Versions destroyed so far, ascending (kept so that none is ever reused)."""
+        with self._lock:
+            return self._state.destroyed
+
+    def current_key(self) -> tuple[int, bytes]:
+        """The current version and its key, read together."""
+        with self._lock:
+            state = self._state
+        return state.current, state.keys[state.current]
+
+    def lookup(self, version: int) -> tuple[bytes | None, bool]:
+        """``version``'s key (None if it has none) and whether it was destroyed, read together."""
+        with self._lock:
+            return self._state.keys.get(version), version in self._state.destroyed
+
+    def add_version(self) -> int:
+        """A new random key as the current version; older versions stay until destroyed."""
+        fmt = self._format
+        with self._lock:
+            version = next_version(self._state, fmt)
+            new = self._state.with_key(version, secrets.token_bytes(fmt.key_size))
+            write(self._path, new, fmt, replace=True)
+            self._state = new
+        return version
+
+    def destroy_version(self, version: int) -> bool:
+        """Forget ``version`` for good; False if it was gone already, ``fmt.error`` if current or unknown."""
+        fmt = self._format
+        with self._lock:
+            state = self._state
+            if version == state.current:
+                raise fmt.error(f"refusing to destroy {fmt.version} {version}: it is the current version")
+            if version in state.destroyed:
+                return False  # destroying is idempotent
+            if version not in state.keys:
+                raise fmt.error(f"{fmt.version} {version} is unknown to this keyring")
+            new = state.without(version)
+            write(self._path, new, fmt, replace=True)
+            self._state = new
+        return True

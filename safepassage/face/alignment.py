@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.errors import PipelineInputError
+from safepassage.face.errors import PipelineInputError
 
 RgbImage = npt.NDArray[np.uint8]
 Points = npt.NDArray[np.floating]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.detection import Box, Detection
+from safepassage.face.detection import Box, Detection
 
 DlibRect = tuple[int, int, int, int]
 

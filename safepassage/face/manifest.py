@@ -24,13 +24,13 @@ Embedder params: ``input_size`` [w, h], ``channel_order`` "RGB"|"BGR",
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from safepassage.camera_edge.errors import ManifestError, ModelFileMissing, ModelHashMismatch
+from safepassage.face.errors import ManifestError, ModelFileMissing, ModelHashMismatch
+from safepassage.face.model import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -87,14 +87,6 @@ def missing_pack_message(folder: Path) -> str:
         " `safepassage edge models install models.tar --config <camera.toml>`, which installs it into the"
         " camera's detection.model_dir. On a server checkout: `make models`."
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry(key: str, raw: Any) -> ModelEntry:
@@ -161,7 +153,7 @@ class ModelPack:
         path = self.folder / entry.file
         if not path.is_file():
             raise ModelFileMissing(f"model file {path} (manifest entry {key!r}) is missing")
-        actual = sha256_of(path)
+        actual = file_sha256(path)
         if actual != entry.sha256:
             raise ModelHashMismatch(
                 f"model file {path} has sha256 {actual}; its manifest entry {key!r} says {entry.sha256}"

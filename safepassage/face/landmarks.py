@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.errors import ModelFileMissing, ModelShapeMismatch, PipelineInputError
+from safepassage.face.errors import ModelFileMissing, ModelShapeMismatch, PipelineInputError
 
 Box = tuple[int, int, int, int]
 _ARRAYS = ("initial_shape", "split_idx1", "split_idx2", "split_thresh", "leaf_values", "anchor_idx", "deltas")

@@ -5,6 +5,9 @@ naming manifest entries), never guessed from a graph. The embedder's manifest
 says how its chips are aligned: ``dlib_chip`` (dlib's 5-point landmarks from the
 regression-tree model on a dlib-geometry box, 150x150 chip) or ``arcface_112``
 (the detector's own five points, the ArcFace template).
+
+Edge devices (safepassage.camera_edge) and the server (`safepassage.face.onnx_embedder`)
+run this same pipeline from the same verified model pack, so their embeddings share one space.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.camera_edge.alignment import arcface_chip, dlib_chip
-from safepassage.camera_edge.box_mapping import to_dlib_box
-from safepassage.camera_edge.detection import CenterFaceDetector, Detection
-from safepassage.camera_edge.embedding import EmbedderSpec, OnnxEmbedder
-from safepassage.camera_edge.errors import ManifestError, PipelineInputError
-from safepassage.camera_edge.landmarks import ShapePredictorLandmarker
-from safepassage.camera_edge.manifest import ModelPack
+from safepassage.face.alignment import arcface_chip, dlib_chip
+from safepassage.face.box_mapping import to_dlib_box
+from safepassage.face.chip_embedder import EmbedderSpec, OnnxChipEmbedder
+from safepassage.face.detection import CenterFaceDetector, Detection
+from safepassage.face.errors import ManifestError, PipelineInputError
+from safepassage.face.landmarks import ShapePredictorLandmarker
+from safepassage.face.manifest import ModelPack
 
 log = logging.getLogger(__name__)
 RgbImage = npt.NDArray[np.uint8]
@@ -40,7 +43,7 @@ class Landmarker(Protocol):
     def landmarks(self, image: RgbImage, boxes: Sequence[DlibBox]) -> npt.NDArray[np.float32]: ...
 
 
-class Embedder(Protocol):
+class ChipEmbedder(Protocol):
     @property
     def spec(self) -> EmbedderSpec: ...
 
@@ -94,7 +97,9 @@ class PipelineSettings:
 
 
 class FacePipeline:
-    def __init__(self, detector: Detector, embedder: Embedder, landmarker: Landmarker | None = None) -> None:
+    def __init__(
+        self, detector: Detector, embedder: ChipEmbedder, landmarker: Landmarker | None = None
+    ) -> None:
         if embedder.spec.alignment == "dlib_chip" and landmarker is None:
             raise ManifestError(
                 f"embedder {embedder.spec.name} aligns with dlib_chip, which needs a landmarker"
@@ -166,7 +171,7 @@ def load_pipeline(settings: PipelineSettings) -> FacePipeline:
         min_face=settings.min_face,
         threads=settings.threads,
     )
-    embedder = OnnxEmbedder(pack.path_of(settings.embedder), spec, threads=settings.threads)
+    embedder = OnnxChipEmbedder(pack.path_of(settings.embedder), spec, threads=settings.threads)
     landmarker = None
     if spec.alignment == "dlib_chip":
         landmarker = ShapePredictorLandmarker(pack.path_of(settings.landmarker))

@@ -1,4 +1,4 @@
-"""Face detection at the edge: CenterFace (an anchor-free "face as a point" detector) in onnxruntime.
+"""Face detection: CenterFace (an anchor-free "face as a point" detector) in onnxruntime.
 
 The model (``centerface.onnx`` from the model pack, with dynamic input dims)
 takes RGB pixels 0..255 as float32 NCHW, unnormalised, at any size that is a
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from safepassage.camera_edge.errors import ModelShapeMismatch, PipelineInputError
+from safepassage.face.errors import ModelShapeMismatch, PipelineInputError
 
 INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks
