@@ -3,7 +3,8 @@
 Configuration -> keys, stores, matcher, face embedder -> servicers -> a gRPC
 server with TLS, the standard health service and server reflection, and when
 `listen.health_port` is set a probe port answering health checks without a
-client certificate (safepassage.server.health_listener). Each part is made
+client certificate (safepassage.server.health_listener); and the web console
+(safepassage.console), which calls that gRPC port for the people it serves. Each part is made
 elsewhere, from settings already converted (safepassage.server.settings_conversion);
 this module only wires them.
 `create_server(config)` builds and binds without starting (tests use it with
@@ -26,17 +27,20 @@ from contextlib import ExitStack
 from types import FrameType
 
 from safepassage import store
-from safepassage.api.v1 import matching_pb2_grpc, protected_identity_pb2_grpc
+from safepassage.api.v1 import access_pb2_grpc, matching_pb2_grpc, protected_identity_pb2_grpc
+from safepassage.console import Console, ConsoleSettings
 from safepassage.matcher import Matcher, set_blas_threshold
 from safepassage.server import settings_conversion as settings
 from safepassage.server.access import AccessInterceptor
 from safepassage.server.audit import AuditRecorder
+from safepassage.server.caller_description import AccessServicer
 from safepassage.server.config import Config
+from safepassage.server.console_credentials import ConsoleCredentials
 from safepassage.server.data_lock import DataFolderLock
 from safepassage.server.decode_budget import DecodeBudget
 from safepassage.server.fishing import FishingDetector
 from safepassage.server.galleries import GalleryServicer
-from safepassage.server.grpc_host import add_health, bind, grpc_server
+from safepassage.server.grpc_host import add_health, bind, grpc_server, release
 from safepassage.server.health_listener import open_health_listener
 from safepassage.server.key_layout import check_key_layout
 from safepassage.server.keys import derive_key, load_or_create_key
@@ -104,16 +108,51 @@ def create_server(config: Config) -> tuple[Service, int]:
         protected_identity_pb2_grpc.add_ProtectedIdentityServiceServicer_to_server(
             ProtectedIdentityServicer(records, probes, LiveCaptureReader(probes)), server
         )
+        access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(), server)
         health_servicer = add_health(server)
-        port = bind(server, config, security.credentials)
+        # The probe port before the main one: if either is taken, the main server (which would take
+        # calls for the moment a release starts it) was never bound. What is bound is released if
+        # anything after it fails, saying NOT_SERVING first.
         health_listener = open_health_listener(config, health_servicer)
         if health_listener is not None:
-            opened.callback(health_listener.stop)
+            opened.callback(release, health_listener.server)
+        port = bind(server, config, security.credentials)
+        opened.callback(release, server)
+        opened.callback(health_servicer.enter_graceful_shutdown)
+        console = _console(config, security.console, port)
+        if console is not None:
+            opened.callback(console.stop)
         opened.pop_all()
     service = Service(
-        server, port, matcher, stores, records, health_servicer, config, data_lock, health_listener
+        server, port, matcher, stores, records, health_servicer, config, data_lock, health_listener, console
     )
     return service, port
+
+
+def _console(config: Config, credentials: ConsoleCredentials | None, grpc_port: int) -> Console | None:
+    """The console, bound to its port, calling this server's gRPC port over loopback (None: off)."""
+    if credentials is None:
+        return None
+    host = config.listen.host
+    # A wildcard listen address is reached on loopback; the server's certificate names the host.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return Console(
+        ConsoleSettings(
+            host=config.console.host,
+            port=config.console.port,
+            language=config.console.language,
+            max_upload_bytes=config.console.max_upload_bytes,
+            form_lifetime_s=config.console.form_hours * 3600,
+            server_cert_file=credentials.server_cert_file,
+            server_key_file=credentials.server_key_file,
+            ca_pem=credentials.ca_pem,
+            service_target=f"[{target}]:{grpc_port}" if ":" in target else f"{target}:{grpc_port}",
+            service_name=credentials.server_name,
+            console_cert_pem=credentials.console_cert_pem,
+            console_key_pem=credentials.console_key_pem,
+            max_message_bytes=config.listen.max_message_bytes,
+        )
+    )
 
 
 class _StopDuringStartUp(BaseException):

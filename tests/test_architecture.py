@@ -39,7 +39,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "enrolment": frozenset({"core", "store", "matcher", "credential"}),
     "evaluation": frozenset({"core", "camera_edge", "face", "store", "matcher"}),
     "server": frozenset({"core", "api", "store", "matcher", "face", "audit", "enrolment", "credential"}),
-    "app": frozenset({"api", "store", "matcher", "server"}),
+    # The web console: a client of the service (api), with no store, matcher or server inside.
+    "console": frozenset({"core", "api"}),
+    "app": frozenset({"api", "store", "matcher", "server", "console"}),
     "cli": frozenset(
         {"core", "api", "audit", "enrolment", "credential", "face", "camera_edge", "model_pack", "server"}
         | {"app", "evaluation"}

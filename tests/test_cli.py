@@ -202,6 +202,23 @@ def test_cli_round_trip(tmp_path: Path, faces_dir: Path) -> None:
         assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr and "no face" in out.stderr.lower()
         out = cli(server, "gallery", "list")
         assert "desk" in out.stdout and "size=2" in out.stdout
+        # Several photos of one person: one subject (a sub-folder in import, several files in enrol).
+        tony = sorted((faces_dir / "lfw" / "Tony_Blair").glob("*.jpg"))
+        (tmp_path / "people" / "tony").mkdir(parents=True)
+        for picture in tony[:3]:
+            (tmp_path / "people" / "tony" / picture.name).symlink_to(picture)
+        out = cli(server, "import", "desk", str(tmp_path / "people"), "--largest")
+        assert out.returncode == 0 and "tony/: 3 captures" in out.stdout, out.stdout + out.stderr
+        assert "imported 1 of 1 subject folders" in out.stdout
+        out = cli(server, "import", "desk", str(tmp_path / "people"), "--largest")
+        assert out.returncode == 0 and "tony/: already present (skipped)" in out.stdout
+        out = cli(server, "enrol", "desk", "tony", str(tony[3]), "--add", "--largest")
+        assert out.returncode == 0 and "4 captures" in out.stdout
+        pair = [str(fr / "rose_leslie" / "img1.jpg"), str(fr / "rose_leslie" / "img2.jpg")]
+        out = cli(server, "enrol", "desk", "rose-2", *pair)
+        assert out.returncode == 0 and "from img2.jpg" in out.stdout and ": 2 captures" in out.stdout
+        out = cli(server, "count", "desk")
+        assert out.stdout.strip() == "4"  # subjects, not photos
         out = cli(server, "enrol", "desk", "crowd", str(faces_dir / "group" / "dlib" / "2008_001322.jpg"))
         assert out.returncode == 1 and "--largest" in out.stderr, out.stderr
         # A client's bundle (its key, its certificate, the CA) is all it needs; the PKI keeps no copy.

@@ -1176,6 +1176,82 @@ def install_rows() -> list[Figure]:
     ]
 
 
+FUSION_ROWS = (
+    ("one photo", "one"),
+    ("one photo, background cohort", "one + background cohort"),
+    ("all but the last, best capture", "max"),
+    ("all but the last, mean template (default)", "mean"),
+    ("all but the last, mean template, background cohort", "mean + background cohort"),
+    ("mean template, background cohort, mirrored image too", "mean + flip + background cohort"),
+)
+
+
+def fusion_rows() -> list[Figure]:
+    """README "Several captures per person": the comparison of benchmarks/fusion_comparison.py."""
+    figures = []
+    for label, name in FUSION_ROWS:
+        at: Key = ("configurations", f"[name={name}]")
+
+        def counts(point: str, key: str, at: Key = at) -> Key:
+            return (*at, f"{point}_counts", key)
+
+        figures.append(
+            Figure(
+                README,
+                f"| {label} | {{vectors}} | {{rank1}} % | {{f2}} | {{f3}} | {{fnmr}} |",
+                {
+                    "vectors": v("fusion", *at, "vectors_per_subject", fmt=".1f"),
+                    "rank1": v("fusion", *at, "rank1", fmt="pct1"),
+                    "f2": rate(
+                        "fusion",
+                        counts("fnir@fpir=0.01", "misses"),
+                        counts("fnir@fpir=0.01", "mated_searches"),
+                    ),
+                    "f3": rate(
+                        "fusion",
+                        counts("fnir@fpir=0.003", "misses"),
+                        counts("fnir@fpir=0.003", "mated_searches"),
+                    ),
+                    "fnmr": rate(
+                        "fusion",
+                        counts("fnmr@fmr=0.001", "false_non_matches"),
+                        counts("fnmr@fmr=0.001", "genuine"),
+                    ),
+                },
+            )
+        )
+    figures.append(
+        Figure(
+            README,
+            "searched with it ({searched} people, {enrolled} subjects in the gallery), the {strangers}"
+            " single-photo people as strangers",
+            {
+                "searched": v("fusion", "data", "searched_subjects", fmt="int"),
+                "enrolled": v("fusion", "data", "enrolled_subjects", fmt="int"),
+                "strangers": v("fusion", "data", "strangers", fmt="int"),
+            },
+        )
+    )
+    figures.append(
+        Figure(
+            README,
+            "FPIR 0.01 rests on {fp} false positives among the strangers",
+            {"fp": v("fusion", "data", "fpir_0.01_rests_on_false_positives", fmt="word")},
+        )
+    )
+    figures.append(
+        Figure(
+            README,
+            "{flip} ms against {plain} ms per image here",
+            {
+                "flip": v("fusion", "embedding", "embed_with_flip_p50_ms", fmt=".0f"),
+                "plain": v("fusion", "embedding", "embed_p50_ms", fmt=".0f"),
+            },
+        )
+    )
+    return figures
+
+
 FIGURES: list[Figure] = [
     *SINGLE,
     *identify_rows(),
@@ -1184,6 +1260,7 @@ FIGURES: list[Figure] = [
     *records_rows(),
     *calibration_rows(),
     *install_rows(),
+    *fusion_rows(),
 ]
 
 

@@ -40,8 +40,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from safepassage.audit.cosignature import Cosignature, verify_cosignature
 from safepassage.audit.entry import LogEvent
 from safepassage.audit.errors import AuditFailure, InvalidEvent, ProofError, SignatureError
@@ -55,6 +53,7 @@ from safepassage.audit.export import (
 from safepassage.audit.keys import key_id, load_public_key, public_key_bytes
 from safepassage.audit.merkle import MerkleTree, leaf_hash, verify_consistency
 from safepassage.audit.tree_head import SignedTreeHead, verify_tree_head
+from safepassage.core.signing import VerifyingKey
 
 __all__ = ["AuditReport", "audit", "read_tree_heads_file"]
 
@@ -113,7 +112,7 @@ def read_tree_heads_file(path: Path) -> list[SignedTreeHead]:
     return heads
 
 
-def _read_key(folder: Path, pinned: Ed25519PublicKey | None) -> Ed25519PublicKey:
+def _read_key(folder: Path, pinned: VerifyingKey | None) -> VerifyingKey:
     try:
         key = load_public_key((folder / PUBLIC_KEY_FILE).read_bytes())
     except (OSError, ValueError) as error:
@@ -205,9 +204,9 @@ class _Locator:
 def audit(
     folder: Path,
     *,
-    public_key: Ed25519PublicKey | None = None,
+    public_key: VerifyingKey | None = None,
     known_heads: Sequence[SignedTreeHead] = (),
-    witness_keys: Sequence[Ed25519PublicKey] = (),
+    witness_keys: Sequence[VerifyingKey] = (),
     require_cosigned: bool = False,
 ) -> AuditReport:
     """Audit the export in ``folder``; returns a report or raises AuditFailure.
@@ -312,8 +311,8 @@ def _check_cosignatures(
     folder: Path,
     tree: MerkleTree,
     latest: SignedTreeHead,
-    log_key: Ed25519PublicKey,
-    witness_keys: Sequence[Ed25519PublicKey],
+    log_key: VerifyingKey,
+    witness_keys: Sequence[VerifyingKey],
     require_cosigned: bool,
 ) -> tuple[tuple[str, int], ...]:
     """Check the trusted witnesses' cosignatures; returns (witness key id, largest size cosigned)."""

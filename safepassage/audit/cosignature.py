@@ -23,23 +23,20 @@ JSON form (one line of ``cosignatures.jsonl`` in an export)::
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from safepassage.audit.errors import SignatureError
 from safepassage.audit.keys import key_id
 from safepassage.audit.merkle import HASH_SIZE
-from safepassage.audit.tree_head import SignedTreeHead
+from safepassage.audit.tree_head import SignedTreeHead, b64_field
+from safepassage.core import signing
+from safepassage.core.signing import SigningKey, VerifyingKey
 
 __all__ = ["Cosignature", "checkpoint_body", "log_origin", "verify_cosignature"]
 
-_SIGNATURE_SIZE = 64
 _FIELDS = ("witness", "witness_key_id", "timestamp", "tree_size", "sha256_root_hash", "signature")
 
 
@@ -54,15 +51,6 @@ def checkpoint_body(log_key_id: str, tree_size: int, root_hash: bytes) -> bytes:
         raise ValueError("a checkpoint needs a non-negative size and a 32-byte root")
     root = base64.b64encode(root_hash).decode("ascii")
     return f"{log_origin(log_key_id)}\n{tree_size}\n{root}\n".encode("ascii")
-
-
-def _b64(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:
-        raise ValueError(f"{what} is not valid base64") from None
 
 
 @dataclass(frozen=True)
@@ -87,10 +75,10 @@ class Cosignature:
 
     @classmethod
     def sign(
-        cls, key: Ed25519PrivateKey, name: str, log_key_id: str, head: SignedTreeHead, now: int | None = None
+        cls, key: SigningKey, name: str, log_key_id: str, head: SignedTreeHead, now: int | None = None
     ) -> Cosignature:
         timestamp = int(time.time()) if now is None else now
-        signature = key.sign(cls.message(log_key_id, timestamp, head.tree_size, head.root_hash))
+        signature = signing.sign(key, cls.message(log_key_id, timestamp, head.tree_size, head.root_hash))
         return cls(name, key_id(key.public_key()), timestamp, head.tree_size, head.root_hash, signature)
 
     def covers(self, head: SignedTreeHead) -> bool:
@@ -122,10 +110,10 @@ class Cosignature:
         witness, witness_key_id = obj["witness"], obj["witness_key_id"]
         if not isinstance(witness, str) or not isinstance(witness_key_id, str):
             raise ValueError("witness and witness_key_id must be strings")
-        root = _b64(obj["sha256_root_hash"], "sha256_root_hash")
+        root = b64_field(obj["sha256_root_hash"], "sha256_root_hash")
         if len(root) != HASH_SIZE:
             raise ValueError(f"sha256_root_hash must be {HASH_SIZE} bytes")
-        signature = _b64(obj["signature"], "signature")
+        signature = b64_field(obj["signature"], "signature")
         return cls(witness, witness_key_id, obj["timestamp"], obj["tree_size"], root, signature)
 
     @classmethod
@@ -133,18 +121,20 @@ class Cosignature:
         return cls.from_json(json.loads(line))
 
 
-def verify_cosignature(cosignature: Cosignature, witness_key: Ed25519PublicKey, log_key_id: str) -> None:
+def verify_cosignature(cosignature: Cosignature, witness_key: VerifyingKey, log_key_id: str) -> None:
     """Check that ``witness_key`` cosigned this tree of the log ``log_key_id``; SignatureError if not."""
     if cosignature.witness_key_id != key_id(witness_key):
         raise SignatureError(f"the cosignature is by witness key {cosignature.witness_key_id}, not this one")
-    if len(cosignature.signature) != _SIGNATURE_SIZE:
-        raise SignatureError(f"a cosignature is {_SIGNATURE_SIZE} bytes, not {len(cosignature.signature)}")
+    if len(cosignature.signature) != signing.SIGNATURE_SIZE:
+        raise SignatureError(
+            f"a cosignature is {signing.SIGNATURE_SIZE} bytes, not {len(cosignature.signature)}"
+        )
     message = Cosignature.message(
         log_key_id, cosignature.timestamp, cosignature.tree_size, cosignature.root_hash
     )
     try:
-        witness_key.verify(cosignature.signature, message)
-    except (InvalidSignature, ValueError):
+        signing.verify(witness_key, cosignature.signature, message)
+    except signing.SignatureInvalid:
         raise SignatureError(
             f"the cosignature of tree size {cosignature.tree_size} does not verify for this log and witness"
         ) from None

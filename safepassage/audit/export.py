@@ -34,14 +34,13 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from safepassage.audit import database
 from safepassage.audit.cosignature import Cosignature
 from safepassage.audit.errors import LogCorrupted
 from safepassage.audit.keys import load_public_key, public_key_pem
 from safepassage.audit.tree_head import SignedTreeHead
 from safepassage.core import atomic_file
+from safepassage.core.signing import VerifyingKey
 
 __all__ = [
     "COSIGNATURES_FILE",
@@ -98,7 +97,7 @@ class ExportSummary:
     tree_size: int  # the size of the newest tree head, 0 if none
 
 
-def read_public_key(conn: sqlite3.Connection) -> Ed25519PublicKey | None:
+def read_public_key(conn: sqlite3.Connection) -> VerifyingKey | None:
     """The public key recorded when the log was created, or None for a log never opened to write."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'public_key_pem'").fetchone()
     return None if row is None else load_public_key(bytes(row[0]))
@@ -137,7 +136,7 @@ def read_cosignatures(conn: sqlite3.Connection) -> list[Cosignature]:
 _replacing = functools.partial(atomic_file.replacing, mode=None)
 
 
-def write_export(conn: sqlite3.Connection, folder: Path, public_key: Ed25519PublicKey) -> ExportSummary:
+def write_export(conn: sqlite3.Connection, folder: Path, public_key: VerifyingKey) -> ExportSummary:
     """Write the export files for the log open on ``conn`` into ``folder`` (created if missing)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

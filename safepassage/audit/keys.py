@@ -9,14 +9,11 @@ export signs itself with whatever key it ships.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from safepassage.core import key_files
+from safepassage.core import key_files, signing
 from safepassage.core.private_files import PrivateFileRefused
+from safepassage.core.signing import SigningKey, VerifyingKey
 
 __all__ = [
     "generate_signing_key",
@@ -28,58 +25,52 @@ __all__ = [
     "public_key_pem",
 ]
 
-
-def public_key_bytes(key: Ed25519PublicKey) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key."""
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(key: Ed25519PublicKey) -> str:
-    """Hex SHA-256 of the raw public key: the log's name for humans to compare."""
-    return hashlib.sha256(public_key_bytes(key)).hexdigest()
-
-
-def public_key_pem(key: Ed25519PublicKey) -> bytes:
-    return key_files.public_pem(key)
-
-
-def load_public_key(pem: bytes) -> Ed25519PublicKey:
-    """Parse a PEM public key; ValueError unless it is Ed25519."""
-    key = serialization.load_pem_public_key(pem)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("the log public key is not an Ed25519 key")
-    return key
-
-
 _WHAT = "transparency-log signing key"
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
+def public_key_bytes(key: VerifyingKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key."""
+    return signing.public_bytes(key)
+
+
+def key_id(key: VerifyingKey) -> str:
+    """Hex SHA-256 of the raw public key: the log's name for humans to compare."""
+    return signing.fingerprint(key)
+
+
+def public_key_pem(key: VerifyingKey) -> bytes:
+    return key_files.public_pem(key)
+
+
+def load_public_key(pem: bytes) -> VerifyingKey:
+    """Parse a PEM public key; ValueError unless it is Ed25519."""
+    return signing.ED25519.parse_public(pem, "the log public key", ValueError)
+
+
+def load_signing_key(path: Path) -> SigningKey:
     """Read a PKCS#8 PEM Ed25519 private key; ValueError unless it is an Ed25519 one."""
     # Refused, naming the file, if group or others may read it (the one check for every key file).
     key = key_files.load_private_pem(Path(path), _WHAT, PrivateFileRefused)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
-    return key
+    return signing.ED25519.private_key(key, str(path), ValueError)
 
 
-def generate_signing_key(path: Path) -> Ed25519PrivateKey:
+def generate_signing_key(path: Path) -> SigningKey:
     """Create a new key at ``path`` (mode 0600, parents created); FileExistsError if one is there.
 
     Linked into place (:func:`safepassage.core.key_files.create_private_pem`), so two processes
     starting at once cannot each use their own key.
     """
-    key = Ed25519PrivateKey.generate()
+    key = signing.ED25519.generate()
     if not key_files.create_private_pem(Path(path), key, _WHAT, PrivateFileRefused):
         raise FileExistsError(f"a key file is already at {path}")
     return key
 
 
-def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_signing_key(path: Path) -> SigningKey:
     """The key at ``path``, created on first use."""
     if Path(path).exists():  # read first: a restart on a full disk must not need to write a key
         return load_signing_key(path)
     try:
         return generate_signing_key(path)
-    except FileExistsError:
+    except FileExistsError:  # another process made it first: that key stands
         return load_signing_key(path)

@@ -35,8 +35,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from safepassage.audit import database
 from safepassage.audit.cosignature import Cosignature
 from safepassage.audit.entry import LogEntry, LogEvent
@@ -60,6 +58,7 @@ from safepassage.audit.keys import key_id, public_key_bytes, public_key_pem
 from safepassage.audit.merkle import MerkleTree, leaf_hash, verify_consistency
 from safepassage.audit.publisher import TreeHeadPublisher
 from safepassage.audit.tree_head import SignedTreeHead, verify_tree_head
+from safepassage.core.signing import SigningKey, VerifyingKey
 
 __all__ = ["TransparencyLog"]
 
@@ -79,7 +78,7 @@ class TransparencyLog:
         self,
         conn: sqlite3.Connection,
         path: Path,
-        signing_key: Ed25519PrivateKey,
+        signing_key: SigningKey,
         clock: Clock,
         publisher: TreeHeadPublisher | None = None,
     ) -> None:
@@ -100,7 +99,7 @@ class TransparencyLog:
     def open(
         cls,
         path: Path,
-        signing_key: Ed25519PrivateKey,
+        signing_key: SigningKey,
         *,
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
@@ -164,7 +163,7 @@ class TransparencyLog:
         return self._path
 
     @property
-    def public_key(self) -> Ed25519PublicKey:
+    def public_key(self) -> VerifyingKey:
         return self._public_key
 
     @property

@@ -23,13 +23,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from safepassage.audit.cosignature import Cosignature
 from safepassage.audit.errors import UnknownLog, WitnessConflict, WitnessRefused, WitnessUnavailable
 from safepassage.audit.head_record import HeadRecord
 from safepassage.audit.tree_head import SignedTreeHead
 from safepassage.audit.witness_http import WitnessClient
+from safepassage.core.signing import VerifyingKey
 
 __all__ = ["PublishedHead", "TreeHeadPublisher"]
 
@@ -59,7 +58,7 @@ class TreeHeadPublisher:
     def witness(self) -> WitnessClient | None:
         return self._witness
 
-    def published_heads(self, log_key: Ed25519PublicKey) -> list[PublishedHead]:
+    def published_heads(self, log_key: VerifyingKey) -> list[PublishedHead]:
         """The heads the log must still be consistent with: the head file's and the witness's.
 
         An unreachable or unknowing witness raises when the witness is

@@ -30,22 +30,21 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from safepassage.audit.errors import SignatureError
 from safepassage.audit.merkle import HASH_SIZE
+from safepassage.core import signing
+from safepassage.core.signing import SigningKey, VerifyingKey
 
-__all__ = ["TREE_HEAD_CONTEXT", "TREE_HEAD_VERSION", "SignedTreeHead", "verify_tree_head"]
+__all__ = ["TREE_HEAD_CONTEXT", "TREE_HEAD_VERSION", "SignedTreeHead", "b64_field", "verify_tree_head"]
 
 TREE_HEAD_VERSION = 1
 TREE_HEAD_CONTEXT = b"safepassage-audit-log-tree-head\n"
 _FIELDS = struct.Struct(">BQQ")
-_SIGNATURE_SIZE = 64
 _MAX_U64 = 2**64 - 1
 
 
-def _b64decode(value: object, what: str) -> bytes:
+def b64_field(value: object, what: str) -> bytes:
+    """The bytes of a standard-base64 JSON field (tree heads, cosignatures); ValueError if it is not one."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a base64 string")
     try:
@@ -74,9 +73,9 @@ class SignedTreeHead:
         return TREE_HEAD_CONTEXT + _FIELDS.pack(version, tree_size, timestamp) + root_hash
 
     @classmethod
-    def sign(cls, key: Ed25519PrivateKey, tree_size: int, timestamp: int, root_hash: bytes) -> SignedTreeHead:
+    def sign(cls, key: SigningKey, tree_size: int, timestamp: int, root_hash: bytes) -> SignedTreeHead:
         message = cls.message(TREE_HEAD_VERSION, tree_size, timestamp, root_hash)
-        return cls(tree_size, timestamp, bytes(root_hash), key.sign(message))
+        return cls(tree_size, timestamp, bytes(root_hash), signing.sign(key, message))
 
     def signed_message(self) -> bytes:
         return self.message(self.version, self.tree_size, self.timestamp, self.root_hash)
@@ -106,8 +105,8 @@ class SignedTreeHead:
         for name, value in numbers.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
-        root = _b64decode(obj["sha256_root_hash"], "sha256_root_hash")
-        signature = _b64decode(obj["tree_head_signature"], "tree_head_signature")
+        root = b64_field(obj["sha256_root_hash"], "sha256_root_hash")
+        signature = b64_field(obj["tree_head_signature"], "tree_head_signature")
         if len(root) != HASH_SIZE:
             raise ValueError(f"sha256_root_hash must be {HASH_SIZE} bytes")
         return cls(numbers["tree_size"], numbers["timestamp"], root, signature, numbers["version"])
@@ -117,15 +116,17 @@ class SignedTreeHead:
         return cls.from_json(json.loads(line))
 
 
-def verify_tree_head(sth: SignedTreeHead, public_key: Ed25519PublicKey) -> None:
+def verify_tree_head(sth: SignedTreeHead, public_key: VerifyingKey) -> None:
     """Check the tree head's signature; raises SignatureError if it is not the log's."""
     if sth.version != TREE_HEAD_VERSION:
         raise SignatureError(f"tree head version {sth.version} is not {TREE_HEAD_VERSION}")
-    if len(sth.signature) != _SIGNATURE_SIZE:
-        raise SignatureError(f"a tree head signature is {_SIGNATURE_SIZE} bytes, not {len(sth.signature)}")
+    if len(sth.signature) != signing.SIGNATURE_SIZE:
+        raise SignatureError(
+            f"a tree head signature is {signing.SIGNATURE_SIZE} bytes, not {len(sth.signature)}"
+        )
     try:
-        public_key.verify(sth.signature, sth.signed_message())
-    except (InvalidSignature, ValueError):
+        signing.verify(public_key, sth.signature, sth.signed_message())
+    except signing.SignatureInvalid:
         raise SignatureError(
             f"the tree head of size {sth.tree_size} at {sth.timestamp} is not signed by this log's key"
         ) from None

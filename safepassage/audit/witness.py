@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from safepassage.audit.cosignature import Cosignature
 from safepassage.audit.errors import (
     ProofError,
@@ -58,7 +56,9 @@ from safepassage.audit.keys import (
 )
 from safepassage.audit.merkle import EMPTY_ROOT, verify_consistency
 from safepassage.audit.tree_head import SignedTreeHead, verify_tree_head
-from safepassage.core.private_files import make_private_folder
+from safepassage.core import atomic_file
+from safepassage.core.private_files import PUBLIC_FILE_MODE, make_private_folder
+from safepassage.core.signing import SigningKey, VerifyingKey
 
 __all__ = ["Witness", "Witnessed"]
 
@@ -94,7 +94,7 @@ class Witnessed:
 class Witness:
     """One witness's key and state folder."""
 
-    def __init__(self, folder: Path, name: str, key: Ed25519PrivateKey) -> None:
+    def __init__(self, folder: Path, name: str, key: SigningKey) -> None:
         """Use :meth:`create` or :meth:`open`."""
         self._folder = folder
         self._name = name
@@ -109,8 +109,8 @@ class Witness:
         make_private_folder(folder)
         key = generate_signing_key(folder / KEY_FILE)  # FileExistsError: never replace a witness's key
         make_private_folder(folder / LOGS_FOLDER)
-        (folder / CONFIG_FILE).write_text(json.dumps({"name": name}) + "\n")
-        (folder / PUBLIC_KEY_FILE).write_bytes(public_key_pem(key.public_key()))
+        atomic_file.replace(folder / CONFIG_FILE, (json.dumps({"name": name}) + "\n").encode(), mode=None)
+        atomic_file.replace(folder / PUBLIC_KEY_FILE, public_key_pem(key.public_key()), mode=PUBLIC_FILE_MODE)
         _log.info("made witness %s (key %s) in %s", name, key_id(key.public_key()), folder)
         return cls(folder, name, key)
 
@@ -133,7 +133,7 @@ class Witness:
         return self._folder
 
     @property
-    def public_key(self) -> Ed25519PublicKey:
+    def public_key(self) -> VerifyingKey:
         return self._key.public_key()
 
     @property
@@ -142,12 +142,12 @@ class Witness:
 
     # -- the logs it witnesses ----------------------------------------------
 
-    def add_log(self, public_key: Ed25519PublicKey) -> str:
+    def add_log(self, public_key: VerifyingKey) -> str:
         """Witness the log signed by ``public_key`` from now on; returns its key id. Idempotent."""
         log_id = key_id(public_key)
         path = make_private_folder(self._folder / LOGS_FOLDER) / f"{log_id}.pem"
-        if not path.exists():
-            path.write_bytes(public_key_pem(public_key))
+        # Linked into place whole: a crash never leaves half a key that the witness would keep refusing.
+        if atomic_file.create(path, public_key_pem(public_key), mode=PUBLIC_FILE_MODE):
             _log.info("witness %s now witnesses log %s", self._name, log_id)
         return log_id
 
@@ -155,7 +155,7 @@ class Witness:
         """Key ids of the logs this witness witnesses."""
         return sorted(path.stem for path in (self._folder / LOGS_FOLDER).glob("*.pem"))
 
-    def _log_key(self, log_key_id: str) -> Ed25519PublicKey:
+    def _log_key(self, log_key_id: str) -> VerifyingKey:
         # The id comes off the network: only 64 hex digits ever name a file.
         path = self._folder / LOGS_FOLDER / f"{log_key_id}.pem"
         if not _KEY_ID.fullmatch(log_key_id) or not path.is_file():

@@ -33,8 +33,6 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from safepassage.audit.cosignature import Cosignature, verify_cosignature
 from safepassage.audit.errors import (
     SignatureError,
@@ -47,6 +45,7 @@ from safepassage.audit.keys import key_id
 from safepassage.audit.merkle import HASH_SIZE
 from safepassage.audit.tree_head import SignedTreeHead, verify_tree_head
 from safepassage.audit.witness import Witness, Witnessed
+from safepassage.core.signing import VerifyingKey
 
 __all__ = ["WitnessClient", "WitnessServer"]
 
@@ -176,7 +175,7 @@ class WitnessServer:
 class WitnessClient:
     """The log's side: ask a witness what it saw, and send it new heads. Checks every answer."""
 
-    def __init__(self, url: str, witness_key: Ed25519PublicKey, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, witness_key: VerifyingKey, *, timeout_s: float = 10.0) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("a witness URL starts with http:// or https://")
         self._url = url.rstrip("/")
@@ -232,7 +231,7 @@ class WitnessClient:
                 f" witness's ({self.key_id}) on this head: {error}"
             ) from None
 
-    def latest(self, log_key: Ed25519PublicKey) -> Witnessed | None:
+    def latest(self, log_key: VerifyingKey) -> Witnessed | None:
         """The newest head the witness cosigned for this log, checked; None before the first."""
         log_key_id = key_id(log_key)
         status, obj = self._call(LATEST_PATH + log_key_id)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import NameOID
 
 from safepassage.camera_edge.errors import CredentialsError, EdgeConfigError
+from safepassage.core import certificates, key_files
 from safepassage.core.private_files import read_private
+from safepassage.core.signing import SignatureInvalid
 
 log = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 4 * 1024 * 1024
@@ -81,30 +81,16 @@ class DeviceCredentials:
     def load(cls, ca: Path, cert: Path, key: Path, now: datetime.datetime | None = None) -> DeviceCredentials:
         ca_pem, cert_pem = _read(ca, "CA certificate"), _read(cert, "certificate")
         key_pem = _read(key, "key", private=True)
-        try:
-            authority = x509.load_pem_x509_certificate(ca_pem)
-        except ValueError:
-            raise CredentialsError(f"{ca} is not a PEM certificate (the deployment's CA)") from None
-        try:
-            certificate = x509.load_pem_x509_certificate(cert_pem)
-        except ValueError:
-            raise CredentialsError(f"{cert} is not a PEM certificate (the device's)") from None
-        try:
-            private_key: PrivateKeyTypes = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError):
-            raise CredentialsError(f"{key} is not an unencrypted PEM private key") from None
-        public = private_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if public != certificate.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
+        authority = certificates.parse_pem(ca_pem, f"{ca} (the deployment's CA)", CredentialsError)
+        certificate = certificates.parse_pem(cert_pem, f"{cert} (the device's certificate)", CredentialsError)
+        private_key = key_files.parse_private_pem(key_pem, str(key), CredentialsError)
+        if not certificates.holds_key(certificate, private_key):
             raise CredentialsError(f"the key {key} does not belong to the certificate {cert}")
         if certificate.issuer != authority.subject:
             raise CredentialsError(f"the certificate {cert} was not issued by the CA in {ca}")
         try:
-            certificate.verify_directly_issued_by(authority)
-        except (ValueError, TypeError, Exception) as error:  # InvalidSignature has no common base
+            certificates.check_issued_by(certificate, authority)
+        except SignatureInvalid as error:
             raise CredentialsError(f"the certificate {cert} does not verify against {ca}: {error}") from None
         now = now or datetime.datetime.now(datetime.UTC)
         if now < certificate.not_valid_before_utc:
@@ -113,7 +99,7 @@ class DeviceCredentials:
             )
         if now >= certificate.not_valid_after_utc:
             raise CredentialsError(f"the certificate {cert} expired on {certificate.not_valid_after_utc}")
-        names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         device_id = str(names[0].value) if names else ""
         return cls(ca_pem, cert_pem, key_pem, device_id, certificate.not_valid_after_utc)
 

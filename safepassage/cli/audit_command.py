@@ -36,8 +36,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from safepassage.audit import (
     AuditFailure,
     AuditLogError,
@@ -61,6 +59,7 @@ from safepassage.audit import (
 from safepassage.audit.export import PUBLIC_KEY_FILE
 from safepassage.audit.witness import PUBLIC_KEY_FILE as WITNESS_PUBLIC_KEY_FILE
 from safepassage.core.private_files import PrivateFileRefused
+from safepassage.core.signing import VerifyingKey
 
 __all__ = ["add_audit_parser", "main", "run_audit"]
 
@@ -172,7 +171,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _witness_head(args: argparse.Namespace, witnesses: list[Ed25519PublicKey]) -> SignedTreeHead | None:
+def _witness_head(args: argparse.Namespace, witnesses: list[VerifyingKey]) -> SignedTreeHead | None:
     """The newest head the --witness-url witness cosigned for this log (checked), if it has one."""
     if len(witnesses) != 1:
         raise ValueError("--witness-url needs exactly one --witness-key: the key of that witness")

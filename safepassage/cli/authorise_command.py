@@ -23,8 +23,6 @@ import sys
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.cli.client import (
@@ -36,7 +34,7 @@ from safepassage.cli.client import (
     open_channel,
 )
 from safepassage.cli.commands import TIMEOUT_S, uncalibrated_watchlist
-from safepassage.core import atomic_file, key_files
+from safepassage.core import atomic_file, certificates, key_files, signing
 from safepassage.core.private_files import PrivateFileRefused
 
 
@@ -102,7 +100,9 @@ def run_authorise(args: argparse.Namespace) -> int:
     cert_path = args.cert or clients / f"{args.client}.pem"
     key_path = args.key or clients / f"{args.client}-key.pem"
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert = certificates.parse_pem(
+            cert_path.read_bytes(), f"the admin certificate {cert_path}", ValueError
+        )
         key = key_files.load_private_pem(key_path, "admin key", PrivateFileRefused)
     except (OSError, ValueError) as error:
         print(f"error: cannot read the admin certificate or key: {error}", file=sys.stderr)
@@ -110,7 +110,7 @@ def run_authorise(args: argparse.Namespace) -> int:
     except PrivateFileRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
+    if not isinstance(key, signing.EcSigningKey):
         print("error: the admin key is not an EC key", file=sys.stderr)
         return 2
     try:

@@ -128,17 +128,20 @@ class Stubs:
 
     def sign_capture(self, image: bytes, liveness: str) -> bytes:
         """This client's signed statement that it captured `image` now (see capture_statement)."""
-        from cryptography import x509
         from cryptography.x509.oid import NameOID
 
-        from safepassage import credential as holder_credential
+        from safepassage import credential
+        from safepassage.core import certificates
 
         if self.files is None:
             raise ClientSetupError(
                 "a live capture must be signed with the client's certificate key (no --plaintext)"
             )
-        certificate = x509.load_pem_x509_certificate(_read(self.files.cert, "client certificate"))
+        pem = _read(self.files.cert, "client certificate")
+        certificate = certificates.parse_pem(
+            pem, f"the client certificate {self.files.cert}", ClientSetupError
+        )
         client_id = str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-        return holder_credential.sign_capture(
-            _read_key(self.files.key), client_id, image, holder_credential.Liveness(liveness)
+        return credential.sign_capture(
+            _read_key(self.files.key), client_id, image, credential.Liveness(liveness)
         )

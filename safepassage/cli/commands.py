@@ -74,7 +74,10 @@ def _print_gallery(g: pb.Gallery) -> None:
         if g.HasField("implied_fpir")
         else "; FPIR unknown until calibrated"
     )
-    print(f"  threshold {g.threshold:.3f} {_score_name(g.metric)}: {_origin(g.threshold_origin)}{rate}")
+    kind = "normalised score" if g.background_cohort else _score_name(g.metric)
+    print(f"  threshold {g.threshold:.3f} {kind}: {_origin(g.threshold_origin)}{rate}")
+    if g.background_cohort:
+        print(f"  scores normalised by a background cohort of {g.background_cohort} faces (never candidates)")
     if g.HasField("calibration"):
         c = g.calibration
         print(
@@ -113,6 +116,7 @@ def gallery_calibrate(stubs: Stubs, args: argparse.Namespace) -> None:
         request.impostors.extend(_probe(p) for p in files)
     if args.target_fpir is not None:
         request.target_fpir = args.target_fpir
+    request.background_cohort = args.background_cohort
     _print_gallery(
         stubs.galleries.CalibrateGallery(request, timeout=max(TIMEOUT_S, 0.5 * len(request.impostors)))
     )
@@ -151,26 +155,39 @@ def gallery_delete(stubs: Stubs, args: argparse.Namespace) -> None:
 
 
 def enrol(stubs: Stubs, args: argparse.Namespace) -> None:
-    answer = stubs.matching.InsertTemplate(
-        pb.InsertTemplateRequest(
-            gallery_id=args.gallery,
-            reference_id=args.reference,
-            template=_probe(args.image),
-            face_selection=_selection(args),
-        ),
-        timeout=TIMEOUT_S,
-    )
-    where = f" (face {_box(answer.box)})" if answer.HasField("box") else ""
-    print(f"enrolled {answer.reference_id} in {args.gallery}{where}")
+    """One subject from one or more images: the first enrols it (or, with --add, is another capture
+    of an enrolled subject), each further image is another capture."""
+    probes = [_probe(image) for image in args.images]  # every file read before anything is sent
+    for position, (image, probe) in enumerate(zip(args.images, probes, strict=True)):
+        answer = stubs.matching.InsertTemplate(
+            pb.InsertTemplateRequest(
+                gallery_id=args.gallery,
+                reference_id=args.reference,
+                template=probe,
+                face_selection=_selection(args),
+                add_capture=args.add or position > 0,
+            ),
+            timeout=TIMEOUT_S,
+        )
+        where = f" (face {_box(answer.box)})" if answer.HasField("box") else ""
+        held = f": {answer.captures} captures" if answer.captures > 1 else ""
+        print(f"enrolled {answer.reference_id} in {args.gallery} from {image.name}{where}{held}")
 
 
 def bulk_import(stubs: Stubs, args: argparse.Namespace) -> int:
     """Every image in a folder, reference id = file name without suffix; 1 when any failed.
+    A sub-folder is one subject of several captures: reference id = the folder's name.
 
     References already in the gallery are skipped (counted, not failures), so a re-run
     after a partial import completes it.
     """
-    files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    subjects = sorted(p for p in args.folder.iterdir() if p.is_dir())
+    failed_subjects = sum(_import_subject(stubs, args, folder) for folder in subjects)
+    if subjects and not files:
+        done = len(subjects) - failed_subjects
+        print(f"imported {done} of {len(subjects)} subject folders into {args.gallery}")
+        return 1 if failed_subjects else 0
 
     def requests() -> Iterator[pb.InsertTemplateRequest]:
         for path in files:
@@ -195,7 +212,36 @@ def bulk_import(stubs: Stubs, args: argparse.Namespace) -> int:
         f"imported {answer.inserted} of {len(files)} images into {args.gallery};"
         f" {skipped} already present (skipped); {failed} failed"
     )
-    return 1 if failed else 0
+    return 1 if failed or failed_subjects else 0
+
+
+def _import_subject(stubs: Stubs, args: argparse.Namespace, folder: Path) -> int:
+    """One sub-folder as one subject of several captures; 1 if it failed. An enrolled subject is
+    skipped whole, so a re-run never adds the same captures twice."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        print(f"failed: {folder.name}/: no images", file=sys.stderr)
+        return 1
+    for position, image in enumerate(images):
+        try:
+            stubs.matching.InsertTemplate(
+                pb.InsertTemplateRequest(
+                    gallery_id=args.gallery,
+                    reference_id=folder.name,
+                    template=_probe(image),
+                    face_selection=_selection(args),
+                    add_capture=position > 0,
+                ),
+                timeout=TIMEOUT_S,
+            )
+        except grpc.RpcError as error:
+            if position == 0 and error.code() is grpc.StatusCode.ALREADY_EXISTS:
+                print(f"{folder.name}/: already present (skipped)")
+                return 0
+            print(f"failed: {folder.name}/{image.name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(f"{folder.name}/: {len(images)} captures")
+    return 0
 
 
 def identify(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -216,15 +262,18 @@ def identify(stubs: Stubs, args: argparse.Namespace) -> None:
     if answer.threshold_source == pb.GALLERY_THRESHOLD:
         source += f": {_origin(answer.gallery_threshold_origin)}"
     score = _score_name(answer.metric)
+    normalised = any(c.HasField("normalised_score") for f in answer.faces for c in f.candidates)
     print(
         f"{pb.Decision.Name(answer.decision)}  ({len(answer.faces)} face(s); {_metric(answer.metric)}"
-        f" {score} threshold {answer.threshold:.3f} from {source})"
+        f" {'normalised' if normalised else score} threshold {answer.threshold:.3f} from {source})"
     )
     for number, face in enumerate(answer.faces, 1):
         where = _box(face.box) if face.HasField("box") else "embedding"
         print(f"face {number} {where}: {pb.Decision.Name(face.decision)}")
         for c in face.candidates:
-            print(f"  {c.rank:>3}. {c.reference_id:<40} {score} {c.score:.4f}{'  match' if c.match else ''}")
+            ratio = f" normalised {c.normalised_score:.4f}" if c.HasField("normalised_score") else ""
+            flag = "  match" if c.match else ""
+            print(f"  {c.rank:>3}. {c.reference_id:<40} {score} {c.score:.4f}{ratio}{flag}")
 
 
 def verify(stubs: Stubs, args: argparse.Namespace) -> None:
@@ -237,8 +286,9 @@ def verify(stubs: Stubs, args: argparse.Namespace) -> None:
     if args.threshold is not None:
         request.threshold = args.threshold
     answer = stubs.matching.Verify(request, timeout=TIMEOUT_S)
+    ratio = f" normalised {answer.normalised_score:.4f}" if answer.HasField("normalised_score") else ""
     print(
-        f"{pb.Decision.Name(answer.decision)}  score {answer.score:.4f} ({_metric(answer.metric)},"
+        f"{pb.Decision.Name(answer.decision)}  score {answer.score:.4f}{ratio} ({_metric(answer.metric)},"
         f" threshold {answer.threshold:.3f})"
     )
 

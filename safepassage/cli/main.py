@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the matching server")
     serve.add_argument("--config", type=Path, help="TOML configuration (default: embedded defaults)")
-    serve.add_argument("--port", type=int, help="override listen.port")
+    serve.add_argument("--port", type=int, help="override listen.port (0: a free port, for the console too)")
+    serve.add_argument("--console-port", type=int, help="override console.port (the console's HTTPS port)")
     serve.add_argument("--data-dir", type=Path, help="override storage.data_dir")
 
     pki_command.add_pki_parser(sub)
@@ -105,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
         "--leave-one-out", type=int, metavar="N", help="search N own templates against the rest"
     )
     calibrate.add_argument("--target-fpir", type=float, help="make the threshold follow this FPIR")
+    calibrate.add_argument(
+        "--background-cohort",
+        action="store_true",
+        help="keep half the impostors as a background cohort that normalises every search's scores",
+    )
     add(
         "renew-protection",
         commands.renew_protection,
@@ -117,12 +123,17 @@ def _parser() -> argparse.ArgumentParser:
         "gallery"
     )
 
-    enrol = add("enrol", commands.enrol, "enrol the face in an image")
+    enrol = add("enrol", commands.enrol, "enrol a subject from the face in one or more images")
     enrol.add_argument("gallery")
     enrol.add_argument("reference")
-    enrol.add_argument("image", type=Path)
+    enrol.add_argument("images", type=Path, nargs="+", metavar="image", help="each one a capture")
+    enrol.add_argument("--add", action="store_true", help="add captures to an enrolled subject")
     enrol.add_argument("--largest", action="store_true", help="take the largest face if there are several")
-    bulk = add("import", commands.bulk_import, "enrol every image of a folder (reference id = file name)")
+    bulk = add(
+        "import",
+        commands.bulk_import,
+        "enrol every image of a folder (reference id = file name; a sub-folder = one subject's captures)",
+    )
     bulk.add_argument("gallery")
     bulk.add_argument("folder", type=Path)
     bulk.add_argument("--largest", action="store_true")
@@ -166,6 +177,10 @@ def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.port is not None:
         overrides["listen.port"] = args.port
+        if args.port == 0:  # free ports asked for (tests, several servers at once): the console's too
+            overrides["console.port"] = 0
+    if args.console_port is not None:
+        overrides["console.port"] = args.console_port
     if args.data_dir is not None:
         overrides["storage.data_dir"] = str(args.data_dir)
     config = load_config(args.config, overrides)

@@ -3,6 +3,7 @@
 safepassage pki init [--server-name NAME ...]
 safepassage pki issue CLIENT_ID --role ROLE --bundle PATH [--organisation ORG] [--days N] [--replace]
 safepassage pki issue-server [NAME ...] [--days N]
+safepassage pki issue-console [--days N]
 safepassage pki revoke CLIENT_ID|SERIAL
 safepassage pki list [--json]
 
@@ -44,7 +45,9 @@ def _date(value: datetime.datetime) -> str:
 
 
 def _print_issued(issued: IssuedCert) -> None:
-    if issued.role is None:
+    if issued.record.kind is CertificateKind.CONSOLE:
+        what = "the console"
+    elif issued.role is None:
         what = f"server {issued.client_id}"
     elif issued.organisation:
         what = f"{issued.client_id} ({issued.role.value}, {issued.organisation})"
@@ -130,6 +133,12 @@ def issue_server(args: argparse.Namespace, on_change: ChangeHook | None) -> None
     print("  restart the server to serve it")
 
 
+def issue_console(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
+    pki = Pki.open(args.pki_dir, on_change=on_change)
+    _print_issued(pki.issue_console(args.days))
+    print("  restart the server: it pins this certificate as the only one that may act for a person")
+
+
 def revoke(args: argparse.Namespace, on_change: ChangeHook | None) -> None:
     pki = Pki.open(args.pki_dir, on_change=on_change)
     revoked = pki.revoke(args.target)
@@ -166,7 +175,7 @@ def list_certificates(args: argparse.Namespace, on_change: ChangeHook | None) ->
     width = max(len(r.client_id) for r in records)
     organisation_width = max(len(r.organisation or "-") for r in records)
     for r in records:
-        role = r.role.value if r.role else "(server)"
+        role = r.role.value if r.role else f"({r.kind.value})"
         organisation = r.organisation or "-"
         print(
             f"{r.client_id:<{width}}  {role:<14}  {organisation:<{organisation_width}}"
@@ -224,6 +233,12 @@ def add_pki_parser(
         "names", nargs="*", metavar="NAME", help="DNS names or IPs (default: localhost and loopback)"
     )
     server.add_argument("--days", type=int, default=365)
+    console = add(
+        "issue-console",
+        issue_console,
+        "issue the web console's certificate (console.pem, console-key.pem in the PKI folder)",
+    )
+    console.add_argument("--days", type=int, default=365)
     revoked = add("revoke", revoke, "revoke a client's certificates, or one certificate by serial")
     revoked.add_argument("target", metavar="CLIENT_ID|SERIAL", help="a client id, or a serial in hex")
     listed = add("list", list_certificates, "list every certificate issued, with its status")

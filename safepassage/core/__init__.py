@@ -1,7 +1,8 @@
 """What every SafePassage package shares: the root of the error hierarchy, and metrics.
 
 Below the domain, each in its own module: sealing (the AES-GCM envelope), key derivation, key
-files, keyrings, atomic file replace and durable SQLite (the recipes every room uses).
+files, keyrings, signatures, certificates, key agreement, atomic file replace and durable SQLite
+(the recipes every room uses).
 """
 
 from safepassage.core.errors import (

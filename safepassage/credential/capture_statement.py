@@ -51,13 +51,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
+from safepassage.core import certificates, signing
 from safepassage.credential.errors import (
     CaptureDeviceMismatch,
     CaptureImageMismatch,
@@ -176,16 +172,6 @@ def _canonical(body: dict[str, object]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _load_signing_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey | Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise CaptureKeyError("the device key is not a readable, unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | Ed25519PrivateKey):
-        raise CaptureKeyError("the device key must be an EC or Ed25519 private key")
-    return key
-
-
 def sign_capture(
     key_pem: bytes, client_id: str, image: bytes, liveness: Liveness, now: float | None = None
 ) -> bytes:
@@ -199,7 +185,7 @@ def sign_capture(
     captured = time.time() if now is None else now
     if not math.isfinite(captured) or not 0 <= captured < _MAX_TIME:
         raise MalformedCaptureStatement("cannot sign a capture statement: the capture time is out of range")
-    key = _load_signing_key(key_pem)
+    key = signing.parse_certificate_signing_key(key_pem, "the device key", CaptureKeyError)
     body = {
         "captured_at": math.floor(captured),
         "device": client_id,
@@ -208,11 +194,7 @@ def sign_capture(
         "nonce": os.urandom(_NONCE_SIZE).hex(),
     }
     signed = STATEMENT_MARKER + _b64(_canonical(body))
-    if isinstance(key, Ed25519PrivateKey):
-        signature = key.sign(signed)
-    else:
-        signature = key.sign(signed, ec.ECDSA(hashes.SHA256()))
-    return signed + b"." + _b64(signature)
+    return signed + b"." + _b64(signing.sign(key, signed))
 
 
 def _parse(statement: bytes) -> tuple[bytes, bytes, CaptureStatement]:
@@ -254,23 +236,11 @@ def _parse(statement: bytes) -> tuple[bytes, bytes, CaptureStatement]:
     return statement[: len(STATEMENT_MARKER) + len(parts[0])], signature, fields
 
 
-def _certificate(certificate_pem: bytes) -> x509.Certificate:
+def _check_signature(certificate: certificates.Certificate, signed: bytes, signature: bytes) -> None:
+    key = certificates.verifying_key(certificate, "the calling device's certificate", CaptureKeyError)
     try:
-        return x509.load_pem_x509_certificate(certificate_pem)
-    except (ValueError, TypeError):
-        raise CaptureKeyError("the calling device's certificate cannot be read") from None
-
-
-def _check_signature(certificate: x509.Certificate, signed: bytes, signature: bytes) -> None:
-    key = certificate.public_key()
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, Ed25519PublicKey):
-            key.verify(signature, signed)
-        else:
-            raise CaptureKeyError("the calling device's certificate holds neither an EC nor an Ed25519 key")
-    except InvalidSignature:
+        signing.verify(key, signature, signed)
+    except signing.SignatureInvalid:
         raise CaptureSignatureInvalid(
             "the capture statement is not signed by the calling device's certificate key"
         ) from None
@@ -293,7 +263,7 @@ def verify_capture(
     nonce is spent only when every other check passes.
     """
     signed, signature, fields = _parse(statement)
-    certificate = _certificate(certificate_pem)
+    certificate = certificates.parse_pem(certificate_pem, "the calling device's certificate", CaptureKeyError)
     _check_signature(certificate, signed, signature)
     names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if fields.device != client_id or (names and names != [client_id]):

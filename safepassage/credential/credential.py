@@ -52,9 +52,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safepassage.core import key_agreement, signing
 from safepassage.core.key_derivation import derive_key
 from safepassage.core.metric import Metric
 from safepassage.core.sealing import Aead, AuthenticationFailed
@@ -219,8 +218,8 @@ def issue(
         + vector.astype("<f4").tobytes()
     )
     credential_id = os.urandom(_ID_SIZE)
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_raw = ephemeral.public_key().public_bytes_raw()
+    ephemeral = key_agreement.X25519.generate()
+    ephemeral_raw = key_agreement.public_bytes(ephemeral.public_key())
     header = _HEADER.pack(
         VERSION, credential_id, bytes.fromhex(issuer.key_id), issued, expires, ephemeral_raw, len(readers)
     )
@@ -228,7 +227,8 @@ def issue(
     entries = b""
     for reader in readers:
         reader_id = bytes.fromhex(reader.key_id)
-        wrapping = _wrapping_key(ephemeral.exchange(reader.key), credential_id, ephemeral_raw, reader.raw)
+        shared = key_agreement.exchange(ephemeral, reader.raw)
+        wrapping = _wrapping_key(shared, credential_id, ephemeral_raw, reader.raw)
         entries += reader_id + Aead(wrapping).encrypt(_WRAP_NONCE, content_key, header + reader_id)
     nonce = os.urandom(_NONCE_SIZE)
     aad = header + entries + nonce + struct.pack(">H", len(payload) + _TAG_SIZE)
@@ -336,8 +336,8 @@ def verify(
     credential = parsed.credential_id.hex()
     issuer = trusted.get(parsed.issuer_key_id)
     try:
-        issuer.key.verify(parsed.signature, parsed.signed)
-    except InvalidSignature:
+        signing.verify(issuer.key, parsed.signature, parsed.signed)
+    except signing.SignatureInvalid:
         raise CredentialTampered(
             f"credential {credential}: the signature of issuer {issuer.issuer_id} (key {issuer.key_id}) fails"
         ) from None

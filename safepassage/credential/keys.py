@@ -26,12 +26,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-
-from safepassage.core import key_files
+from safepassage.core import key_agreement, key_files, signing
+from safepassage.core.key_agreement import AgreementKey, AgreementPublicKey
+from safepassage.core.signing import SigningKey, VerifyingKey
 from safepassage.credential.errors import CredentialKeyError, UnknownIssuer
 
 __all__ = [
@@ -51,7 +48,6 @@ log = logging.getLogger(__name__)
 KEY_ID_SIZE = 8
 _ISSUER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ISSUER_LINE = re.compile(rb"^SafePassage issuer: (\S+)\s*$", re.MULTILINE)
-_RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 
 
 def key_id_of(raw_public: bytes) -> str:
@@ -71,12 +67,8 @@ def _check_issuer_id(issuer_id: str) -> str:
     return issuer_id
 
 
-def _load_private(path: Path, what: str) -> PrivateKeyTypes:
-    return key_files.load_private_pem(path, what, CredentialKeyError)
-
-
-def _create_private(path: Path, key: PrivateKeyTypes, what: str) -> None:
-    if key_files.create_private_pem(path, key, what, CredentialKeyError):
+def _created(created: bool, what: str, path: Path) -> None:
+    if created:
         log.info("created a new %s at %s", what, path)
 
 
@@ -90,10 +82,8 @@ class IssuerKey:
 
     __slots__ = ("_private", "issuer_id", "key_id", "public")
 
-    def __init__(self, private: Ed25519PrivateKey, issuer_id: str) -> None:
-        if not isinstance(private, Ed25519PrivateKey):
-            raise CredentialKeyError("an issuer key must be an Ed25519 private key")
-        self._private = private
+    def __init__(self, private: SigningKey, issuer_id: str) -> None:
+        self._private = signing.ED25519.private_key(private, "an issuer key", CredentialKeyError)
         self.issuer_id = _check_issuer_id(issuer_id)
         self.public = IssuerPublicKey.from_key(private.public_key(), issuer_id)
         self.key_id = self.public.key_id
@@ -101,29 +91,26 @@ class IssuerKey:
     @classmethod
     def generate(cls, issuer_id: str) -> IssuerKey:
         """A fresh key held in memory only."""
-        return cls(Ed25519PrivateKey.generate(), issuer_id)
+        return cls(signing.ED25519.generate(), issuer_id)
 
     @classmethod
     def load(cls, path: Path, issuer_id: str) -> IssuerKey:
-        key = _load_private(path, "issuer key")
-        if not isinstance(key, Ed25519PrivateKey):
-            raise CredentialKeyError(f"the issuer key file {str(path)!r} does not hold an Ed25519 key")
-        return cls(key, issuer_id)
+        return cls(signing.ED25519.load(path, "issuer key", CredentialKeyError), issuer_id)
 
     @classmethod
     def load_or_create(cls, path: Path, issuer_id: str) -> IssuerKey:
         """Load the key at ``path``, creating it (0600, atomically) when there is none."""
         _check_issuer_id(issuer_id)
-        if not path.exists():
-            _create_private(path, Ed25519PrivateKey.generate(), "issuer key")
-        return cls.load(path, issuer_id)
+        key, created = signing.ED25519.load_or_create(path, "issuer key", CredentialKeyError)
+        _created(created, "issuer key", path)
+        return cls(key, issuer_id)
 
     def public_pem(self) -> bytes:
         return self.public.to_pem()
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 signature over ``message``; used by :func:`safepassage.credential.credential.issue`."""
-        return self._private.sign(message)
+        return signing.sign(self._private, message)
 
     def __repr__(self) -> str:
         return f"IssuerKey(issuer_id={self.issuer_id!r}, key_id={self.key_id})"
@@ -135,24 +122,22 @@ class IssuerPublicKey:
 
     issuer_id: str
     key_id: str
-    key: Ed25519PublicKey = field(repr=False, compare=False)
+    key: VerifyingKey = field(repr=False, compare=False)
 
     @classmethod
-    def from_key(cls, key: Ed25519PublicKey, issuer_id: str) -> IssuerPublicKey:
-        return cls(_check_issuer_id(issuer_id), key_id_of(key.public_bytes(*_RAW)), key)
+    def from_key(cls, key: VerifyingKey, issuer_id: str) -> IssuerPublicKey:
+        return cls(_check_issuer_id(issuer_id), key_id_of(signing.public_bytes(key)), key)
 
     @classmethod
     def from_pem(cls, pem: bytes, issuer_id: str | None = None, *, source: str = "PEM") -> IssuerPublicKey:
         """Parse a public PEM; the issuer id is ``issuer_id``, else the PEM's own line, else ``key-<id>``."""
-        key = key_files.parse_public_pem(pem, source, CredentialKeyError)
-        if not isinstance(key, Ed25519PublicKey):
-            raise CredentialKeyError(f"{source} does not hold an Ed25519 (issuer) public key")
+        key = signing.ED25519.parse_public(pem, source, CredentialKeyError)
         if issuer_id is None:
             line = _ISSUER_LINE.search(pem.split(b"-----BEGIN", 1)[0])
             if line is not None:
                 issuer_id = line.group(1).decode("ascii", "replace")
         if issuer_id is None:
-            issuer_id = "key-" + key_id_of(key.public_bytes(*_RAW))
+            issuer_id = "key-" + key_id_of(signing.public_bytes(key))
         return cls.from_key(key, issuer_id)
 
     @classmethod
@@ -208,37 +193,32 @@ class ReaderKey:
 
     __slots__ = ("_private", "key_id", "public")
 
-    def __init__(self, private: X25519PrivateKey) -> None:
-        if not isinstance(private, X25519PrivateKey):
-            raise CredentialKeyError("a reader key must be an X25519 private key")
-        self._private = private
+    def __init__(self, private: AgreementKey) -> None:
+        self._private = key_agreement.X25519.private_key(private, "a reader key", CredentialKeyError)
         self.public = ReaderPublicKey.from_key(private.public_key())
         self.key_id = self.public.key_id
 
     @classmethod
     def generate(cls) -> ReaderKey:
-        return cls(X25519PrivateKey.generate())
+        return cls(key_agreement.X25519.generate())
 
     @classmethod
     def load(cls, path: Path) -> ReaderKey:
-        key = _load_private(path, "reader key")
-        if not isinstance(key, X25519PrivateKey):
-            raise CredentialKeyError(f"the reader key file {str(path)!r} does not hold an X25519 key")
-        return cls(key)
+        return cls(key_agreement.X25519.load(path, "reader key", CredentialKeyError))
 
     @classmethod
     def load_or_create(cls, path: Path) -> ReaderKey:
         """Load the key at ``path``, creating it (0600, atomically) when there is none."""
-        if not path.exists():
-            _create_private(path, X25519PrivateKey.generate(), "reader key")
-        return cls.load(path)
+        key, created = key_agreement.X25519.load_or_create(path, "reader key", CredentialKeyError)
+        _created(created, "reader key", path)
+        return cls(key)
 
     def public_pem(self) -> bytes:
         return self.public.to_pem()
 
     def exchange(self, peer_raw: bytes) -> bytes:
         """X25519 shared secret with a raw 32-byte public key (ValueError for a degenerate one)."""
-        return self._private.exchange(X25519PublicKey.from_public_bytes(peer_raw))
+        return key_agreement.exchange(self._private, peer_raw)
 
     def __repr__(self) -> str:
         return f"ReaderKey(key_id={self.key_id})"
@@ -249,18 +229,15 @@ class ReaderPublicKey:
     """A reader's public key, as an issuer encrypts to it."""
 
     key_id: str
-    key: X25519PublicKey = field(repr=False, compare=False)
+    key: AgreementPublicKey = field(repr=False, compare=False)
 
     @classmethod
-    def from_key(cls, key: X25519PublicKey) -> ReaderPublicKey:
-        return cls(key_id_of(key.public_bytes(*_RAW)), key)
+    def from_key(cls, key: AgreementPublicKey) -> ReaderPublicKey:
+        return cls(key_id_of(key_agreement.public_bytes(key)), key)
 
     @classmethod
     def from_pem(cls, pem: bytes, *, source: str = "PEM") -> ReaderPublicKey:
-        key = key_files.parse_public_pem(pem, source, CredentialKeyError)
-        if not isinstance(key, X25519PublicKey):
-            raise CredentialKeyError(f"{source} does not hold an X25519 (reader) public key")
-        return cls.from_key(key)
+        return cls.from_key(key_agreement.X25519.parse_public(pem, source, CredentialKeyError))
 
     @classmethod
     def load(cls, path: Path) -> ReaderPublicKey:
@@ -269,7 +246,7 @@ class ReaderPublicKey:
 
     @property
     def raw(self) -> bytes:
-        return self.key.public_bytes(*_RAW)
+        return key_agreement.public_bytes(self.key)
 
     def to_pem(self) -> bytes:
         return key_files.public_pem(self.key)

@@ -47,8 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
-
+from safepassage.core import signing
 from safepassage.credential.credential import DEFAULT_SKEW, CredentialInfo
 from safepassage.credential.errors import (
     CredentialRevoked,
@@ -255,8 +254,8 @@ def verify_revocations(
         )
     issuer = trusted.get(key_id)
     try:
-        issuer.key.verify(signature, SIGNING_CONTEXT + body)
-    except InvalidSignature:
+        signing.verify(issuer.key, signature, SIGNING_CONTEXT + body)
+    except signing.SignatureInvalid:
         raise RevocationListTampered(
             f"the revocation list's signature by issuer {issuer.issuer_id} (key {key_id}) fails"
         ) from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import re
@@ -33,11 +32,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from safepassage.core import key_files
+from safepassage.core import key_files, signing
+from safepassage.core.signing import SigningKey, VerifyingKey
 from safepassage.enrolment.errors import KeyringError, ReceiptInvalid
 from safepassage.enrolment.record import canonical_json
 
@@ -62,7 +58,7 @@ RECEIPT_TEXT_MAX_CHARS = 64 * 1024
 BODY_MAX_KEYS = 32
 BODY_MAX_ITEMS = 256  # in one list value: KEK versions destroyed over years of rotation, say
 BODY_VALUE_MAX_CHARS = 256
-SIGNATURE_BYTES = 64
+SIGNATURE_BYTES = signing.SIGNATURE_SIZE
 _DOMAIN = b"safepassage/enrolment/receipt/v1\0"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # record and station ids
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -217,10 +213,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def key_id_of(public_key: Ed25519PublicKey) -> str:
+def key_id_of(public_key: VerifyingKey) -> str:
     """Hex of the first 8 bytes of SHA-256 of the raw public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).digest()[:8].hex()
+    return signing.fingerprint(public_key, 8)
 
 
 def verify_receipt(text: str, public_key_pem: bytes) -> Receipt:
@@ -232,15 +227,13 @@ def verify_receipt(text: str, public_key_pem: bytes) -> Receipt:
     signed = SignedReceipt.from_text(text)
     if not isinstance(public_key_pem, bytes):
         raise ReceiptInvalid("public key: must be PEM bytes")
-    public_key = key_files.parse_public_pem(public_key_pem, "public key:", ReceiptInvalid)
-    if not isinstance(public_key, Ed25519PublicKey):
-        raise ReceiptInvalid("public key: is not an Ed25519 key")
+    public_key = signing.ED25519.parse_public(public_key_pem, "public key:", ReceiptInvalid)
     receipt = signed.receipt
     if receipt.key_id != key_id_of(public_key):
         raise ReceiptInvalid(f"receipt {receipt.kind.value} for {receipt.record_id}: signed by another key")
     try:
-        public_key.verify(signed.signature, receipt.signed_message())
-    except InvalidSignature:
+        signing.verify(public_key, signed.signature, receipt.signed_message())
+    except signing.SignatureInvalid:
         raise ReceiptInvalid(f"receipt {receipt.kind.value} for {receipt.record_id}: bad signature") from None
     return receipt
 
@@ -252,9 +245,8 @@ class StationKey:
     into its configuration. Publish :meth:`public_pem` and :attr:`key_id` to whoever verifies.
     """
 
-    def __init__(self, private_key: Ed25519PrivateKey, station_id: str) -> None:
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise KeyringError("station key: must be an Ed25519 private key")
+    def __init__(self, private_key: SigningKey, station_id: str) -> None:
+        signing.ED25519.private_key(private_key, "station key:", KeyringError)
         _check_id("station_id", station_id, _ID)
         self._key = private_key
         self.station_id = station_id
@@ -266,12 +258,11 @@ class StationKey:
     @classmethod
     def load_or_create(cls, path: Path, station_id: str) -> StationKey:
         """The key at ``path``, created (0600, parents made) on first use; KeyringError if unusable."""
-        path = Path(path)
-        if not path.exists():  # read first: a restart on a full disk must not need to write a key
-            key = Ed25519PrivateKey.generate()
-            if key_files.create_private_pem(path, key, _WHAT, KeyringError):
-                log.info("station key created: station %s key %s", station_id, key_id_of(key.public_key()))
-        return cls(_load(path), station_id)
+        # Refused, naming the file, when group or others may read it: it signs every receipt.
+        key, created = signing.ED25519.load_or_create(Path(path), "station key", KeyringError)
+        if created:
+            log.info("station key created: station %s key %s", station_id, key_id_of(key.public_key()))
+        return cls(key, station_id)
 
     def public_pem(self) -> bytes:
         """SubjectPublicKeyInfo PEM of the public key, for :func:`verify_receipt`."""
@@ -287,15 +278,4 @@ class StationKey:
             raise ReceiptInvalid("now: must be a timezone-aware datetime")
         issued_at = now.astimezone(UTC).replace(microsecond=0)
         receipt = Receipt(kind, record_id, issued_at, self.station_id, self.key_id, body)
-        return SignedReceipt(receipt, self._key.sign(receipt.signed_message()))
-
-
-_WHAT = "station key"
-
-
-def _load(path: Path) -> Ed25519PrivateKey:
-    # Refused, naming the file, when group or others may read it: it signs every receipt.
-    key = key_files.load_private_pem(path, _WHAT, KeyringError)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyringError(f"station key {path}: is not an Ed25519 key")
-    return key
+        return SignedReceipt(receipt, signing.sign(self._key, receipt.signed_message()))

@@ -23,7 +23,7 @@ import os
 import random
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,12 @@ class IdentificationProtocol:
     mated_probes: tuple[tuple[str, Path], ...]  # (identity, image): other images of enrolled people
     nonmated_probes: tuple[tuple[str, Path], ...]  # people never enrolled
     distractors: tuple[tuple[str, Path], ...]  # enrolled to grow the gallery, never searched for
+    # identity -> its further gallery images, added as captures of the same subject (Matcher.add_captures)
+    captures: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
 
     def images(self) -> list[Path]:
         paths = list(self.enrolled.values())
+        paths.extend(path for group in self.captures.values() for path in group)
         for group in (self.mated_probes, self.nonmated_probes, self.distractors):
             paths.extend(path for _, path in group)
         return paths
@@ -203,7 +206,8 @@ def identify(
                 )
             )
             labels = _Labels()
-            _insert(matcher, labels, enrolled)
+            references = _insert(matcher, labels, enrolled)
+            _add_captures(matcher, references, embeddings, protocol.captures)
             added = 0
             for size in sizes:
                 batch = fillers[added : size - len(enrolled)]
@@ -244,12 +248,32 @@ class _Labels:
         return reference
 
 
-def _insert(matcher: Matcher, labels: _Labels, items: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
+def _insert(
+    matcher: Matcher, labels: _Labels, items: Sequence[tuple[str, npt.NDArray[np.float32]]]
+) -> dict[str, str]:
+    """Insert one-capture subjects; returns label -> reference id."""
+    references: dict[str, str] = {}
     for start in range(0, len(items), _CHUNK):
         chunk = [(labels.reference(name), vector) for name, vector in items[start : start + _CHUNK]]
         refused = [error for error in matcher.insert_many(_GALLERY, chunk) if error is not None]
         if refused:
             raise RuntimeError(f"the matcher refused {len(refused)} gallery templates: {refused[0]}")
+        references.update((labels.by_reference[reference], reference) for reference, _ in chunk)
+    return references
+
+
+def _add_captures(
+    matcher: Matcher,
+    references: Mapping[str, str],
+    embeddings: Embeddings,
+    captures: Mapping[str, tuple[Path, ...]],
+) -> None:
+    """Each enrolled subject's further images as its captures; images with no face are left out, as
+    an enrolment station would retake them."""
+    for name, paths in captures.items():
+        vectors = [v for v in (embeddings.vector(path) for path in paths) if v is not None]
+        if name in references and vectors:
+            matcher.add_captures(_GALLERY, references[name], vectors[: matcher.limits.max_captures - 1])
 
 
 def _search(

@@ -220,6 +220,20 @@ class Curves:
 
 
 @dataclass(frozen=True)
+class CaptureEnrolment:
+    """Open-set figures of one way of enrolling the same people (capture_comparison.py)."""
+
+    enrolment: str  # "one capture" or "all but the last image"
+    subjects: int  # people searched for (with three or more images)
+    captures: int  # gallery images of those people (their captures, in total)
+    gallery_size: int  # subjects + distractors in the gallery
+    mated_searches: int
+    nonmated_searches: int
+    rank1: float
+    fpir_points: tuple[IdentificationPoint, ...]
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     name: str  # "onnx" or "face_recognition"
     description: str
@@ -256,6 +270,7 @@ class PipelineResult:
     generalised_points: tuple[GeneralisedPoint, ...]
     per_search_points: tuple[PerSearchPoint, ...]
     same_images: SameImageFigures | None = None  # with two or more pipelines
+    captures: tuple[CaptureEnrolment, ...] = ()  # one capture and several, side by side
 
     @property
     def failures_to_acquire(self) -> int:
@@ -338,6 +353,7 @@ def figures_json(
             "cohort_ratios",
             "generalised_points",
             "per_search_points",
+            "captures",
         ):
             as_dict[key] = [dataclasses.asdict(v) for v in fields[key]]
         as_dict["failures_to_acquire"] = result.failures_to_acquire

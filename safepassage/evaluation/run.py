@@ -50,6 +50,7 @@ import numpy.typing as npt
 from safepassage.evaluation import intervals, metrics
 from safepassage.evaluation.acquisition import generalised_point, per_search_point
 from safepassage.evaluation.breakdown import MAX_IMPOSTORS, cohort_figures, comparisons, quality_bands
+from safepassage.evaluation.capture_comparison import compare_captures
 from safepassage.evaluation.common_set import acquired_by_every, same_image_figures
 from safepassage.evaluation.data import LabelledSet, Pairs, read_cohorts, read_pairs
 from safepassage.evaluation.embed import PIPELINES, EmbeddingRunner, Embeddings
@@ -107,6 +108,7 @@ class Inputs:
     pairs: Pairs | None
     protocol: IdentificationProtocol
     groups: Mapping[str, str]
+    seed: int = 0
 
     def images(self) -> list[Path]:
         extra = self.pairs.images() if self.pairs is not None else []
@@ -122,7 +124,7 @@ class Inputs:
         if pairs is not None:
             kept = tuple(p for p in pairs if p.first not in dropped and p.second not in dropped)
             pairs = Pairs(kept, pairs.missing + len(pairs) - len(kept), tuple(sorted({p.fold for p in kept})))
-        return Inputs(labelled, pairs, make_protocol(labelled, seed, NONMATED_SHARE), self.groups)
+        return Inputs(labelled, pairs, make_protocol(labelled, seed, NONMATED_SHARE), self.groups, seed)
 
 
 def resolve_inputs(
@@ -144,7 +146,7 @@ def resolve_inputs(
         chosen = tuple(pairs.pairs[int(i * step)] for i in range(limit))
         pairs = Pairs(chosen, pairs.missing, tuple(sorted({p.fold for p in chosen})))
     groups = read_cohorts(cohorts_file) if cohorts_file is not None else {}
-    return Inputs(labelled, pairs, make_protocol(labelled, seed, NONMATED_SHARE), groups)
+    return Inputs(labelled, pairs, make_protocol(labelled, seed, NONMATED_SHARE), groups, seed)
 
 
 # --- 1:1 and 1:N figures -------------------------------------------------------------------------
@@ -256,6 +258,7 @@ def evaluate_pipeline(
         impostor_pairs_failed=comp.impostor_failed,
         generalised_points=tuple(generalised_point(p, comp) for p in fmr_points),
         per_search_points=tuple(per_search_point(p, full) for p in identification_points),
+        captures=compare_captures(inputs.labelled, embeddings, inputs.seed, NONMATED_SHARE),
     )
 
 

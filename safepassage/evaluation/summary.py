@@ -207,6 +207,30 @@ def _like_for_like(pipelines: Sequence[PipelineResult]) -> list[str]:
     return lines
 
 
+def _captures(pipelines: Sequence[PipelineResult]) -> list[str]:
+    rows = [(r.name, c) for r in pipelines for c in r.captures]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## One photo per person, or several?",
+        "",
+        "The same people (three or more photos each) enrolled from their first photo alone, or from all but "
+        "their last (searched by the mean of those captures), and searched with their last photo; the same "
+        "strangers:",
+        "",
+        "| pipeline | enrolment | people (photos) | rank-1 | FNIR at FPIR 0.01 | FNIR at FPIR 0.003 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in rows:
+        cells = [_identification_cell(c.fpir_points[i]) if i < len(c.fpir_points) else "" for i in (0, 1)]
+        lines.append(
+            f"| {name} | {c.enrolment} | {c.subjects} ({c.captures}) | "
+            f"{_share(c.rank1, c.mated_searches)} | {cells[0]} | {cells[1]} |"
+        )
+    return lines
+
+
 def summary_markdown(
     dataset: str,
     notes: Sequence[str],
@@ -242,6 +266,7 @@ def summary_markdown(
     lines += _different_photos(pipelines)
     lines += _side_by_side(pipelines)
     lines += _like_for_like(pipelines)
+    lines += _captures(pipelines)
     lines += ["", "## Does photo quality matter?", ""]
     lines.append(
         "Error rates by quartile of the edge's quality score (the worse photo of each comparison; "

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from safepassage.core import atomic_file
 from safepassage.face.errors import ManifestError, ModelFileMissing, ModelHashMismatch
 from safepassage.face.model import file_sha256
 
@@ -135,7 +136,8 @@ class ModelPack:
     def save(self) -> Path:
         path = self.folder / MANIFEST_NAME
         body = {"format": FORMAT, "models": {k: e.to_json() for k, e in sorted(self.models.items())}}
-        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        # Atomic: a crash mid-write never leaves a manifest that names half a pack.
+        atomic_file.replace(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode(), mode=0o644)
         return path
 
     def entry(self, key: str) -> ModelEntry:

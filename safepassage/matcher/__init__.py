@@ -6,7 +6,7 @@ The matcher knows nothing of people: only reference ids and vectors.
 from safepassage.matcher.approximate import ApproximateIndex, ApproximateParams, recall_at_k
 from safepassage.matcher.batcher import BatchSettings, BatchStats, MicroBatcher
 from safepassage.matcher.calibration import ImpostorScores
-from safepassage.matcher.engine import Matcher, SearchLimits
+from safepassage.matcher.engine import Matcher
 from safepassage.matcher.errors import (
     BackendUnavailable,
     CalibrationUnavailable,
@@ -31,10 +31,12 @@ from safepassage.matcher.gallery import (
     ThresholdOrigin,
     ThresholdSource,
     Verification,
+    passes,
 )
 from safepassage.matcher.gallery_index import GalleryIndex, RecallReport
 from safepassage.matcher.index import FlatIndex, VectorIndex, set_blas_threshold, set_search_threads
 from safepassage.matcher.index_policy import IndexPlan, IndexPolicy
+from safepassage.matcher.limits import SearchLimits
 from safepassage.matcher.metric import Metric
 from safepassage.matcher.protection import TemplateTransform, TransformKeyring
 from safepassage.matcher.search import Hits, exact_search
@@ -80,6 +82,7 @@ __all__ = [
     "VectorIndex",
     "Verification",
     "exact_search",
+    "passes",
     "recall_at_k",
     "set_blas_threshold",
     "set_search_threads",

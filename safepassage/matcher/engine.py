@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,18 +31,20 @@ from safepassage.matcher.gallery import (
     Verification,
     check_threshold,
 )
-from safepassage.matcher.gallery_calibration import GalleryCalibration
+from safepassage.matcher.gallery_calibration import GalleryCalibration, check_cohort_request, split_cohort
 from safepassage.matcher.gallery_index import GalleryIndex
 from safepassage.matcher.index import set_search_threads
 from safepassage.matcher.index_loader import IndexLoader
 from safepassage.matcher.index_policy import IndexPolicy
+from safepassage.matcher.limits import SearchLimits
 from safepassage.matcher.live_gallery import LiveGallery, record_of, spec_of
 from safepassage.matcher.protected_templates import ProtectedTemplates
 from safepassage.matcher.protection import TransformKeyring
 from safepassage.matcher.rwlock import ReadWriteLock
 from safepassage.matcher.search import Hits, identifications, pairwise_score
+from safepassage.matcher.subject_writes import SubjectWrites
 from safepassage.matcher.thresholds import check_target_fpir, choose_threshold
-from safepassage.matcher.vector_bounds import check_template, check_templates
+from safepassage.matcher.vector_bounds import check_templates
 from safepassage.matcher.vectors import as_matrix, check_gallery_id, check_reference_id
 
 if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
@@ -52,20 +53,13 @@ if TYPE_CHECKING:  # pymilvus comes with the optional "milvus" extra
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SearchLimits:
-    max_top_k: int = 100
-    max_restrict_to: int = 10_000
-    max_batch: int = 10_000
-
-
 class Matcher:
     def __init__(
         self,
         template_store: store.TemplateStore,
         snapshot_dir: Path,
         snapshot_key: bytes,
-        limits: SearchLimits = SearchLimits(),
+        limits: SearchLimits | None = None,
         *,
         protection: TransformKeyring | None = None,
         batching: BatchSettings | None = None,
@@ -77,6 +71,8 @@ class Matcher:
             template_store, snapshot_dir, snapshot_key, index_policy or IndexPolicy(), milvus
         )
         self._templates = ProtectedTemplates(protection)
+        limits = limits or SearchLimits()
+        self._writes = SubjectWrites(template_store, self._templates, limits)
         self._batcher = None
         if batching is not None and batching.enabled:
             self._batcher = MicroBatcher(
@@ -94,7 +90,7 @@ class Matcher:
             spec = spec_of(record)
             lock = ReadWriteLock()
             index, generation = self._loader.open(spec, lock)
-            calibration = GalleryCalibration(self._store, spec.gallery_id)
+            calibration = GalleryCalibration(self._store, spec.gallery_id, spec.dimension)
             live = LiveGallery(spec, record.created_at, index, calibration, lock, generation, index.builds)
             self._galleries[spec.gallery_id] = live
             # The policy may want another kind than the snapshot's, or than flat for a large gallery.
@@ -173,7 +169,7 @@ class Matcher:
             self._store.galleries.create(record_of(spec, created_at))
             lock = ReadWriteLock()
             index = self._loader.create(spec, lock)
-            calibration = GalleryCalibration(self._store, spec.gallery_id)
+            calibration = GalleryCalibration(self._store, spec.gallery_id, spec.dimension)
             self._galleries[spec.gallery_id] = LiveGallery(spec, created_at, index, calibration, lock)
         log.info("gallery %s created (%s)", spec.gallery_id, spec.purpose.value)
         return GalleryInfo(spec, 0, created_at)
@@ -197,6 +193,7 @@ class Matcher:
             summary,
             quarantined=self._store.quarantine.count(gallery_id),
             index_build_failures=failures,
+            background_cohort=0 if (cohort := live.calibration.cohort()) is None else len(cohort),
         )
 
     def calibrate(
@@ -205,11 +202,15 @@ class Matcher:
         impostors: npt.ArrayLike | None = None,
         leave_one_out_sample: int = 0,
         target_fpir: float | None = None,
+        *,
+        background_cohort: bool = False,
     ) -> GalleryInfo:
         """Measure impostor scores (non-mated probes, or leave-one-out) and store them.
 
         With `target_fpir` the gallery's threshold follows that FPIR at its
-        current size from now on; without, it keeps its fixed threshold.
+        current size from now on; without, it keeps its fixed threshold. With
+        `background_cohort`, half of the impostors (a seeded draw) become the gallery's background
+        cohort and the other half calibrate the normalised scores it gives (see gallery_calibration).
         """
         live = self._live(gallery_id)
         spec = live.spec
@@ -217,6 +218,14 @@ class Matcher:
             raise InvalidSearch("give either impostor probes or a leave-one-out sample size")
         if target_fpir is not None:
             check_target_fpir(target_fpir)
+        if background_cohort:
+            check_cohort_request(spec, impostors is not None, target_fpir)
+        elif live.calibration.cohort() is not None and target_fpir is None:
+            raise InvalidSearch(
+                f"gallery {gallery_id!r} has a normalised threshold: without a background cohort, name a"
+                " target FPIR to set the threshold on distances again"
+            )
+        cohort = None
         if impostors is not None:
             # Held to the model's bounds like templates: they set the gallery's thresholds.
             matrix = check_templates(spec, impostors, "impostor")
@@ -225,8 +234,10 @@ class Matcher:
                     f"{len(matrix)} impostor probes exceed the limit of {self.limits.max_batch}"
                 )
             prepared = self._templates.prepare(spec, matrix)
+            if background_cohort:
+                cohort, prepared = split_cohort(prepared)
             with live.lock.reading():
-                scores = live.calibration.measure_with_probes(spec, live.index, prepared)
+                scores = live.calibration.measure_with_probes(spec, live.index, prepared, cohort)
         else:
             with live.lock.reading():
                 scores = live.calibration.measure_leave_one_out(
@@ -235,13 +246,14 @@ class Matcher:
         threshold = spec.threshold
         if target_fpir is not None:
             threshold = scores.threshold_for(target_fpir, self.count(gallery_id))
-        live.spec = spec_of(live.calibration.save(scores, target_fpir, threshold))
+        live.spec = spec_of(live.calibration.save(scores, target_fpir, threshold, cohort))
         log.info(
-            "gallery %s calibrated: %d impostor searches (%s), target FPIR %s",
+            "gallery %s calibrated: %d impostor searches (%s), target FPIR %s, background cohort %d",
             gallery_id,
             scores.searches,
             scores.method.value,
             target_fpir,
+            0 if cohort is None else len(cohort),
         )
         return self.describe(gallery_id)
 
@@ -262,8 +274,9 @@ class Matcher:
                 with live.lock.writing():
                     ids, vectors = live.index.contents()
                     fresh = renewal.rewrite(vectors)
-                    self._store.templates.rewrite(gallery_id, ids, fresh, new_version)
+                    self._store.templates.rewrite(gallery_id, ids, fresh, new_version, rekey=renewal.rewrite)
                     live.spec = dataclasses.replace(live.spec, protection_version=new_version)
+                    live.calibration.forget()  # its background cohort was re-keyed too
                     live.index.close()
                     live.index = self._loader.rebuild(live.spec, live.lock)
                 renewed.append(gallery_id)
@@ -286,68 +299,26 @@ class Matcher:
         log.info("gallery %s deleted with %d templates", gallery_id, erased)
         return erased
 
-    # -- templates -------------------------------------------------------------
+    # -- subjects: every write goes through subject_writes, under the gallery's write lock ----------
 
     def insert(self, gallery_id: str, reference_id: str, vector: npt.ArrayLike) -> None:
-        live = self._live(gallery_id)
-        check_reference_id(reference_id)
-        spec = live.spec
-        vector = check_template(spec, vector)
-        template = self._templates.template(spec, vector)
-        with live.lock.writing():
-            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
-                template = self._templates.template(live.spec, vector)
-            live.index.check_room(1)  # refused before the store commits, so nothing is half done
-            (template_id,) = self._store.templates.insert(gallery_id, [(reference_id, template)])
-            live.index.add(np.array([template_id], np.int64), template[None, :])
+        self._writes.insert(self._live(gallery_id), reference_id, vector)
 
     def insert_many(
         self, gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]
     ) -> list[SafePassageError | None]:
         """Insert a batch; each item succeeds or fails on its own (None = inserted)."""
-        live = self._live(gallery_id)
-        if len(items) > self.limits.max_batch:
-            raise TooManyReferences(f"batch of {len(items)} exceeds the limit of {self.limits.max_batch}")
-        outcomes: list[SafePassageError | None] = [None] * len(items)
-        accepted: list[tuple[int, str, npt.NDArray[np.float32]]] = []
-        seen: set[str] = set()
-        spec = live.spec
-        for position, (reference_id, vector) in enumerate(items):
-            try:
-                check_reference_id(reference_id)
-                template = self._templates.template(spec, check_template(spec, vector))
-                if reference_id in seen:
-                    raise store.DuplicateReference(f"reference {reference_id!r} appears twice in this batch")
-            except SafePassageError as error:
-                outcomes[position] = error
-                continue
-            seen.add(reference_id)
-            accepted.append((position, reference_id, template))
-        with live.lock.writing():
-            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
-                raw = {position: items[position][1] for position, _, _ in accepted}
-                accepted = [(p, r, self._templates.template(live.spec, raw[p])) for p, r, _ in accepted]
-            existing = self._store.templates.template_ids(gallery_id, [r for _, r, _ in accepted])
-            fresh = []
-            for position, reference_id, template in accepted:
-                if reference_id in existing:
-                    outcomes[position] = store.DuplicateReference(
-                        f"reference {reference_id!r} already exists in gallery {gallery_id!r}"
-                    )
-                else:
-                    fresh.append((position, reference_id, template))
-            if fresh:
-                live.index.check_room(len(fresh))
-                ids = self._store.templates.insert(gallery_id, [(r, t) for _, r, t in fresh])
-                live.index.add(np.asarray(ids, np.int64), np.stack([t for _, _, t in fresh]))
-        return outcomes
+        return self._writes.insert_many(self._live(gallery_id), items)
+
+    def add_captures(
+        self, gallery_id: str, reference_id: str, vectors: Sequence[npt.ArrayLike]
+    ) -> store.SubjectChange:
+        """Add captures to an enrolled subject; from now on it is searched by their mean template."""
+        return self._writes.add_captures(self._live(gallery_id), reference_id, vectors)
 
     def delete(self, gallery_id: str, reference_id: str) -> None:
-        live = self._live(gallery_id)
-        check_reference_id(reference_id)
-        with live.lock.writing():
-            template_id = self._store.templates.delete(gallery_id, reference_id)
-            live.index.remove(np.array([template_id], np.int64))
+        """Erase a subject: its template and every capture."""
+        self._writes.delete(self._live(gallery_id), reference_id)
 
     def count(self, gallery_id: str) -> int:
         return self._live(gallery_id).index.size
@@ -438,7 +409,8 @@ class Matcher:
             spec = live.spec  # re-keyed during the search: search again under the new key
         found = [int(i) for i in np.unique(hits.ids) if i >= 0]
         names: dict[int, str] = self._store.templates.reference_ids(gallery_id, found) if found else {}
-        return identifications(hits, names, spec.metric, used)
+        normalised = live.calibration.normalised(spec, prepared, hits.scores)
+        return identifications(hits, names, spec.metric, used, normalised)
 
     def verify(
         self,
@@ -454,4 +426,7 @@ class Matcher:
         used = spec.threshold if threshold is None else check_threshold(threshold, spec.metric)
         vector = self._templates.template(spec, probe)
         _, template = self._store.templates.get(gallery_id, reference_id)
-        return Verification(pairwise_score(vector, template, spec.metric), spec.metric, used)
+        score = pairwise_score(vector, template, spec.metric)
+        normalised = live.calibration.normalised(spec, vector[None, :], np.array([[score]], np.float32))
+        ratio = None if normalised is None else float(normalised[0, 0])
+        return Verification(score, spec.metric, used, ratio)

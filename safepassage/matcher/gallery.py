@@ -83,14 +83,27 @@ class GalleryInfo:
     quarantined: int = 0
     # Background index builds that failed since start-up (the previous index stayed in use).
     index_build_failures: int = 0
+    # Faces in the gallery's background cohort (0: scores are not normalised).
+    background_cohort: int = 0
+
+
+def passes(metric: Metric, threshold: float, score: float, normalised_score: float | None) -> bool:
+    """Whether a score meets a threshold: the normalised score where the gallery normalises (a ratio,
+    lower is closer), else the score in the metric's own direction."""
+    if normalised_score is not None:
+        return normalised_score <= threshold
+    return metric.is_match(score, threshold)
 
 
 @dataclass(frozen=True)
 class Candidate:
     reference_id: str
-    score: float
+    score: float  # in the metric's units
     rank: int
     match: bool
+    # Where the gallery has a background cohort: score over the probe's cohort scale, the number
+    # the threshold applies to (a ratio, lower is closer).
+    normalised_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +126,11 @@ class Verification:
     score: float
     metric: Metric
     threshold: float
+    normalised_score: float | None = None  # as Candidate.normalised_score
 
     @property
     def match(self) -> bool:
-        return self.metric.is_match(self.score, self.threshold)
+        return passes(self.metric, self.threshold, self.score, self.normalised_score)
 
 
 def check_threshold(threshold: float, metric: Metric) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from safepassage.matcher.gallery import Candidate, Identification, ThresholdChoice
+from safepassage.matcher.gallery import Candidate, Identification, ThresholdChoice, passes
 from safepassage.matcher.metric import Metric, normalise_rows
 
 
@@ -69,22 +69,32 @@ def pairwise_score(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], metri
 
 
 def identifications(
-    hits: Hits, names: dict[int, str], metric: Metric, used: ThresholdChoice
+    hits: Hits,
+    names: dict[int, str],
+    metric: Metric,
+    used: ThresholdChoice,
+    normalised: npt.NDArray[np.float64] | None = None,
 ) -> list[Identification]:
-    """Each probe's answer: its hits that `names` knows (template id -> reference id), ranked, decided."""
+    """Each probe's answer: its hits that `names` knows (template id -> reference id), ranked, decided.
+
+    With ``normalised`` (the hits' scores over each probe's background-cohort scale, lower is closer:
+    safepassage.matcher.fusion.cohort_normalise) the threshold applies to those instead.
+    """
     results = []
-    for scores, ids in zip(hits.scores, hits.ids, strict=True):
+    for row, (scores, ids) in enumerate(zip(hits.scores, hits.ids, strict=True)):
         candidates: list[Candidate] = []
-        for score, template_id in zip(scores, ids, strict=True):
+        for column, (score, template_id) in enumerate(zip(scores, ids, strict=True)):
             name = names.get(int(template_id))
             if name is None:  # empty slot, or deleted since the search
                 continue
+            ratio = None if normalised is None else float(normalised[row, column])
             candidates.append(
                 Candidate(
                     reference_id=name,
                     score=float(score),
                     rank=len(candidates) + 1,
-                    match=metric.is_match(float(score), used.value),
+                    match=passes(metric, used.value, float(score), ratio),
+                    normalised_score=ratio,
                 )
             )
         results.append(Identification(tuple(candidates), metric, used.value, used.source, used.target_fpir))

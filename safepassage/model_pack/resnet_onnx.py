@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from safepassage.core import atomic_file
 from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
 from safepassage.model_pack.resnet_parse import (
     AddPrev,
@@ -91,7 +91,7 @@ def convert_resnet(dat_path: Path, onnx_path: Path) -> ResnetInfo:
     source_sha256 = hashlib.sha256(data).hexdigest()
     model = build_model(network, source_name=dat_path.name, source_sha256=source_sha256)
     payload = model.SerializeToString(deterministic=True)
-    _write_atomically(onnx_path, payload)
+    atomic_file.replace(onnx_path, payload, mode=None)  # readers never see half a model; not secret
     info = _describe(network, model, source_sha256, hashlib.sha256(payload).hexdigest())
     logger.info(
         "converted %s -> %s: %d conv, %d parameters, sha256 %s",
@@ -135,14 +135,6 @@ def _shortest(value: float) -> float:
 def _mean_rgb(network: ParsedNetwork) -> tuple[float, float, float]:
     red, green, blue = (_shortest(v) for v in network.input.mean_rgb)
     return red, green, blue
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    """Readers never see half a model: write beside it, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
 
 
 def _describe(network: ParsedNetwork, model: onnx.ModelProto, source_sha: str, onnx_sha: str) -> ResnetInfo:

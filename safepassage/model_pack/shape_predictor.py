@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from safepassage.core import atomic_file
 from safepassage.model_pack.dlib_serialization import Reader
 from safepassage.model_pack.errors import ModelFormatError, ModelSourceMissing
 
@@ -103,7 +104,10 @@ def parse_shape_predictor(data: bytes, name: str) -> dict[str, npt.NDArray[np.ge
 def write_npz(path: Path, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
     """An uncompressed .npz (what np.savez writes) with fixed timestamps: same arrays, same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with (
+        atomic_file.replacing(path, mode=0o644) as out,
+        zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
         for key in sorted(arrays):
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_STORED

@@ -46,9 +46,16 @@ from safepassage.server.authorization import (
     operation_of,
 )
 from safepassage.server.call_notes import CALL_NOTES, CallNotes
-from safepassage.server.call_outcome import DECISIONS, SEARCHES, operation_class, outcome_of
+from safepassage.server.call_outcome import (
+    DECISIONS,
+    SEARCHES,
+    decision_details,
+    operation_class,
+    outcome_of,
+)
 from safepassage.server.cctv_authorisation import METADATA_KEY, Authorisation, AuthorisationVerifier
 from safepassage.server.errors import status_of
+from safepassage.server.forwarding import check_not_forwarded
 from safepassage.server.identity import CURRENT_CALLER, Caller, Role
 from safepassage.server.limits import OperationClass
 from safepassage.server.pseudonyms import LogPseudonyms
@@ -151,8 +158,12 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         CURRENT_CALLER.set(caller)
         return caller
 
-    def _admit(self, caller: Caller, operation: Operation | None, charge: bool = True) -> None:
+    def _admit(
+        self, caller: Caller, operation: Operation | None, context: grpc.ServicerContext, charge: bool = True
+    ) -> None:
         """Check the role may call the operation at all; charge one call if asked."""
+        # Only the console acts for another certificate; anyone else trying is refused under their name.
+        check_not_forwarded(caller, context)
         if operation is not None:
             check_call(caller, operation)
             if charge:
@@ -220,10 +231,13 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         check_stricter_threshold(caller, operation, spec.gallery_id, spec.metric, own, asked)
 
     def _request_details(self, operation: Operation | None, request: Any) -> dict[str, str]:
-        """What the entry says of the request itself: the kept probe a confirmation names, by pseudonym."""
+        """What the entry says of the request itself: the kept probe a confirmation names, an officer's
+        decision (its codes; the candidate and the note by pseudonym), refused or not."""
         probe_id = getattr(request, "probe_id", 0)
         if operation is Operation.CONFIRM_MATCH and isinstance(probe_id, int) and probe_id:
             return {"probe_hmac_sha256": self._pseudonyms.probe(probe_id)}
+        if operation is Operation.RECORD_DECISION and request is not None:
+            return decision_details(request, self._pseudonyms)
         return {}
 
     def _exists(self, gallery_id: str) -> bool:
@@ -321,7 +335,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             CALL_NOTES.set(notes)
             try:
                 caller = self._identify(context)
-                self._admit(caller, operation)
+                self._admit(caller, operation, context)
                 if unknown:
                     operation_of(method)  # raises PermissionDenied
                 if operation is None:
@@ -344,9 +358,14 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             notes.settle(logged=True)
             return response
 
-        def admit_stream(caller: Caller, requests: Iterator[Any], galleries: _StreamGalleries) -> None:
+        def admit_stream(
+            caller: Caller,
+            requests: Iterator[Any],
+            galleries: _StreamGalleries,
+            context: grpc.ServicerContext,
+        ) -> None:
             try:
-                self._admit(caller, operation, charge=False)
+                self._admit(caller, operation, context, charge=False)
                 if unknown:
                     operation_of(method)  # raises PermissionDenied
             except SafePassageError:
@@ -380,7 +399,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             messages = iter(requests)
             try:
                 caller = self._identify(context)
-                admit_stream(caller, messages, galleries)
+                admit_stream(caller, messages, galleries, context)
                 if operation is None:
                     return handler.stream_unary(messages, context)
                 response = handler.stream_unary(
@@ -402,7 +421,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             messages = iter(requests)
             try:
                 caller = self._identify(context)
-                admit_stream(caller, messages, galleries)
+                admit_stream(caller, messages, galleries, context)
                 if operation is None:
                     yield from handler.stream_stream(messages, context)
                     return
@@ -427,7 +446,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 raise
 
         def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._admit(self._identify(context), operation)
+            self._admit(self._identify(context), operation, context)
             if unknown:
                 operation_of(method)
             yield from handler.unary_stream(request, context)

@@ -1,10 +1,11 @@
 """What the server records of every operation: the transparency log, and fishing alerts.
 
 Each operation becomes one log entry (who, what, which gallery, when, outcome,
-counts); nothing biometric or personal goes in (the log's own event type
-refuses it). Searches also feed the fishing detector, counted by what the
-gallery's own threshold decided (the ``gallery_decision`` the matching
-servicer notes); when a rule trips, an ``alert.fishing`` entry is appended
+counts; ``via=console`` when the console acted for the person); nothing
+biometric or personal goes in (the log's own event type refuses it).
+Searches also feed the fishing detector, counted by what the gallery's
+own threshold decided (the ``gallery_decision`` the matching servicer
+notes); when a rule trips, an ``alert.fishing`` entry is appended
 and a warning logged, for an auditor to find. If the log cannot be written,
 the call fails: an operation that leaves no record must not happen.
 """
@@ -49,6 +50,9 @@ class AuditRecorder:
         self, caller: Caller | None, operation: str, gallery_id: str, outcome: str, details: dict[str, str]
     ) -> None:
         actor = caller.label if caller else ANONYMOUS
+        if caller is not None and caller.via:
+            # The person acted; the entry also says which door they came through (the console).
+            details = {**details, "via": caller.via}
         if gallery_id and not GALLERY_ID.fullmatch(gallery_id):
             # A malformed id from a refused request: log its hash, never the raw text.
             details = {**details, "gallery_id_sha256": hashlib.sha256(gallery_id.encode()).hexdigest()}

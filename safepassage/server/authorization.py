@@ -18,6 +18,10 @@ may not name a threshold or a target FPIR at all; another role may name one
 only to be stricter than the gallery's own (a lower distance, a higher
 similarity, whichever way the gallery's metric runs), never looser.
 
+The console acts for people only: a call it forwards is decided exactly as the person's own
+call would be, and a device role's certificate (cctv_edge, kiosk) is refused there outright.
+An officer records their decision on an answer (RecordDecision) on the watchlists they search.
+
 A kept CCTV hit is confirmed by a role with CONFIRM_MATCH on the gallery's
 purpose (officers, on watchlists), and only a hit that a camera searched
 under a CCTV authorisation for that gallery: the kept probe records the
@@ -58,6 +62,9 @@ class Operation(enum.StrEnum):
     VERIFY = "Verify"
     IDENTIFY_STREAM = "IdentifyStream"
     CONFIRM_MATCH = "ConfirmMatch"
+    RECORD_DECISION = "RecordDecision"
+    # AccessService
+    DESCRIBE_CALLER = "DescribeCaller"
     # ProtectedIdentityService
     ENROL_RECORD = "EnrolRecord"
     GET_CONSENT = "GetConsent"
@@ -97,6 +104,8 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.RENEW_TEMPLATE_PROTECTION: frozenset({Role.ADMIN}),
     # Public keys, for checking receipts and credentials offline.
     Operation.GET_PUBLIC_KEYS: frozenset(Role),
+    # Who the caller is and what this table lets its role do (what the console offers).
+    Operation.DESCRIBE_CALLER: frozenset(Role),
 }
 
 # Operations on one gallery: role -> the purposes it may touch.
@@ -122,6 +131,8 @@ MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
     Operation.VERIFY: {Role.OFFICER: W, Role.KIOSK: W},
     Operation.IDENTIFY_STREAM: {Role.OFFICER: W, Role.CCTV_EDGE: W},
     Operation.CONFIRM_MATCH: {Role.OFFICER: W},
+    # The officer's own decision on an answer (confirm, reject, refer, cannot decide), for the log.
+    Operation.RECORD_DECISION: {Role.OFFICER: W},
     # Protected records enter only with consent, through EnrolRecord.
     Operation.ENROL_RECORD: {Role.NGO_CASEWORKER: P, Role.KIOSK: P},
     # The NGO caseworker's 1:N on protected records: only over holders who allow it, naming only
@@ -149,6 +160,10 @@ PROTECTED_IDENTITY_OPERATIONS = frozenset(
     }
 )
 
+# The roles of people: only they act through the console (safepassage/server/forwarding.py). A
+# device's certificate (a camera's, a kiosk's) in a browser gets nothing there: devices call directly.
+CONSOLE_ROLES = frozenset({Role.OFFICER, Role.NGO_CASEWORKER, Role.AUDITOR, Role.ADMIN})
+
 # Operations every authenticated client may call (health, reflection).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
 
@@ -172,8 +187,25 @@ def may_call(caller: Caller, operation: Operation) -> bool:
 
 
 def check_call(caller: Caller, operation: Operation) -> None:
+    if caller.via and caller.role not in CONSOLE_ROLES:
+        raise PermissionDenied(
+            f"role {caller.role.value} may not act through the {caller.via}:"
+            " a device calls the service directly"
+        )
     if not may_call(caller, operation):
         raise PermissionDenied(f"role {caller.role.value} may not call {operation.value}")
+
+
+def permissions(caller: Caller) -> dict[Operation, frozenset[GalleryPurpose]]:
+    """What the caller may call: each operation with the purposes it may act on (none: names no gallery)."""
+    if caller.via and caller.role not in CONSOLE_ROLES:
+        return {}
+    none = frozenset[GalleryPurpose]()
+    allowed = {operation: none for operation, roles in GALLERY_FREE.items() if caller.role in roles}
+    for operation, cells in MATRIX.items():
+        if caller.role in cells:
+            allowed[operation] = cells[caller.role]
+    return allowed
 
 
 def check_purpose(caller: Caller, operation: Operation, gallery_id: str, purpose: GalleryPurpose) -> None:

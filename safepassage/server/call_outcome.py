@@ -34,6 +34,7 @@ WRITES = frozenset(
         Operation.BULK_INSERT_TEMPLATES,
         Operation.DELETE_TEMPLATE,
         Operation.CONFIRM_MATCH,
+        Operation.RECORD_DECISION,
         Operation.ENROL_RECORD,
         Operation.CHANGE_CONSENT,
         Operation.ISSUE_CREDENTIAL,
@@ -112,6 +113,30 @@ def outcome_of(response: Any, pseudonyms: LogPseudonyms) -> tuple[str, dict[str,
             details["replayed"] = "true"
         return pb.Decision.Name(response.result.decision), details
     return "OK", {}
+
+
+def decision_details(request: pb.RecordDecisionRequest, pseudonyms: LogPseudonyms) -> dict[str, str]:
+    """An officer's recorded decision as its entry shows it: the codes as written (enum names), the
+    candidate and the free-text note only as keyed pseudonyms, so the log never holds either."""
+    details = {
+        "search": _enum_name(pb.SearchKind, request.search),
+        "service_decision": _enum_name(pb.Decision, request.service_decision),
+        "decision": _enum_name(pb.ReviewDecision, request.decision),
+        "reason": _enum_name(pb.ReviewReason, request.reason),
+    }
+    if request.reference_id:
+        details["reference_hmac_sha256"] = pseudonyms.reference(request.reference_id)
+    if request.note:
+        details["note_hmac_sha256"] = pseudonyms.note(request.note)
+    return details
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        name: str = enum.Name(value)
+    except ValueError:  # a number no version of the API defines
+        return "UNKNOWN"
+    return name
 
 
 def _request_details(request_id: str, pseudonyms: LogPseudonyms) -> dict[str, str]:

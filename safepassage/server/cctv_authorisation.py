@@ -32,13 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TypeVar
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from safepassage.core import certificates, signing
+from safepassage.core.certificates import Certificate
 from safepassage.core.errors import PermissionDenied
 from safepassage.server.certificate_index import CLIENT_ID
 from safepassage.server.identity import Caller, Role
@@ -85,7 +82,7 @@ def check_window(not_before: int, expires: int) -> None:
         )
 
 
-def signer_id(certificate: x509.Certificate) -> str:
+def signer_id(certificate: Certificate) -> str:
     """The client id of a signing certificate: its one common name, which must be a client id."""
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str) or not CLIENT_ID.fullmatch(names[0].value):
@@ -107,8 +104,8 @@ def sign(
     cameras: Sequence[str],
     legal_basis: str,
     valid_for_s: int,
-    admin_cert: x509.Certificate,
-    admin_key: ec.EllipticCurvePrivateKey,
+    admin_cert: Certificate,
+    admin_key: signing.EcSigningKey,
     now: float | None = None,
 ) -> str:
     """An authorisation token signed with an admin's certificate key."""
@@ -116,7 +113,7 @@ def sign(
         raise ValueError(f"validity must be between 1 s and {MAX_VALIDITY_S // 86400} days")
     if not cameras or not legal_basis.strip():
         raise ValueError("an authorisation names at least one camera and a legal basis")
-    if admin_key.public_key() != admin_cert.public_key():
+    if not certificates.holds_key(admin_cert, admin_key):
         raise ValueError("the key is not the key of the admin certificate")
     try:
         admin_id = signer_id(admin_cert)
@@ -133,15 +130,14 @@ def sign(
         issued_by=admin_id,
     )
     payload = grant.payload()
-    signature = admin_key.sign(payload, ec.ECDSA(hashes.SHA256()))
-    der = admin_cert.public_bytes(encoding=Encoding.DER)
-    return ".".join((_b64(payload), _b64(signature), _b64(der)))
+    signature = signing.sign(admin_key, payload)
+    return ".".join((_b64(payload), _b64(signature), _b64(certificates.to_der(admin_cert))))
 
 
 class AuthorisationVerifier:
     """Checks tokens against the CA, the revocation list and the call."""
 
-    def __init__(self, ca: x509.Certificate | None, is_revoked: Callable[[int], bool]) -> None:
+    def __init__(self, ca: Certificate | None, is_revoked: Callable[[int], bool]) -> None:
         """`ca` None (a plaintext development server) refuses every authorisation."""
         self._ca = ca
         self._is_revoked = is_revoked
@@ -180,7 +176,7 @@ class AuthorisationVerifier:
             )
         return replace(grant, signer_serial=format_serial(admin.serial_number))
 
-    def _decode(self, token: str) -> tuple[Authorisation, x509.Certificate]:
+    def _decode(self, token: str) -> tuple[Authorisation, Certificate]:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthorisationRefused(f"authorisation token is longer than {MAX_TOKEN_CHARS} characters")
         try:
@@ -190,11 +186,11 @@ class AuthorisationVerifier:
         except Exception:
             raise AuthorisationRefused("authorisation token is malformed") from None
 
-    def _parse(self, token: str) -> tuple[Authorisation, x509.Certificate]:
+    def _parse(self, token: str) -> tuple[Authorisation, Certificate]:
         try:
             payload_b64, signature_b64, cert_b64 = token.split(".")
             payload, signature = _unb64(payload_b64), _unb64(signature_b64)
-            admin = x509.load_der_x509_certificate(_unb64(cert_b64))
+            admin = certificates.parse_der(_unb64(cert_b64), "the authorisation's certificate", ValueError)
             body = json.loads(payload)
             if not isinstance(body, dict):
                 raise AuthorisationRefused("authorisation token is malformed")
@@ -206,20 +202,20 @@ class AuthorisationVerifier:
         except (ValueError, TypeError, KeyError, binascii.Error):
             raise AuthorisationRefused("authorisation token is malformed") from None
         public_key = admin.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key, signing.EcVerifyingKey):
             raise AuthorisationRefused("authorisation is signed with an unsupported key type")
         try:
-            public_key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+            signing.verify(public_key, signature, payload)
+        except signing.SignatureInvalid:
             raise AuthorisationRefused("authorisation signature is not valid (forged or altered)") from None
         return grant, admin
 
-    def _check_admin(self, admin: x509.Certificate) -> None:
+    def _check_admin(self, admin: Certificate) -> None:
         if self._ca is None:
             raise AuthorisationRefused("live identification needs mutual TLS; this server runs in plaintext")
         try:
-            admin.verify_directly_issued_by(self._ca)
-        except (InvalidSignature, ValueError, TypeError):
+            certificates.check_issued_by(admin, self._ca)
+        except signing.SignatureInvalid:
             raise AuthorisationRefused(
                 "authorisation is signed by a certificate this deployment's CA did not issue"
             ) from None

@@ -60,6 +60,8 @@ ChangeHook = Callable[[str, dict[str, str]], None]
 class CertificateKind(enum.StrEnum):
     CLIENT = "client"
     SERVER = "server"
+    # The console's own certificate: no role, so it can never be a caller (server/forwarding.py).
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)

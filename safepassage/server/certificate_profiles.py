@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -30,13 +30,14 @@ from safepassage.server.pki_folder import InvalidCertificateRequest
 __all__ = [
     "CA_DAYS",
     "CLOCK_SKEW",
+    "CONSOLE_ID",
     "ORGANIZATION",
     "ca_certificate",
     "check_client_id",
     "check_organisation",
+    "console_subject",
     "leaf",
     "new_key",
-    "pem_key",
     "role_of",
     "server_names",
     "subject",
@@ -47,6 +48,8 @@ CA_DAYS = 3652  # ten years
 # Issued certificates start a little in the past so that a client whose clock
 # is slightly behind can use a certificate issued a moment ago.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+# The console's certificate's CN and OU (no client id may take it: see check_client_id).
+CONSOLE_ID = "console"
 
 _DNS_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -67,12 +70,6 @@ def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def subject(common_name: str, role: Role | None = None, organisation: str = "") -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
     if organisation:
@@ -81,6 +78,17 @@ def subject(common_name: str, role: Role | None = None, organisation: str = "") 
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value))
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
+
+
+def console_subject() -> x509.Name:
+    """The console's subject: OU "console" is no role, so its certificate never passes for a caller."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, CONSOLE_ID),
+            x509.NameAttribute(NameOID.COMMON_NAME, CONSOLE_ID),
+        ]
+    )
 
 
 def server_names(names: Sequence[str]) -> x509.SubjectAlternativeName:
@@ -151,6 +159,9 @@ def check_client_id(client_id: str) -> str:
     # clients/ID-key.pem must never be the certificate of another client.
     if client_id.endswith("-key"):
         raise InvalidCertificateRequest(f"client id {client_id!r} may not end in '-key'")
+    # `safepassage pki revoke console` names the console's own certificate.
+    if client_id == CONSOLE_ID:
+        raise InvalidCertificateRequest(f"client id {client_id!r} is the console's own")
     return client_id
 
 

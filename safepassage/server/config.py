@@ -255,6 +255,8 @@ class MatchingConfig(_Section):
     max_top_k: int = Field(100, ge=1, le=10_000)
     max_restrict_to: int = Field(10_000, ge=1)
     max_batch: int = Field(10_000, ge=1)
+    # Captures one subject may hold (searched by their mean template; README "Several captures").
+    max_captures: int = Field(10, ge=1, le=100)
     # Templates committed per store transaction during a bulk import.
     bulk_commit_size: int = Field(1000, ge=1)
     max_bulk_errors_reported: int = Field(1000, ge=0)
@@ -280,6 +282,27 @@ class EnrolmentConfig(_Section):
     referral_readers: dict[str, list[str]] = {}
 
 
+class ConsoleConfig(_Section):
+    """The web console (safepassage/console/): HTTPS on a port of its own, beside the gRPC port.
+
+    People log in with their own client certificates from the deployment's CA; the console acts for
+    them through the same access checks and transparency log as any gRPC caller (docs/console.md).
+    It needs TLS and the console's certificate (made with a development PKI, else `safepassage pki
+    issue-console`); without either it stays off and the start-up log says why.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0: a free port (`safepassage serve --port 0` asks for one here too); the URL is logged at start.
+    port: int = Field(8443, ge=0, le=65535)
+    # The message catalogue: safepassage/console/locale/<language>/LC_MESSAGES/console.po.
+    language: str = Field("en", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    # The largest probe image the desk takes (the service's faces.max_image_bytes still applies).
+    max_upload_bytes: int = Field(10 * MiB, ge=64 * 1024, le=64 * MiB)
+    # How long a page's form stays usable (its CSRF token is bound to the person's certificate).
+    form_hours: float = Field(8.0, gt=0, le=24 * 7)
+
+
 class Config(_Section):
     listen: ListenConfig = ListenConfig()
     tls: TlsConfig = TlsConfig()
@@ -291,7 +314,15 @@ class Config(_Section):
     limits: LimitSettings = LimitSettings()
     fishing: FishingSettings = FishingSettings()
     enrolment: EnrolmentConfig = EnrolmentConfig()
+    console: ConsoleConfig = ConsoleConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _console_apart(self) -> Config:
+        ports = {self.listen.port, self.listen.health_port}
+        if self.console.enabled and self.console.port != 0 and self.console.port in ports:
+            raise ValueError("console.port must differ from listen.port and listen.health_port")
+        return self
 
     @property
     def keys_dir(self) -> Path:

@@ -107,6 +107,7 @@ def gallery_to_pb(info: GalleryInfo, thresholds: ModelThresholds) -> pb.Gallery:
         quarantined_templates=info.quarantined,
         index_build_failures=info.index_build_failures,
         threshold_origin=threshold_origin_to_pb(thresholds.origin(spec)),
+        background_cohort=info.background_cohort,
     )
     calibrated = info.calibration.fpir if info.calibration is not None else None
     estimated = thresholds.estimated_fpir(spec, info.size)
@@ -135,7 +136,13 @@ def face_result_to_pb(result: Identification, box: faces.FaceBox | None) -> pb.F
         box=box_to_pb(box) if box is not None else None,
         decision=pb.MATCH if result.match else pb.NO_MATCH,
         candidates=[
-            pb.Candidate(reference_id=c.reference_id, score=c.score, rank=c.rank, match=c.match)
+            pb.Candidate(
+                reference_id=c.reference_id,
+                score=c.score,
+                rank=c.rank,
+                match=c.match,
+                normalised_score=c.normalised_score,
+            )
             for c in result.candidates
         ],
     )

@@ -91,7 +91,11 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
                 vectors.append(found[0].vector)
             impostors = vectors
         info = self._matcher.calibrate(
-            gallery_id, impostors, leave_one_out_sample=request.leave_one_out, target_fpir=target
+            gallery_id,
+            impostors,
+            leave_one_out_sample=request.leave_one_out,
+            target_fpir=target,
+            background_cohort=request.background_cohort,
         )
         return gallery_to_pb(info, self._thresholds)
 

@@ -26,7 +26,7 @@ from safepassage.server.errors import ErrorMappingInterceptor
 from safepassage.server.port_holder import PortInUse, port_holders
 from safepassage.server.service import SERVICE_NAMES
 
-__all__ = ["add_health", "bind", "grpc_server"]
+__all__ = ["add_health", "bind", "grpc_server", "release"]
 
 
 def grpc_server(config: Config, access: AccessInterceptor) -> grpc.Server:
@@ -73,6 +73,14 @@ def bind(server: grpc.Server, config: Config, credentials: grpc.ServerCredential
     if port == 0:
         raise _refusal(address, config.listen.port)
     return port
+
+
+def release(server: grpc.Server) -> None:
+    """Free the port of a server bound but never started: a start-up that failed after binding it."""
+    # gRPC frees a port only when a server shuts down, and stopping a server that never started does
+    # nothing: start it and stop it at once, cancelling whatever call reached it in between.
+    server.start()
+    server.stop(None).wait()
 
 
 def _refusal(address: str, port: int) -> FailedPrecondition:

@@ -49,6 +49,9 @@ class Caller:
     # The certificate's organizationIdentifier ("" when it has none). Always
     # set for ngo_caseworker and kiosk: authentication refuses them without one.
     organisation: str = ""
+    # "console" when the console forwarded this person's certificate (safepassage/server/forwarding.py);
+    # "" for a direct caller. Decisions and limits are the person's either way; the log notes the door.
+    via: str = ""
 
     @property
     def label(self) -> str:

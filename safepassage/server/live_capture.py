@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 
 import grpc
 
-from safepassage import credential as holder_credential
+from safepassage import credential
 from safepassage import face as faces
 from safepassage.api.v1 import matching_pb2 as mpb
 from safepassage.enrolment import LiveFace, LiveFaceRefused
@@ -38,7 +38,7 @@ from safepassage.server.probes import ProbeReader
 
 __all__ = ["LiveCaptureReader"]
 
-Liveness = holder_credential.Liveness
+Liveness = credential.Liveness
 
 # Which liveness a device of each role must have run for its capture to count as live.
 ACCEPTED: Mapping[Role, frozenset[Liveness]] = {
@@ -56,7 +56,7 @@ class LiveCaptureReader:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._probes = probes
-        self._nonces = holder_credential.NonceCache()
+        self._nonces = credential.NonceCache()
         self._max_age_s = max_age_s
         self._clock = clock
 
@@ -74,7 +74,7 @@ class LiveCaptureReader:
             raise LiveFaceRefused(f"{field}: a live face must be an image captured now, never an embedding")
         if not statement:
             raise LiveFaceRefused(f"{field}: the capturing device's signed statement is missing")
-        checked = holder_credential.verify_capture(
+        checked = credential.verify_capture(
             statement,
             probe.image,
             peer_certificate_pem(context),
@@ -83,6 +83,6 @@ class LiveCaptureReader:
             self._nonces,
             max_age_s=self._max_age_s,
         )
-        holder_credential.require_liveness(checked, ACCEPTED.get(caller.role, frozenset()))
+        credential.require_liveness(checked, ACCEPTED.get(caller.role, frozenset()))
         (face,) = self._probes.read(probe, spec, faces.FaceSelection.SINGLE, field)
         return LiveFace(face.vector, str(checked.liveness))

@@ -29,13 +29,14 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from safepassage import face as faces
 from safepassage import store
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import InvalidInput, SafePassageError
-from safepassage.matcher import Identification, Matcher, ThresholdChoice, ThresholdSource
+from safepassage.matcher import Identification, Matcher, ThresholdChoice, ThresholdSource, passes
 from safepassage.server.authorization import check_confirmation
 from safepassage.server.call_notes import after_logged, note_search, noted_authorisation
 from safepassage.server.config import MatchingConfig
@@ -52,6 +53,7 @@ from safepassage.server.errors import status_of
 from safepassage.server.galleries import model_thresholds
 from safepassage.server.identity import Caller, Role, current_caller
 from safepassage.server.probes import ProbeFace, ProbeReader
+from safepassage.server.review_decision import check_decision
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
@@ -113,9 +115,13 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         gallery_id = require(request.gallery_id, "gallery_id")
         reference_id = require(request.reference_id, "reference_id")
         face = self._one_face(request.template, gallery_id, request.face_selection, "template")
-        self._matcher.insert(gallery_id, reference_id, face.vector)
+        captures = 1
+        if request.add_capture:
+            captures = self._matcher.add_captures(gallery_id, reference_id, [face.vector]).captures
+        else:
+            self._matcher.insert(gallery_id, reference_id, face.vector)
         return pb.InsertTemplateResponse(
-            reference_id=reference_id, box=box_to_pb(face.box) if face.box else None
+            reference_id=reference_id, box=box_to_pb(face.box) if face.box else None, captures=captures
         )
 
     def BulkInsertTemplates(
@@ -158,6 +164,14 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
                 face = self._one_face(request.template, gallery_id, request.face_selection, "template")
             except SafePassageError as error:
                 fail(index, request.reference_id, error)
+                continue
+            if request.add_capture:  # after the new subjects before it, which it may belong to
+                flush()
+                try:
+                    self._matcher.add_captures(gallery_id, reference_id, [face.vector])
+                    response.inserted += 1
+                except SafePassageError as error:
+                    fail(index, reference_id, error)
                 continue
             if gallery_id != pending_gallery or len(pending) >= self._limits.bulk_commit_size:
                 flush()
@@ -319,6 +333,16 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         confirmed = self._kept.confirm(request.probe_id, gallery_id, caller.label)
         return pb.ConfirmMatchResponse(probe_id=confirmed.probe_id, reference_id=confirmed.candidate)
 
+    def RecordDecision(
+        self, request: pb.RecordDecisionRequest, context: grpc.ServicerContext
+    ) -> pb.RecordDecisionResponse:
+        # Only checked here: the access interceptor's log entry is the record (review_decision.py).
+        self._matcher.spec(require(request.gallery_id, "gallery_id"))  # NOT_FOUND for no gallery
+        check_decision(request)
+        recorded_at = Timestamp()
+        recorded_at.GetCurrentTime()
+        return pb.RecordDecisionResponse(recorded_at=recorded_at)
+
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
         gallery_id = require(request.gallery_id, "gallery_id")
         reference_id = require(request.reference_id, "reference_id")
@@ -328,18 +352,25 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         # Verification's own threshold is the gallery's fixed one (no FPIR for 1:1).
         own = self._matcher.spec(gallery_id).threshold
         source = ThresholdSource.GALLERY if threshold is None else ThresholdSource.REQUEST
-        note_search(outcome.threshold, source.name, outcome.metric.is_match(outcome.score, own))
+        note_search(
+            outcome.threshold,
+            source.name,
+            passes(outcome.metric, own, outcome.score, outcome.normalised_score),
+        )
         return pb.VerifyResponse(
             decision=pb.MATCH if outcome.match else pb.NO_MATCH,
             score=outcome.score,
             threshold=outcome.threshold,
             metric=metric_to_pb(outcome.metric),
             box=box_to_pb(face.box) if face.box else None,
+            normalised_score=outcome.normalised_score,
         )
 
 
 def _note(results: list[Identification], own: ThresholdChoice) -> None:
     """Note the threshold a search used and what the gallery's own threshold would have decided."""
     first = results[0]
-    gallery_match = any(first.metric.is_match(c.score, own.value) for r in results for c in r.candidates)
+    gallery_match = any(
+        passes(first.metric, own.value, c.score, c.normalised_score) for r in results for c in r.candidates
+    )
     note_search(first.threshold, first.threshold_source.name, gallery_match)

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from safepassage.core import certificates
 from safepassage.core.errors import SafePassageError, Unauthenticated
 from safepassage.core.private_files import read_private
+from safepassage.core.signing import SignatureInvalid
 from safepassage.server.certificate_index import CLIENT_ID, fingerprint_of
 from safepassage.server.identity import ORGANISATION_ID, ORGANISATION_ROLES, Caller, Role
 from safepassage.server.pki_folder import PkiNotInitialised, PkiPaths, format_serial, read_ca
@@ -107,8 +108,8 @@ def _verify(pem: bytes, ca: x509.Certificate) -> _Verified:
     try:
         # gRPC has checked the chain already; checking again here means a
         # misconfigured root (say, a public CA bundle) cannot let a stranger in.
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+        certificates.check_issued_by(certificate, ca)
+    except SignatureInvalid:
         raise InvalidClientCertificate(
             "the client certificate is not issued by this deployment's CA"
         ) from None
@@ -149,7 +150,12 @@ def _peer_pem(context: grpc.ServicerContext) -> bytes:
 
 def caller_of(context: grpc.ServicerContext, revocations: RevocationList, ca: x509.Certificate) -> Caller:
     """The authenticated caller of a call, or an Unauthenticated error saying why not."""
-    verified = _verify(_peer_pem(context), ca)
+    return caller_of_pem(_peer_pem(context), revocations, ca)
+
+
+def caller_of_pem(pem: bytes, revocations: RevocationList, ca: x509.Certificate) -> Caller:
+    """The caller a PEM client certificate proves now (the console forwards one), or Unauthenticated."""
+    verified = _verify(pem, ca)
     caller = verified.caller
     now = datetime.datetime.now(datetime.UTC)
     if not verified.not_before <= now <= verified.not_after:

@@ -6,6 +6,9 @@ Everything lives in one folder (default ``<data_dir>/pki``)::
     ca-key.pem          the CA key (0600); only `safepassage pki` reads it, never the server
     server.pem          the server's certificate (serverAuth; SANs = the server names)
     server-key.pem      its key (0600)
+    console.pem         the console's certificate (clientAuth; CN=console, OU=console), which the server
+                        pins: only it may forward a person's certificate (safepassage.server.forwarding)
+    console-key.pem     its key (0600)
     clients/ID.pem      a client's certificate (clientAuth; CN=ID, OU=role, O=SafePassage,
                         organizationIdentifier=ORG for the roles that act for an organisation)
     clients/ID-key.pem  its key (0600), in a development PKI only (safepassage.server.pki_issuance)
@@ -123,6 +126,14 @@ class PkiPaths:
     @property
     def server_key(self) -> Path:
         return self.folder / "server-key.pem"
+
+    @property
+    def console_cert(self) -> Path:
+        return self.folder / "console.pem"
+
+    @property
+    def console_key(self) -> Path:
+        return self.folder / "console-key.pem"
 
     @property
     def clients(self) -> Path:

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from safepassage.core import atomic_file
-from safepassage.core.private_files import make_private_folder, read_private
+from safepassage.core import atomic_file, key_files
+from safepassage.core.certificates import holds_key, to_pem
+from safepassage.core.private_files import make_private_folder
 from safepassage.server import certificate_profiles as profiles
 from safepassage.server.certificate_index import (
     CertificateKind,
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_DAYS = 3650
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 
-_MAX_PEM = 64 * 1024  # a PEM key is a few hundred bytes
 _DEVELOPMENT_NOTE = (
     b"A development PKI, made by the server's first run (tls.generate_dev_certs).\n"
     b"It keeps its clients' private keys in clients/ so that the command line on this machine\n"
@@ -135,7 +135,7 @@ class Pki:
 
     @property
     def ca_pem(self) -> bytes:
-        return self.ca_cert.public_bytes(serialization.Encoding.PEM)
+        return to_pem(self.ca_cert)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -172,11 +172,11 @@ class Pki:
             ca_cert = profiles.ca_certificate(ca_key, utc_now())
             write_index(paths, [])
             write_revoked(paths, {})
-            atomic_file.replace(paths.ca_key, profiles.pem_key(ca_key), mode=0o600)
+            atomic_file.replace(paths.ca_key, key_files.private_pem(ca_key), mode=0o600)
             if development:
                 atomic_file.replace(paths.development, _DEVELOPMENT_NOTE)
             # ca.pem last: its presence is what marks the folder as initialised.
-            atomic_file.replace(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+            atomic_file.replace(paths.ca_cert, to_pem(ca_cert), mode=0o644)
         pki = cls(folder, ca_cert, ca_key, on_change, development=development)
         pki._changed(
             "pki.init", {"ca_fingerprint": fingerprint_of(ca_cert), "not_after": iso(_not_after(ca_cert))}
@@ -193,12 +193,9 @@ class Pki:
             raise PkiNotInitialised(
                 f"no CA key at {paths.ca_key}: this folder can verify certificates but not issue them"
             )
-        pem = read_private(paths.ca_key, "CA key", limit=_MAX_PEM, error=PkiNotInitialised)
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError):
-            raise PkiCorrupt(f"{paths.ca_key} is not a PEM private key") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != ca_cert.public_key():
+        # Refused, naming the file, if group or others may read it; a damaged key is PkiCorrupt.
+        key = key_files.load_private_pem(paths.ca_key, "CA key", PkiNotInitialised, malformed=PkiCorrupt)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not holds_key(ca_cert, key):
             raise PkiCorrupt(f"{paths.ca_key} is not the key of {paths.ca_cert}")
         return cls(folder, ca_cert, key, on_change, development=paths.development.exists())
 
@@ -265,8 +262,8 @@ class Pki:
                 certificate, CertificateKind.CLIENT, client_id, checked_role, now, checked_organisation
             )
             self._commit_issue(records, record)
-            cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-            key_pem = profiles.pem_key(key)
+            cert_pem = to_pem(certificate)
+            key_pem = key_files.private_pem(key)
             make_private_folder(self.paths.clients)
             cert_path = self.paths.client_cert(client_id)
             key_path = self.paths.client_key(client_id) if self._keeps(keep_key) else None
@@ -303,8 +300,8 @@ class Pki:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self._ca_key, hashes.SHA256())
         )
-        cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-        key_pem = profiles.pem_key(key)
+        cert_pem = to_pem(certificate)
+        key_pem = key_files.private_pem(key)
         with locked(self.paths):
             records = read_index(self.paths)
             record = record_of(certificate, CertificateKind.SERVER, common_name, None, utc_now())
@@ -312,6 +309,30 @@ class Pki:
             atomic_file.replace(self.paths.server_key, key_pem, mode=0o600)
             atomic_file.replace(self.paths.server_cert, cert_pem, mode=0o644)
         return IssuedCert(record, cert_pem, key_pem, self.paths.server_cert, self.paths.server_key)
+
+    def issue_console(self, days: int = 365) -> IssuedCert:
+        """The console's certificate and key (console.pem, console-key.pem), replacing any before.
+
+        A client certificate with no role: the server pins it at start-up as the one peer that may
+        forward a person's certificate (safepassage.server.forwarding), and it can do nothing alone.
+        Revoke it (by serial) to shut the console out; a running server keeps the one it pinned.
+        """
+        not_before, not_after = self._validity(days, None, None)
+        key = profiles.new_key()
+        certificate = (
+            self._leaf(profiles.console_subject(), key, not_before, not_after)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self._ca_key, hashes.SHA256())
+        )
+        cert_pem = to_pem(certificate)
+        key_pem = key_files.private_pem(key)
+        with locked(self.paths):
+            records = read_index(self.paths)
+            record = record_of(certificate, CertificateKind.CONSOLE, profiles.CONSOLE_ID, None, utc_now())
+            self._commit_issue(records, record)
+            atomic_file.replace(self.paths.console_key, key_pem, mode=0o600)
+            atomic_file.replace(self.paths.console_cert, cert_pem, mode=0o644)
+        return IssuedCert(record, cert_pem, key_pem, self.paths.console_cert, self.paths.console_key)
 
     def _validity(
         self, days: int, valid_from: datetime.datetime | None, valid_until: datetime.datetime | None

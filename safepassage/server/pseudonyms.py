@@ -8,7 +8,8 @@ master key, so an auditor can still count the entries of one id (how often a
 query was replayed, which refusals named the same gallery) without the text,
 and nobody without the key can test guesses against it. Kept CCTV probe ids
 enter the same way: they are the handle an officer confirms a hit by, so the
-log links a hit to its confirmation without publishing the handle.
+log links a hit to its confirmation without publishing the handle. An officer's recorded decision
+names its candidate (a reference id) and carries a free-text note: both enter the same way.
 
 The operator, who holds the key (`from_key_file`), can recompute the
 pseudonym of a given id to find its entries.
@@ -47,3 +48,11 @@ class LogPseudonyms:
 
     def gallery(self, gallery_id: str) -> str:
         return pseudonym(self.key, f"gallery:{gallery_id}")
+
+    def reference(self, reference_id: str) -> str:
+        """A candidate an officer decided on: a record's id, so never in the log as written."""
+        return pseudonym(self.key, f"reference:{reference_id}")
+
+    def note(self, note: str) -> str:
+        """An officer's free-text note: the key holder can check a note against the log, nobody else."""
+        return pseudonym(self.key, f"note:{note}")

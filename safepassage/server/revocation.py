@@ -108,7 +108,11 @@ def _resolve(
     by_serial = {r.serial: r for r in records}
     if isinstance(target, int):
         return [(target, by_serial.get(target))]
-    by_id = [r for r in records if r.kind is CertificateKind.CLIENT and r.client_id == target]
+    by_id = [
+        r
+        for r in records
+        if r.kind in (CertificateKind.CLIENT, CertificateKind.CONSOLE) and r.client_id == target
+    ]
     try:
         serial: int | None = parse_serial(target)
     except InvalidCertificateRequest:

@@ -1,7 +1,8 @@
 """The built service: what `create_server` made, started, and stopped in order.
 
-`Service.start` serves, says SERVING for every service on the health service, opens the probe port
-and starts the periodic jobs (safepassage.server.housekeeping). `Service.stop` is the graceful
+`Service.start` serves, says SERVING for every service on the health service, opens the probe port,
+starts the periodic jobs (safepassage.server.housekeeping) and then the console, which calls the
+gRPC port like any client; `Service.stop` stops the console first. `Service.stop` is the graceful
 shutdown: no new calls, in-flight calls finish within the grace period, index snapshots are written,
 the stores are closed and the data folder released. Every step of the stop runs even when one before
 it failed (a full disk fails the snapshots, not the closing).
@@ -13,12 +14,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
 from safepassage import enrolment, store
-from safepassage.api.v1 import matching_pb2, protected_identity_pb2
+from safepassage.api.v1 import access_pb2, matching_pb2, protected_identity_pb2
 from safepassage.audit import TransparencyLog
 from safepassage.core.errors import SafePassageError
 from safepassage.matcher import Matcher
@@ -33,10 +35,21 @@ __all__ = ["SERVICE_NAMES", "Service"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     matching_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
     matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
     protected_identity_pb2.DESCRIPTOR.services_by_name["ProtectedIdentityService"].full_name,
 )
+
+
+class FrontDoor(Protocol):
+    """Another way in that calls this service as its clients (the console: safepassage/console/)."""
+
+    port: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -52,6 +65,7 @@ class Service:
     config: Config
     data_lock: DataFolderLock | None = None
     health_listener: HealthListener | None = None
+    console: FrontDoor | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -83,6 +97,8 @@ class Service:
         start_periodic(
             periodic_jobs(self.config, self.retention, self.matcher, self.transparency_log), self._stopped
         )
+        if self.console is not None:
+            self.console.start()  # after the port it calls: it logs its URL once it answers
         log.info("SafePassage serving on port %d", self.port)
 
     def purge_probes(self) -> int:
@@ -98,6 +114,8 @@ class Service:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.console is not None:  # first: no new page may start a call during the grace period
+            _completed("stop the console", self.console.stop)
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
         written: list[int] = []

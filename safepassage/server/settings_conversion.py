@@ -39,6 +39,7 @@ def search_limits(config: Config) -> SearchLimits:
         max_top_k=config.matching.max_top_k,
         max_restrict_to=config.matching.max_restrict_to,
         max_batch=config.matching.max_batch,
+        max_captures=config.matching.max_captures,
     )
 
 

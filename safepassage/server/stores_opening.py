@@ -19,11 +19,9 @@ import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from safepassage import credential as holder_credential
-from safepassage import enrolment, store
+from safepassage import credential, enrolment, store
 from safepassage.audit import TransparencyLog, load_or_create_signing_key
-from safepassage.matcher import Matcher
-from safepassage.matcher.snapshot import remove_stale as remove_stale_snapshots
+from safepassage.matcher import Matcher, snapshot
 from safepassage.server.config import Config
 from safepassage.server.settings_conversion import enrolment_settings, tree_head_publisher
 
@@ -45,7 +43,7 @@ class Stores:
 def open_stores(config: Config, sealer: store.TemplateSealer, opened: ExitStack) -> Stores:
     """Open (or create) each store, registering its close with `opened`."""
     template_store = opened.enter_context(store.TemplateStore.open(config.database_path, sealer))
-    remove_stale_snapshots(config.snapshot_dir, {g.gallery_id for g in template_store.galleries.records()})
+    snapshot.remove_stale(config.snapshot_dir, {g.gallery_id for g in template_store.galleries.records()})
     kept_probes = store.ProbeStore.open(config.probes_path, sealer)
     opened.callback(kept_probes.close)
     stream_replies = store.ReplyLedger.open(config.stream_replies_path, sealer)
@@ -73,11 +71,9 @@ def open_protected_records(config: Config, matcher: Matcher, lookup_key: bytes) 
             keys=keys,
             matcher=matcher,
             station=enrolment.StationKey.load_or_create(config.station_key_path, settings.station_id),
-            issuer=holder_credential.IssuerKey.load_or_create(config.issuer_key_path, settings.issuer_id),
-            reader=holder_credential.ReaderKey.load_or_create(config.reader_key_path),
-            agency_readers=[
-                holder_credential.ReaderPublicKey.load(path) for path in settings.agency_reader_keys
-            ],
+            issuer=credential.IssuerKey.load_or_create(config.issuer_key_path, settings.issuer_id),
+            reader=credential.ReaderKey.load_or_create(config.reader_key_path),
+            agency_readers=[credential.ReaderPublicKey.load(path) for path in settings.agency_reader_keys],
             lookup_key=lookup_key,
             settings=enrolment_settings(config),
         )

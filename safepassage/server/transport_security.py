@@ -21,6 +21,8 @@ import grpc
 from safepassage.core.errors import FailedPrecondition
 from safepassage.server.cctv_authorisation import AuthorisationVerifier
 from safepassage.server.config import Config
+from safepassage.server.console_credentials import ConsoleCredentials, console_credentials
+from safepassage.server.forwarding import ForwardingAuthenticator
 from safepassage.server.identity import Caller, Role
 from safepassage.server.peer import PeerAuthenticator
 from safepassage.server.peer import server_credentials as mtls_credentials
@@ -35,11 +37,16 @@ DEV_ADMIN = "dev-admin"
 
 @dataclass(frozen=True)
 class TransportSecurity:
-    """The port's credentials (None: plaintext), who a call's caller is, and the CCTV grants' checker."""
+    """The port's credentials (None: plaintext), who a call's caller is, and the CCTV grants' checker.
+
+    `console`: the console's credentials, whose certificate alone may forward a person's (None: no
+    console; see safepassage.server.forwarding).
+    """
 
     credentials: grpc.ServerCredentials | None
     authenticate: Callable[[grpc.ServicerContext], Caller]
     cctv: AuthorisationVerifier
+    console: ConsoleCredentials | None = None
 
 
 def transport_security(config: Config) -> TransportSecurity:
@@ -55,6 +62,8 @@ def transport_security(config: Config) -> TransportSecurity:
             config.listen.host,
             config.tls.plaintext_role.value,
         )
+        if config.console.enabled:
+            log.warning("the console is off: it logs people in with client certificates, and TLS is off")
         local = Caller("local", config.tls.plaintext_role, 0, "")
         return TransportSecurity(
             None, lambda context: local, AuthorisationVerifier(None, lambda serial: False)
@@ -62,7 +71,10 @@ def transport_security(config: Config) -> TransportSecurity:
     ensure_development_pki(config)
     authenticator = PeerAuthenticator.from_pki(config.pki_dir)
     verifier = AuthorisationVerifier(authenticator.ca, authenticator.revocations.is_revoked)
-    return TransportSecurity(mtls_credentials(config.pki_dir), authenticator.caller, verifier)
+    console = console_credentials(config)
+    # The console's certificate, pinned: the one peer that may act for the person it forwards.
+    forwarding = ForwardingAuthenticator(authenticator, console.fingerprint if console else "")
+    return TransportSecurity(mtls_credentials(config.pki_dir), forwarding.caller, verifier, console)
 
 
 def ensure_development_pki(config: Config) -> None:

@@ -11,6 +11,7 @@ Camera probes kept for review (safepassage.store.probes) and answers given on id
 streams (safepassage.store.replies) are sealed with the same key, each in a file of its own.
 """
 
+from safepassage.store.cohort import open_cohort, seal_cohort
 from safepassage.store.database import TemplateStore
 from safepassage.store.digest import (
     DIGEST_SIZE,
@@ -33,10 +34,11 @@ from safepassage.store.errors import (
     StoreError,
     StoreUnavailable,
     TemplateIntegrityError,
+    TooManyCaptures,
 )
 from safepassage.store.keys import KEY_SIZE
 from safepassage.store.probes import KeptProbe, ProbeNotFound, ProbeStore
-from safepassage.store.records import GalleryRecord, GalleryState, StoredTemplate
+from safepassage.store.records import GalleryRecord, GalleryState, StoredTemplate, SubjectChange
 from safepassage.store.replies import (
     REQUEST_ID,
     InvalidRequestId,
@@ -77,11 +79,15 @@ __all__ = [
     "StoreUnavailable",
     "StoredReply",
     "StoredTemplate",
+    "SubjectChange",
     "TemplateIntegrityError",
     "TemplateSealer",
     "TemplateStore",
+    "TooManyCaptures",
     "check_request_id",
     "gallery_digest",
+    "open_cohort",
+    "seal_cohort",
     "template_digest",
     "xor_digests",
 ]

@@ -5,8 +5,10 @@ connections:
 
     galleries   gallery rows: create, read, thresholds, calibrations, delete, state
                 (safepassage.store.galleries.Galleries)
-    templates   sealed template rows: insert, rewrite, delete, read, iterate
+    templates   sealed template rows, one per subject: insert, rewrite, delete, read, iterate
                 (safepassage.store.templates.Templates)
+    captures    the captures of subjects enrolled from several, and their fusion
+                (safepassage.store.captures.Captures)
     quarantine  rows kept aside, out of the index, until deleted
                 (safepassage.store.quarantine.Quarantine)
 
@@ -26,6 +28,7 @@ from types import TracebackType
 
 import numpy.typing as npt
 
+from safepassage.store.captures import Captures
 from safepassage.store.connections import Connections
 from safepassage.store.digest import gallery_digest
 from safepassage.store.galleries import Galleries
@@ -48,6 +51,7 @@ class TemplateStore:
         self._sealer = sealer
         self.galleries = Galleries(connections)
         self.templates = Templates(connections, sealer)
+        self.captures = Captures(connections, sealer)
         self.quarantine = Quarantine(connections)
 
     @classmethod

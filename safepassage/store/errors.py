@@ -15,6 +15,7 @@ vectors, keys or blobs.
     ├── InvalidKey              (InvalidInput)        sealing key of the wrong size or unreadable
     ├── InvalidTemplate         (InvalidInput)        vector or reference id malformed
     ├── InvalidRecord           (InvalidInput)        gallery record field malformed
+    ├── TooManyCaptures         (FailedPrecondition)  a subject already holds the most captures allowed
     ├── StoreClosed             (FailedPrecondition)  used after close()
     ├── SchemaMismatch          (FailedPrecondition)  schema newer than this code, or another key's store
     ├── StoreUnavailable        (Unavailable)         database busy, locked, I/O failed, or the data
@@ -68,6 +69,10 @@ class InvalidTemplate(StoreError, InvalidInput):
 
 class InvalidRecord(StoreError, InvalidInput):
     """A gallery record field is malformed (empty id, bad dimension, non-finite threshold)."""
+
+
+class TooManyCaptures(StoreError, FailedPrecondition):
+    """A subject already holds as many captures as a gallery allows: erase it and enrol it again."""
 
 
 class StoreClosed(StoreError, FailedPrecondition):

@@ -120,18 +120,24 @@ class Galleries:
         return record
 
     def set_calibration(
-        self, gallery_id: str, calibration: bytes | None, target_fpir: float | None, threshold: float
+        self,
+        gallery_id: str,
+        calibration: bytes | None,
+        target_fpir: float | None,
+        threshold: float,
+        cohort: bytes | None = None,
     ) -> GalleryRecord:
-        """Store a calibration (None keeps the one stored), the FPIR the threshold follows
-        (None: fixed) and the threshold it gives now, in one transaction."""
+        """Store a calibration (None keeps the one stored) with its sealed background cohort (None:
+        none, raw distances; safepassage.store.cohort), the FPIR the threshold follows (None: fixed)
+        and the threshold it gives now, in one transaction."""
         value = check_threshold(threshold)
         with self._db.write("calibrate a gallery") as conn:
             gallery = gallery_row(conn, gallery_id)
             if calibration is not None:
                 conn.execute(
-                    "INSERT OR REPLACE INTO gallery_calibrations (gallery_pk, calibration, calibrated_at)"
-                    " VALUES (?, ?, ?)",
-                    (gallery.pk, calibration, time.time()),
+                    "INSERT OR REPLACE INTO gallery_calibrations"
+                    " (gallery_pk, calibration, calibrated_at, cohort) VALUES (?, ?, ?, ?)",
+                    (gallery.pk, calibration, time.time(), cohort),
                 )
             conn.execute(
                 "UPDATE galleries SET threshold = ?, target_fpir = ? WHERE gallery_pk = ?",
@@ -141,14 +147,15 @@ class Galleries:
         _log.info("gallery %r calibrated (target FPIR %s)", gallery_id, target_fpir)
         return record
 
-    def calibration(self, gallery_id: str) -> bytes | None:
-        """The stored calibration's bytes, or None. Raises GalleryNotFound."""
+    def calibration(self, gallery_id: str) -> tuple[bytes, bytes | None] | None:
+        """The stored calibration's bytes and its sealed background cohort (or None), or None when
+        the gallery is not calibrated. Raises GalleryNotFound."""
         with self._db.read("read a calibration") as conn:
             gallery = gallery_row(conn, gallery_id)
             row = conn.execute(
-                "SELECT calibration FROM gallery_calibrations WHERE gallery_pk = ?", (gallery.pk,)
+                "SELECT calibration, cohort FROM gallery_calibrations WHERE gallery_pk = ?", (gallery.pk,)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else (bytes(row[0]), None if row[1] is None else bytes(row[1]))
 
     def delete(self, gallery_id: str) -> int:
         """Delete a gallery and erase its templates; returns how many. Raises GalleryNotFound."""

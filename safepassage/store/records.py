@@ -117,3 +117,13 @@ class StoredTemplate:
 
     template_id: int
     reference_id: str
+
+
+@dataclass(frozen=True)
+class SubjectChange:
+    """Captures added to a subject: its template row was replaced by their fused template."""
+
+    reference_id: str
+    removed: int  # the subject's previous template id (left the gallery and the index)
+    added: int  # its fused template's id
+    captures: int  # captures the subject holds now

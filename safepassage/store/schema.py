@@ -34,6 +34,18 @@ Version 3 (issue #15)::
                                              galleries.size and digest count the other
                                              rows only, so an index agrees with them
     templates_quarantined (gallery_pk, template_id) WHERE quarantined IS NOT NULL
+
+Version 4 (issue #19)::
+
+    captures(capture_id PK AUTOINCREMENT,    a subject enrolled from several captures: each one,
+             gallery_pk FK ON DELETE CASCADE,  sealed (safepassage.store.captures); the subject's
+             reference_id, sealed,           templates row then holds their fused template (the
+             added_at)                       mean), the only one indexed and searched. A subject
+    captures_by_subject (gallery_pk, reference_id, capture_id)
+                                             of one capture has no rows here (every gallery
+                                             written before version 4), so nothing migrates.
+    gallery_calibrations + cohort BLOB NULL  the background cohort a calibration kept, sealed
+                                             (safepassage.store.cohort); NULL: raw distances
 """
 
 from __future__ import annotations
@@ -115,6 +127,23 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             # Partial: holds only quarantined rows, so counting them never scans a gallery.
             "CREATE INDEX templates_quarantined ON templates (gallery_pk, template_id)"
             " WHERE quarantined IS NOT NULL",
+        ),
+    ),
+    (
+        4,
+        (
+            """
+            CREATE TABLE captures (
+                capture_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+                gallery_pk    INTEGER NOT NULL
+                              REFERENCES galleries (gallery_pk) ON DELETE CASCADE,
+                reference_id  TEXT    NOT NULL,
+                sealed        BLOB    NOT NULL,
+                added_at      REAL    NOT NULL
+            )
+            """,
+            "CREATE INDEX captures_by_subject ON captures (gallery_pk, reference_id, capture_id)",
+            "ALTER TABLE gallery_calibrations ADD COLUMN cohort BLOB",
         ),
     ),
 )

@@ -16,14 +16,15 @@ hold the sealed blobs leave the disk too.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from safepassage.store.captures import delete_subject_captures, rekey_captures
+from safepassage.store.cohort import rekey_cohort
 from safepassage.store.connections import Connections
 from safepassage.store.digest import EMPTY_DIGEST, gallery_digest, row_digests, xor_digests
 from safepassage.store.errors import (
@@ -36,6 +37,7 @@ from safepassage.store.errors import (
 )
 from safepassage.store.galleries import gallery_row
 from safepassage.store.records import StoredTemplate
+from safepassage.store.row_ids import allocate_ids
 from safepassage.store.sealing import TemplateSealer
 from safepassage.store.vectors import check_batch
 
@@ -104,7 +106,7 @@ class Templates:
                     raise DuplicateReference(
                         f"reference {taken[0]!r} already exists in gallery {gallery_id!r}{aside}"
                     )
-            ids = self._allocate_ids(conn, len(batch))
+            ids = allocate_ids(conn, "templates", len(batch))
             sealed = self._sealer.seal_batch(matrix, gallery_id=gallery_id, template_ids=ids)
             digests = row_digests(self._sealer.digest_key, ids, matrix)
             now = time.time()
@@ -128,9 +130,12 @@ class Templates:
         template_ids: npt.NDArray[np.int64],
         vectors: npt.NDArray[np.float32],
         protection_version: int | None,
+        rekey: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None,
     ) -> None:
         """Replace every template's vector (same ids and references) and the gallery's
         protection version in one transaction: a re-keying is all done or not at all.
+        ``rekey`` rewrites the gallery's other protected vectors in it too: its subjects' captures
+        (safepassage.store.captures) and its background cohort (safepassage.store.cohort).
 
         ``template_ids`` must be exactly the gallery's live rows (StoreCorrupted
         otherwise); quarantined rows are left as they are.
@@ -157,6 +162,9 @@ class Templates:
                 "UPDATE templates SET sealed = ?, row_digest = ? WHERE template_id = ?",
                 [(blob, dig, tid) for tid, blob, dig in zip(ids, sealed, digests, strict=True)],
             )
+            if rekey is not None:
+                rekey_captures(conn, self._sealer, gallery, rekey)
+                rekey_cohort(conn, self._sealer, gallery, rekey)
             conn.execute(
                 "UPDATE galleries SET generation = generation + 1, digest = ?, protection_version = ?"
                 " WHERE gallery_pk = ?",
@@ -166,20 +174,8 @@ class Templates:
         self._db.checkpoint()
         _log.info("gallery %r: rewrote %d templates", gallery_id, len(ids))
 
-    @staticmethod
-    def _allocate_ids(conn: sqlite3.Connection, n: int) -> list[int]:
-        """Next ``n`` AUTOINCREMENT ids, known before the insert because the seal binds them.
-
-        Safe because the caller holds the write transaction; inserting them
-        explicitly advances sqlite_sequence exactly as implicit ids would.
-        """
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'templates'").fetchone()
-        highest = conn.execute("SELECT coalesce(max(template_id), 0) FROM templates").fetchone()
-        first = max(int(row[0]) if row else 0, int(highest[0])) + 1
-        return list(range(first, first + n))
-
     def delete(self, gallery_id: str, reference_id: str) -> int:
-        """Erase one template, quarantined or not; returns its template id.
+        """Erase one subject: its template, quarantined or not, and its captures; returns the template id.
 
         Raises GalleryNotFound, ReferenceNotFound.
         """
@@ -194,6 +190,7 @@ class Templates:
                 raise ReferenceNotFound(f"reference {reference_id!r} is not in gallery {gallery_id!r}")
             template_id = int(row[0])
             conn.execute("DELETE FROM templates WHERE template_id = ?", (template_id,))
+            delete_subject_captures(conn, gallery.pk, reference_id)
             if row[2] is None:  # a quarantined row already left the gallery's state
                 conn.execute(
                     "UPDATE galleries SET size = size - 1, generation = generation + 1, digest = ?"

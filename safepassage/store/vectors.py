@@ -14,7 +14,7 @@ import numpy.typing as npt
 from safepassage.store.errors import DuplicateReference, InvalidTemplate
 from safepassage.store.records import check_reference_id
 
-__all__ = ["TemplateBatch", "check_batch"]
+__all__ = ["TemplateBatch", "check_batch", "check_vectors"]
 
 
 class TemplateBatch:
@@ -74,3 +74,9 @@ def check_batch(gallery_id: str, items: Sequence[tuple[str, npt.ArrayLike]]) -> 
         reference_ids.append(reference_id)
         vectors.append(_check_vector(item[1], index))
     return TemplateBatch(reference_ids, vectors)
+
+
+def check_vectors(vectors: Sequence[npt.ArrayLike], dimension: int) -> npt.NDArray[np.float32]:
+    """Validate vectors of one subject into a (n, dimension) little-endian float32 matrix."""
+    checked = [_check_vector(vector, index) for index, vector in enumerate(vectors)]
+    return TemplateBatch([""] * len(checked), checked).matrix(dimension)

@@ -96,6 +96,16 @@ def test_both_pipelines_fall_in_sane_ranges(report: Report) -> None:
         assert {c.group for c in result.cohorts} == {"A-L", "M-Z"}
         assert {r.figure for r in result.cohort_ratios} >= {"eer", "fnmr", "rank1"}
         assert all(r.ratio >= 1 for r in result.cohort_ratios)
+        # One capture and several, side by side: the same people, searches and strangers.
+        one, several = result.captures
+        assert (one.enrolment, several.enrolment) == ("one capture", "all but the last image")
+        assert one.subjects == several.subjects > 0 and several.captures > one.captures == one.subjects
+        assert (one.mated_searches, one.nonmated_searches) == (
+            several.mated_searches,
+            several.nonmated_searches,
+        )
+        assert [p.target_fpir for p in several.fpir_points] == [0.01, 0.003]
+        assert several.rank1 >= one.rank1
 
 
 def test_random_embeddings_fail_the_sanity_ranges(report: Report, faces_dir: Path, model_dir: Path) -> None:

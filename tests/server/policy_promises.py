@@ -38,6 +38,8 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     Operation.VERIFY:                    ("-",  "-",   "W",   "-",  "W",  "-"),
     Operation.IDENTIFY_STREAM:           ("-",  "-",   "W",   "W",  "-",  "-"),
     Operation.CONFIRM_MATCH:             ("-",  "-",   "W",   "-",  "-",  "-"),
+    # The officer's own decision on an answer, into the log (the console's desk records it).
+    Operation.RECORD_DECISION:           ("-",  "-",   "W",   "-",  "-",  "-"),
     # Protected records: the NGO's caseworkers and kiosks, under the record policy.
     Operation.ENROL_RECORD:              ("-",  "-",   "-",   "-",  "P",  "P"),
     Operation.CHECK_DUPLICATE:           ("-",  "-",   "-",   "-",  "-",  "P"),
@@ -54,6 +56,8 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     # Public material, for checking receipts, credentials and revocations offline.
     Operation.GET_CREDENTIAL_REVOCATIONS: ("*", "*",   "*",   "*",  "*",  "*"),
     Operation.GET_PUBLIC_KEYS:           ("*",  "*",   "*",   "*",  "*",  "*"),
+    # Who the caller is and what its role may do: every client may ask about itself.
+    Operation.DESCRIBE_CALLER:           ("*",  "*",   "*",   "*",  "*",  "*"),
 }
 # fmt: on
 

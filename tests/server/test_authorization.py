@@ -14,6 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from safepassage.api.v1 import access_pb2 as apb
+from safepassage.api.v1 import access_pb2_grpc as apb_grpc
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.api.v1 import protected_identity_pb2 as ppb
@@ -120,6 +122,18 @@ def _call(
         Operation.CONFIRM_MATCH: lambda: m.ConfirmMatch(
             pb.ConfirmMatchRequest(gallery_id=gallery, probe_id=987654)
         ),
+        Operation.RECORD_DECISION: lambda: m.RecordDecision(
+            pb.RecordDecisionRequest(
+                gallery_id=gallery,
+                search=pb.SEARCH_IDENTIFY,
+                service_decision=pb.MATCH,
+                decision=pb.REVIEW_CONFIRM,
+                reason=pb.REASON_SAME_PERSON,
+            )
+        ),
+        Operation.DESCRIBE_CALLER: lambda: apb_grpc.AccessServiceStub(stubs.channel).DescribeCaller(
+            apb.DescribeCallerRequest()
+        ),
     }
     return calls[operation]()
 
@@ -143,7 +157,7 @@ def test_the_promise_table_names_every_operation_once() -> None:
 
 def test_the_matrix_covers_every_rpc() -> None:
     methods = {
-        m.name for api in (pb, ppb) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods
+        m.name for api in (pb, ppb, apb) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods
     }
     assert methods == {o.value for o in Operation}
     assert {m.name for m in ppb.DESCRIPTOR.services_by_name["ProtectedIdentityService"].methods} == {

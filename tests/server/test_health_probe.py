@@ -14,6 +14,8 @@ import re
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import FailedPrecondition
-from safepassage.server.config import ConfigError, load_config
+from safepassage.server.config import Config, ConfigError, load_config
 from safepassage.server.health_listener import open_health_listener
 from safepassage.server.pki_issuance import Pki
 from safepassage.server.port_holder import PortInUse
-from tests.pki_helpers import CHANNEL_OPTIONS
+from tests.pki_helpers import CHANNEL_OPTIONS, RolePki
 from tests.process import ServerProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -178,3 +180,65 @@ def test_the_probe_port_is_off_unless_asked_for_and_checked_when_it_is(tmp_path:
             PortInUse, match=rf"health probes on 127\.0\.0\.1:{port}: in use by process \(pid {os.getpid()}\)"
         ):
             open_health_listener(busy, health.HealthServicer())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _held_port() -> Iterator[int]:
+    """A port another process holds (here, this test): bound and listening."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        yield int(taken.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as again:
+        try:
+            again.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_a_taken_port_refuses_the_start_and_leaves_nothing_held(
+    tmp_path: Path, model_dir: Path, role_pki: RolePki
+) -> None:
+    from safepassage.app import create_server
+
+    def config(port: int, health_port: int) -> Config:
+        return load_config(
+            None,
+            {
+                "storage.data_dir": str(tmp_path / "data"),
+                "faces.model_dir": str(model_dir),
+                "tls.pki_dir": str(role_pki.folder),
+                "listen.port": port,
+                "listen.health_port": health_port,
+            },
+        )
+
+    main_port = _free_port()
+    with _held_port() as probe:
+        with pytest.raises(PortInUse, match=rf"health probes on 127\.0\.0\.1:{probe}: in use by process"):
+            create_server(config(main_port, probe))
+        assert _bindable(main_port), "the refused start left the main port bound"
+
+    probe = _free_port()
+    with _held_port() as main_port:  # the probe listener, bound before the main port, is let go
+        with pytest.raises(PortInUse, match=rf"cannot listen on 127\.0\.0\.1:{main_port}"):
+            create_server(config(main_port, probe))
+        assert _bindable(probe), "the refused start left the probe port bound"
+
+    # Nothing else was kept either (the data folder's lock, the stores): the same folder starts now.
+    service, port = create_server(config(main_port, probe))
+    service.start()
+    try:
+        assert port == main_port and check(probe) == SERVING
+    finally:
+        service.stop(grace_s=0)

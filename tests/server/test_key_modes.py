@@ -49,6 +49,7 @@ def server_config(root: Path, model_dir: Path) -> Config:
         {
             "storage.data_dir": str(root / "srv" / "data"),
             "listen.port": 0,
+            "console.port": 0,  # the console starts too (a development PKI): on a free port
             "faces.model_dir": str(model_dir),
             "limits.enabled": False,
             "fishing.enabled": False,
@@ -109,7 +110,7 @@ def test_every_folder_the_server_makes_is_owner_only(first_run: Config) -> None:
     pki = PkiPaths(first_run.pki_dir)
     assert mode(pki.index) == 0o600 and mode(pki.revoked) == 0o600
     # Nothing the server wrote is readable by others but certificates, which are public.
-    certificates = {pki.ca_cert, pki.server_cert, pki.client_cert("dev-admin")}
+    certificates = {pki.ca_cert, pki.server_cert, pki.console_cert, pki.client_cert("dev-admin")}
     exposed = [
         str(path)
         for path in root.rglob("*")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from safepassage.api.v1 import matching_pb2 as pb
-from tests.server.test_scale_api import fill, identify, vectors
+from tests.server.test_scale_api import fill, identify, probe, vectors
 
 pytestmark = pytest.mark.server
 
@@ -48,6 +48,20 @@ def test_milvus_backend_answers_as_faiss_and_survives_a_restart(server_factory, 
     with pytest.raises(grpc.RpcError) as deleted:  # a deleted reference is no longer there to restrict to
         identify(clients, "w", rows[1], restrict_to=["r1", "r0"], top_k=5)
     assert deleted.value.code() == grpc.StatusCode.NOT_FOUND
+    # Captures added to a subject replace its one entry in Milvus as in FAISS: the same answers.
+    for each in (clients, faiss_clients):
+        for extra in vectors(2, 33):
+            each.admin.matching.InsertTemplate(
+                pb.InsertTemplateRequest(
+                    gallery_id="w", reference_id="r5", template=probe(extra), add_capture=True
+                )
+            )
+    assert clients.admin.matching.CountTemplates(pb.CountTemplatesRequest(gallery_id="w")).count == 499
+    near = [rows[5], *probes[:4]]  # the first one nearest r5, whose entry is now its captures' mean
+    fused = ranked(clients, "w", near)
+    assert fused[0][0][0] == "r5"
+    faiss_clients.admin.matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="w", reference_id="r0"))
+    same(fused, ranked(faiss_clients, "w", near))
     assert (config.storage.data_dir / "milvus.db").exists()
     assert not list((config.storage.data_dir / "snapshots").glob("*.snapshot"))  # Milvus persists itself
 
@@ -60,7 +74,6 @@ def test_milvus_backend_answers_as_faiss_and_survives_a_restart(server_factory, 
     clients = clients_for(port)
     after = clients.admin.galleries.DescribeGallery(pb.DescribeGalleryRequest(gallery_id="w"))
     assert after.size == 499
-    faiss_clients.admin.matching.DeleteTemplate(pb.DeleteTemplateRequest(gallery_id="w", reference_id="r0"))
     same(ranked(clients, "w", probes), ranked(faiss_clients, "w", probes))
     clients.admin.galleries.DeleteGallery(pb.DeleteGalleryRequest(gallery_id="w"))
     fill(clients, "w", rows[:3])  # a new gallery of the same name starts empty

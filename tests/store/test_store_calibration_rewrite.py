@@ -25,11 +25,11 @@ def test_calibration_round_trip_and_cascade(template_store: TemplateStore, galle
     assert template_store.galleries.calibration(gallery) is None
     record = template_store.galleries.set_calibration(gallery, b"scores-1", 0.01, 0.42)
     assert (record.threshold, record.target_fpir) == (0.42, 0.01)
-    assert template_store.galleries.calibration(gallery) == b"scores-1"
+    assert template_store.galleries.calibration(gallery) == (b"scores-1", None)
     # None keeps the stored calibration while changing the policy back to a fixed threshold.
     record = template_store.galleries.set_calibration(gallery, None, None, 0.5)
     assert (record.threshold, record.target_fpir) == (0.5, None)
-    assert template_store.galleries.calibration(gallery) == b"scores-1"
+    assert template_store.galleries.calibration(gallery) == (b"scores-1", None)
     template_store.galleries.delete(gallery)
     with pytest.raises(GalleryNotFound):
         template_store.galleries.calibration(gallery)
@@ -77,6 +77,7 @@ def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer)
     # Make the file look as version 1 wrote it.
     conn = sqlite3.connect(db_path)
     conn.executescript(
+        "DROP TABLE captures;"
         "DROP INDEX templates_quarantined;"
         "ALTER TABLE templates DROP COLUMN quarantined;"
         "DROP TABLE gallery_calibrations;"
@@ -90,6 +91,9 @@ def test_version_1_file_upgrades_in_place(db_path: Path, sealer: TemplateSealer)
         assert (record.target_fpir, record.protection_version) == (None, None)
         assert reopened.templates.count("old") == 1
         reopened.galleries.set_calibration("old", b"x", 0.003, 0.3)
+        # Version 4: the one-capture subject of version 1 takes more captures.
+        change = reopened.captures.add("old", "a", [vector_for("a2")], fuse=lambda m: m.mean(0), most=5)
+        assert change.captures == 2 and reopened.templates.count("old") == 1
     conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()

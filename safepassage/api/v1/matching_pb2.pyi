@@ -176,6 +176,88 @@ ALL: FaceSelection.ValueType  # 3
 """Every face (identification only)."""
 Global___FaceSelection: _TypeAlias = FaceSelection  # noqa: Y015
 
+class _SearchKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SearchKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEARCH_KIND_UNSPECIFIED: _SearchKind.ValueType  # 0
+    SEARCH_VERIFY: _SearchKind.ValueType  # 1
+    """1:1 against one reference id (Verify)."""
+    SEARCH_IDENTIFY: _SearchKind.ValueType  # 2
+    """1:N over the gallery (Identify)."""
+    SEARCH_IDENTIFY_FEW: _SearchKind.ValueType  # 3
+    """1:few over a list of reference ids such as a passenger manifest (Identify with restrict_to)."""
+
+class SearchKind(_SearchKind, metaclass=_SearchKindEnumTypeWrapper):
+    """The search an officer's decision is about."""
+
+SEARCH_KIND_UNSPECIFIED: SearchKind.ValueType  # 0
+SEARCH_VERIFY: SearchKind.ValueType  # 1
+"""1:1 against one reference id (Verify)."""
+SEARCH_IDENTIFY: SearchKind.ValueType  # 2
+"""1:N over the gallery (Identify)."""
+SEARCH_IDENTIFY_FEW: SearchKind.ValueType  # 3
+"""1:few over a list of reference ids such as a passenger manifest (Identify with restrict_to)."""
+Global___SearchKind: _TypeAlias = SearchKind  # noqa: Y015
+
+class _ReviewDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_DECISION_UNSPECIFIED: _ReviewDecision.ValueType  # 0
+    REVIEW_CONFIRM: _ReviewDecision.ValueType  # 1
+    """The answer is right: the traveller is the candidate (a match), or is none of them (no match)."""
+    REVIEW_REJECT: _ReviewDecision.ValueType  # 2
+    """The answer is wrong."""
+    REVIEW_REFER: _ReviewDecision.ValueType  # 3
+    """Sent on to secondary inspection."""
+    REVIEW_CANNOT_DECIDE: _ReviewDecision.ValueType  # 4
+
+class ReviewDecision(_ReviewDecision, metaclass=_ReviewDecisionEnumTypeWrapper):
+    """What the officer decided about the service's answer."""
+
+REVIEW_DECISION_UNSPECIFIED: ReviewDecision.ValueType  # 0
+REVIEW_CONFIRM: ReviewDecision.ValueType  # 1
+"""The answer is right: the traveller is the candidate (a match), or is none of them (no match)."""
+REVIEW_REJECT: ReviewDecision.ValueType  # 2
+"""The answer is wrong."""
+REVIEW_REFER: ReviewDecision.ValueType  # 3
+"""Sent on to secondary inspection."""
+REVIEW_CANNOT_DECIDE: ReviewDecision.ValueType  # 4
+Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
+
+class _ReviewReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_REASON_UNSPECIFIED: _ReviewReason.ValueType  # 0
+    REASON_SAME_PERSON: _ReviewReason.ValueType  # 1
+    REASON_DIFFERENT_PERSON: _ReviewReason.ValueType  # 2
+    REASON_DOCUMENT_MISMATCH: _ReviewReason.ValueType  # 3
+    REASON_POOR_PROBE_QUALITY: _ReviewReason.ValueType  # 4
+    REASON_NO_REFERENCE_IMAGE: _ReviewReason.ValueType  # 5
+    REASON_SECONDARY_INSPECTION: _ReviewReason.ValueType  # 6
+    REASON_OTHER: _ReviewReason.ValueType  # 7
+
+class ReviewReason(_ReviewReason, metaclass=_ReviewReasonEnumTypeWrapper):
+    """Why, from a fixed list: free text goes in the note."""
+
+REVIEW_REASON_UNSPECIFIED: ReviewReason.ValueType  # 0
+REASON_SAME_PERSON: ReviewReason.ValueType  # 1
+REASON_DIFFERENT_PERSON: ReviewReason.ValueType  # 2
+REASON_DOCUMENT_MISMATCH: ReviewReason.ValueType  # 3
+REASON_POOR_PROBE_QUALITY: ReviewReason.ValueType  # 4
+REASON_NO_REFERENCE_IMAGE: ReviewReason.ValueType  # 5
+REASON_SECONDARY_INSPECTION: ReviewReason.ValueType  # 6
+REASON_OTHER: ReviewReason.ValueType  # 7
+Global___ReviewReason: _TypeAlias = ReviewReason  # noqa: Y015
+
 @_typing.final
 class Gallery(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -198,6 +280,7 @@ class Gallery(_message.Message):
     THRESHOLD_ORIGIN_FIELD_NUMBER: _builtins.int
     IMPLIED_FPIR_FIELD_NUMBER: _builtins.int
     IMPLIED_FPIR_BASIS_FIELD_NUMBER: _builtins.int
+    BACKGROUND_COHORT_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     purpose: Global___GalleryPurpose.ValueType
     model: _builtins.str
@@ -239,6 +322,10 @@ class Gallery(_message.Message):
     """
     implied_fpir_basis: _builtins.str
     """"calibration" or "model evidence" (an estimate, not this gallery's own)."""
+    background_cohort: _builtins.int
+    """Faces in the background cohort its calibration kept; 0: thresholds apply
+    to raw scores. Otherwise threshold is a normalised score (a ratio).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -266,10 +353,11 @@ class Gallery(_message.Message):
         threshold_origin: Global___ThresholdOrigin.ValueType = ...,
         implied_fpir: _builtins.float | None = ...,
         implied_fpir_basis: _builtins.str = ...,
+        background_cohort: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "implied_fpir", b"implied_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "implied_fpir", b"implied_fpir", "implied_fpir_basis", b"implied_fpir_basis", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_origin", b"threshold_origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "background_cohort", b"background_cohort", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "implied_fpir", b"implied_fpir", "implied_fpir_basis", b"implied_fpir_basis", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_origin", b"threshold_origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__implied_fpir: _TypeAlias = _typing.Literal["implied_fpir"]  # noqa: Y015
     _WhichOneofArgType__implied_fpir: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir"]  # noqa: Y015
@@ -324,6 +412,7 @@ class CalibrateGalleryRequest(_message.Message):
     IMPOSTORS_FIELD_NUMBER: _builtins.int
     LEAVE_ONE_OUT_FIELD_NUMBER: _builtins.int
     TARGET_FPIR_FIELD_NUMBER: _builtins.int
+    BACKGROUND_COHORT_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     leave_one_out: _builtins.int
     """Instead of impostors: search this many of the gallery's own templates
@@ -333,6 +422,15 @@ class CalibrateGalleryRequest(_message.Message):
     """Absent: the gallery keeps a fixed threshold (calibration is still
     stored for requests that name a target FPIR). Set: the threshold follows
     this FPIR, in (0, 1), at the gallery's current size.
+    """
+    background_cohort: _builtins.bool
+    """With impostors (at least 40) and target_fpir, on an L2 gallery: a seeded
+    half of the impostors (at most 1000) is kept as the gallery's background
+    cohort (sealed like templates, never a candidate, replaced by the next
+    calibration, erased with the gallery) and the other half calibrates.
+    Every search's distances are then divided by the probe's mean distance
+    to its 10 nearest cohort faces (normalised_score), and the threshold
+    applies to that ratio. Measured in benchmarks/fusion_comparison.py.
     """
     @_builtins.property
     def impostors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Probe]:
@@ -347,10 +445,11 @@ class CalibrateGalleryRequest(_message.Message):
         impostors: _abc.Iterable[Global___Probe] | None = ...,
         leave_one_out: _builtins.int = ...,
         target_fpir: _builtins.float | None = ...,
+        background_cohort: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "gallery_id", b"gallery_id", "impostors", b"impostors", "leave_one_out", b"leave_one_out", "target_fpir", b"target_fpir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "background_cohort", b"background_cohort", "gallery_id", b"gallery_id", "impostors", b"impostors", "leave_one_out", b"leave_one_out", "target_fpir", b"target_fpir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
     _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
@@ -619,11 +718,19 @@ class InsertTemplateRequest(_message.Message):
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     FACE_SELECTION_FIELD_NUMBER: _builtins.int
+    ADD_CAPTURE_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     reference_id: _builtins.str
     """Opaque id: letters, digits and . _ : @ / -, 1 to 128 characters."""
     face_selection: Global___FaceSelection.ValueType
     """Unspecified: SINGLE."""
+    add_capture: _builtins.bool
+    """False: a new subject (ALREADY_EXISTS if the reference id is enrolled).
+    True: another capture of an enrolled subject (NOT_FOUND if it is not;
+    FAILED_PRECONDITION once it holds the server's most captures, 10 by
+    default). A subject of several captures is searched and verified by
+    their fused template (the mean), still once per subject.
+    """
     @_builtins.property
     def template(self) -> Global___Probe: ...
     def __init__(
@@ -633,10 +740,11 @@ class InsertTemplateRequest(_message.Message):
         reference_id: _builtins.str = ...,
         template: Global___Probe | None = ...,
         face_selection: Global___FaceSelection.ValueType = ...,
+        add_capture: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["face_selection", b"face_selection", "gallery_id", b"gallery_id", "reference_id", b"reference_id", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_capture", b"add_capture", "face_selection", b"face_selection", "gallery_id", b"gallery_id", "reference_id", b"reference_id", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,7 +756,10 @@ class InsertTemplateResponse(_message.Message):
 
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
+    CAPTURES_FIELD_NUMBER: _builtins.int
     reference_id: _builtins.str
+    captures: _builtins.int
+    """Captures the subject holds now."""
     @_builtins.property
     def box(self) -> Global___FaceBox:
         """The face that was enrolled, for image templates."""
@@ -658,10 +769,11 @@ class InsertTemplateResponse(_message.Message):
         *,
         reference_id: _builtins.str = ...,
         box: Global___FaceBox | None = ...,
+        captures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "box", b"box"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "box", b"box", "reference_id", b"reference_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "box", b"box", "captures", b"captures", "reference_id", b"reference_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box: _TypeAlias = _typing.Literal["box"]  # noqa: Y015
     _WhichOneofArgType__box: _TypeAlias = _typing.Literal["_box", b"_box"]  # noqa: Y015
@@ -877,13 +989,18 @@ class Candidate(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
     MATCH_FIELD_NUMBER: _builtins.int
+    NORMALISED_SCORE_FIELD_NUMBER: _builtins.int
     reference_id: _builtins.str
     score: _builtins.float
     """Distance for L2 (lower is closer), similarity for COSINE."""
     rank: _builtins.int
     """1 for the closest candidate."""
     match: _builtins.bool
-    """Whether the score passes the threshold."""
+    """Whether the score passes the threshold (normalised_score, where set)."""
+    normalised_score: _builtins.float
+    """In a gallery with a background cohort: score over the probe's cohort
+    scale, lower is closer; the threshold applies to it.
+    """
     def __init__(
         self,
         *,
@@ -891,12 +1008,15 @@ class Candidate(_message.Message):
         score: _builtins.float = ...,
         rank: _builtins.int = ...,
         match: _builtins.bool = ...,
+        normalised_score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_normalised_score", b"_normalised_score", "normalised_score", b"normalised_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["match", b"match", "rank", b"rank", "reference_id", b"reference_id", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_normalised_score", b"_normalised_score", "match", b"match", "normalised_score", b"normalised_score", "rank", b"rank", "reference_id", b"reference_id", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__normalised_score: _TypeAlias = _typing.Literal["normalised_score"]  # noqa: Y015
+    _WhichOneofArgType__normalised_score: _TypeAlias = _typing.Literal["_normalised_score", b"_normalised_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__normalised_score) -> _WhichOneofReturnType__normalised_score | None: ...
 
 Global___Candidate: _TypeAlias = Candidate  # noqa: Y015
 
@@ -1137,10 +1257,13 @@ class VerifyResponse(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     METRIC_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
+    NORMALISED_SCORE_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     score: _builtins.float
     threshold: _builtins.float
     metric: Global___Metric.ValueType
+    normalised_score: _builtins.float
+    """As Candidate.normalised_score: the threshold applies to it where set."""
     @_builtins.property
     def box(self) -> Global___FaceBox:
         """The face compared, for image probes."""
@@ -1153,13 +1276,82 @@ class VerifyResponse(_message.Message):
         threshold: _builtins.float = ...,
         metric: Global___Metric.ValueType = ...,
         box: Global___FaceBox | None = ...,
+        normalised_score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "box", b"box"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "_normalised_score", b"_normalised_score", "box", b"box", "normalised_score", b"normalised_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "box", b"box", "decision", b"decision", "metric", b"metric", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "_normalised_score", b"_normalised_score", "box", b"box", "decision", b"decision", "metric", b"metric", "normalised_score", b"normalised_score", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box: _TypeAlias = _typing.Literal["box"]  # noqa: Y015
     _WhichOneofArgType__box: _TypeAlias = _typing.Literal["_box", b"_box"]  # noqa: Y015
+    _WhichOneofReturnType__normalised_score: _TypeAlias = _typing.Literal["normalised_score"]  # noqa: Y015
+    _WhichOneofArgType__normalised_score: _TypeAlias = _typing.Literal["_normalised_score", b"_normalised_score"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__box) -> _WhichOneofReturnType__box | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__normalised_score) -> _WhichOneofReturnType__normalised_score | None: ...
 
 Global___VerifyResponse: _TypeAlias = VerifyResponse  # noqa: Y015
+
+@_typing.final
+class RecordDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_DECISION_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    """The gallery that was searched."""
+    search: Global___SearchKind.ValueType
+    reference_id: _builtins.str
+    """The candidate decided on; empty: the answer as a whole (say, a no match)."""
+    service_decision: Global___Decision.ValueType
+    """What the service answered."""
+    decision: Global___ReviewDecision.ValueType
+    reason: Global___ReviewReason.ValueType
+    note: _builtins.str
+    """Free text, at most 2000 characters. Kept nowhere: the log holds its keyed hash,
+    so a note written elsewhere (a case file) can later be shown to be this one.
+    """
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        search: Global___SearchKind.ValueType = ...,
+        reference_id: _builtins.str = ...,
+        service_decision: Global___Decision.ValueType = ...,
+        decision: Global___ReviewDecision.ValueType = ...,
+        reason: Global___ReviewReason.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "gallery_id", b"gallery_id", "note", b"note", "reason", b"reason", "reference_id", b"reference_id", "search", b"search", "service_decision", b"service_decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionRequest: _TypeAlias = RecordDecisionRequest  # noqa: Y015
+
+@_typing.final
+class RecordDecisionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionResponse: _TypeAlias = RecordDecisionResponse  # noqa: Y015

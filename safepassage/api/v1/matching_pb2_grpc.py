@@ -373,6 +373,11 @@ class MatchingServiceStub:
                 request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
                 response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
                 _registered_method=True)
+        self.RecordDecision = channel.unary_unary(
+                '/safepassage.v1.MatchingService/RecordDecision',
+                request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -440,6 +445,16 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDecision(self, request, context):
+        """An officer records their own decision on an answer they were given
+        (confirm, reject, refer, cannot decide) with a reason code. Only the
+        transparency log keeps it, under the officer: the reference id and the
+        note enter it as keyed hashes, never as written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +497,11 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.ConfirmMatch,
                     request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.FromString,
                     response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.SerializeToString,
+            ),
+            'RecordDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDecision,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -701,6 +721,33 @@ class MatchingService:
             '/safepassage.v1.MatchingService/ConfirmMatch',
             safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
             safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.MatchingService/RecordDecision',
+            safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -163,6 +163,12 @@ class MatchingServiceStub:
     """
     ConfirmMatch: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]
     """An officer confirms a CCTV hit: the probe is kept as evidence."""
+    RecordDecision: _grpc.UnaryUnaryMultiCallable[_matching_pb2.RecordDecisionRequest, _matching_pb2.RecordDecisionResponse]
+    """An officer records their own decision on an answer they were given
+    (confirm, reject, refer, cannot decide) with a reason code. Only the
+    transparency log keeps it, under the officer: the reference id and the
+    note enter it as keyed hashes, never as written.
+    """
 
 @_typing.type_check_only
 class MatchingServiceAsyncStub(MatchingServiceStub):
@@ -192,6 +198,12 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     """
     ConfirmMatch: _aio.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]  # type: ignore[assignment]
     """An officer confirms a CCTV hit: the probe is kept as evidence."""
+    RecordDecision: _aio.UnaryUnaryMultiCallable[_matching_pb2.RecordDecisionRequest, _matching_pb2.RecordDecisionResponse]  # type: ignore[assignment]
+    """An officer records their own decision on an answer they were given
+    (confirm, reject, refer, cannot decide) with a reason code. Only the
+    transparency log keeps it, under the officer: the reference id and the
+    note enter it as keyed hashes, never as written.
+    """
 
 class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Templates and searches within one gallery."""
@@ -266,5 +278,17 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matching_pb2.ConfirmMatchResponse, _abc.Awaitable[_matching_pb2.ConfirmMatchResponse]]:
         """An officer confirms a CCTV hit: the probe is kept as evidence."""
+
+    @_abc_1.abstractmethod
+    def RecordDecision(
+        self,
+        request: _matching_pb2.RecordDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.RecordDecisionResponse, _abc.Awaitable[_matching_pb2.RecordDecisionResponse]]:
+        """An officer records their own decision on an answer they were given
+        (confirm, reject, refer, cannot decide) with a reason code. Only the
+        transparency log keeps it, under the officer: the reference id and the
+        note enter it as keyed hashes, never as written.
+        """
 
 def add_MatchingServiceServicer_to_server(servicer: MatchingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

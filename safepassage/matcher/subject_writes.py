@@ -1,0 +1,134 @@
+"""Writes to a live gallery's subjects: the store commits first, then the index follows.
+
+Every write holds the gallery's write lock, so searches never see the store and the index disagree;
+the store's commit is the acknowledgement (safepassage.matcher.engine explains the crash story). A
+template is transformed under the gallery's key as it is when the lock is taken: a re-keying may
+have run since the caller read the gallery's spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from safepassage import store
+from safepassage.core.errors import SafePassageError
+from safepassage.matcher.errors import InvalidVector, TooManyReferences
+from safepassage.matcher.fusion import mean_template
+from safepassage.matcher.limits import SearchLimits
+from safepassage.matcher.live_gallery import LiveGallery
+from safepassage.matcher.protected_templates import ProtectedTemplates
+from safepassage.matcher.vector_bounds import check_template, stored_bounds
+from safepassage.matcher.vectors import check_reference_id
+
+__all__ = ["SubjectWrites"]
+
+
+class SubjectWrites:
+    def __init__(
+        self, template_store: store.TemplateStore, templates: ProtectedTemplates, limits: SearchLimits
+    ) -> None:
+        self._store = template_store
+        self._templates = templates
+        self.limits = limits
+
+    def insert(self, live: LiveGallery, reference_id: str, vector: npt.ArrayLike) -> None:
+        check_reference_id(reference_id)
+        spec = live.spec
+        vector = check_template(spec, vector)
+        template = self._templates.template(spec, vector)
+        with live.lock.writing():
+            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
+                template = self._templates.template(live.spec, vector)
+            live.index.check_room(1)  # refused before the store commits, so nothing is half done
+            (template_id,) = self._store.templates.insert(live.spec.gallery_id, [(reference_id, template)])
+            live.index.add(np.array([template_id], np.int64), template[None, :])
+
+    def insert_many(
+        self, live: LiveGallery, items: Sequence[tuple[str, npt.ArrayLike]]
+    ) -> list[SafePassageError | None]:
+        """Insert a batch; each item succeeds or fails on its own (None = inserted)."""
+        gallery_id = live.spec.gallery_id
+        if len(items) > self.limits.max_batch:
+            raise TooManyReferences(f"batch of {len(items)} exceeds the limit of {self.limits.max_batch}")
+        outcomes: list[SafePassageError | None] = [None] * len(items)
+        accepted: list[tuple[int, str, npt.NDArray[np.float32]]] = []
+        seen: set[str] = set()
+        spec = live.spec
+        for position, (reference_id, vector) in enumerate(items):
+            try:
+                check_reference_id(reference_id)
+                template = self._templates.template(spec, check_template(spec, vector))
+                if reference_id in seen:
+                    raise store.DuplicateReference(f"reference {reference_id!r} appears twice in this batch")
+            except SafePassageError as error:
+                outcomes[position] = error
+                continue
+            seen.add(reference_id)
+            accepted.append((position, reference_id, template))
+        with live.lock.writing():
+            if live.spec is not spec:  # re-keyed meanwhile: transform under the gallery's new key
+                raw = {position: items[position][1] for position, _, _ in accepted}
+                accepted = [(p, r, self._templates.template(live.spec, raw[p])) for p, r, _ in accepted]
+            existing = self._store.templates.template_ids(gallery_id, [r for _, r, _ in accepted])
+            fresh = []
+            for position, reference_id, template in accepted:
+                if reference_id in existing:
+                    outcomes[position] = store.DuplicateReference(
+                        f"reference {reference_id!r} already exists in gallery {gallery_id!r}"
+                    )
+                else:
+                    fresh.append((position, reference_id, template))
+            if fresh:
+                live.index.check_room(len(fresh))
+                ids = self._store.templates.insert(live.spec.gallery_id, [(r, t) for _, r, t in fresh])
+                live.index.add(np.asarray(ids, np.int64), np.stack([t for _, _, t in fresh]))
+        return outcomes
+
+    def add_captures(
+        self, live: LiveGallery, reference_id: str, vectors: Sequence[npt.ArrayLike]
+    ) -> store.SubjectChange:
+        """Add captures to an enrolled subject; from now on it is searched by their fused template.
+
+        The fusion is the mean template (safepassage.matcher.fusion.mean_template), chosen by
+        benchmarks/fusion_comparison.py: it misses fewer people than the best single capture at
+        the same FPIR and keeps one index entry per subject, so a search costs what it did.
+        """
+        gallery_id = live.spec.gallery_id
+        check_reference_id(reference_id)
+        if len(vectors) > self.limits.max_captures:
+            raise TooManyReferences(
+                f"{len(vectors)} captures exceed the limit of {self.limits.max_captures} per subject"
+            )
+        spec = live.spec
+        raw = [check_template(spec, vector) for vector in vectors]
+        fused: list[npt.NDArray[np.float32]] = []
+
+        def fuse(captures: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            # Captures of one face fuse near them; crafted ones (v and -v) could cancel out, or fuse
+            # beyond what the model produces and be quarantined at the next start: refused now.
+            try:
+                template = mean_template(captures, live.spec.metric)
+            except ValueError as error:
+                raise InvalidVector(f"the captures of {reference_id!r} do not fuse: {error}") from None
+            stored_bounds(live.spec).check(template[None, :], f"the fused template of {reference_id!r}")
+            fused.append(template)
+            return template
+
+        with live.lock.writing():
+            # Under the gallery's key as it is now: a re-keying may have run since `spec` was read.
+            templates = [self._templates.template(live.spec, vector) for vector in raw]
+            change = self._store.captures.add(
+                gallery_id, reference_id, templates, fuse=fuse, most=self.limits.max_captures
+            )
+            live.index.remove(np.array([change.removed], np.int64))
+            live.index.add(np.array([change.added], np.int64), fused[-1][None, :])
+        return change
+
+    def delete(self, live: LiveGallery, reference_id: str) -> None:
+        check_reference_id(reference_id)
+        with live.lock.writing():
+            template_id = self._store.templates.delete(live.spec.gallery_id, reference_id)
+            live.index.remove(np.array([template_id], np.int64))
