@@ -27,30 +27,25 @@ from contextlib import ExitStack
 from types import FrameType
 
 from safepassage import store
-from safepassage.api.v1 import access_pb2_grpc, matching_pb2_grpc, protected_identity_pb2_grpc
 from safepassage.console import Console, ConsoleSettings
 from safepassage.matcher import Matcher, set_blas_threshold
 from safepassage.server import settings_conversion as settings
 from safepassage.server.access import AccessInterceptor
 from safepassage.server.audit import AuditRecorder
-from safepassage.server.caller_description import AccessServicer
 from safepassage.server.config import Config
 from safepassage.server.console_credentials import ConsoleCredentials
 from safepassage.server.data_lock import DataFolderLock
 from safepassage.server.decode_budget import DecodeBudget
 from safepassage.server.fishing import FishingDetector
-from safepassage.server.galleries import GalleryServicer
 from safepassage.server.grpc_host import add_health, bind, grpc_server, release
 from safepassage.server.health_listener import open_health_listener
 from safepassage.server.key_layout import check_key_layout
 from safepassage.server.keys import derive_key, load_or_create_key
 from safepassage.server.limits import RateLimiter
-from safepassage.server.live_capture import LiveCaptureReader
-from safepassage.server.matching import MatchingServicer
 from safepassage.server.probes import ProbeReader
-from safepassage.server.protected_identity import ProtectedIdentityServicer
 from safepassage.server.pseudonyms import LogPseudonyms
 from safepassage.server.service import Service
+from safepassage.server.servicers import Servicers, add_servicers
 from safepassage.server.stores_opening import open_protected_records, open_stores
 from safepassage.server.transport_security import transport_security
 
@@ -83,11 +78,8 @@ def create_server(config: Config) -> tuple[Service, int]:
         matcher.load()
         records = open_protected_records(config, matcher, derive_key(master_key, "recovery-code-lookup"))
         opened.callback(records.vault.close)
-        probes = ProbeReader(
-            embedder,
-            settings.image_limits(config),
-            DecodeBudget(config.faces.decode_budget_bytes, config.faces.decode_wait_s),
-        )
+        budget = DecodeBudget(config.faces.decode_budget_bytes, config.faces.decode_wait_s)
+        probes = ProbeReader(embedder, settings.image_limits(config), budget)
         access = AccessInterceptor(
             authenticate=security.authenticate,
             galleries=matcher,
@@ -97,18 +89,10 @@ def create_server(config: Config) -> tuple[Service, int]:
             pseudonyms=LogPseudonyms.from_master_key(master_key),
         )
         server = grpc_server(config, access)
-        matching_pb2_grpc.add_GalleryServiceServicer_to_server(
-            GalleryServicer(matcher, probes, protect_all=config.matching.template_protection.protect_all),
+        add_servicers(
             server,
+            Servicers(config, matcher, probes, embedder, budget, stores, records, security.cctv),
         )
-        matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-            MatchingServicer(matcher, probes, config.matching, stores.kept_probes, stores.stream_replies),
-            server,
-        )
-        protected_identity_pb2_grpc.add_ProtectedIdentityServiceServicer_to_server(
-            ProtectedIdentityServicer(records, probes, LiveCaptureReader(probes)), server
-        )
-        access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(), server)
         health_servicer = add_health(server)
         # The probe port before the main one: if either is taken, the main server (which would take
         # calls for the moment a release starts it) was never bound. What is bound is released if
@@ -151,6 +135,7 @@ def _console(config: Config, credentials: ConsoleCredentials | None, grpc_port: 
             console_cert_pem=credentials.console_cert_pem,
             console_key_pem=credentials.console_key_pem,
             max_message_bytes=config.listen.max_message_bytes,
+            kiosk_idle_s=config.console.kiosk_idle_seconds,
         )
     )
 

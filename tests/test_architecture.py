@@ -38,13 +38,21 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "model_pack": frozenset({"core", "face"}),
     "enrolment": frozenset({"core", "store", "matcher", "credential"}),
     "evaluation": frozenset({"core", "camera_edge", "face", "store", "matcher"}),
-    "server": frozenset({"core", "api", "store", "matcher", "face", "audit", "enrolment", "credential"}),
+    # ePassport chip data (DG1, DG2, SOD) and passive authentication: bytes in, values out.
+    "travel_document": frozenset({"core"}),
+    # The MOSIP ABIS adapter: its own process around the matcher, the face pipeline and the log.
+    "abis": frozenset({"core", "store", "matcher", "face", "audit", "travel_document"}),
+    "server": frozenset(
+        {"core", "api", "store", "matcher", "face", "audit", "enrolment", "credential", "travel_document"}
+        # The kiosk's capture quality and prompts, for the desk's webcam (server/capture_quality.py).
+        | {"camera_edge"}
+    ),
     # The web console: a client of the service (api), with no store, matcher or server inside.
     "console": frozenset({"core", "api"}),
-    "app": frozenset({"api", "store", "matcher", "server", "console"}),
+    "app": frozenset({"store", "matcher", "server", "console"}),
     "cli": frozenset(
         {"core", "api", "audit", "enrolment", "credential", "face", "camera_edge", "model_pack", "server"}
-        | {"app", "evaluation"}
+        | {"app", "evaluation", "abis"}
     ),
 }
 

@@ -1252,8 +1252,55 @@ def fusion_rows() -> list[Figure]:
     return figures
 
 
+def abis_rows() -> list[Figure]:
+    """README "MOSIP ABIS adapter": benchmarks/results/abis.json."""
+
+    def a(*path: str, fmt: str = ".1f") -> V:
+        return v("abis", *path, fmt=fmt)
+
+    return [
+        Figure(
+            README,
+            "{searches} identify requests answered at {broker} per second through the broker,"
+            " against {direct} with `Matcher.identify` called directly (ratio {ratio})",
+            {
+                "searches": a("identify", "searches", fmt="int"),
+                "broker": a("identify", "broker_per_s"),
+                "direct": a("identify", "direct_per_s"),
+                "ratio": a("identify", "ratio", fmt=".3f"),
+            },
+        ),
+        Figure(
+            README,
+            "{inserts} inserts of real LFW faces: {broker} per second through the broker",
+            {"inserts": a("insert", "inserts", fmt="int"), "broker": a("insert", "broker_per_s")},
+        ),
+        Figure(
+            README,
+            "against {direct} for the same decoding, embedding and `Matcher.insert` in process"
+            " (ratio {ratio})",
+            {"direct": a("insert", "direct_per_s"), "ratio": a("insert", "ratio", fmt=".3f")},
+        ),
+        Figure(
+            BENCH,
+            "identify {direct} a second called directly, {broker} through the broker (ratio {ratio}:"
+            " the search dominates, the difference is noise); insert {idirect} a second directly, {ibroker}"
+            " through the broker and the datashare (ratio {iratio}",
+            {
+                "direct": a("identify", "direct_per_s"),
+                "broker": a("identify", "broker_per_s"),
+                "ratio": a("identify", "ratio", fmt=".2f"),
+                "idirect": a("insert", "direct_per_s"),
+                "ibroker": a("insert", "broker_per_s"),
+                "iratio": a("insert", "ratio", fmt=".2f"),
+            },
+        ),
+    ]
+
+
 FIGURES: list[Figure] = [
     *SINGLE,
+    *abis_rows(),
     *identify_rows(),
     *scale_rows(),
     *batching_rows(),

@@ -45,7 +45,9 @@ assert "/site-packages/" in safepassage.__file__, safepassage.__file__
 print(done)
 """
 EDGE_ROOMS = "core,api,credential,face,camera_edge"
-SERVER_ROOMS = "core,api,credential,store,audit,matcher,camera_edge,face,enrolment,server,app,cli"
+SERVER_ROOMS = (
+    "core,api,credential,store,audit,matcher,camera_edge,face,enrolment,travel_document,server,app,cli"
+)
 # The optional backends: Milvus (the milvus extra) and the evaluation harness (evaluation, for its plots).
 OPTIONAL = "safepassage.matcher.milvus_,safepassage.evaluation"
 
@@ -154,7 +156,7 @@ def test_a_server_install_imports_every_server_module_and_optional_backends_give
 
 
 def test_every_extra_together_imports_the_whole_package(wheel: Path, tmp_path: Path) -> None:
-    venv = _venv(wheel, tmp_path, ["edge", "server", "models", "milvus", "evaluation"])
+    venv = _venv(wheel, tmp_path, ["edge", "server", "models", "milvus", "evaluation", "abis"])
     env = _environment(venv)
     rooms = ",".join(
         sorted(p.name for p in (REPO / "safepassage").iterdir() if (p / "__init__.py").is_file())

@@ -213,6 +213,7 @@ class EdgeClient:
                 gallery_id=config.server.gallery_id,
                 detect_fps=config.detection.detect_fps,
                 top_k=config.server.top_k,
+                send_face_crop=config.server.send_hit_crop,
                 quality=QualitySettings(),
                 tracking=TrackerSettings(
                     max_age_s=config.tracking.max_age_s,

@@ -90,6 +90,9 @@ class ServerConfig(_Section):
     max_in_flight: int = Field(8, ge=1, le=256)
     answer_timeout_s: float = Field(10.0, gt=0)
     top_k: int = Field(1, ge=1, le=100)
+    # Send each query's face as a small JPEG too, for the reviewers of a hit (kept, sealed, with the
+    # hit only; dropped for a no-match). Off: only embeddings leave the device.
+    send_hit_crop: bool = False
 
     @model_validator(mode="after")
     def _tls_files(self) -> ServerConfig:

@@ -8,8 +8,14 @@ tracked frame almost nothing. When a track is ready (see `tracking`), its best
 shot becomes an identify query handed to a `QuerySink` (the durable outbox):
 processing never waits for the network.
 
-Only embeddings leave the device, never images: the server needs nothing
-else to search, and an intercepted query shows no face.
+By default only embeddings leave the device, never images: the server needs
+nothing else to search, and an intercepted query shows no face. With
+``send_face_crop`` (``[server] send_hit_crop``, off by default) each query
+also carries its best shot's face as a small JPEG (at most 160 px) for the
+reviewers of a hit: the server keeps it, sealed, only if the search is a hit,
+and drops it otherwise. The edge cannot know a hit before the answer, so every
+query carries one while the setting is on (over mutual TLS; in the encrypted
+outbox until answered).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.camera_edge.quality import QualitySettings, assess
 from safepassage.camera_edge.sources import Frame
 from safepassage.camera_edge.tracking import Observation, ReadyTrack, Tracker, TrackerSettings
+from safepassage.face.embedder import FaceBox
 from safepassage.face.errors import PipelineInputError
 from safepassage.face.pipeline import FacePipeline
+from safepassage.face.reference_crop import reference_crop
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ class LoopSettings:
     gallery_id: str
     detect_fps: float = 5.0
     top_k: int = 1
+    send_face_crop: bool = False  # each query carries its face as a small JPEG, for a hit's reviewers
     quality: QualitySettings = field(default_factory=QualitySettings)
     tracking: TrackerSettings = field(default_factory=TrackerSettings)
 
@@ -153,9 +162,20 @@ class EdgeLoop:
                 score=face.score,
                 embedding=np.asarray(face.embedding, dtype=np.float32),
                 quality=quality,
+                face_crop=self._crop(frame, face.box) if self.settings.send_face_crop else b"",
             )
             for face, quality in zip(faces, qualities, strict=True)
         ]
+
+    @staticmethod
+    def _crop(frame: Frame, box: tuple[float, float, float, float]) -> bytes:
+        height, width = frame.image.shape[:2]
+        left, top = max(0, int(box[0])), max(0, int(box[1]))
+        right, bottom = (
+            min(width, max(left + 1, round(box[2]))),
+            min(height, max(top + 1, round(box[3]))),
+        )
+        return reference_crop(frame.image, FaceBox(left, top, right, bottom))
 
     def _submit(self, ready: list[ReadyTrack]) -> None:
         if not ready:
@@ -166,6 +186,7 @@ class EdgeLoop:
                 gallery_id=self.settings.gallery_id,
                 probe=pb.Probe(embedding=pb.Embedding(values=track.best.embedding.tolist())),
                 top_k=self.settings.top_k,
+                face_crop=track.best.face_crop,
             )
             query_id = self.sink.submit(request, track)
             self.stats.queries += 1

@@ -66,6 +66,7 @@ class Observation:
     score: float
     embedding: Vector
     quality: Quality
+    face_crop: bytes = b""  # the face as a small JPEG, only with the edge's send_hit_crop setting
 
 
 class Release(StrEnum):

@@ -11,6 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from safepassage.api.v1 import matching_pb2 as pb
+from safepassage.api.v1 import travel_document_pb2 as tpb
+from safepassage.api.v1 import travel_document_pb2_grpc as tpb_grpc
 from safepassage.cli.client import Stubs
 from safepassage.core.image_formats import IMAGE_SUFFIXES
 
@@ -291,6 +293,33 @@ def verify(stubs: Stubs, args: argparse.Namespace) -> None:
         f"{pb.Decision.Name(answer.decision)}  score {answer.score:.4f}{ratio} ({_metric(answer.metric)},"
         f" threshold {answer.threshold:.3f})"
     )
+
+
+def verify_document(stubs: Stubs, args: argparse.Namespace) -> int:
+    """The live face against a passport chip's photo; exit 1 when the chip fails passive authentication."""
+    document = tpb.TravelDocument(
+        dg2=args.dg2.read_bytes(),
+        sod=args.sod.read_bytes() if args.sod else b"",
+        dg1=args.dg1.read_bytes() if args.dg1 else b"",
+    )
+    request = tpb.VerifyDocumentRequest(
+        document=document, probe=_probe(args.image), face_selection=_selection(args)
+    )
+    answer = tpb_grpc.TravelDocumentServiceStub(stubs.channel).VerifyDocument(request, timeout=TIMEOUT_S)
+    proof = answer.passive_authentication
+    status = tpb.PassiveAuthenticationStatus.Name(proof.status)
+    if proof.status == tpb.PA_FAILED:
+        status += f" ({tpb.PassiveAuthenticationFailure.Name(proof.failure)}): {proof.detail};"
+        status += f" the faces alone: {'MATCH' if answer.face_match else 'NO_MATCH'}"
+    elif proof.status == tpb.PA_PASSED:
+        status += f" ({', '.join(f'DG{n}' for n in proof.data_groups)}; {proof.country or 'no country'})"
+    print(
+        f"{pb.Decision.Name(answer.decision)}  {_score_name(answer.metric)} {answer.score:.4f}"
+        f" ({_metric(answer.metric)}, threshold {answer.threshold:.3f})  passive authentication {status}"
+    )
+    print(f"portrait: {answer.face_record_format}, {answer.image_format}", end="")
+    print("; document expired" if answer.document_expired else "")
+    return 1 if proof.status == tpb.PA_FAILED else 0
 
 
 def count(stubs: Stubs, args: argparse.Namespace) -> None:

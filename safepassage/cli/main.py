@@ -6,6 +6,7 @@ safepassage enrol GALLERY REFERENCE IMAGE
 safepassage import GALLERY FOLDER
 safepassage identify GALLERY IMAGE
 safepassage verify GALLERY REFERENCE IMAGE
+safepassage verify-document --dg2 FILE [--sod FILE] [--dg1 FILE] IMAGE   (a passport chip's photo)
 safepassage count GALLERY | delete GALLERY REFERENCE | health
 safepassage edge run|drain|status|kiosk --config CAMERA.toml
 safepassage models export --out models.tar; safepassage edge models install models.tar --config CAMERA.toml
@@ -26,6 +27,7 @@ from typing import NoReturn
 import grpc
 
 from safepassage.cli import commands, pki_command
+from safepassage.cli.abis_command import add_abis_parser, run_abis
 from safepassage.cli.audit_command import add_audit_parser, run_audit
 from safepassage.cli.authorise_command import add_authorise_parser, run_authorise
 from safepassage.cli.client import (
@@ -67,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="override storage.data_dir")
 
     pki_command.add_pki_parser(sub)
+    add_abis_parser(sub)
     add_audit_parser(sub)
     add_authorise_parser(sub)
     add_edge_parser(sub)
@@ -153,6 +156,16 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("image", type=Path)
     verify.add_argument("--threshold", type=float)
     verify.add_argument("--largest", action="store_true")
+    document = add(
+        "verify-document",
+        commands.verify_document,
+        "compare a face with a passport chip's photo (DG2), checking the chip's SOD (passive authentication)",
+    )
+    document.add_argument("--dg2", type=Path, required=True, help="EF.DG2 as read from the chip")
+    document.add_argument("--sod", type=Path, help="EF.SOD: without it the document is not authenticated")
+    document.add_argument("--dg1", type=Path, help="EF.DG1 (the MRZ): its check digits, and its hash")
+    document.add_argument("image", type=Path, help="the live photo of the traveller")
+    document.add_argument("--largest", action="store_true")
     add("count", commands.count, "number of templates in a gallery").add_argument("gallery")
     delete = add("delete", commands.delete, "delete one template")
     delete.add_argument("gallery")
@@ -214,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pki":
         return pki_command.run(args, on_change=_log_certificate_change(args.pki_dir))
+    if args.command == "abis":
+        return run_abis(args)
     if args.command == "audit":
         return run_audit(args)
     if args.command == "authorise":

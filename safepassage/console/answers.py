@@ -54,6 +54,8 @@ class Candidate:
     reference_id: str
     score: float
     match: bool
+    # Where the gallery normalises scores by a background cohort: the ratio the threshold applies to.
+    normalised_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class SearchAnswer:
     def candidates(self) -> tuple[Candidate, ...]:
         return tuple(candidate for face in self.faces for candidate in face.candidates)
 
+    @property
+    def normalised(self) -> bool:
+        """Whether the threshold applies to normalised scores (a gallery with a background cohort)."""
+        return any(candidate.normalised_score is not None for candidate in self.candidates)
+
 
 @dataclass(frozen=True)
 class GalleryThreshold:
@@ -97,6 +104,7 @@ class GalleryThreshold:
     target_fpir: float | None
     implied_fpir: float | None  # at this threshold and the gallery's size, where known
     implied_fpir_basis: str  # "calibration" or "model evidence"
+    keeps_reference_images: bool = False
 
 
 def same_threshold(a: float, b: float) -> bool:

@@ -85,6 +85,15 @@ class ServiceGateway:
     def close(self) -> None:
         self._channel.close()
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The loopback channel, for the console's other gateways (admin_gateway.py)."""
+        return self._channel
+
+    def call(self, method: Callable[..., _Answer], request: object, person: bytes) -> _Answer:
+        """One call to the service as the person: their certificate forwarded, a refusal raised."""
+        return self._call(method, request, person)
+
     def _call(self, method: Callable[..., _Answer], request: object, person: bytes) -> _Answer:
         try:
             return method(request, metadata=[(FORWARDED_CERTIFICATE, person)], timeout=self._timeout)
@@ -124,6 +133,7 @@ class ServiceGateway:
             target_fpir=answer.target_fpir if answer.HasField("target_fpir") else None,
             implied_fpir=answer.implied_fpir if answer.HasField("implied_fpir") else None,
             implied_fpir_basis=answer.implied_fpir_basis,
+            keeps_reference_images=answer.keep_reference_images,
         )
 
     def verify(self, person: bytes, gallery_id: str, reference_id: str, image: bytes) -> SearchAnswer:
@@ -133,7 +143,8 @@ class ServiceGateway:
         answer = self._call(self._matching.Verify, request, person)
         decision = pb.Decision.Name(answer.decision)
         box = _box(answer.box) if answer.HasField("box") else None
-        candidate = Candidate(1, reference_id, answer.score, answer.decision == pb.MATCH)
+        ratio = answer.normalised_score if answer.HasField("normalised_score") else None
+        candidate = Candidate(1, reference_id, answer.score, answer.decision == pb.MATCH, ratio)
         return SearchAnswer(
             kind=SearchKind.VERIFY,
             gallery_id=gallery_id,
@@ -158,7 +169,16 @@ class ServiceGateway:
             FaceAnswer(
                 _box(face.box) if face.HasField("box") else None,
                 pb.Decision.Name(face.decision),
-                tuple(Candidate(c.rank, c.reference_id, c.score, c.match) for c in face.candidates),
+                tuple(
+                    Candidate(
+                        c.rank,
+                        c.reference_id,
+                        c.score,
+                        c.match,
+                        c.normalised_score if c.HasField("normalised_score") else None,
+                    )
+                    for c in face.candidates
+                ),
             )
             for face in answer.faces
         )

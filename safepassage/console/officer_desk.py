@@ -22,6 +22,7 @@ from aiohttp import web
 
 from safepassage.console.answers import (
     GalleryThreshold,
+    Person,
     SearchAnswer,
     SearchKind,
     same_threshold,
@@ -32,6 +33,7 @@ from safepassage.console.gateway import Decision, ServiceGateway
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
 from safepassage.console.probe_crop import face_crop
 from safepassage.console.refusals import N_, FormIncomplete
+from safepassage.console.review_gateway import ReviewGateway
 from safepassage.console.upload_form import SubmittedForm, read_form
 
 __all__ = ["OfficerDesk"]
@@ -61,6 +63,8 @@ ORIGINS = {
     "MODEL_DEFAULT": N_("the model's default for 1:1 checks (not calibrated on this gallery)"),
     "SET_BY_ADMIN": N_("set by an administrator when the gallery was made"),
 }
+# Reference images shown per face: the first candidates, the ones an officer compares.
+_SHOWN_IMAGES = 3
 BASES = {
     "calibration": N_("measured on this gallery"),
     "model evidence": N_("estimated from the model's measured false match rate"),
@@ -72,6 +76,7 @@ class OfficerDesk:
         self, gateway: ServiceGateway, renderer: Renderer, tokens: FormTokens, max_upload: int
     ) -> None:
         self._gateway = gateway
+        self._images = ReviewGateway(gateway)
         self._renderer = renderer
         self._tokens = tokens
         self._max_upload = max_upload
@@ -108,6 +113,12 @@ class OfficerDesk:
     async def search(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
         form = await self._checked_form(request, certificate)
+        return await self.answer(request, certificate, form)
+
+    async def answer(
+        self, request: web.Request, certificate: bytes, form: SubmittedForm
+    ) -> web.StreamResponse:
+        """Search the form's photo as it asks, and the answer page (the desk's upload or a webcam capture)."""
         gallery = form.required("gallery", "the gallery")
         image = form.files.get("probe", b"")
         if not image:
@@ -127,6 +138,7 @@ class OfficerDesk:
         person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
         request[PERSON] = person
         crops = [face_crop(image, face.box) if face.box else None for face in answer.faces]
+        references = await asyncio.to_thread(self._reference_images, certificate, person, threshold, answer)
         return self._renderer.page(
             "desk_answer.html",
             person,
@@ -134,6 +146,7 @@ class OfficerDesk:
             form_token=self._tokens.issue(certificate),
             answer=answer,
             crops=crops,
+            references=references,
             gallery=threshold,
             origin=_origin(answer, threshold),
             basis=BASES.get(threshold.implied_fpir_basis, ""),
@@ -143,6 +156,19 @@ class OfficerDesk:
             decisions=DECISIONS,
             reasons=REASONS,
         )
+
+    def _reference_images(
+        self, certificate: bytes, person: Person, gallery: GalleryThreshold, answer: SearchAnswer
+    ) -> dict[str, str]:
+        """The gallery's reference images of the first candidates (data: URLs), for the officer to
+        compare; none where the gallery keeps none or the person's role may not see them."""
+        if not gallery.keeps_reference_images or not person.may("GetReferenceImage"):
+            return {}
+        wanted = dict.fromkeys(
+            c.reference_id for face in answer.faces for c in face.candidates[:_SHOWN_IMAGES]
+        )
+        found = {ref: self._images.reference_image(certificate, gallery.gallery_id, ref) for ref in wanted}
+        return {ref: url for ref, url in found.items() if url is not None}
 
     async def decision(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)

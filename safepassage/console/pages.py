@@ -8,7 +8,8 @@ decides again. Later pages (CCTV review, administration) join `PAGES` with their
 Every response, refusals included, carries the same headers: a Content-Security-Policy that allows
 the console's own stylesheet, images inside the page (a probe crop) and forms to itself, and nothing
 else (no script at all, no frame, no third-party request); X-Frame-Options DENY; no caching (pages
-show biometric answers); no referrer. The console sets no cookie. Templates are escaped
+show biometric answers); no referrer. The one cookie is the language a person chose (languages.py); a
+page renders in the request's language. Templates are escaped
 automatically, and every string goes through the message catalogue.
 """
 
@@ -29,6 +30,10 @@ from cryptography import x509
 from safepassage.console.answers import Person
 from safepassage.console.catalogue import Catalogue
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.languages import Languages, RequestLanguage, switch_link
+from safepassage.console.languages import current as current_language
+from safepassage.console.languages import release as release_language
+from safepassage.console.languages import use as use_language
 from safepassage.console.refusals import N_, NothingThere, RoleRefused, refusal_page
 from safepassage.core.errors import SafePassageError
 
@@ -65,6 +70,48 @@ HEADERS: Mapping[str, str] = {
     "Strict-Transport-Security": "max-age=31536000",
 }
 
+# The one page with a script: the desk's webcam capture (a same-origin static file, no inline script),
+# which also needs the camera. Every other page keeps HEADERS: no script at all, the camera off.
+PAGE_HEADERS: Mapping[str, Mapping[str, str]] = {
+    "/desk/capture": {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+            " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
+    },
+    # The caseworker's enrolment takes the holder's photo with the desk's script (caseworker_enrolment.py):
+    # the record step answers POST /ngo/enrol, a retake POST /ngo/enrol/record.
+    **{
+        path: {
+            "Content-Security-Policy": (
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+                " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
+        }
+        for path in ("/ngo/enrol", "/ngo/enrol/record")
+    },
+    # The auditor's in-browser check of the transparency log (static/auditor_verify.js): its script
+    # fetches the log's files beside the page (connect-src 'self'); the camera stays off.
+    "/auditor/verify/": {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"
+            " img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+    },
+}
+
+# Kiosk mode's pages (kiosk.py) run one same-origin script (static/kiosk.js: the idle timeout that
+# sends an untouched screen back to its start, and the print button); no camera.
+KIOSK_PATH = "/kiosk"
+KIOSK_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
 ROLE_NAMES: Mapping[str, str] = {
     "officer": N_("border officer"),
     "cctv_edge": N_("CCTV camera"),
@@ -82,8 +129,11 @@ class Page:
     title: str  # a catalogue message
     summary: str  # a catalogue message
     operations: frozenset[str]  # the person's role may call one of these (empty: every person)
+    every: frozenset[str] = frozenset()  # ... and all of these
 
     def offered_to(self, person: Person) -> bool:
+        if not all(person.may(operation) for operation in self.every):
+            return False
         return not self.operations or any(person.may(operation) for operation in self.operations)
 
 
@@ -95,6 +145,104 @@ PAGES: tuple[Page, ...] = (
         N_("Officer desk"),
         N_("Compare a traveller's photo 1:1, 1:N or against a manifest, and record your decision."),
         frozenset({"Verify", "Identify"}),
+    ),
+    Page(
+        "document",
+        "/desk/document",
+        N_("Passport chip check"),
+        N_("Compare a traveller's live photo with their passport chip's photo, and check the chip's proof."),
+        frozenset({"VerifyDocument"}),
+    ),
+    Page(
+        "review",
+        "/review",
+        N_("CCTV hit review"),
+        N_("Review the hits cameras kept: two different people must confirm a hit; one may dismiss it."),
+        frozenset({"ListKeptHits"}),
+    ),
+    Page(
+        "galleries",
+        "/admin/galleries",
+        N_("Galleries"),
+        N_("See every gallery's size, index and threshold; create, calibrate and import photos."),
+        frozenset({"CreateGallery"}),
+    ),
+    Page(
+        "certificates",
+        "/admin/certificates",
+        N_("Certificates"),
+        N_("Issue a person's certificate with their role, list the certificates, and revoke one."),
+        frozenset({"IssueCertificate"}),
+    ),
+    Page(
+        "authorisations",
+        "/admin/authorisations",
+        N_("CCTV authorisations"),
+        N_("The CCTV authorisations cameras have used, active and expired, and every search under each."),
+        frozenset({"ListAuthorisations"}),
+    ),
+    Page(
+        "fishing",
+        "/admin/fishing-alerts",
+        N_("Fishing alerts"),
+        N_("Accounts whose searches looked like trawling for faces."),
+        frozenset({"ListFishingAlerts"}),
+    ),
+    Page(
+        "auditor_log",
+        "/auditor/log",
+        N_("Transparency log"),
+        N_("Browse the log's entries by time, operation, actor and outcome, and its signed tree heads."),
+        frozenset({"ListLogEntries"}),
+    ),
+    Page(
+        "auditor_verify",
+        "/auditor/verify/",
+        N_("Check the log"),
+        N_("Check the log's signatures and proofs in your own browser, without trusting this server."),
+        frozenset({"ListTreeHeads"}),
+    ),
+    # The NGO's self-service screen (kiosk.py): offered to the role that may both change a holder's
+    # consent and verify the holder in person, as the matrix has it: the kiosk (a caseworker may not
+    # VerifyHolder, an officer may not ChangeConsent).
+    Page(
+        "kiosk",
+        "/kiosk",
+        N_("Kiosk mode"),
+        N_("The holder's self-service screen: their record's consent, PIN, card and erasure."),
+        frozenset({"ChangeConsent"}),
+        every=frozenset({"VerifyHolder", "ChangeConsent"}),
+    ),
+    # The NGO caseworker's pages (caseworker_enrolment.py, caseworker_followup.py).
+    Page(
+        "enrol",
+        "/ngo/enrol",
+        N_("Enrol a record"),
+        N_("Enrol a person's protected record: their consent and PINs first, then the record and the face."),
+        frozenset({"EnrolRecord"}),
+    ),
+    Page(
+        "referrals",
+        "/ngo/referrals",
+        N_("Referrals"),
+        N_("Your organisation's referrals: danger PINs typed and PINs locked."),
+        frozenset({"ListReferrals"}),
+    ),
+    Page(
+        "consent",
+        "/ngo/consent",
+        N_("Withdraw consent"),
+        N_("Record a withdrawal the holder asked for, and print its signed receipt."),
+        frozenset({"ListReferrals"}),
+        every=frozenset({"ChangeConsent"}),
+    ),
+    Page(
+        "erasure",
+        "/ngo/erasure",
+        N_("Erase a record"),
+        N_("Erase a record on the holder's request, with their recovery code, and print the receipt."),
+        frozenset({"ListReferrals"}),
+        every=frozenset({"EraseRecord"}),
     ),
 )
 
@@ -131,8 +279,9 @@ def certificate_facts(der: bytes) -> tuple[str, str]:
 class Renderer:
     """Templates with the catalogue's gettext installed, and the response every page is sent as."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
-        self.catalogue = catalogue
+    def __init__(self, catalogue: Catalogue | Languages) -> None:
+        # Every shipped language; the one a page renders in is the request's (languages.py).
+        self.languages = catalogue if isinstance(catalogue, Languages) else Languages.only(catalogue)
         self._environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -140,14 +289,40 @@ class Renderer:
             extensions=["jinja2.ext.i18n"],
         )
         install: Callable[..., None] = getattr(self._environment, "install_gettext_callables")  # noqa: B009
-        install(catalogue.gettext, catalogue.ngettext, newstyle=True)
-        self._environment.globals["role_name"] = lambda role: catalogue.gettext(ROLE_NAMES.get(role, role))
-        self._environment.globals["language"] = catalogue.language.replace("_", "-")
+        install(
+            lambda message: self.catalogue.gettext(message),
+            lambda singular, plural, n: self.catalogue.ngettext(singular, plural, n),
+            newstyle=True,
+        )
+        self._environment.globals["role_name"] = lambda role: self.text(ROLE_NAMES.get(role, role))
+
+    @property
+    def language(self) -> RequestLanguage:
+        """The language of the request being handled, or the deployment's default outside one."""
+        chosen = current_language()
+        if chosen is not None and self.languages.by_code.get(chosen.language.code) is chosen.language:
+            return chosen
+        return RequestLanguage(self.languages.default)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.language.language.catalogue
 
     def text(self, message: str) -> str:
         return self.catalogue.gettext(message)
 
     def render(self, template: str, **context: Any) -> str:
+        chosen = self.language
+        shipped = self.languages.shipped
+        context.setdefault("language", chosen.language.tag)
+        context.setdefault("direction", chosen.language.direction)
+        # The switcher: each language in its own name and script, shown where there is a choice.
+        context.setdefault(
+            "language_links",
+            [(lang, switch_link(lang.code, chosen.back), lang is chosen.language) for lang in shipped]
+            if len(shipped) > 1
+            else [],
+        )
         return self._environment.get_template(template).render(**context)
 
     def page(
@@ -177,6 +352,9 @@ def headers_and_refusals(renderer: Renderer) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The request's language, in force while its page (or refusal) renders.
+        chosen = renderer.languages.choose(request)
+        token = use_language(chosen)
         try:
             response = await handler(request)
         except SafePassageError as error:
@@ -187,7 +365,13 @@ def headers_and_refusals(renderer: Renderer) -> Middleware:
                 raise
             response = renderer.refusal(NothingThere(f"no page at {request.path}"))
             response.set_status(error.status)
+        finally:
+            release_language(token)
+        response.headers["Content-Language"] = chosen.language.tag
         response.headers.update(HEADERS)
+        response.headers.update(PAGE_HEADERS.get(request.path, {}))
+        if request.path == KIOSK_PATH or request.path.startswith(KIOSK_PATH + "/"):
+            response.headers.update(KIOSK_HEADERS)
         return response
 
     return middleware

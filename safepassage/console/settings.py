@@ -32,3 +32,4 @@ class ConsoleSettings:
     console_key_pem: bytes = field(repr=False)
     max_message_bytes: int = 16 * 1024 * 1024
     call_timeout_s: float = 60.0
+    kiosk_idle_s: float = 90.0  # kiosk mode: an untouched screen returns to its start and forgets

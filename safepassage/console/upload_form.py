@@ -26,6 +26,8 @@ _MAX_FIELD_BYTES = 256 * 1024
 class SubmittedForm:
     fields: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    # Every file part in order, as (field name, file name, bytes): a multi-file field keeps each one.
+    uploads: tuple[tuple[str, str, bytes], ...] = field(default=(), repr=False)
 
     def text(self, name: str) -> str:
         return self.fields.get(name, "").strip()
@@ -44,6 +46,7 @@ async def read_form(request: web.Request, max_bytes: int) -> SubmittedForm:
         return SubmittedForm({name: value for name, value in posted.items() if isinstance(value, str)})
     fields: dict[str, str] = {}
     files: dict[str, bytes] = {}
+    uploads: list[tuple[str, str, bytes]] = []
     total = 0
     reader = await request.multipart()
     while True:
@@ -62,9 +65,11 @@ async def read_form(request: web.Request, max_bytes: int) -> SubmittedForm:
                 raise FormIncomplete(f"the field {part.name} is too long")
         if part.filename is not None:
             files[part.name] = bytes(body)
+            if body:  # a file input left empty still sends a part
+                uploads.append((part.name, part.filename, files[part.name]))
         else:
             try:
                 fields[part.name] = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise FormIncomplete(f"the field {part.name} is not UTF-8 text") from None
-    return SubmittedForm(fields, files)
+    return SubmittedForm(fields, files, tuple(uploads))

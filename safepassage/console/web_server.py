@@ -6,9 +6,11 @@ its own thread and logs the URL; `stop()` ends it. The TLS handshake requires a 
 issued by the deployment's CA (the browser's person); the handshake cannot see revocation, so every
 page asks the service, which checks it on every call (server/forwarding.py).
 
-Routes: the home page, the officer desk, and the stylesheet. Every response passes the refusal and
-security-header middleware (pages.py). Nothing is logged per request: the service's transparency
-log records every action, under the person.
+Routes: the home page, the officer desk and its webcam capture, CCTV review, administration
+(galleries, certificates, authorisations, fishing alerts), kiosk mode (kiosk.py), the stylesheet and
+the capture and kiosk pages' scripts.
+Every response passes the refusal and security-header middleware (pages.py). Nothing is
+logged per request: the service's transparency log records every action, under the person.
 """
 
 from __future__ import annotations
@@ -22,9 +24,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from safepassage.console.catalogue import Catalogue
+from safepassage.console.admin_certificates import CertificateAdministration
+from safepassage.console.admin_galleries import GalleryAdministration
+from safepassage.console.admin_oversight import OversightPages
+from safepassage.console.auditor_view import AuditorPages
+from safepassage.console.capture import DeskCapture
+from safepassage.console.caseworker_enrolment import CaseworkerEnrolment
+from safepassage.console.caseworker_followup import CaseworkerFollowUp
+from safepassage.console.document_desk import DocumentDesk
 from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.hit_review import HitReviewPages
+from safepassage.console.holder_step import HolderStepSeal
+from safepassage.console.kiosk import KioskPages
+from safepassage.console.languages import Languages, LanguageSwitch
 from safepassage.console.officer_desk import OfficerDesk
 from safepassage.console.pages import HomePage, Renderer, headers_and_refusals
 from safepassage.console.refusals import NotPossibleNow
@@ -42,7 +55,7 @@ _FORM_ALLOWANCE = 1024 * 1024
 class Console:
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
-        self._renderer = Renderer(Catalogue.load(settings.language))
+        self._renderer = Renderer(Languages.load(settings.language))
         self._stylesheet = STYLESHEET.read_bytes()
         self._tls = _tls_context(settings)
         self._socket = _bind(settings.host, settings.port)
@@ -67,6 +80,19 @@ class Console:
         desk = OfficerDesk(gateway, self._renderer, tokens, self.settings.max_upload_bytes + _FORM_ALLOWANCE)
         home = HomePage(gateway, self._renderer)
         app.add_routes([web.get("/", home.show), web.get("/static/console.css", self._css), *desk.routes()])
+        upload = self.settings.max_upload_bytes + _FORM_ALLOWANCE
+        app.add_routes(GalleryAdministration(gateway, self._renderer, tokens, upload).routes())
+        app.add_routes(CertificateAdministration(gateway, self._renderer, tokens).routes())
+        app.add_routes(OversightPages(gateway, self._renderer, tokens).routes())
+        app.add_routes(AuditorPages(gateway, self._renderer).routes())
+        app.add_routes(DocumentDesk(gateway, self._renderer, tokens, upload).routes())
+        app.add_routes(DeskCapture(gateway, self._renderer, tokens, desk, upload).routes())
+        app.add_routes(HitReviewPages(gateway, self._renderer, tokens).routes())
+        app.add_routes(KioskPages(gateway, self._renderer, self.settings.kiosk_idle_s).routes())
+        seal = HolderStepSeal(self.settings.form_lifetime_s)
+        app.add_routes(CaseworkerEnrolment(gateway, self._renderer, tokens, seal, upload).routes())
+        app.add_routes(CaseworkerFollowUp(gateway, self._renderer, tokens).routes())
+        app.add_routes(LanguageSwitch(self._renderer.languages).routes())
         return app
 
     async def _css(self, request: web.Request) -> web.StreamResponse:

@@ -36,7 +36,7 @@ def parse_pem(data: bytes, source: str, error: type[Exception]) -> Certificate:
     """The certificate in PEM bytes; ``error`` naming ``source`` if they hold none."""
     try:
         return x509.load_pem_x509_certificate(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, x509.InvalidVersion):
         raise error(f"{source} is not a PEM certificate") from None
 
 
@@ -44,7 +44,7 @@ def parse_der(data: bytes, source: str, error: type[Exception]) -> Certificate:
     """The certificate in DER bytes; ``error`` naming ``source`` if they hold none."""
     try:
         return x509.load_der_x509_certificate(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise error(f"{source} is not a DER certificate") from None
 
 

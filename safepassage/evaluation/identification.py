@@ -270,10 +270,19 @@ def _add_captures(
 ) -> None:
     """Each enrolled subject's further images as its captures; images with no face are left out, as
     an enrolment station would retake them."""
+    items = []
     for name, paths in captures.items():
         vectors = [v for v in (embeddings.vector(path) for path in paths) if v is not None]
         if name in references and vectors:
-            matcher.add_captures(_GALLERY, references[name], vectors[: matcher.limits.max_captures - 1])
+            items.append((references[name], vectors[: matcher.limits.max_captures - 1]))
+    for start in range(0, len(items), _CHUNK):
+        refused = [
+            o
+            for o in matcher.add_captures_many(_GALLERY, items[start : start + _CHUNK])
+            if isinstance(o, Exception)
+        ]
+        if refused:
+            raise RuntimeError(f"the matcher refused the captures of {len(refused)} subjects: {refused[0]}")
 
 
 def _search(

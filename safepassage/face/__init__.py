@@ -49,11 +49,13 @@ from safepassage.face.model import (
     file_sha256,
     verify_weights,
 )
+from safepassage.face.reference_crop import REFERENCE_SIDE, reference_crop
 
 __all__ = [
     "DLIB_FIVE_POINT_LANDMARKS",
     "DLIB_RESNET_V1",
     "READ_FORMATS",
+    "REFERENCE_SIDE",
     "DetectedFace",
     "DlibEmbedder",
     "Embedder",
@@ -79,6 +81,7 @@ __all__ = [
     "decode_image",
     "file_sha256",
     "read_header",
+    "reference_crop",
     "sniff_format",
     "verify_weights",
 ]

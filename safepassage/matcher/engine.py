@@ -316,6 +316,12 @@ class Matcher:
         """Add captures to an enrolled subject; from now on it is searched by their mean template."""
         return self._writes.add_captures(self._live(gallery_id), reference_id, vectors)
 
+    def add_captures_many(
+        self, gallery_id: str, items: Sequence[tuple[str, Sequence[npt.ArrayLike]]]
+    ) -> list[store.SubjectChange | SafePassageError]:
+        """Captures for many subjects; each succeeds or fails on its own."""
+        return self._writes.add_captures_many(self._live(gallery_id), items)
+
     def delete(self, gallery_id: str, reference_id: str) -> None:
         """Erase a subject: its template and every capture."""
         self._writes.delete(self._live(gallery_id), reference_id)
@@ -427,6 +433,7 @@ class Matcher:
         vector = self._templates.template(spec, probe)
         _, template = self._store.templates.get(gallery_id, reference_id)
         score = pairwise_score(vector, template, spec.metric)
-        normalised = live.calibration.normalised(spec, vector[None, :], np.array([[score]], np.float32))
+        # float64: a distance from a far-off probe need not fit a float32.
+        normalised = live.calibration.normalised(spec, vector[None, :], np.array([[score]], np.float64))
         ratio = None if normalised is None else float(normalised[0, 0])
         return Verification(score, spec.metric, used, ratio)

@@ -114,7 +114,10 @@ class GalleryCalibration:
         return self._cohort
 
     def normalised(
-        self, spec: GallerySpec, prepared: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
+        self,
+        spec: GallerySpec,
+        prepared: npt.NDArray[np.float32],
+        scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     ) -> npt.NDArray[np.float64] | None:
         """Each probe's scores over its background-cohort scale; None without a cohort."""
         cohort = self.cohort()

@@ -96,16 +96,69 @@ class SubjectWrites:
         benchmarks/fusion_comparison.py: it misses fewer people than the best single capture at
         the same FPIR and keeps one index entry per subject, so a search costs what it did.
         """
-        gallery_id = live.spec.gallery_id
-        check_reference_id(reference_id)
-        if len(vectors) > self.limits.max_captures:
-            raise TooManyReferences(
-                f"{len(vectors)} captures exceed the limit of {self.limits.max_captures} per subject"
-            )
-        spec = live.spec
-        raw = [check_template(spec, vector) for vector in vectors]
-        fused: list[npt.NDArray[np.float32]] = []
+        (outcome,) = self.add_captures_many(live, [(reference_id, vectors)])
+        if isinstance(outcome, SafePassageError):
+            raise outcome
+        return outcome
 
+    def add_captures_many(
+        self, live: LiveGallery, items: Sequence[tuple[str, Sequence[npt.ArrayLike]]]
+    ) -> list[store.SubjectChange | SafePassageError]:
+        """Captures for many subjects; each succeeds or fails on its own, in its own store transaction.
+
+        The index follows once for the whole batch: removing an entry from an exact index moves the
+        rows after it, so one removal per subject would make a bulk addition quadratic.
+        """
+        if len(items) > self.limits.max_batch:
+            raise TooManyReferences(f"batch of {len(items)} exceeds the limit of {self.limits.max_batch}")
+        spec = live.spec
+        outcomes: list[store.SubjectChange | SafePassageError] = []
+        accepted: list[tuple[int, str, list[npt.NDArray[np.float32]]]] = []
+        for position, (reference_id, vectors) in enumerate(items):
+            try:
+                check_reference_id(reference_id)
+                if len(vectors) > self.limits.max_captures:
+                    raise TooManyReferences(
+                        f"{len(vectors)} captures exceed the limit of {self.limits.max_captures} per subject"
+                    )
+                accepted.append(
+                    (position, reference_id, [check_template(spec, vector) for vector in vectors])
+                )
+                outcomes.append(InvalidVector("not added"))  # replaced below
+            except SafePassageError as error:
+                outcomes.append(error)
+        removed: list[int] = []
+        added: list[tuple[int, npt.NDArray[np.float32]]] = []
+        with live.lock.writing():
+            try:
+                for position, reference_id, raw in accepted:
+                    fused: list[npt.NDArray[np.float32]] = []
+                    # Under the gallery's key as it is now: a re-keying may have run since `spec` was read.
+                    templates = [self._templates.template(live.spec, vector) for vector in raw]
+                    try:
+                        change = self._store.captures.add(
+                            live.spec.gallery_id,
+                            reference_id,
+                            templates,
+                            fuse=self._fusion(live, reference_id, fused),
+                            most=self.limits.max_captures,
+                        )
+                    except SafePassageError as error:
+                        outcomes[position] = error
+                        continue
+                    outcomes[position] = change
+                    removed.append(change.removed)
+                    added.append((change.added, fused[-1]))
+            finally:  # what the store committed, the index follows, whatever stopped the batch
+                if removed:
+                    live.index.remove(np.asarray(removed, np.int64))
+                    live.index.add(
+                        np.asarray([i for i, _ in added], np.int64), np.stack([v for _, v in added])
+                    )
+        return outcomes
+
+    @staticmethod
+    def _fusion(live: LiveGallery, reference_id: str, fused: list[npt.NDArray[np.float32]]) -> store.Fuse:
         def fuse(captures: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
             # Captures of one face fuse near them; crafted ones (v and -v) could cancel out, or fuse
             # beyond what the model produces and be quarantined at the next start: refused now.
@@ -117,15 +170,7 @@ class SubjectWrites:
             fused.append(template)
             return template
 
-        with live.lock.writing():
-            # Under the gallery's key as it is now: a re-keying may have run since `spec` was read.
-            templates = [self._templates.template(live.spec, vector) for vector in raw]
-            change = self._store.captures.add(
-                gallery_id, reference_id, templates, fuse=fuse, most=self.limits.max_captures
-            )
-            live.index.remove(np.array([change.removed], np.int64))
-            live.index.add(np.array([change.added], np.int64), fused[-1][None, :])
-        return change
+        return fuse
 
     def delete(self, live: LiveGallery, reference_id: str) -> None:
         check_reference_id(reference_id)

@@ -50,6 +50,7 @@ from safepassage.server.call_outcome import (
     DECISIONS,
     SEARCHES,
     decision_details,
+    document_details,
     operation_class,
     outcome_of,
 )
@@ -178,7 +179,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         notes: CallNotes,
     ) -> None:
         """Authorise one request message against its gallery: purpose, CCTV authorisation, threshold."""
-        notes.authorisation_id = ""
+        notes.authorisation_id, notes.authorisation_terms = "", ("", 0)
         gallery_id = _gallery_of(operation, request)
         if not gallery_id:
             return  # nothing named; the servicer refuses an empty id with INVALID_ARGUMENT
@@ -202,6 +203,7 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             token = dict(context.invocation_metadata()).get(METADATA_KEY)
             grant = self._cctv.verify(str(token) if token else None, caller, gallery_id)
             notes.authorisation_id = grant.authorisation_id  # a kept hit records what admitted it
+            notes.authorisation_terms = (grant.legal_basis, grant.expires)
             self._note_first_use(caller, grant)
         if spec is not None and operation in THRESHOLD_OPERATIONS:
             self._check_threshold(caller, operation, spec, request)
@@ -234,10 +236,22 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         """What the entry says of the request itself: the kept probe a confirmation names, an officer's
         decision (its codes; the candidate and the note by pseudonym), refused or not."""
         probe_id = getattr(request, "probe_id", 0)
-        if operation is Operation.CONFIRM_MATCH and isinstance(probe_id, int) and probe_id:
+        reviews = (Operation.CONFIRM_MATCH, Operation.DISMISS_MATCH)
+        if operation in reviews and isinstance(probe_id, int) and probe_id:
             return {"probe_hmac_sha256": self._pseudonyms.probe(probe_id)}
+        reference_id = getattr(request, "reference_id", None)
+        if operation is Operation.GET_REFERENCE_IMAGE and isinstance(reference_id, str) and reference_id:
+            return {"reference_hmac_sha256": self._pseudonyms.reference(reference_id)}
         if operation is Operation.RECORD_DECISION and request is not None:
             return decision_details(request, self._pseudonyms)
+        if operation is Operation.VERIFY_DOCUMENT and request is not None:
+            return document_details(request, self._pseudonyms)
+        if operation is Operation.SIGN_AUTHORISATION and request is not None:
+            # What was asked, granted or refused: the legal basis was typed, so only its keyed hash.
+            return {
+                "cameras": str(len(request.cameras)),
+                "legal_basis_hmac_sha256": self._pseudonyms.legal_basis(request.legal_basis),
+            }
         return {}
 
     def _exists(self, gallery_id: str) -> bool:
@@ -432,6 +446,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     searched = notes.take_search()  # cleared for the next message either way
                     if outcome in DECISIONS:  # an error answer is no search for the fishing count
                         extra.update(searched)
+                    if notes.authorisation_id:  # each use of a CCTV authorisation (the console lists them)
+                        extra["authorisation"] = notes.authorisation_id
                     # The answer's message is the current one: the servicer answers each before reading on.
                     self._record(caller, name, galleries.current, outcome, extra)
                     notes.settle(logged=True)  # e.g. the reply ledger: only what the log shows

@@ -18,15 +18,20 @@ may not name a threshold or a target FPIR at all; another role may name one
 only to be stricter than the gallery's own (a lower distance, a higher
 similarity, whichever way the gallery's metric runs), never looser.
 
-The console acts for people only: a call it forwards is decided exactly as the person's own
-call would be, and a device role's certificate (cctv_edge, kiosk) is refused there outright.
+The console acts for people: a call it forwards is decided exactly as the person's own call would
+be, and a device role's certificate is refused there, but for the NGO kiosk's holder operations
+(CONSOLE_DEVICE_OPERATIONS: its kiosk mode, where every change needs the holder's proof).
 An officer records their decision on an answer (RecordDecision) on the watchlists they search.
 
-A kept CCTV hit is confirmed by a role with CONFIRM_MATCH on the gallery's
-purpose (officers, on watchlists), and only a hit that a camera searched
-under a CCTV authorisation for that gallery: the kept probe records the
-camera and the authorisation's id. The probe must be named with its own
-gallery (another gallery's probe is NOT_FOUND); it is confirmed once.
+A kept CCTV hit is reviewed (confirmed, dismissed, listed in the queue) by a
+role with CONFIRM_MATCH on the gallery's purpose (officers, on watchlists):
+DISMISS_MATCH and LIST_KEPT_HITS have exactly its cells. Only a hit that a
+camera searched under a CCTV authorisation for that gallery can be confirmed:
+the kept probe records the camera and the authorisation. The probe must be
+named with its own gallery (another gallery's probe is NOT_FOUND).
+Confirmation takes two different people (four eyes, enforced by the probe
+store: safepassage/store/probes.py). A gallery's reference images (opt-in face
+crops, GET_REFERENCE_IMAGE) are shown only to the same cells.
 """
 
 from __future__ import annotations
@@ -62,9 +67,26 @@ class Operation(enum.StrEnum):
     VERIFY = "Verify"
     IDENTIFY_STREAM = "IdentifyStream"
     CONFIRM_MATCH = "ConfirmMatch"
+    DISMISS_MATCH = "DismissMatch"
+    LIST_KEPT_HITS = "ListKeptHits"
+    GET_REFERENCE_IMAGE = "GetReferenceImage"
     RECORD_DECISION = "RecordDecision"
+    # TravelDocumentService
+    VERIFY_DOCUMENT = "VerifyDocument"
     # AccessService
     DESCRIBE_CALLER = "DescribeCaller"
+    # AdministrationService
+    ISSUE_CERTIFICATE = "IssueCertificate"
+    LIST_CERTIFICATES = "ListCertificates"
+    REVOKE_CERTIFICATE = "RevokeCertificate"
+    LIST_AUTHORISATIONS = "ListAuthorisations"
+    SIGN_AUTHORISATION = "SignAuthorisation"
+    LIST_FISHING_ALERTS = "ListFishingAlerts"
+    LIST_TREE_HEADS = "ListTreeHeads"
+    LIST_LOG_ENTRIES = "ListLogEntries"
+    GET_CONSISTENCY_PROOF = "GetConsistencyProof"
+    # CaptureService
+    ASSESS_CAPTURE = "AssessCapture"
     # ProtectedIdentityService
     ENROL_RECORD = "EnrolRecord"
     GET_CONSENT = "GetConsent"
@@ -95,6 +117,8 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.GET_CREDENTIAL_REVOCATIONS: frozenset(Role),
     # The holder at a border desk, or at the NGO's kiosk to see their own record.
     Operation.VERIFY_HOLDER: frozenset({Role.OFFICER, Role.KIOSK}),
+    # A traveller against their own passport's chip photo, at a desk or an e-gate kiosk (as Verify).
+    Operation.VERIFY_DOCUMENT: frozenset({Role.OFFICER, Role.KIOSK}),
     # Sharing and referrals are the caseworker's, never a self-service kiosk's.
     Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER}),
     Operation.ERASE_RECORD: NGO,
@@ -106,7 +130,24 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.GET_PUBLIC_KEYS: frozenset(Role),
     # Who the caller is and what this table lets its role do (what the console offers).
     Operation.DESCRIBE_CALLER: frozenset(Role),
+    # The deployment's certificates (what `safepassage pki` does on the server's host): administrators.
+    Operation.ISSUE_CERTIFICATE: frozenset({Role.ADMIN}),
+    Operation.LIST_CERTIFICATES: frozenset({Role.ADMIN}),
+    Operation.REVOKE_CERTIFICATE: frozenset({Role.ADMIN}),
+    # What the transparency log says of CCTV authorisations and fishing alerts: their overseers.
+    Operation.LIST_AUTHORISATIONS: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Operation.LIST_FISHING_ALERTS: frozenset({Role.ADMIN, Role.AUDITOR}),
+    # The transparency log itself (hashes, counts and ids), its signed heads and proofs: the same.
+    Operation.LIST_TREE_HEADS: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Operation.LIST_LOG_ENTRIES: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Operation.GET_CONSISTENCY_PROOF: frozenset({Role.ADMIN, Role.AUDITOR}),
+    # The quality of a webcam capture (the kiosk's prompts): the officer's before a search, the NGO
+    # caseworker's before an enrolment. It scores an image and keeps nothing.
+    Operation.ASSESS_CAPTURE: frozenset({Role.OFFICER, Role.NGO_CASEWORKER}),
 }
+
+# Who reviews kept CCTV hits (confirm, dismiss, the queue): officers, on watchlists.
+REVIEW_CELLS: Mapping[Role, frozenset[GalleryPurpose]] = {Role.OFFICER: W}
 
 # Operations on one gallery: role -> the purposes it may touch.
 MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
@@ -130,7 +171,12 @@ MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
     Operation.IDENTIFY: {Role.OFFICER: W},
     Operation.VERIFY: {Role.OFFICER: W, Role.KIOSK: W},
     Operation.IDENTIFY_STREAM: {Role.OFFICER: W, Role.CCTV_EDGE: W},
-    Operation.CONFIRM_MATCH: {Role.OFFICER: W},
+    # Reviewing kept CCTV hits: who may confirm may dismiss and see the queue (REVIEW_CELLS).
+    Operation.CONFIRM_MATCH: REVIEW_CELLS,
+    Operation.DISMISS_MATCH: REVIEW_CELLS,
+    Operation.LIST_KEPT_HITS: REVIEW_CELLS,
+    # A gallery's reference images (face crops, opt-in) are shown only to who reviews its hits.
+    Operation.GET_REFERENCE_IMAGE: REVIEW_CELLS,
     # The officer's own decision on an answer (confirm, reject, refer, cannot decide), for the log.
     Operation.RECORD_DECISION: {Role.OFFICER: W},
     # Protected records enter only with consent, through EnrolRecord.
@@ -139,6 +185,9 @@ MATRIX: Mapping[Operation, Mapping[Role, frozenset[GalleryPurpose]]] = {
     # the caller's own organisation's records. Never a kiosk's: a self-service screen would let
     # anyone test a photo for membership.
     Operation.CHECK_DUPLICATE: {Role.NGO_CASEWORKER: P},
+    # A CCTV authorisation signed on the server, where the deployment keeps the authority's key there
+    # (cctv.signing_key_file): administrators, for the watchlists cameras search.
+    Operation.SIGN_AUTHORISATION: {Role.ADMIN: W},
 }
 
 PROTECTED_IDENTITY_OPERATIONS = frozenset(
@@ -163,6 +212,26 @@ PROTECTED_IDENTITY_OPERATIONS = frozenset(
 # The roles of people: only they act through the console (safepassage/server/forwarding.py). A
 # device's certificate (a camera's, a kiosk's) in a browser gets nothing there: devices call directly.
 CONSOLE_ROLES = frozenset({Role.OFFICER, Role.NGO_CASEWORKER, Role.AUDITOR, Role.ADMIN})
+# Except the NGO's kiosk in kiosk mode (the console's /kiosk pages, a self-service screen anyone may
+# touch): through the console it reaches only the holder's own record, each change with the holder's
+# proof (record_policy.py), never its other rows (a 1:1 Verify against a watchlist from a public
+# screen would be a membership oracle; enrolment is the caseworker's guided form).
+CONSOLE_DEVICE_OPERATIONS: Mapping[Role, frozenset[Operation]] = {
+    Role.KIOSK: frozenset(
+        {
+            Operation.DESCRIBE_CALLER,
+            Operation.GET_CONSENT,
+            Operation.CHANGE_CONSENT,
+            Operation.ISSUE_CREDENTIAL,
+            Operation.CHANGE_PIN,
+            Operation.ERASE_RECORD,
+            Operation.GET_PUBLIC_KEYS,
+            # The holder seeing their own record needs a live capture the kiosk signed, which the
+            # console cannot send for it yet: allowed, and refused by the service without one.
+            Operation.VERIFY_HOLDER,
+        }
+    ),
+}
 
 # Operations every authenticated client may call (health, reflection).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
@@ -186,8 +255,15 @@ def may_call(caller: Caller, operation: Operation) -> bool:
     return caller.role in MATRIX[operation]
 
 
+def _closed_through(caller: Caller, operation: Operation) -> bool:
+    """Whether the door the call came through (the console) closes this operation to the caller's role."""
+    if not caller.via or caller.role in CONSOLE_ROLES:
+        return False
+    return operation not in CONSOLE_DEVICE_OPERATIONS.get(caller.role, frozenset())
+
+
 def check_call(caller: Caller, operation: Operation) -> None:
-    if caller.via and caller.role not in CONSOLE_ROLES:
+    if _closed_through(caller, operation):
         raise PermissionDenied(
             f"role {caller.role.value} may not act through the {caller.via}:"
             " a device calls the service directly"
@@ -198,14 +274,12 @@ def check_call(caller: Caller, operation: Operation) -> None:
 
 def permissions(caller: Caller) -> dict[Operation, frozenset[GalleryPurpose]]:
     """What the caller may call: each operation with the purposes it may act on (none: names no gallery)."""
-    if caller.via and caller.role not in CONSOLE_ROLES:
-        return {}
     none = frozenset[GalleryPurpose]()
     allowed = {operation: none for operation, roles in GALLERY_FREE.items() if caller.role in roles}
     for operation, cells in MATRIX.items():
         if caller.role in cells:
             allowed[operation] = cells[caller.role]
-    return allowed
+    return {op: cells for op, cells in allowed.items() if not _closed_through(caller, op)}
 
 
 def check_purpose(caller: Caller, operation: Operation, gallery_id: str, purpose: GalleryPurpose) -> None:
@@ -260,7 +334,8 @@ def check_stricter_threshold(
 def check_confirmation(
     caller: Caller, gallery_id: str, purpose: GalleryPurpose, authorisation_id: str
 ) -> None:
-    """Raise PermissionDenied unless the caller may confirm this kept hit of `gallery_id`."""
+    """Raise PermissionDenied unless the caller may confirm this kept hit of `gallery_id`
+    (the probe store then asks for a second, different reviewer)."""
     check_purpose(caller, Operation.CONFIRM_MATCH, gallery_id, purpose)
     if not authorisation_id:
         # Kept before hits recorded their authorisation: nothing shows a camera was allowed to search.

@@ -39,6 +39,7 @@ __all__ = [
     "note_record",
     "note_search",
     "noted_authorisation",
+    "noted_authorisation_terms",
     "record_sha256",
 ]
 
@@ -80,6 +81,7 @@ class CallNotes:
     proof: str = ""  # what the holder proved: none, credential, face, holder
     search: SearchNote | None = None
     authorisation_id: str = ""  # the CCTV authorisation that admitted the current message
+    authorisation_terms: tuple[str, int] = ("", 0)  # its legal basis and expiry, for a kept hit's reviewers
     # Called with True once the current answer is logged, or with False if it never will be.
     pending: list[Callable[[bool], None]] = field(default_factory=list)
 
@@ -141,6 +143,12 @@ def noted_authorisation() -> str:
     """The CCTV authorisation that admitted the message being served; "" if none did."""
     notes = _notes()
     return notes.authorisation_id if notes is not None else ""
+
+
+def noted_authorisation_terms() -> tuple[str, int]:
+    """The legal basis and expiry (epoch seconds) of the authorisation noted_authorisation names."""
+    notes = _notes()
+    return notes.authorisation_terms if notes is not None else ("", 0)
 
 
 def after_logged(work: Callable[[bool], None]) -> None:

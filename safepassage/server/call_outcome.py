@@ -8,16 +8,20 @@ request id, a kept probe's id) enters as a keyed pseudonym (pseudonyms.py).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
 
 from safepassage import store
+from safepassage.api.v1 import administration_pb2 as adpb
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2 as ppb
+from safepassage.api.v1 import travel_document_pb2 as tpb
 from safepassage.server.authorization import Operation
 from safepassage.server.limits import OperationClass
 from safepassage.server.pseudonyms import LogPseudonyms
+from safepassage.travel_document import TravelDocumentError, read_dg1
 
 SEARCHES = frozenset(
     {
@@ -26,6 +30,7 @@ SEARCHES = frozenset(
         Operation.IDENTIFY_STREAM,
         Operation.VERIFY_HOLDER,
         Operation.CHECK_DUPLICATE,
+        Operation.VERIFY_DOCUMENT,
     }
 )
 WRITES = frozenset(
@@ -34,6 +39,7 @@ WRITES = frozenset(
         Operation.BULK_INSERT_TEMPLATES,
         Operation.DELETE_TEMPLATE,
         Operation.CONFIRM_MATCH,
+        Operation.DISMISS_MATCH,
         Operation.RECORD_DECISION,
         Operation.ENROL_RECORD,
         Operation.CHANGE_CONSENT,
@@ -50,6 +56,9 @@ ADMINISTRATION = frozenset(
         Operation.ROTATE_RECORD_KEYS,
         Operation.CALIBRATE_GALLERY,
         Operation.RENEW_TEMPLATE_PROTECTION,
+        Operation.ISSUE_CERTIFICATE,
+        Operation.REVOKE_CERTIFICATE,
+        Operation.SIGN_AUTHORISATION,
     }
 )
 
@@ -97,6 +106,29 @@ def outcome_of(response: Any, pseudonyms: LogPseudonyms) -> tuple[str, dict[str,
         }
     if isinstance(response, pb.VerifyResponse):
         return pb.Decision.Name(response.decision), {}
+    if isinstance(response, tpb.VerifyDocumentResponse):
+        return pb.Decision.Name(response.decision), _document_outcome(response)
+    if isinstance(response, pb.ConfirmMatchResponse):
+        # Four eyes: the entry says whether this confirmation was the first or completed it.
+        return "OK", {"hit_state": _enum_name(pb.HitState, response.state)}
+    if isinstance(response, pb.DismissMatchResponse):
+        return "OK", {"hit_state": _enum_name(pb.HitState, response.state)}
+    if isinstance(response, pb.ListKeptHitsResponse):
+        return "OK", {"hits": str(len(response.hits))}
+    if isinstance(response, adpb.IssuedCertificate):
+        # What names the certificate (as `safepassage pki issue` logs it), never its key.
+        issued = response.certificate
+        return "OK", {"client_id": issued.client_id, "role": issued.role, "serial": issued.serial}
+    if isinstance(response, adpb.SignedAuthorisation):
+        # Which authorisation the administrator had signed, and by which authority certificate.
+        return "OK", {
+            "authorisation": response.authorisation_id,
+            "issued_by": response.issued_by,
+            "signer_serial": response.signer_serial,
+            "expires": response.expires.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    if isinstance(response, adpb.RevokeCertificateResponse):
+        return "OK", {"revoked": str(len(response.serials))}
     if isinstance(response, pb.BulkInsertResponse):
         return "OK", {"inserted": str(response.inserted), "failed": str(response.failed)}
     if isinstance(response, pb.IdentifyStreamResponse):
@@ -129,6 +161,38 @@ def decision_details(request: pb.RecordDecisionRequest, pseudonyms: LogPseudonym
     if request.note:
         details["note_hmac_sha256"] = pseudonyms.note(request.note)
     return details
+
+
+def _document_outcome(response: tpb.VerifyDocumentResponse) -> dict[str, str]:
+    """A chip verification's entry: what the faces showed and what passive authentication said."""
+    proof = response.passive_authentication
+    details = {
+        "face_decision": "MATCH" if response.face_match else "NO_MATCH",
+        "passive_authentication": _enum_name(tpb.PassiveAuthenticationStatus, proof.status),
+        "face_record_format": _token(response.face_record_format),
+        "image_format": _token(response.image_format),
+    }
+    if proof.status == tpb.PA_FAILED:
+        details["pa_failure"] = _enum_name(tpb.PassiveAuthenticationFailure, proof.failure)
+    return details
+
+
+def _token(text: str) -> str:
+    """Our own format names ("ISO/IEC 39794-5") in the log's one-case token shape (ISO_IEC_39794_5)."""
+    return re.sub(r"[^A-Z0-9]+", "_", text.upper()).strip("_")[:64] or "UNKNOWN"
+
+
+def document_details(request: tpb.VerifyDocumentRequest, pseudonyms: LogPseudonyms) -> dict[str, str]:
+    """The document a chip verification was about, refused or not: its issuing state and number as one
+    keyed pseudonym (the operator can find a passport's verifications; nobody else can), and nothing
+    when no readable DG1 came with it."""
+    if not request.document.dg1:
+        return {}
+    try:
+        mrz = read_dg1(request.document.dg1)
+    except TravelDocumentError:  # the servicer refuses it, saying why
+        return {}
+    return {"document_hmac_sha256": pseudonyms.document(mrz.issuing_state, mrz.document_number)}
 
 
 def _enum_name(enum: Any, value: int) -> str:

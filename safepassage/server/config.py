@@ -301,6 +301,44 @@ class ConsoleConfig(_Section):
     max_upload_bytes: int = Field(10 * MiB, ge=64 * 1024, le=64 * MiB)
     # How long a page's form stays usable (its CSRF token is bound to the person's certificate).
     form_hours: float = Field(8.0, gt=0, le=24 * 7)
+    # Kiosk mode (/kiosk): an untouched screen goes back to the start and forgets the holder's record;
+    # its forms (and the holder's proof they carry, sealed) are dead a minute after that.
+    kiosk_idle_seconds: int = Field(90, ge=5, le=900)
+
+
+class CctvConfig(_Section):
+    """Live CCTV identification: whether the server may sign authorisations for administrators.
+
+    Off by default: an authority signs with its own admin certificate's key off the server
+    (`safepassage authorise`), so the service that runs the searches cannot allow them itself. A
+    deployment that sets `signing_key_file` (and the admin certificate it belongs to) lets an
+    administrator sign in the console (AdministrationService.SignAuthorisation); whoever takes
+    the server then holds that key too (docs/console.md, "CCTV authorisations").
+    """
+
+    # The authority's EC private key (PKCS#8 PEM, 0600) and its admin-role client certificate of
+    # this deployment's CA (`safepassage pki issue cctv-authority --role admin --bundle ...`).
+    signing_key_file: Path | None = None
+    signing_certificate_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> CctvConfig:
+        if (self.signing_key_file is None) != (self.signing_certificate_file is None):
+            raise ValueError("cctv.signing_key_file and cctv.signing_certificate_file go together")
+        return self
+
+
+class TravelDocumentsConfig(_Section):
+    """ePassport chips as the reference of a 1:1 verification (TravelDocumentService.VerifyDocument).
+
+    Passive authentication trusts the CSCA certificates in `csca_dir` (PEM or DER files, and ICAO
+    master lists whose signer one of those CSCAs issued: safepassage/travel_document/trust_store.py),
+    read at start-up. None: no CSCA configured, and a request with a SOD is refused.
+    """
+
+    csca_dir: Path | None = None
+    # True: a request without a SOD is refused (FAILED_PRECONDITION) instead of answered NOT_CHECKED.
+    require_passive_authentication: bool = False
 
 
 class Config(_Section):
@@ -315,6 +353,8 @@ class Config(_Section):
     fishing: FishingSettings = FishingSettings()
     enrolment: EnrolmentConfig = EnrolmentConfig()
     console: ConsoleConfig = ConsoleConfig()
+    cctv: CctvConfig = CctvConfig()
+    travel_documents: TravelDocumentsConfig = TravelDocumentsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -347,6 +387,10 @@ class Config(_Section):
     @property
     def probes_path(self) -> Path:
         return self.storage.data_dir / "camera_probes.sqlite3"
+
+    @property
+    def reference_images_path(self) -> Path:
+        return self.storage.data_dir / "reference_images.sqlite3"
 
     @property
     def stream_replies_path(self) -> Path:
@@ -415,6 +459,8 @@ _PATHS = {
     "matching.template_protection": ("keyring_file",),
     "audit": ("key_file", "head_file"),
     "audit.witness": ("public_key_file",),
+    "travel_documents": ("csca_dir",),
+    "cctv": ("signing_key_file", "signing_certificate_file"),
 }
 
 

@@ -1,4 +1,9 @@
-"""GalleryService: create, list, describe, calibrate and delete galleries; renew template protection."""
+"""GalleryService: create, list, describe, calibrate and delete galleries; renew template protection.
+
+A gallery may keep reference images for human review (opt-in at creation, watchlists only): the
+choice and the images live in their own store (safepassage/store/reference_images.py), erased with
+the gallery.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import logging
 import grpc
 
 from safepassage import face as faces
+from safepassage import store
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import InvalidInput
-from safepassage.matcher import GallerySpec, Matcher
+from safepassage.matcher import GalleryInfo, GalleryPurpose, GallerySpec, Matcher
 from safepassage.matcher.thresholds import ModelThresholds
 from safepassage.server.conversion import gallery_to_pb, purpose_from_pb, require
 from safepassage.server.probes import ProbeReader
@@ -28,10 +34,23 @@ def model_thresholds(model: faces.EmbeddingModel) -> ModelThresholds:
 
 
 class GalleryServicer(pb_grpc.GalleryServiceServicer):
-    def __init__(self, matcher: Matcher, probes: ProbeReader, *, protect_all: bool = False) -> None:
+    def __init__(
+        self,
+        matcher: Matcher,
+        probes: ProbeReader,
+        *,
+        protect_all: bool = False,
+        reference_images: store.ReferenceImageStore,
+    ) -> None:
         self._matcher = matcher
         self._probes = probes
         self._protect_all = protect_all
+        self._images = reference_images
+
+    def _shown(self, info: GalleryInfo) -> pb.Gallery:
+        gallery = gallery_to_pb(info, self._thresholds)
+        gallery.keep_reference_images = self._images.keeps(info.spec.gallery_id)
+        return gallery
 
     @property
     def _thresholds(self) -> ModelThresholds:
@@ -55,21 +74,23 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
             ),
         )
         protect = request.protect_templates or self._protect_all
-        return gallery_to_pb(self._matcher.create_gallery(spec, protect=protect), thresholds)
+        if request.keep_reference_images and purpose is not GalleryPurpose.WATCHLIST:
+            # Protected records are reached only through their consent flows: no face image beside them.
+            raise InvalidInput("keep_reference_images is for watchlists only")
+        created = self._matcher.create_gallery(spec, protect=protect)
+        if request.keep_reference_images:
+            self._images.keep_for(spec.gallery_id)
+        return self._shown(created)
 
     def ListGalleries(
         self, request: pb.ListGalleriesRequest, context: grpc.ServicerContext
     ) -> pb.ListGalleriesResponse:
-        return pb.ListGalleriesResponse(
-            galleries=[gallery_to_pb(g, self._thresholds) for g in self._matcher.list_galleries()]
-        )
+        return pb.ListGalleriesResponse(galleries=[self._shown(g) for g in self._matcher.list_galleries()])
 
     def DescribeGallery(
         self, request: pb.DescribeGalleryRequest, context: grpc.ServicerContext
     ) -> pb.Gallery:
-        return gallery_to_pb(
-            self._matcher.describe(require(request.gallery_id, "gallery_id")), self._thresholds
-        )
+        return self._shown(self._matcher.describe(require(request.gallery_id, "gallery_id")))
 
     def CalibrateGallery(
         self, request: pb.CalibrateGalleryRequest, context: grpc.ServicerContext
@@ -85,7 +106,13 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         if request.impostors:
             vectors = []
             for position, probe in enumerate(request.impostors):
-                found = self._probes.read(probe, spec, faces.FaceSelection.LARGEST, f"impostors[{position}]")
+                try:
+                    found = self._probes.read(
+                        probe, spec, faces.FaceSelection.LARGEST, f"impostors[{position}]"
+                    )
+                except (faces.NoFaceFound, faces.ImageDecodeError, faces.ImageTooSmall) as error:
+                    # Name the item, so a caller (the console) can report and leave out that one photo.
+                    raise InvalidInput(f"impostors[{position}]: {error}") from None
                 if not found:
                     raise InvalidInput(f"impostors[{position}] holds no face")
                 vectors.append(found[0].vector)
@@ -110,5 +137,8 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
     def DeleteGallery(
         self, request: pb.DeleteGalleryRequest, context: grpc.ServicerContext
     ) -> pb.DeleteGalleryResponse:
-        erased = self._matcher.delete_gallery(require(request.gallery_id, "gallery_id"))
+        gallery_id = require(request.gallery_id, "gallery_id")
+        erased = self._matcher.delete_gallery(gallery_id)
+        # After the templates (a stop between the two is finished at the next start: stores_opening.py).
+        self._images.erase_gallery(gallery_id)
         return pb.DeleteGalleryResponse(templates_erased=erased)

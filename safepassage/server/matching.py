@@ -15,9 +15,11 @@ Each search notes, for the transparency log and the fishing detector, the
 threshold it used, where that came from, and what the gallery's own
 threshold would have decided (call_notes.py); which thresholds a caller may
 ask for is the access policy's (authorization.py), checked before any
-servicer runs. A kept CCTV hit records the camera and the authorisation that
-admitted its search; ConfirmMatch asks the policy whether the caller may
-confirm it, and the probe store confirms it once.
+servicer runs. A kept CCTV hit records the camera, the authorisation that
+admitted its search (id, legal basis, expiry), its candidate, score and
+threshold. ConfirmMatch asks the policy whether the caller may confirm it;
+the probe store then takes two different reviewers (four eyes), and
+DismissMatch erases the hit at once. ListKeptHits is the reviewers' queue.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import InvalidInput, SafePassageError
 from safepassage.matcher import Identification, Matcher, ThresholdChoice, ThresholdSource, passes
 from safepassage.server.authorization import check_confirmation
-from safepassage.server.call_notes import after_logged, note_search, noted_authorisation
+from safepassage.server.call_notes import (
+    after_logged,
+    note_search,
+    noted_authorisation,
+    noted_authorisation_terms,
+)
 from safepassage.server.config import MatchingConfig
 from safepassage.server.conversion import (
     box_to_pb,
@@ -57,6 +64,9 @@ from safepassage.server.review_decision import check_decision
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
+# A camera's face crop of a hit: a small JPEG, never a frame (IdentifyRequest.face_crop).
+MAX_CROP_SIDE = 320
+_CROP_LIMITS = faces.ImageLimits(max_bytes=64 * 1024, max_pixels=MAX_CROP_SIDE * MAX_CROP_SIDE, min_side=16)
 _ABORTED = grpc.StatusCode.ABORTED.value[0]
 
 
@@ -91,7 +101,12 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         limits: MatchingConfig,
         kept_probes: store.ProbeStore,
         replies: store.ReplyLedger,
+        *,
+        retention_s: float,
+        reference_images: store.ReferenceImageStore,
     ) -> None:
+        self._retention_s = retention_s  # an unconfirmed hit's life, for the queue's time left
+        self._images = reference_images
         self._matcher = matcher
         self._probes = probes
         self._limits = limits
@@ -100,26 +115,43 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         self._in_flight = _InFlight()
 
     def _one_face(
-        self, probe: pb.Probe, gallery_id: str, selection: pb.FaceSelection.ValueType, field: str
+        self,
+        probe: pb.Probe,
+        gallery_id: str,
+        selection: pb.FaceSelection.ValueType,
+        field: str,
+        *,
+        crop: bool = False,
     ) -> ProbeFace:
         chosen = selection_from_pb(selection, faces.FaceSelection.SINGLE)
         if chosen is faces.FaceSelection.ALL:
             raise InvalidInput("face_selection ALL is for identification; use SINGLE or LARGEST")
         spec = self._matcher.spec(gallery_id)
-        (face,) = self._probes.read(probe, spec, chosen, field)
+        (face,) = self._probes.read(probe, spec, chosen, field, crop=crop)
         return face
+
+    def _enrolment_face(self, request: pb.InsertTemplateRequest, gallery_id: str) -> ProbeFace:
+        """The template's face; with its reference image when the gallery keeps them and this is a new
+        subject (a later capture never replaces the first capture's image)."""
+        crop = not request.add_capture and self._images.keeps(gallery_id)
+        return self._one_face(request.template, gallery_id, request.face_selection, "template", crop=crop)
+
+    def _keep_image(self, gallery_id: str, reference_id: str, face: ProbeFace) -> None:
+        if face.crop is not None:
+            self._images.put_first(gallery_id, reference_id, face.crop)
 
     def InsertTemplate(
         self, request: pb.InsertTemplateRequest, context: grpc.ServicerContext
     ) -> pb.InsertTemplateResponse:
         gallery_id = require(request.gallery_id, "gallery_id")
         reference_id = require(request.reference_id, "reference_id")
-        face = self._one_face(request.template, gallery_id, request.face_selection, "template")
+        face = self._enrolment_face(request, gallery_id)
         captures = 1
         if request.add_capture:
             captures = self._matcher.add_captures(gallery_id, reference_id, [face.vector]).captures
         else:
             self._matcher.insert(gallery_id, reference_id, face.vector)
+            self._keep_image(gallery_id, reference_id, face)
         return pb.InsertTemplateResponse(
             reference_id=reference_id, box=box_to_pb(face.box) if face.box else None, captures=captures
         )
@@ -129,6 +161,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
     ) -> pb.BulkInsertResponse:
         response = pb.BulkInsertResponse()
         pending: list[tuple[int, str, np.ndarray]] = []
+        faces_of: dict[int, ProbeFace] = {}  # pending items' faces, for their reference images
         pending_gallery = ""
 
         def fail(index: int, reference_id: str, error: SafePassageError) -> None:
@@ -153,15 +186,17 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             for (index, reference_id, _), outcome in zip(pending, outcomes, strict=True):
                 if outcome is None:
                     response.inserted += 1
+                    self._keep_image(pending_gallery, reference_id, faces_of[index])
                 else:
                     fail(index, reference_id, outcome)
             pending.clear()
+            faces_of.clear()
 
         for index, request in enumerate(request_iterator):
             try:
                 gallery_id = require(request.gallery_id, "gallery_id")
                 reference_id = require(request.reference_id, "reference_id")
-                face = self._one_face(request.template, gallery_id, request.face_selection, "template")
+                face = self._enrolment_face(request, gallery_id)
             except SafePassageError as error:
                 fail(index, request.reference_id, error)
                 continue
@@ -177,6 +212,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
                 flush()
                 pending_gallery = gallery_id
             pending.append((index, reference_id, face.vector))
+            faces_of[index] = face
         flush()
         log.info("bulk insert: %d inserted, %d failed", response.inserted, response.failed)
         return response
@@ -184,10 +220,21 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
     def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
     ) -> pb.DeleteTemplateResponse:
-        self._matcher.delete(
-            require(request.gallery_id, "gallery_id"), require(request.reference_id, "reference_id")
-        )
+        gallery_id = require(request.gallery_id, "gallery_id")
+        reference_id = require(request.reference_id, "reference_id")
+        # The image first: a failure between the two leaves a template without its image, never the reverse.
+        self._matcher.spec(gallery_id)  # NOT_FOUND for no gallery, before anything is erased
+        self._images.erase_subject(gallery_id, reference_id)
+        self._matcher.delete(gallery_id, reference_id)
         return pb.DeleteTemplateResponse()
+
+    def GetReferenceImage(
+        self, request: pb.GetReferenceImageRequest, context: grpc.ServicerContext
+    ) -> pb.GetReferenceImageResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        self._matcher.spec(gallery_id)  # NOT_FOUND for no gallery; the interceptor checked its purpose
+        image = self._images.get(gallery_id, require(request.reference_id, "reference_id"))
+        return pb.GetReferenceImageResponse(jpeg=image.jpeg, kept_at=_timestamp(image.kept_at))
 
     def CountTemplates(
         self, request: pb.CountTemplatesRequest, context: grpc.ServicerContext
@@ -195,6 +242,8 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         return pb.CountTemplatesResponse(count=self._matcher.count(require(request.gallery_id, "gallery_id")))
 
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:
+        if request.face_crop:
+            raise InvalidInput("face_crop is sent only by CCTV units, on IdentifyStream")
         response, _ = self._identify(request)
         return response
 
@@ -304,21 +353,33 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             self._in_flight.release(key)
 
     def _search(self, caller: Caller, request: pb.IdentifyRequest) -> pb.IdentifyStreamResponse:
+        _check_face_crop(caller, request.face_crop)
         result, faces = self._identify(request)
         answer = pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
         if caller.role is Role.CCTV_EDGE and result.decision == pb.MATCH:
-            answer.probe_id = self._keep_hit(caller, result, faces)
+            answer.probe_id = self._keep_hit(caller, result, faces, request.face_crop)
+        # A crop of a face that matched nobody is dropped with the request: never stored.
         return answer
 
-    def _keep_hit(self, camera: Caller, result: pb.IdentifyResponse, faces: list[ProbeFace]) -> int:
-        """Keep a CCTV probe that matched, for an officer to confirm; purged after the retention."""
+    def _keep_hit(
+        self, camera: Caller, result: pb.IdentifyResponse, faces: list[ProbeFace], face_crop: bytes
+    ) -> int:
+        """Keep a CCTV probe that matched, for two reviewers to confirm; purged after the retention."""
         face, found = next((f, r) for f, r in zip(faces, result.faces, strict=True) if r.decision == pb.MATCH)
+        best = found.candidates[0]
+        legal_basis, expires = noted_authorisation_terms()
+        score = best.normalised_score if best.HasField("normalised_score") else best.score
+        evidence = store.HitEvidence(
+            score, result.threshold, legal_basis, float(expires) if expires else None
+        )
         return self._kept.keep(
             result.gallery_id,
             camera.client_id,
             face.vector,
-            found.candidates[0].reference_id,
+            best.reference_id,
             authorisation_id=noted_authorisation(),
+            evidence=evidence,
+            face_crop=face_crop,
         )
 
     def ConfirmMatch(
@@ -326,12 +387,70 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
     ) -> pb.ConfirmMatchResponse:
         gallery_id = require(request.gallery_id, "gallery_id")
         spec = self._matcher.spec(gallery_id)
-        # Looked up within the named gallery: another gallery's probe is NOT_FOUND, as if never kept.
-        kept = self._kept.get(request.probe_id, gallery_id)
+        # Looked up within the named gallery: another gallery's probe is NOT_FOUND, as if never kept
+        # (a dismissed one is the store's to refuse, saying so).
         caller = current_caller()
-        check_confirmation(caller, gallery_id, spec.purpose, kept.authorisation_id)
-        confirmed = self._kept.confirm(request.probe_id, gallery_id, caller.label)
-        return pb.ConfirmMatchResponse(probe_id=confirmed.probe_id, reference_id=confirmed.candidate)
+        try:
+            kept = self._kept.get(request.probe_id, gallery_id)
+        except store.ProbeNotFound:
+            kept = None
+        if kept is not None:
+            check_confirmation(caller, gallery_id, spec.purpose, kept.authorisation_id)
+        hit = self._kept.confirm(request.probe_id, gallery_id, caller.label)
+        return pb.ConfirmMatchResponse(
+            probe_id=hit.probe.probe_id,
+            reference_id=hit.probe.candidate,
+            state=_HIT_STATES[hit.state],
+            reviews=[_review_to_pb(r) for r in hit.reviews],
+        )
+
+    def DismissMatch(
+        self, request: pb.DismissMatchRequest, context: grpc.ServicerContext
+    ) -> pb.DismissMatchResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        self._matcher.spec(gallery_id)  # NOT_FOUND for no gallery; the interceptor checked its purpose
+        self._kept.dismiss(request.probe_id, gallery_id, current_caller().label)
+        return pb.DismissMatchResponse(probe_id=request.probe_id, state=pb.DISMISSED)
+
+    def ListKeptHits(
+        self, request: pb.ListKeptHitsRequest, context: grpc.ServicerContext
+    ) -> pb.ListKeptHitsResponse:
+        gallery_id = require(request.gallery_id, "gallery_id")
+        spec = self._matcher.spec(gallery_id)
+        response = pb.ListKeptHitsResponse(
+            metric=metric_to_pb(spec.metric), retention_hours=self._retention_s / 3600
+        )
+        for hit in self._kept.queue(gallery_id, request.camera_id):
+            if request.probe_id and hit.probe.probe_id != request.probe_id:
+                continue
+            shown = self._kept_hit_to_pb(hit)
+            if request.include_face_crops and hit.evidence.has_face_crop:
+                shown.face_crop = self._kept.face_crop(hit.probe.probe_id, gallery_id) or b""
+            response.hits.append(shown)
+        return response
+
+    def _kept_hit_to_pb(self, hit: store.QueuedHit) -> pb.KeptHit:
+        probe, evidence = hit.probe, hit.evidence
+        shown = pb.KeptHit(
+            probe_id=probe.probe_id,
+            camera_id=probe.camera_id,
+            kept_at=_timestamp(probe.captured_at),
+            authorisation_id=probe.authorisation_id,
+            legal_basis=evidence.legal_basis,
+            reference_id=probe.candidate,
+            state=_HIT_STATES[hit.state],
+            reviews=[_review_to_pb(r) for r in hit.reviews],
+            has_face_crop=evidence.has_face_crop,
+        )
+        if not probe.confirmed:
+            shown.purge_at.CopyFrom(_timestamp(probe.captured_at + self._retention_s))
+        if evidence.authorisation_expires is not None:
+            shown.authorisation_expires.CopyFrom(_timestamp(evidence.authorisation_expires))
+        if evidence.score is not None:
+            shown.score = evidence.score
+        if evidence.threshold is not None:
+            shown.threshold = evidence.threshold
+        return shown
 
     def RecordDecision(
         self, request: pb.RecordDecisionRequest, context: grpc.ServicerContext
@@ -365,6 +484,40 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             box=box_to_pb(face.box) if face.box else None,
             normalised_score=outcome.normalised_score,
         )
+
+
+_HIT_STATES = {
+    store.HitState.AWAITING_REVIEW: pb.AWAITING_REVIEW,
+    store.HitState.AWAITING_SECOND_REVIEW: pb.AWAITING_SECOND_REVIEW,
+    store.HitState.CONFIRMED: pb.CONFIRMED,
+    store.HitState.DISMISSED: pb.DISMISSED,
+}
+_HIT_ACTIONS = {store.ReviewAction.CONFIRM: pb.HIT_CONFIRM, store.ReviewAction.DISMISS: pb.HIT_DISMISS}
+
+
+def _check_face_crop(caller: Caller, crop: bytes) -> None:
+    """A face crop comes only from a camera, as a small JPEG (its header read; nothing decoded)."""
+    if not crop:
+        return
+    if caller.role is not Role.CCTV_EDGE:
+        raise InvalidInput("face_crop is sent only by CCTV units")
+    header = faces.read_header(crop, _CROP_LIMITS)
+    if header.format != "JPEG" or max(header.width, header.height) > MAX_CROP_SIDE:
+        raise InvalidInput(f"face_crop must be a JPEG of at most {MAX_CROP_SIDE} pixels a side")
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    moment = Timestamp()
+    moment.FromNanoseconds(round(seconds * 1e9))
+    return moment
+
+
+def _review_to_pb(review: store.ProbeReview) -> pb.HitReview:
+    return pb.HitReview(
+        reviewer=review.reviewed_by,
+        action=_HIT_ACTIONS[review.action],
+        reviewed_at=_timestamp(review.reviewed_at),
+    )
 
 
 def _note(results: list[Identification], own: ThresholdChoice) -> None:

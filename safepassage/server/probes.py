@@ -31,6 +31,7 @@ class ModelMismatch(FailedPrecondition):
 class ProbeFace:
     vector: npt.NDArray[np.float32]
     box: faces.FaceBox | None  # None for embedding probes
+    crop: bytes | None = None  # a reference image (JPEG face crop), when asked for and made from an image
 
 
 class ProbeReader:
@@ -46,7 +47,13 @@ class ProbeReader:
         return self._embedder.model
 
     def read(
-        self, probe: pb.Probe, gallery: GallerySpec, selection: faces.FaceSelection, field: str = "probe"
+        self,
+        probe: pb.Probe,
+        gallery: GallerySpec,
+        selection: faces.FaceSelection,
+        field: str = "probe",
+        *,
+        crop: bool = False,
     ) -> list[ProbeFace]:
         kind = probe.WhichOneof("kind")
         if kind == "embedding":
@@ -58,10 +65,18 @@ class ProbeReader:
                     f"gallery {gallery.gallery_id!r} holds {gallery.model_name} templates;"
                     f" this server embeds images with {self._embedder.model.name}"
                 )
-            header = faces.read_header(probe.image, self._limits)
-            with self._budget.reserve(header.decode_bytes):
-                image = faces.decode_image(probe.image, self._limits)
-                found = self._embedder.embed(image, selection)
-                del image  # the pixels go before their reservation does
-            return [ProbeFace(face.embedding, face.box) for face in found]
+            return self.read_image(probe.image, selection, crop=crop)
         raise EmptyProbe(f"{field} is empty: give an embedding or a JPEG/PNG image")
+
+    def read_image(
+        self, data: bytes, selection: faces.FaceSelection, *, crop: bool = False
+    ) -> list[ProbeFace]:
+        """The faces in encoded image bytes (a probe's, or a travel document's portrait); with `crop`,
+        each with its reference image (faces.reference_crop), cut while the pixels live."""
+        header = faces.read_header(data, self._limits)
+        with self._budget.reserve(header.decode_bytes):
+            image = faces.decode_image(data, self._limits)
+            found = self._embedder.embed(image, selection)
+            crops = [faces.reference_crop(image, face.box) if crop else None for face in found]
+            del image  # the pixels go before their reservation does
+        return [ProbeFace(face.embedding, face.box, made) for face, made in zip(found, crops, strict=True)]

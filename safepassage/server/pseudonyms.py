@@ -9,7 +9,8 @@ query was replayed, which refusals named the same gallery) without the text,
 and nobody without the key can test guesses against it. Kept CCTV probe ids
 enter the same way: they are the handle an officer confirms a hit by, so the
 log links a hit to its confirmation without publishing the handle. An officer's recorded decision
-names its candidate (a reference id) and carries a free-text note: both enter the same way.
+names its candidate (a reference id) and carries a free-text note: both enter the same way, as
+does the travel document a chip verification was about (its issuing state and number).
 
 The operator, who holds the key (`from_key_file`), can recompute the
 pseudonym of a given id to find its entries.
@@ -56,3 +57,11 @@ class LogPseudonyms:
     def note(self, note: str) -> str:
         """An officer's free-text note: the key holder can check a note against the log, nobody else."""
         return pseudonym(self.key, f"note:{note}")
+
+    def legal_basis(self, legal_basis: str) -> str:
+        """A CCTV authorisation's legal basis, typed by an administrator: free text, so keyed."""
+        return pseudonym(self.key, f"legal-basis:{legal_basis.strip()}")
+
+    def document(self, issuing_state: str, document_number: str) -> str:
+        """A travel document (its MRZ's issuing state and number): personal data, never in the log."""
+        return pseudonym(self.key, f"document:{issuing_state}:{document_number}")

@@ -20,7 +20,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from safepassage import enrolment, store
-from safepassage.api.v1 import access_pb2, matching_pb2, protected_identity_pb2
+from safepassage.api.v1 import (
+    access_pb2,
+    administration_pb2,
+    capture_pb2,
+    matching_pb2,
+    protected_identity_pb2,
+    travel_document_pb2,
+)
 from safepassage.audit import TransparencyLog
 from safepassage.core.errors import SafePassageError
 from safepassage.matcher import Matcher
@@ -36,9 +43,12 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    administration_pb2.DESCRIPTOR.services_by_name["AdministrationService"].full_name,
+    capture_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
     matching_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
     matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
     protected_identity_pb2.DESCRIPTOR.services_by_name["ProtectedIdentityService"].full_name,
+    travel_document_pb2.DESCRIPTOR.services_by_name["TravelDocumentService"].full_name,
 )
 
 

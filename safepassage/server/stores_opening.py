@@ -38,12 +38,17 @@ class Stores:
     kept_probes: store.ProbeStore
     stream_replies: store.ReplyLedger
     transparency_log: TransparencyLog
+    reference_images: store.ReferenceImageStore
 
 
 def open_stores(config: Config, sealer: store.TemplateSealer, opened: ExitStack) -> Stores:
     """Open (or create) each store, registering its close with `opened`."""
     template_store = opened.enter_context(store.TemplateStore.open(config.database_path, sealer))
-    snapshot.remove_stale(config.snapshot_dir, {g.gallery_id for g in template_store.galleries.records()})
+    galleries = {g.gallery_id for g in template_store.galleries.records()}
+    snapshot.remove_stale(config.snapshot_dir, galleries)
+    reference_images = store.ReferenceImageStore.open(config.reference_images_path, sealer)
+    opened.callback(reference_images.close)
+    reference_images.forget_galleries_except(galleries)  # a gallery deleted before its images were
     kept_probes = store.ProbeStore.open(config.probes_path, sealer)
     opened.callback(kept_probes.close)
     stream_replies = store.ReplyLedger.open(config.stream_replies_path, sealer)
@@ -54,7 +59,7 @@ def open_stores(config: Config, sealer: store.TemplateSealer, opened: ExitStack)
         publisher=tree_head_publisher(config),
     )
     opened.callback(transparency_log.close)
-    return Stores(template_store, kept_probes, stream_replies, transparency_log)
+    return Stores(template_store, kept_probes, stream_replies, transparency_log, reference_images)
 
 
 def open_protected_records(config: Config, matcher: Matcher, lookup_key: bytes) -> enrolment.ProtectedRecords:

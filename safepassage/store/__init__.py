@@ -11,6 +11,7 @@ Camera probes kept for review (safepassage.store.probes) and answers given on id
 streams (safepassage.store.replies) are sealed with the same key, each in a file of its own.
 """
 
+from safepassage.store.captures import Fuse
 from safepassage.store.cohort import open_cohort, seal_cohort
 from safepassage.store.database import TemplateStore
 from safepassage.store.digest import (
@@ -37,8 +38,18 @@ from safepassage.store.errors import (
     TooManyCaptures,
 )
 from safepassage.store.keys import KEY_SIZE
-from safepassage.store.probes import KeptProbe, ProbeNotFound, ProbeStore
+from safepassage.store.probes import (
+    HitEvidence,
+    HitState,
+    KeptProbe,
+    ProbeNotFound,
+    ProbeReview,
+    ProbeStore,
+    QueuedHit,
+    ReviewAction,
+)
 from safepassage.store.records import GalleryRecord, GalleryState, StoredTemplate, SubjectChange
+from safepassage.store.reference_images import ReferenceImage, ReferenceImageNotKept, ReferenceImageStore
 from safepassage.store.replies import (
     REQUEST_ID,
     InvalidRequestId,
@@ -58,20 +69,29 @@ __all__ = [
     "SCHEMA_VERSION",
     "SEAL_VERSION",
     "DuplicateReference",
+    "Fuse",
     "GalleryExists",
     "GalleryNotFound",
     "GalleryRecord",
     "GalleryState",
+    "HitEvidence",
+    "HitState",
     "InvalidKey",
     "InvalidRecord",
     "InvalidRequestId",
     "InvalidTemplate",
     "KeptProbe",
     "ProbeNotFound",
+    "ProbeReview",
     "ProbeStore",
+    "QueuedHit",
+    "ReferenceImage",
+    "ReferenceImageNotKept",
+    "ReferenceImageStore",
     "ReferenceNotFound",
     "ReplyIntegrityError",
     "ReplyLedger",
+    "ReviewAction",
     "SchemaMismatch",
     "StoreClosed",
     "StoreCorrupted",

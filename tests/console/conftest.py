@@ -7,7 +7,7 @@ from face_recognition's photos among LFW distractors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +106,17 @@ def enrol_watchlist(world: ConsoleWorld) -> None:
 
 
 @pytest.fixture(scope="module")
+def console_settings() -> Callable[[RolePki, Path], dict[str, object]]:
+    """What a module adds to its server's configuration, given its PKI and folder (a module overrides it)."""
+    return lambda pki, folder: {}
+
+
+@pytest.fixture(scope="module")
 def console_world(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, faces_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    faces_dir: Path,
+    console_settings: Callable[[RolePki, Path], dict[str, object]],
 ) -> Iterator[ConsoleWorld]:
     from safepassage.app import create_server
     from safepassage.server.config import load_config
@@ -126,6 +135,7 @@ def console_world(
             # The browser calls as fast as it can; the limits have tests of their own.
             "limits.enabled": False,
             "fishing.enabled": False,
+            **console_settings(pki, folder),
         },
     )
     service, port = create_server(config)

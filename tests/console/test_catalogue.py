@@ -7,6 +7,7 @@ without going through the catalogue. A deployment's translation would miss it.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -73,11 +74,15 @@ DATA = (
 
 
 def pseudo() -> Catalogue:
-    english = Catalogue.load("en")
+    """Every message wrapped in ⟪ ⟫. With SAFEPASSAGE_PSEUDO_LANGUAGE=<code> (test_console_languages.py
+    runs these tests so, once per shipped language) the wrapped texts are that language's translations:
+    a message it lacks is shown unwrapped, in English, and fails the test like text outside the catalogue."""
+    source = Catalogue.load(os.environ.get("SAFEPASSAGE_PSEUDO_LANGUAGE", "en"))
     return Catalogue(
-        "en",
-        {message: f"⟪{message}⟫" for message in english.singular},
-        {ids: tuple(f"⟪{form}⟫" for form in forms) for ids, forms in english.plural.items()},
+        source.language,
+        {message: f"⟪{text}⟫" for message, text in source.singular.items()},
+        {ids: tuple(f"⟪{form}⟫" for form in forms) for ids, forms in source.plural.items()},
+        source.plural_index,
     )
 
 

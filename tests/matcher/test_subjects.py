@@ -262,3 +262,24 @@ def test_captures_that_cannot_fuse_are_refused(matcher: Matcher, people: People)
     with pytest.raises(InvalidVector, match="do not fuse"):
         matcher.add_captures("w", name, [-face])
     assert matcher.verify("w", name, face).score == pytest.approx(0.0, abs=1e-6)
+
+
+def test_captures_for_many_subjects_each_succeed_or_fail_alone(matcher: Matcher, people: People) -> None:
+    names = list(people.enrol)[:5]
+    spec = GallerySpec(
+        "w", GalleryPurpose.WATCHLIST, "onnx", people.dimension, people.metric, people.threshold
+    )
+    matcher.create_gallery(spec)
+    assert matcher.insert_many("w", [(n, people.enrol[n][0]) for n in names[:4]]) == [None] * 4
+    items = [(n, people.enrol[n][1:]) for n in names]  # the fifth is not enrolled
+    items.append((names[1], [people.enrol[names[1]][0]] * 11))  # more than a subject may hold
+    outcomes = matcher.add_captures_many("w", items)
+    assert [type(o).__name__ for o in outcomes] == ["SubjectChange"] * 4 + [
+        "ReferenceNotFound",
+        "TooManyReferences",
+    ]
+    assert matcher.count("w") == 4
+    for name in names[:4]:  # the index follows the store: each searched by its mean
+        (answer,) = matcher.identify("w", people.last[name][None, :], top_k=1)
+        _, fused = matcher._store.templates.get("w", name)
+        assert answer.candidates[0].score <= float(np.linalg.norm(fused - people.last[name])) + 1e-5

@@ -37,7 +37,14 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     Operation.IDENTIFY:                  ("-",  "-",   "W",   "-",  "-",  "-"),
     Operation.VERIFY:                    ("-",  "-",   "W",   "-",  "W",  "-"),
     Operation.IDENTIFY_STREAM:           ("-",  "-",   "W",   "W",  "-",  "-"),
+    # Reviewing kept CCTV hits (four eyes: two different officers confirm; one may dismiss).
     Operation.CONFIRM_MATCH:             ("-",  "-",   "W",   "-",  "-",  "-"),
+    Operation.DISMISS_MATCH:             ("-",  "-",   "W",   "-",  "-",  "-"),
+    Operation.LIST_KEPT_HITS:            ("-",  "-",   "W",   "-",  "-",  "-"),
+    # A watchlist's reference images (opt-in face crops): only who reviews its hits sees them.
+    Operation.GET_REFERENCE_IMAGE:       ("-",  "-",   "W",   "-",  "-",  "-"),
+    # A traveller against their own passport chip's photo: officers at a desk, kiosks at an e-gate.
+    Operation.VERIFY_DOCUMENT:           ("-",  "-",   "*",   "-",  "*",  "-"),
     # The officer's own decision on an answer, into the log (the console's desk records it).
     Operation.RECORD_DECISION:           ("-",  "-",   "W",   "-",  "-",  "-"),
     # Protected records: the NGO's caseworkers and kiosks, under the record policy.
@@ -58,6 +65,22 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     Operation.GET_PUBLIC_KEYS:           ("*",  "*",   "*",   "*",  "*",  "*"),
     # Who the caller is and what its role may do: every client may ask about itself.
     Operation.DESCRIBE_CALLER:           ("*",  "*",   "*",   "*",  "*",  "*"),
+    # The deployment's certificates: administrators only (issue, list, revoke).
+    Operation.ISSUE_CERTIFICATE:         ("*",  "-",   "-",   "-",  "-",  "-"),
+    Operation.LIST_CERTIFICATES:         ("*",  "-",   "-",   "-",  "-",  "-"),
+    Operation.REVOKE_CERTIFICATE:        ("*",  "-",   "-",   "-",  "-",  "-"),
+    # CCTV authorisations and their uses, fishing alerts (from the log): administrators and auditors.
+    Operation.LIST_AUTHORISATIONS:       ("*",  "*",   "-",   "-",  "-",  "-"),
+    # Signing one on the server (where the deployment keeps the authority's key there): administrators,
+    # on watchlists.
+    Operation.SIGN_AUTHORISATION:        ("W",  "-",   "-",   "-",  "-",  "-"),
+    Operation.LIST_FISHING_ALERTS:       ("*",  "*",   "-",   "-",  "-",  "-"),
+    # The transparency log's entries, signed heads and proofs: administrators and auditors.
+    Operation.LIST_TREE_HEADS:           ("*",  "*",   "-",   "-",  "-",  "-"),
+    Operation.LIST_LOG_ENTRIES:          ("*",  "*",   "-",   "-",  "-",  "-"),
+    Operation.GET_CONSISTENCY_PROOF:     ("*",  "*",   "-",   "-",  "-",  "-"),
+    # A webcam capture's quality (the kiosk's prompts): officers (a search), caseworkers (an enrolment).
+    Operation.ASSESS_CAPTURE:            ("-",  "-",   "*",   "-",  "-",  "*"),
 }
 # fmt: on
 

@@ -16,15 +16,22 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from safepassage.api.v1 import access_pb2 as apb
 from safepassage.api.v1 import access_pb2_grpc as apb_grpc
+from safepassage.api.v1 import administration_pb2 as adpb
+from safepassage.api.v1 import administration_pb2_grpc as adpb_grpc
+from safepassage.api.v1 import capture_pb2 as cpb
+from safepassage.api.v1 import capture_pb2_grpc as cpb_grpc
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.api.v1 import protected_identity_pb2 as ppb
+from safepassage.api.v1 import travel_document_pb2 as tpb
+from safepassage.api.v1 import travel_document_pb2_grpc as tpb_grpc
 from safepassage.matcher import GalleryPurpose
 from safepassage.server.authorization import GALLERY_FREE, PROTECTED_IDENTITY_OPERATIONS, Operation
 from safepassage.server.cctv_authorisation import METADATA_KEY, sign
 from safepassage.server.identity import Role
 from tests.pki_helpers import RolePki, foreign_cert
 from tests.server.policy_promises import PROMISES, promised
+from tests.travel_document.issuer import issue_chip, make_csca, make_signer, photo_of
 
 pytestmark = pytest.mark.server
 DIM = 128
@@ -43,7 +50,7 @@ def emb(seed: int) -> pb.Probe:
 
 
 @pytest.fixture(scope="module")
-def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-untyped-def]
+def world(server_factory, clients_for, role_pki: RolePki, faces_dir: Path):  # type: ignore[no-untyped-def]
     service, port, _ = server_factory()
     clients = clients_for(port)
     for purpose, gallery in GALLERY.items():
@@ -64,7 +71,12 @@ def world(server_factory, clients_for, role_pki: RolePki):  # type: ignore[no-un
         admin_cert=x509.load_pem_x509_certificate(admin.cert_pem),
         admin_key=load_pem_private_key(admin.key_pem, None),  # type: ignore[arg-type]
     )
-    return port, clients, token, service
+    # A passport chip (DG2 only: no CSCA is configured here) and its holder's live face.
+    chip = issue_chip(photo_of(faces_dir, "Tony_Blair", 1), make_signer(make_csca()))
+    document = tpb.VerifyDocumentRequest(
+        document=tpb.TravelDocument(dg2=chip.dg2), probe=pb.Probe(image=photo_of(faces_dir, "Tony_Blair", 2))
+    )
+    return port, clients, token, service, document
 
 
 def _setup_target(
@@ -83,9 +95,16 @@ def _setup_target(
 
 
 def _call(
-    stubs: Any, operation: Operation, gallery: str, purpose: GalleryPurpose, case: str, token: str
+    stubs: Any,
+    operation: Operation,
+    gallery: str,
+    purpose: GalleryPurpose,
+    case: str,
+    token: str,
+    document: tpb.VerifyDocumentRequest,
 ) -> Any:
     m, g = stubs.matching, stubs.galleries
+    admin = adpb_grpc.AdministrationServiceStub(stubs.channel)
     calls: dict[Operation, Callable[[], Any]] = {
         Operation.CREATE_GALLERY: lambda: g.CreateGallery(
             pb.CreateGalleryRequest(gallery_id=f"new-{case}", purpose=PB_PURPOSE[purpose])
@@ -122,6 +141,13 @@ def _call(
         Operation.CONFIRM_MATCH: lambda: m.ConfirmMatch(
             pb.ConfirmMatchRequest(gallery_id=gallery, probe_id=987654)
         ),
+        Operation.DISMISS_MATCH: lambda: m.DismissMatch(
+            pb.DismissMatchRequest(gallery_id=gallery, probe_id=987654)
+        ),
+        Operation.LIST_KEPT_HITS: lambda: m.ListKeptHits(pb.ListKeptHitsRequest(gallery_id=gallery)),
+        Operation.GET_REFERENCE_IMAGE: lambda: m.GetReferenceImage(
+            pb.GetReferenceImageRequest(gallery_id=gallery, reference_id="known")
+        ),
         Operation.RECORD_DECISION: lambda: m.RecordDecision(
             pb.RecordDecisionRequest(
                 gallery_id=gallery,
@@ -133,6 +159,31 @@ def _call(
         ),
         Operation.DESCRIBE_CALLER: lambda: apb_grpc.AccessServiceStub(stubs.channel).DescribeCaller(
             apb.DescribeCallerRequest()
+        ),
+        Operation.VERIFY_DOCUMENT: lambda: tpb_grpc.TravelDocumentServiceStub(stubs.channel).VerifyDocument(
+            document, timeout=60
+        ),
+        Operation.ISSUE_CERTIFICATE: lambda: admin.IssueCertificate(
+            adpb.IssueCertificateRequest(client_id=f"issued-{case}", role="officer")
+        ),
+        Operation.LIST_CERTIFICATES: lambda: admin.ListCertificates(adpb.ListCertificatesRequest()),
+        Operation.LIST_AUTHORISATIONS: lambda: admin.ListAuthorisations(adpb.ListAuthorisationsRequest()),
+        # This server keeps no CCTV authority key: an allowed caller is answered FAILED_PRECONDITION.
+        Operation.SIGN_AUTHORISATION: lambda: admin.SignAuthorisation(
+            adpb.SignAuthorisationRequest(gallery_id=gallery, cameras=["cam-1"], legal_basis="Order 1")
+        ),
+        Operation.LIST_FISHING_ALERTS: lambda: admin.ListFishingAlerts(adpb.ListFishingAlertsRequest()),
+        Operation.LIST_TREE_HEADS: lambda: admin.ListTreeHeads(adpb.ListTreeHeadsRequest()),
+        Operation.LIST_LOG_ENTRIES: lambda: admin.ListLogEntries(adpb.ListLogEntriesRequest(count=1)),
+        Operation.GET_CONSISTENCY_PROOF: lambda: admin.GetConsistencyProof(
+            adpb.GetConsistencyProofRequest(first=0, second=0)
+        ),
+        Operation.ASSESS_CAPTURE: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).AssessCapture(
+            cpb.AssessCaptureRequest(image=document.probe.image)
+        ),
+        # Nobody holds this id: an allowed caller is answered NOT_FOUND, and nothing is revoked.
+        Operation.REVOKE_CERTIFICATE: lambda: admin.RevokeCertificate(
+            adpb.RevokeCertificateRequest(target=f"nobody-{case}")
         ),
     }
     return calls[operation]()
@@ -157,7 +208,10 @@ def test_the_promise_table_names_every_operation_once() -> None:
 
 def test_the_matrix_covers_every_rpc() -> None:
     methods = {
-        m.name for api in (pb, ppb, apb) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods
+        m.name
+        for api in (pb, ppb, apb, tpb, adpb, cpb)
+        for s in api.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
     }
     assert methods == {o.value for o in Operation}
     assert {m.name for m in ppb.DESCRIPTOR.services_by_name["ProtectedIdentityService"].methods} == {
@@ -167,17 +221,19 @@ def test_the_matrix_covers_every_rpc() -> None:
 
 @pytest.mark.parametrize(("operation", "role", "purpose"), CASES, ids=lambda v: getattr(v, "value", str(v)))
 def test_every_rpc_role_and_purpose(world, operation: Operation, role: Role, purpose: GalleryPurpose) -> None:  # type: ignore[no-untyped-def]
-    _, clients, token, service = world
+    _, clients, token, service, document = world
     allowed = promised(operation, role, purpose)  # the README's promise, not the table under test
     case = f"{operation.value.lower()}-{role.value.replace('_', '-')}-{purpose.value[0]}"
     gallery = _setup_target(clients, service, operation, purpose, case)
     try:
-        _call(clients.as_role(role), operation, gallery, purpose, case, token)
+        _call(clients.as_role(role), operation, gallery, purpose, case, token, document)
         code = Code.OK
     except grpc.RpcError as error:
         code, details = error.code(), error.details()
-    if allowed:
-        # ConfirmMatch of a probe that was never kept is NOT_FOUND: allowed, and answered.
+    if operation is Operation.SIGN_AUTHORISATION and allowed:
+        assert code == Code.FAILED_PRECONDITION and "cctv.signing_key_file" in (details or ""), details
+    elif allowed:
+        # ConfirmMatch or DismissMatch of a probe that was never kept is NOT_FOUND: allowed, and answered.
         assert code in (Code.OK, Code.NOT_FOUND), details
     else:
         assert code == Code.PERMISSION_DENIED

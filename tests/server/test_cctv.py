@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ def test_a_valid_authorisation_works_and_hits_are_kept_for_review(cctv, role_pki
     confirmed = clients.officer.matching.ConfirmMatch(
         pb.ConfirmMatchRequest(gallery_id="cams", probe_id=hit.probe_id)
     )
-    assert confirmed.reference_id == "wanted-1"
+    assert confirmed.reference_id == "wanted-1" and confirmed.state == pb.AWAITING_SECOND_REVIEW
     with pytest.raises(grpc.RpcError) as info:
         clients.officer.matching.ConfirmMatch(
             pb.ConfirmMatchRequest(gallery_id="other", probe_id=hit.probe_id)
@@ -128,19 +129,34 @@ def test_unconfirmed_probes_are_gone_from_the_file_after_the_retention(cctv, rol
     service, clients = cctv
     kept = service.kept_probes
     long_ago = time.time() - 30 * 3600
-    old = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=long_ago, authorisation_id="a1")
+    # With the face crop a camera may send (its bytes are an opaque JPEG here): purged with the hit.
+    old = kept.keep(
+        "cams",
+        "cam-1",
+        KNOWN,
+        "wanted-1",
+        captured_at=long_ago,
+        authorisation_id="a1",
+        face_crop=os.urandom(900),
+    )
     old_confirmed = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=long_ago, authorisation_id="a1")
     kept.confirm(old_confirmed, "cams", "officer:officer-1")
+    kept.confirm(old_confirmed, "cams", "officer:officer-2")  # four eyes: confirmed by the second
+    old_pending = kept.keep("cams", "cam-1", KNOWN, "wanted-1", captured_at=long_ago, authorisation_id="a1")
+    kept.confirm(old_pending, "cams", "officer:officer-1")  # one confirmation only: still purged
     recent = stream(clients, token_for(role_pki.clients[Role.ADMIN]), [KNOWN + 0.002])[0].probe_id
     path = service.config.probes_path
     with sqlite3.connect(path) as db:
-        old_blob = db.execute("SELECT sealed FROM probes WHERE probe_id = ?", (old,)).fetchone()[0]
-    assert service.purge_probes() >= 1
-    with pytest.raises(Exception, match="not kept"):
-        kept.get(old)
+        old_blob, old_crop = db.execute(
+            "SELECT sealed, face_crop FROM probes WHERE probe_id = ?", (old,)
+        ).fetchone()
+    assert service.purge_probes() >= 2
+    for gone in (old, old_pending):
+        with pytest.raises(Exception, match="not kept"):
+            kept.get(gone)
     assert kept.get(old_confirmed).confirmed and kept.get(recent).probe_id == recent
     files = [p.read_bytes() for p in path.parent.glob(path.name + "*")]
-    assert not any(old_blob in data or old_blob[-32:] in data for data in files)
+    assert not any(old_blob in data or old_blob[-32:] in data or old_crop[-32:] in data for data in files)
     entries = service.transparency_log.entries(0, service.transparency_log.size())
     assert any(e.event().operation == "retention.purge" for e in entries)
     assert any(e.event().operation == "authorisation.use" for e in entries)

@@ -1,11 +1,12 @@
-"""Kept CCTV hits: ids nobody can guess, confirmed once, by the right role, within the right gallery.
+"""Kept CCTV hits: ids nobody can guess, confirmed by two people, by the right role, in the right gallery.
 
 A real server over mutual TLS: a camera streams under a signed authorisation
 and its hits are kept. Their ids are random (successive hits are not
 consecutive), each records the camera and the authorisation that admitted
 it, only an officer (CONFIRM_MATCH on the gallery's purpose) naming the hit's
-own gallery can confirm it, a second confirmation is refused without
-touching the first, and the probe store keeps every attempt. The transparency
+own gallery can confirm it; a hit is confirmed by two different officers (four
+eyes; the attacks on that are in test_hit_review.py), a third confirmation is
+refused without touching theirs, and the probe store keeps every attempt. The transparency
 log links a hit to its confirmation by a keyed pseudonym of the id. An old
 probe store (schema 1: sequential ids, no history) is migrated in place.
 """
@@ -163,40 +164,48 @@ def test_only_an_officer_naming_the_hits_gallery_may_confirm(world: World) -> No
     assert world.confirm(officer, probe_id).reference_id == "wanted-1"
 
 
-def test_a_hit_is_confirmed_once_and_the_history_is_kept(world: World) -> None:
+def test_a_hit_is_confirmed_by_two_people_and_the_history_is_kept(world: World) -> None:
     (probe_id,) = world.hits(1)
     first, second = world.clients.officer.matching, world.stub("officer-second", Role.OFFICER)
-    assert world.confirm(first, probe_id).probe_id == probe_id
+    third = world.stub("officer-third", Role.OFFICER)
+    pending = world.confirm(first, probe_id)
+    assert (pending.probe_id, pending.state) == (probe_id, pb.AWAITING_SECOND_REVIEW)
+    assert not world.service.kept_probes.get(probe_id).confirmed  # one pair of eyes is not enough
+    done = world.confirm(second, probe_id)
+    assert done.state == pb.CONFIRMED
+    assert [r.reviewer for r in done.reviews] == ["officer:officer-1", "officer:officer-second"]
     with pytest.raises(grpc.RpcError) as info:
-        world.confirm(second, probe_id)
+        world.confirm(third, probe_id)
     assert info.value.code() == Code.FAILED_PRECONDITION
     assert "confirmed already" in (info.value.details() or "")
     kept = world.service.kept_probes.get(probe_id)
-    assert kept.confirmed and kept.confirmed_by == "officer:officer-1"
+    assert kept.confirmed and kept.confirmed_by == "officer:officer-second"
     history = world.service.kept_probes.history(probe_id)
     assert [(r.reviewed_by, r.accepted) for r in history] == [
         ("officer:officer-1", True),
-        ("officer:officer-second", False),
+        ("officer:officer-second", True),
+        ("officer:officer-third", False),
     ]
-    assert history[0].reviewed_at == kept.confirmed_at <= history[1].reviewed_at
-    # The log links the hit and both attempts by the id's pseudonym, never the id itself.
+    assert history[1].reviewed_at == kept.confirmed_at <= history[2].reviewed_at
+    # The log links the hit and every attempt by the id's pseudonym, never the id itself.
     named = LogPseudonyms.from_key_file(world.service.config.template_key_path).probe(probe_id)
     log = world.service.transparency_log
     events = [e.event() for e in log.entries(0, log.size())]
     linked = [
-        (e.operation.rsplit("/", 1)[-1], e.outcome)
+        (e.operation.rsplit("/", 1)[-1], e.outcome, e.details.get("hit_state", ""))
         for e in events
         if e.details.get("probe_hmac_sha256") == named
     ]
     assert linked == [
-        ("IdentifyStream", "MATCH"),
-        ("ConfirmMatch", "OK"),
-        ("ConfirmMatch", "FAILED_PRECONDITION"),
+        ("IdentifyStream", "MATCH", ""),
+        ("ConfirmMatch", "OK", "AWAITING_SECOND_REVIEW"),
+        ("ConfirmMatch", "OK", "CONFIRMED"),
+        ("ConfirmMatch", "FAILED_PRECONDITION", ""),
     ]
     assert not any(str(probe_id).encode() in e.data for e in log.entries(0, log.size()))
 
 
-def test_concurrent_confirmations_let_exactly_one_through(world: World) -> None:
+def test_concurrent_confirmations_let_exactly_two_through(world: World) -> None:
     (probe_id,) = world.hits(1)
     officers = [world.stub(f"officer-race-{i}", Role.OFFICER) for i in range(6)]
     start = threading.Barrier(len(officers))
@@ -211,12 +220,12 @@ def test_concurrent_confirmations_let_exactly_one_through(world: World) -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert sorted(codes, key=str) == sorted([Code.OK] + [Code.FAILED_PRECONDITION] * 5, key=str)
+    assert sorted(codes, key=str) == sorted([Code.OK] * 2 + [Code.FAILED_PRECONDITION] * 4, key=str)
     history = world.service.kept_probes.history(probe_id)
-    assert len(history) == 6 and sum(r.accepted for r in history) == 1
-    assert world.service.kept_probes.get(probe_id).confirmed_by == next(
-        r.reviewed_by for r in history if r.accepted
-    )
+    assert len(history) == 6 and sum(r.accepted for r in history) == 2
+    accepted = [r.reviewed_by for r in history if r.accepted]
+    assert len(set(accepted)) == 2
+    assert world.service.kept_probes.get(probe_id).confirmed_by == accepted[1]
 
 
 V1_SCHEMA = """
@@ -255,7 +264,8 @@ def test_a_schema_1_probe_store_is_migrated_with_its_confirmations(tmp_path: Pat
         assert (old.confirmed, old.confirmed_by, old.authorisation_id) == (True, "officer:officer-9", "")
         assert probes.history(1) == [ProbeReview(2.0, "officer:officer-9", True)]
         # An old unconfirmed hit has no authorisation on record; its confirmation is the policy's call.
-        assert probes.confirm(2, "g", "officer:officer-1").confirmed_by == "officer:officer-1"
+        assert probes.confirm(2, "g", "officer:officer-1").state is store.HitState.AWAITING_SECOND_REVIEW
+        assert probes.confirm(2, "g", "officer:officer-2").probe.confirmed_by == "officer:officer-2"
         fresh = probes.keep("g", "cam-2", np.ones(4), "r3", authorisation_id="a1")
         assert fresh not in (1, 2, 3) and probes.get(fresh, "g").authorisation_id == "a1"
         assert np.array_equal(probes.vector(fresh), np.ones(4, dtype=np.float32))
@@ -270,3 +280,44 @@ def test_a_schema_1_probe_store_is_migrated_with_its_confirmations(tmp_path: Pat
         assert len(reopened.history(1)) == 1 and reopened.count() == 3
     finally:
         reopened.close()
+
+
+def test_a_schema_2_probe_store_is_migrated_its_confirmations_kept_and_pending_hits_take_four_eyes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "probes.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA.replace("AUTOINCREMENT", ""))
+        db.execute("ALTER TABLE probes ADD COLUMN authorisation_id TEXT NOT NULL DEFAULT ''")
+        db.executescript(
+            "CREATE TABLE probe_reviews (probe_id INTEGER NOT NULL, reviewed_at REAL NOT NULL,"
+            " reviewed_by TEXT NOT NULL, accepted INTEGER NOT NULL);"
+            "CREATE INDEX probe_reviews_by_probe ON probe_reviews (probe_id);"
+        )
+        # 77 was confirmed under version 2 (one officer sufficed then); 78 is pending.
+        db.execute(
+            "INSERT INTO probes (probe_id, gallery_id, camera_id, captured_at, dimension, sealed, candidate,"
+            " confirmed_at, confirmed_by, authorisation_id)"
+            " VALUES (77, 'g', 'cam-1', 1.0, 4, x'00', 'r1', 2.0, 'officer:officer-9', 'a1')"
+        )
+        db.execute("INSERT INTO probe_reviews VALUES (77, 2.0, 'officer:officer-9', 1)")
+        db.execute(
+            "INSERT INTO probes (probe_id, gallery_id, camera_id, captured_at, dimension, sealed, candidate,"
+            " authorisation_id) VALUES (78, 'g', 'cam-1', 3.0, 4, x'00', 'r2', 'a1')"
+        )
+        db.execute("PRAGMA user_version=2")
+    probes = store.ProbeStore.open(path, store.TemplateSealer(os.urandom(32)))
+    try:
+        confirmed, pending = probes.queue("g")
+        assert confirmed.state is store.HitState.CONFIRMED  # a confirmation on record stays one
+        assert pending.state is store.HitState.AWAITING_REVIEW
+        assert (pending.evidence.score, pending.evidence.legal_basis) == (None, "")  # not recorded then
+        assert probes.confirm(78, "g", "officer:officer-1").state is store.HitState.AWAITING_SECOND_REVIEW
+        with pytest.raises(store.ProbeNotFound):
+            probes.confirm(78, "other", "officer:officer-2")
+        assert probes.confirm(78, "g", "officer:officer-2").state is store.HitState.CONFIRMED
+        assert [r.action for r in probes.history(77)] == [store.ReviewAction.CONFIRM]
+    finally:
+        probes.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

@@ -176,6 +176,53 @@ ALL: FaceSelection.ValueType  # 3
 """Every face (identification only)."""
 Global___FaceSelection: _TypeAlias = FaceSelection  # noqa: Y015
 
+class _HitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HIT_STATE_UNSPECIFIED: _HitState.ValueType  # 0
+    AWAITING_REVIEW: _HitState.ValueType  # 1
+    """Nobody has confirmed it yet."""
+    AWAITING_SECOND_REVIEW: _HitState.ValueType  # 2
+    """One reviewer confirmed it; another person must confirm it too."""
+    CONFIRMED: _HitState.ValueType  # 3
+    """Two different people confirmed it: kept as evidence."""
+    DISMISSED: _HitState.ValueType  # 4
+    """A reviewer dismissed it: its probe is erased."""
+
+class HitState(_HitState, metaclass=_HitStateEnumTypeWrapper):
+    """Where a kept CCTV hit stands in its four-eyes review."""
+
+HIT_STATE_UNSPECIFIED: HitState.ValueType  # 0
+AWAITING_REVIEW: HitState.ValueType  # 1
+"""Nobody has confirmed it yet."""
+AWAITING_SECOND_REVIEW: HitState.ValueType  # 2
+"""One reviewer confirmed it; another person must confirm it too."""
+CONFIRMED: HitState.ValueType  # 3
+"""Two different people confirmed it: kept as evidence."""
+DISMISSED: HitState.ValueType  # 4
+"""A reviewer dismissed it: its probe is erased."""
+Global___HitState: _TypeAlias = HitState  # noqa: Y015
+
+class _HitAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HitActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HitAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HIT_ACTION_UNSPECIFIED: _HitAction.ValueType  # 0
+    HIT_CONFIRM: _HitAction.ValueType  # 1
+    HIT_DISMISS: _HitAction.ValueType  # 2
+
+class HitAction(_HitAction, metaclass=_HitActionEnumTypeWrapper): ...
+
+HIT_ACTION_UNSPECIFIED: HitAction.ValueType  # 0
+HIT_CONFIRM: HitAction.ValueType  # 1
+HIT_DISMISS: HitAction.ValueType  # 2
+Global___HitAction: _TypeAlias = HitAction  # noqa: Y015
+
 class _SearchKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -281,6 +328,7 @@ class Gallery(_message.Message):
     IMPLIED_FPIR_FIELD_NUMBER: _builtins.int
     IMPLIED_FPIR_BASIS_FIELD_NUMBER: _builtins.int
     BACKGROUND_COHORT_FIELD_NUMBER: _builtins.int
+    KEEP_REFERENCE_IMAGES_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     purpose: Global___GalleryPurpose.ValueType
     model: _builtins.str
@@ -326,6 +374,8 @@ class Gallery(_message.Message):
     """Faces in the background cohort its calibration kept; 0: thresholds apply
     to raw scores. Otherwise threshold is a normalised score (a ratio).
     """
+    keep_reference_images: _builtins.bool
+    """Whether the gallery keeps a reference image per subject (CreateGalleryRequest)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -354,10 +404,11 @@ class Gallery(_message.Message):
         implied_fpir: _builtins.float | None = ...,
         implied_fpir_basis: _builtins.str = ...,
         background_cohort: _builtins.int = ...,
+        keep_reference_images: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "calibration", b"calibration", "created_at", b"created_at", "implied_fpir", b"implied_fpir", "target_fpir", b"target_fpir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "background_cohort", b"background_cohort", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "implied_fpir", b"implied_fpir", "implied_fpir_basis", b"implied_fpir_basis", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_origin", b"threshold_origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir", "_target_fpir", b"_target_fpir", "background_cohort", b"background_cohort", "calibration", b"calibration", "created_at", b"created_at", "dimension", b"dimension", "gallery_id", b"gallery_id", "implied_fpir", b"implied_fpir", "implied_fpir_basis", b"implied_fpir_basis", "index_build_failures", b"index_build_failures", "index_kind", b"index_kind", "index_recall", b"index_recall", "keep_reference_images", b"keep_reference_images", "metric", b"metric", "model", b"model", "protection_version", b"protection_version", "purpose", b"purpose", "quarantined_templates", b"quarantined_templates", "size", b"size", "target_fpir", b"target_fpir", "threshold", b"threshold", "threshold_origin", b"threshold_origin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__implied_fpir: _TypeAlias = _typing.Literal["implied_fpir"]  # noqa: Y015
     _WhichOneofArgType__implied_fpir: _TypeAlias = _typing.Literal["_implied_fpir", b"_implied_fpir"]  # noqa: Y015
@@ -507,6 +558,7 @@ class CreateGalleryRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     PROTECT_TEMPLATES_FIELD_NUMBER: _builtins.int
+    KEEP_REFERENCE_IMAGES_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     """Lower-case letters, digits, '-' and '_', 1 to 63 characters."""
     purpose: Global___GalleryPurpose.ValueType
@@ -518,6 +570,13 @@ class CreateGalleryRequest(_message.Message):
     """Store its templates under the deployment's secret orthonormal transform
     (cancelable templates; the server must have template protection on).
     """
+    keep_reference_images: _builtins.bool
+    """Keep, per subject, a reference image for human review: a small face crop
+    (at most 160 px, re-encoded) of the subject's first capture, never the
+    photo; sealed like the templates, erased with the subject or the gallery,
+    shown only through GetReferenceImage. Off by default; watchlists only
+    (INVALID_ARGUMENT on a protected-identity gallery). Chosen at creation.
+    """
     def __init__(
         self,
         *,
@@ -526,10 +585,11 @@ class CreateGalleryRequest(_message.Message):
         model: _builtins.str = ...,
         threshold: _builtins.float | None = ...,
         protect_templates: _builtins.bool = ...,
+        keep_reference_images: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "gallery_id", b"gallery_id", "model", b"model", "protect_templates", b"protect_templates", "purpose", b"purpose", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "gallery_id", b"gallery_id", "keep_reference_images", b"keep_reference_images", "model", b"model", "protect_templates", b"protect_templates", "purpose", b"purpose", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
@@ -926,6 +986,7 @@ class IdentifyRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FACE_SELECTION_FIELD_NUMBER: _builtins.int
     TARGET_FPIR_FIELD_NUMBER: _builtins.int
+    FACE_CROP_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     top_k: _builtins.int
     """Candidates per face; 0 means 5. At most 100."""
@@ -948,6 +1009,13 @@ class IdentifyRequest(_message.Message):
     from the gallery's calibration (FAILED_PRECONDITION when there is none,
     or too few impostor searches to support the rate).
     """
+    face_crop: _builtins.bytes
+    """Only from a CCTV unit on IdentifyStream (INVALID_ARGUMENT otherwise),
+    when its send_hit_crop setting is on (off by default): the searched
+    face as a small JPEG (at most 64 KiB and 320 pixels a side) for the
+    reviewers of a hit. Kept, sealed, with the kept probe only if the search
+    is a hit, erased with it (retention, dismissal); otherwise dropped.
+    """
     @_builtins.property
     def probe(self) -> Global___Probe: ...
     @_builtins.property
@@ -965,10 +1033,11 @@ class IdentifyRequest(_message.Message):
         request_id: _builtins.str = ...,
         face_selection: Global___FaceSelection.ValueType = ...,
         target_fpir: _builtins.float | None = ...,
+        face_crop: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "_threshold", b"_threshold", "probe", b"probe", "target_fpir", b"target_fpir", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "_threshold", b"_threshold", "face_selection", b"face_selection", "gallery_id", b"gallery_id", "probe", b"probe", "request_id", b"request_id", "restrict_to", b"restrict_to", "target_fpir", b"target_fpir", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir", "_threshold", b"_threshold", "face_crop", b"face_crop", "face_selection", b"face_selection", "gallery_id", b"gallery_id", "probe", b"probe", "request_id", b"request_id", "restrict_to", b"restrict_to", "target_fpir", b"target_fpir", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__target_fpir: _TypeAlias = _typing.Literal["target_fpir"]  # noqa: Y015
     _WhichOneofArgType__target_fpir: _TypeAlias = _typing.Literal["_target_fpir", b"_target_fpir"]  # noqa: Y015
@@ -1195,22 +1264,293 @@ class ConfirmMatchResponse(_message.Message):
 
     PROBE_ID_FIELD_NUMBER: _builtins.int
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REVIEWS_FIELD_NUMBER: _builtins.int
     probe_id: _builtins.int
     reference_id: _builtins.str
     """The reference id of the hit's best candidate."""
+    state: Global___HitState.ValueType
+    """AWAITING_SECOND_REVIEW after the first confirmation, CONFIRMED after the second."""
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitReview]:
+        """The decisions that count so far, oldest first."""
+
     def __init__(
         self,
         *,
         probe_id: _builtins.int = ...,
         reference_id: _builtins.str = ...,
+        state: Global___HitState.ValueType = ...,
+        reviews: _abc.Iterable[Global___HitReview] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_id", b"probe_id", "reference_id", b"reference_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_id", b"probe_id", "reference_id", b"reference_id", "reviews", b"reviews", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmMatchResponse: _TypeAlias = ConfirmMatchResponse  # noqa: Y015
+
+@_typing.final
+class HitReview(_message.Message):
+    """One reviewer's decision on a kept hit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REVIEWED_AT_FIELD_NUMBER: _builtins.int
+    reviewer: _builtins.str
+    """The reviewer as their certificate names them: "role:client id"."""
+    action: Global___HitAction.ValueType
+    @_builtins.property
+    def reviewed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reviewer: _builtins.str = ...,
+        action: Global___HitAction.ValueType = ...,
+        reviewed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reviewed_at", b"reviewed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HitReview: _TypeAlias = HitReview  # noqa: Y015
+
+@_typing.final
+class DismissMatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    """The gallery the hit was in."""
+    probe_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        probe_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery_id", b"gallery_id", "probe_id", b"probe_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DismissMatchRequest: _TypeAlias = DismissMatchRequest  # noqa: Y015
+
+@_typing.final
+class DismissMatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    probe_id: _builtins.int
+    state: Global___HitState.ValueType
+    """DISMISSED: the probe is erased."""
+    def __init__(
+        self,
+        *,
+        probe_id: _builtins.int = ...,
+        state: Global___HitState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_id", b"probe_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DismissMatchResponse: _TypeAlias = DismissMatchResponse  # noqa: Y015
+
+@_typing.final
+class ListKeptHitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_FACE_CROPS_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    camera_id: _builtins.str
+    """Empty: every camera's hits."""
+    probe_id: _builtins.int
+    """0: every hit; otherwise that one hit only (an empty list if not kept)."""
+    include_face_crops: _builtins.bool
+    """Send the cameras' face crops with the hits (KeptHit.face_crop)."""
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        camera_id: _builtins.str = ...,
+        probe_id: _builtins.int = ...,
+        include_face_crops: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "gallery_id", b"gallery_id", "include_face_crops", b"include_face_crops", "probe_id", b"probe_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeptHitsRequest: _TypeAlias = ListKeptHitsRequest  # noqa: Y015
+
+@_typing.final
+class KeptHit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    KEPT_AT_FIELD_NUMBER: _builtins.int
+    PURGE_AT_FIELD_NUMBER: _builtins.int
+    AUTHORISATION_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    AUTHORISATION_EXPIRES_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REVIEWS_FIELD_NUMBER: _builtins.int
+    HAS_FACE_CROP_FIELD_NUMBER: _builtins.int
+    FACE_CROP_FIELD_NUMBER: _builtins.int
+    probe_id: _builtins.int
+    camera_id: _builtins.str
+    """The camera's client id."""
+    authorisation_id: _builtins.str
+    """The CCTV authorisation that admitted the camera's search."""
+    legal_basis: _builtins.str
+    reference_id: _builtins.str
+    """The hit's best candidate and its score, and the threshold it passed."""
+    score: _builtins.float
+    threshold: _builtins.float
+    state: Global___HitState.ValueType
+    has_face_crop: _builtins.bool
+    """Whether the camera sent a face crop with the hit (IdentifyRequest.face_crop)."""
+    face_crop: _builtins.bytes
+    """The crop itself, when ListKeptHitsRequest.include_face_crops."""
+    @_builtins.property
+    def kept_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def purge_at(self) -> _timestamp_pb2.Timestamp:
+        """When the retention erases it unless confirmed; absent once confirmed."""
+
+    @_builtins.property
+    def authorisation_expires(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitReview]:
+        """The decisions that count so far, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        probe_id: _builtins.int = ...,
+        camera_id: _builtins.str = ...,
+        kept_at: _timestamp_pb2.Timestamp | None = ...,
+        purge_at: _timestamp_pb2.Timestamp | None = ...,
+        authorisation_id: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        authorisation_expires: _timestamp_pb2.Timestamp | None = ...,
+        reference_id: _builtins.str = ...,
+        score: _builtins.float | None = ...,
+        threshold: _builtins.float | None = ...,
+        state: Global___HitState.ValueType = ...,
+        reviews: _abc.Iterable[Global___HitReview] | None = ...,
+        has_face_crop: _builtins.bool = ...,
+        face_crop: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_authorisation_expires", b"_authorisation_expires", "_score", b"_score", "_threshold", b"_threshold", "authorisation_expires", b"authorisation_expires", "kept_at", b"kept_at", "purge_at", b"purge_at", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_authorisation_expires", b"_authorisation_expires", "_score", b"_score", "_threshold", b"_threshold", "authorisation_expires", b"authorisation_expires", "authorisation_id", b"authorisation_id", "camera_id", b"camera_id", "face_crop", b"face_crop", "has_face_crop", b"has_face_crop", "kept_at", b"kept_at", "legal_basis", b"legal_basis", "probe_id", b"probe_id", "purge_at", b"purge_at", "reference_id", b"reference_id", "reviews", b"reviews", "score", b"score", "state", b"state", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__authorisation_expires: _TypeAlias = _typing.Literal["authorisation_expires"]  # noqa: Y015
+    _WhichOneofArgType__authorisation_expires: _TypeAlias = _typing.Literal["_authorisation_expires", b"_authorisation_expires"]  # noqa: Y015
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
+    _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__authorisation_expires) -> _WhichOneofReturnType__authorisation_expires | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
+
+Global___KeptHit: _TypeAlias = KeptHit  # noqa: Y015
+
+@_typing.final
+class GetReferenceImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    gallery_id: _builtins.str
+    reference_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        gallery_id: _builtins.str = ...,
+        reference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery_id", b"gallery_id", "reference_id", b"reference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReferenceImageRequest: _TypeAlias = GetReferenceImageRequest  # noqa: Y015
+
+@_typing.final
+class GetReferenceImageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JPEG_FIELD_NUMBER: _builtins.int
+    KEPT_AT_FIELD_NUMBER: _builtins.int
+    jpeg: _builtins.bytes
+    """A JPEG of the subject's face, at most 160 pixels a side."""
+    @_builtins.property
+    def kept_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        jpeg: _builtins.bytes = ...,
+        kept_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kept_at", b"kept_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jpeg", b"jpeg", "kept_at", b"kept_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReferenceImageResponse: _TypeAlias = GetReferenceImageResponse  # noqa: Y015
+
+@_typing.final
+class ListKeptHitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    RETENTION_HOURS_FIELD_NUMBER: _builtins.int
+    metric: Global___Metric.ValueType
+    retention_hours: _builtins.float
+    """Hours an unconfirmed hit is kept."""
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeptHit]: ...
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___KeptHit] | None = ...,
+        metric: Global___Metric.ValueType = ...,
+        retention_hours: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "metric", b"metric", "retention_hours", b"retention_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeptHitsResponse: _TypeAlias = ListKeptHitsResponse  # noqa: Y015
 
 @_typing.final
 class VerifyRequest(_message.Message):

@@ -373,6 +373,21 @@ class MatchingServiceStub:
                 request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
                 response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
                 _registered_method=True)
+        self.DismissMatch = channel.unary_unary(
+                '/safepassage.v1.MatchingService/DismissMatch',
+                request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchResponse.FromString,
+                _registered_method=True)
+        self.ListKeptHits = channel.unary_unary(
+                '/safepassage.v1.MatchingService/ListKeptHits',
+                request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsResponse.FromString,
+                _registered_method=True)
+        self.GetReferenceImage = channel.unary_unary(
+                '/safepassage.v1.MatchingService/GetReferenceImage',
+                request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageResponse.FromString,
+                _registered_method=True)
         self.RecordDecision = channel.unary_unary(
                 '/safepassage.v1.MatchingService/RecordDecision',
                 request_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionRequest.SerializeToString,
@@ -439,7 +454,41 @@ class MatchingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmMatch(self, request, context):
-        """An officer confirms a CCTV hit: the probe is kept as evidence.
+        """A reviewer confirms a kept CCTV hit. Four eyes: the first confirmation
+        records a pending review (AWAITING_SECOND_REVIEW); a second confirmation
+        by a DIFFERENT person completes it (CONFIRMED), and the probe is kept as
+        evidence beyond the retention. The same person reviewing a hit twice is
+        PERMISSION_DENIED; a hit confirmed or dismissed already is
+        FAILED_PRECONDITION (nobody overwrites another's decision); another
+        gallery's hit, or one purged, is NOT_FOUND. Every attempt is logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DismissMatch(self, request, context):
+        """A reviewer dismisses a kept CCTV hit that is not confirmed yet (the
+        second reviewer may disagree with the first): its probe is erased at
+        once, as the retention would, and the hit cannot be acted on again. Who
+        may dismiss is who may confirm; the same refusals apply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeptHits(self, request, context):
+        """The review queue: a gallery's kept CCTV hits (one camera's, if named),
+        oldest first, with the time left before each is purged, the camera's
+        authorisation, the candidate and its score, and the decisions so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReferenceImage(self, request, context):
+        """The reference image a gallery keeps for a subject (a small face crop,
+        sealed, erased with the subject), for roles that review the gallery's
+        hits. NOT_FOUND when the gallery keeps none, or none for that subject.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -497,6 +546,21 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.ConfirmMatch,
                     request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.FromString,
                     response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.SerializeToString,
+            ),
+            'DismissMatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DismissMatch,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchResponse.SerializeToString,
+            ),
+            'ListKeptHits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeptHits,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsResponse.SerializeToString,
+            ),
+            'GetReferenceImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferenceImage,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageResponse.SerializeToString,
             ),
             'RecordDecision': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordDecision,
@@ -721,6 +785,87 @@ class MatchingService:
             '/safepassage.v1.MatchingService/ConfirmMatch',
             safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchRequest.SerializeToString,
             safepassage_dot_api_dot_v1_dot_matching__pb2.ConfirmMatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DismissMatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.MatchingService/DismissMatch',
+            safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_matching__pb2.DismissMatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeptHits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.MatchingService/ListKeptHits',
+            safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_matching__pb2.ListKeptHitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferenceImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.MatchingService/GetReferenceImage',
+            safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_matching__pb2.GetReferenceImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

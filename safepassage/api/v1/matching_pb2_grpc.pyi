@@ -162,7 +162,30 @@ class MatchingServiceStub:
     review (probe_id) and erased after the retention unless confirmed.
     """
     ConfirmMatch: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]
-    """An officer confirms a CCTV hit: the probe is kept as evidence."""
+    """A reviewer confirms a kept CCTV hit. Four eyes: the first confirmation
+    records a pending review (AWAITING_SECOND_REVIEW); a second confirmation
+    by a DIFFERENT person completes it (CONFIRMED), and the probe is kept as
+    evidence beyond the retention. The same person reviewing a hit twice is
+    PERMISSION_DENIED; a hit confirmed or dismissed already is
+    FAILED_PRECONDITION (nobody overwrites another's decision); another
+    gallery's hit, or one purged, is NOT_FOUND. Every attempt is logged.
+    """
+    DismissMatch: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DismissMatchRequest, _matching_pb2.DismissMatchResponse]
+    """A reviewer dismisses a kept CCTV hit that is not confirmed yet (the
+    second reviewer may disagree with the first): its probe is erased at
+    once, as the retention would, and the hit cannot be acted on again. Who
+    may dismiss is who may confirm; the same refusals apply.
+    """
+    ListKeptHits: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ListKeptHitsRequest, _matching_pb2.ListKeptHitsResponse]
+    """The review queue: a gallery's kept CCTV hits (one camera's, if named),
+    oldest first, with the time left before each is purged, the camera's
+    authorisation, the candidate and its score, and the decisions so far.
+    """
+    GetReferenceImage: _grpc.UnaryUnaryMultiCallable[_matching_pb2.GetReferenceImageRequest, _matching_pb2.GetReferenceImageResponse]
+    """The reference image a gallery keeps for a subject (a small face crop,
+    sealed, erased with the subject), for roles that review the gallery's
+    hits. NOT_FOUND when the gallery keeps none, or none for that subject.
+    """
     RecordDecision: _grpc.UnaryUnaryMultiCallable[_matching_pb2.RecordDecisionRequest, _matching_pb2.RecordDecisionResponse]
     """An officer records their own decision on an answer they were given
     (confirm, reject, refer, cannot decide) with a reason code. Only the
@@ -197,7 +220,30 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     review (probe_id) and erased after the retention unless confirmed.
     """
     ConfirmMatch: _aio.UnaryUnaryMultiCallable[_matching_pb2.ConfirmMatchRequest, _matching_pb2.ConfirmMatchResponse]  # type: ignore[assignment]
-    """An officer confirms a CCTV hit: the probe is kept as evidence."""
+    """A reviewer confirms a kept CCTV hit. Four eyes: the first confirmation
+    records a pending review (AWAITING_SECOND_REVIEW); a second confirmation
+    by a DIFFERENT person completes it (CONFIRMED), and the probe is kept as
+    evidence beyond the retention. The same person reviewing a hit twice is
+    PERMISSION_DENIED; a hit confirmed or dismissed already is
+    FAILED_PRECONDITION (nobody overwrites another's decision); another
+    gallery's hit, or one purged, is NOT_FOUND. Every attempt is logged.
+    """
+    DismissMatch: _aio.UnaryUnaryMultiCallable[_matching_pb2.DismissMatchRequest, _matching_pb2.DismissMatchResponse]  # type: ignore[assignment]
+    """A reviewer dismisses a kept CCTV hit that is not confirmed yet (the
+    second reviewer may disagree with the first): its probe is erased at
+    once, as the retention would, and the hit cannot be acted on again. Who
+    may dismiss is who may confirm; the same refusals apply.
+    """
+    ListKeptHits: _aio.UnaryUnaryMultiCallable[_matching_pb2.ListKeptHitsRequest, _matching_pb2.ListKeptHitsResponse]  # type: ignore[assignment]
+    """The review queue: a gallery's kept CCTV hits (one camera's, if named),
+    oldest first, with the time left before each is purged, the camera's
+    authorisation, the candidate and its score, and the decisions so far.
+    """
+    GetReferenceImage: _aio.UnaryUnaryMultiCallable[_matching_pb2.GetReferenceImageRequest, _matching_pb2.GetReferenceImageResponse]  # type: ignore[assignment]
+    """The reference image a gallery keeps for a subject (a small face crop,
+    sealed, erased with the subject), for roles that review the gallery's
+    hits. NOT_FOUND when the gallery keeps none, or none for that subject.
+    """
     RecordDecision: _aio.UnaryUnaryMultiCallable[_matching_pb2.RecordDecisionRequest, _matching_pb2.RecordDecisionResponse]  # type: ignore[assignment]
     """An officer records their own decision on an answer they were given
     (confirm, reject, refer, cannot decide) with a reason code. Only the
@@ -277,7 +323,48 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _matching_pb2.ConfirmMatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_matching_pb2.ConfirmMatchResponse, _abc.Awaitable[_matching_pb2.ConfirmMatchResponse]]:
-        """An officer confirms a CCTV hit: the probe is kept as evidence."""
+        """A reviewer confirms a kept CCTV hit. Four eyes: the first confirmation
+        records a pending review (AWAITING_SECOND_REVIEW); a second confirmation
+        by a DIFFERENT person completes it (CONFIRMED), and the probe is kept as
+        evidence beyond the retention. The same person reviewing a hit twice is
+        PERMISSION_DENIED; a hit confirmed or dismissed already is
+        FAILED_PRECONDITION (nobody overwrites another's decision); another
+        gallery's hit, or one purged, is NOT_FOUND. Every attempt is logged.
+        """
+
+    @_abc_1.abstractmethod
+    def DismissMatch(
+        self,
+        request: _matching_pb2.DismissMatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.DismissMatchResponse, _abc.Awaitable[_matching_pb2.DismissMatchResponse]]:
+        """A reviewer dismisses a kept CCTV hit that is not confirmed yet (the
+        second reviewer may disagree with the first): its probe is erased at
+        once, as the retention would, and the hit cannot be acted on again. Who
+        may dismiss is who may confirm; the same refusals apply.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKeptHits(
+        self,
+        request: _matching_pb2.ListKeptHitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.ListKeptHitsResponse, _abc.Awaitable[_matching_pb2.ListKeptHitsResponse]]:
+        """The review queue: a gallery's kept CCTV hits (one camera's, if named),
+        oldest first, with the time left before each is purged, the camera's
+        authorisation, the candidate and its score, and the decisions so far.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReferenceImage(
+        self,
+        request: _matching_pb2.GetReferenceImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.GetReferenceImageResponse, _abc.Awaitable[_matching_pb2.GetReferenceImageResponse]]:
+        """The reference image a gallery keeps for a subject (a small face crop,
+        sealed, erased with the subject), for roles that review the gallery's
+        hits. NOT_FOUND when the gallery keeps none, or none for that subject.
+        """
 
     @_abc_1.abstractmethod
     def RecordDecision(
