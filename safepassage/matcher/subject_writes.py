@@ -112,7 +112,7 @@ class SubjectWrites:
         if len(items) > self.limits.max_batch:
             raise TooManyReferences(f"batch of {len(items)} exceeds the limit of {self.limits.max_batch}")
         spec = live.spec
-        outcomes: list[store.SubjectChange | SafePassageError] = []
+        outcomes: dict[int, store.SubjectChange | SafePassageError] = {}
         accepted: list[tuple[int, str, list[npt.NDArray[np.float32]]]] = []
         for position, (reference_id, vectors) in enumerate(items):
             try:
@@ -121,14 +121,14 @@ class SubjectWrites:
                     raise TooManyReferences(
                         f"{len(vectors)} captures exceed the limit of {self.limits.max_captures} per subject"
                     )
-                accepted.append(
-                    (position, reference_id, [check_template(spec, vector) for vector in vectors])
-                )
-                outcomes.append(InvalidVector("not added"))  # replaced below
+                raw = [check_template(spec, vector) for vector in vectors]
             except SafePassageError as error:
-                outcomes.append(error)
+                outcomes[position] = error
+                continue
+            accepted.append((position, reference_id, raw))
         removed: list[int] = []
-        added: list[tuple[int, npt.NDArray[np.float32]]] = []
+        # A subject named twice in a batch: its second change removes the entry its first one added.
+        added: dict[int, npt.NDArray[np.float32]] = {}
         with live.lock.writing():
             try:
                 for position, reference_id, raw in accepted:
@@ -147,15 +147,15 @@ class SubjectWrites:
                         outcomes[position] = error
                         continue
                     outcomes[position] = change
-                    removed.append(change.removed)
-                    added.append((change.added, fused[-1]))
+                    if added.pop(change.removed, None) is None:
+                        removed.append(change.removed)
+                    added[change.added] = fused[-1]
             finally:  # what the store committed, the index follows, whatever stopped the batch
                 if removed:
                     live.index.remove(np.asarray(removed, np.int64))
-                    live.index.add(
-                        np.asarray([i for i, _ in added], np.int64), np.stack([v for _, v in added])
-                    )
-        return outcomes
+                if added:
+                    live.index.add(np.asarray(list(added), np.int64), np.stack(list(added.values())))
+        return [outcomes[position] for position in range(len(items))]
 
     @staticmethod
     def _fusion(live: LiveGallery, reference_id: str, fused: list[npt.NDArray[np.float32]]) -> store.Fuse:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -163,6 +163,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         pending: list[tuple[int, str, np.ndarray]] = []
         faces_of: dict[int, ProbeFace] = {}  # pending items' faces, for their reference images
         pending_gallery = ""
+        pending_captures = False  # what is pending: new subjects, or captures of enrolled ones
 
         def fail(index: int, reference_id: str, error: SafePassageError) -> None:
             response.failed += 1
@@ -179,16 +180,22 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         def flush() -> None:
             if not pending:
                 return
+            outcomes: Sequence[SafePassageError | store.SubjectChange | None]
             try:
-                outcomes = self._matcher.insert_many(pending_gallery, [(r, v) for _, r, v in pending])
+                if pending_captures:  # one index update for the batch (Matcher.add_captures_many)
+                    items = [(reference_id, [vector]) for _, reference_id, vector in pending]
+                    outcomes = self._matcher.add_captures_many(pending_gallery, items)
+                else:
+                    outcomes = self._matcher.insert_many(pending_gallery, [(r, v) for _, r, v in pending])
             except SafePassageError as error:  # the whole batch, e.g. gallery deleted meanwhile
                 outcomes = [error] * len(pending)
             for (index, reference_id, _), outcome in zip(pending, outcomes, strict=True):
-                if outcome is None:
-                    response.inserted += 1
-                    self._keep_image(pending_gallery, reference_id, faces_of[index])
-                else:
+                if isinstance(outcome, SafePassageError):
                     fail(index, reference_id, outcome)
+                    continue
+                response.inserted += 1
+                if not pending_captures:
+                    self._keep_image(pending_gallery, reference_id, faces_of[index])
             pending.clear()
             faces_of.clear()
 
@@ -200,17 +207,14 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
             except SafePassageError as error:
                 fail(index, request.reference_id, error)
                 continue
-            if request.add_capture:  # after the new subjects before it, which it may belong to
+            # In stream order: a capture follows the new subjects sent before it, which it may belong to.
+            if (
+                gallery_id != pending_gallery
+                or request.add_capture != pending_captures
+                or len(pending) >= self._limits.bulk_commit_size
+            ):
                 flush()
-                try:
-                    self._matcher.add_captures(gallery_id, reference_id, [face.vector])
-                    response.inserted += 1
-                except SafePassageError as error:
-                    fail(index, reference_id, error)
-                continue
-            if gallery_id != pending_gallery or len(pending) >= self._limits.bulk_commit_size:
-                flush()
-                pending_gallery = gallery_id
+                pending_gallery, pending_captures = gallery_id, request.add_capture
             pending.append((index, reference_id, face.vector))
             faces_of[index] = face
         flush()

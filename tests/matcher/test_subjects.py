@@ -283,3 +283,24 @@ def test_captures_for_many_subjects_each_succeed_or_fail_alone(matcher: Matcher,
         (answer,) = matcher.identify("w", people.last[name][None, :], top_k=1)
         _, fused = matcher._store.templates.get("w", name)
         assert answer.candidates[0].score <= float(np.linalg.norm(fused - people.last[name])) + 1e-5
+
+
+def test_a_subject_named_twice_in_one_batch_keeps_one_index_entry(matcher: Matcher, people: People) -> None:
+    name = next(n for n, v in people.enrol.items() if len(v) >= 3)
+    spec = GallerySpec(
+        "w", GalleryPurpose.WATCHLIST, "onnx", people.dimension, people.metric, people.threshold
+    )
+    matcher.create_gallery(spec)
+    matcher.insert("w", name, people.enrol[name][0])
+    first, second = matcher.add_captures_many(
+        "w", [(name, [people.enrol[name][1]]), (name, [people.enrol[name][2]])]
+    )
+    assert isinstance(second, store.SubjectChange) and isinstance(first, store.SubjectChange)
+    assert second.removed == first.added and second.captures == 3
+    assert matcher.count("w") == 1  # the first change's entry left the index with its row
+    (answer,) = matcher.identify("w", people.last[name][None, :], top_k=5)
+    assert [c.reference_id for c in answer.candidates] == [name]
+    _, fused = matcher._store.templates.get("w", name)
+    assert answer.candidates[0].score == pytest.approx(
+        float(np.linalg.norm(fused - people.last[name])), abs=1e-5
+    )
