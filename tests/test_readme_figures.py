@@ -85,6 +85,7 @@ WORDS = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 FORMATS: dict[str, Callable[..., str]] = {
     "sig3": sig3,
     "int": lambda x: f"{x:,.0f}",
+    "kb": lambda x: f"{x / 1000:,.0f}",
     "sum": lambda *xs: f"{sum(_flat(xs)):,.0f}",
     "len": lambda x: str(len(x)),
     "word": lambda x: WORDS[int(x)],
@@ -469,6 +470,20 @@ SINGLE: list[Figure] = [
         | {
             "miss2": v("edge", "detection_rate_cost", HAMILTON, "people_missed", "2.0", fmt="word"),
             "miss1": v("edge", "detection_rate_cost", HAMILTON, "people_missed", "1.0", fmt="word"),
+        },
+    ),
+    # --- The service's head-turn check per call (README.md), liveness_service.json
+    Figure(
+        README,
+        "{n15} frames (15 a second, {kb} KB) pass in {p15} ms (p50), reading {read15} of them (the check stops"
+        " at the pass); {n30} frames (30 a second) in {p30} ms.",
+        {
+            "n15": v("liveness_service", "runs", "[fps=15,asked=right]", "frames_sent", fmt="int"),
+            "kb": v("liveness_service", "runs", "[fps=15,asked=right]", "bytes_sent", fmt="kb"),
+            "p15": v("liveness_service", "runs", "[fps=15,asked=right]", "p50_ms", fmt=".0f"),
+            "read15": v("liveness_service", "runs", "[fps=15,asked=right]", "frames_read", fmt="int"),
+            "n30": v("liveness_service", "runs", "[fps=30,asked=right]", "frames_sent", fmt="int"),
+            "p30": v("liveness_service", "runs", "[fps=30,asked=right]", "p50_ms", fmt=".0f"),
         },
     ),
     # --- Liveness (README.md and benchmarks/README.md), liveness.json and liveness_heldout.json

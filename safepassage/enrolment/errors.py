@@ -15,6 +15,7 @@ Like pyca/cryptography, a failed check raises; nothing returns False.
     ├── WrongGallery            (FailedPrecondition)  the gallery is not a PROTECTED_IDENTITY gallery
     ├── KeyringError            (FailedPrecondition)  the key-encryption keyring cannot be read or written
     ├── KeyDestroyed            (FailedPrecondition)  a data key is wrapped by a destroyed KEK version
+    ├── FaceLivenessRequired    (FailedPrecondition)  the deployment enrols only live-captured faces
     ├── ConsentRequired         (PermissionDenied)    the operation's scope is not granted, or withdrawn
     ├── HolderNotVerified       (PermissionDenied)    live face, PIN or recovery code did not prove the holder
     ├── PinLocked               (PermissionDenied)    too many wrong PINs; locked for a while
@@ -48,6 +49,7 @@ __all__ = [
     "ConsentRequired",
     "CredentialRetired",
     "EnrolmentError",
+    "FaceLivenessRequired",
     "HolderNotVerified",
     "InvalidConsent",
     "InvalidRecord",
@@ -147,6 +149,10 @@ class CredentialRetired(EnrolmentError, PermissionDenied):
 
 class LiveFaceRefused(EnrolmentError, PermissionDenied):
     """The live face is not a fresh capture by this device: an embedding, a replay, unsigned or stale."""
+
+
+class FaceLivenessRequired(EnrolmentError, FailedPrecondition):
+    """The deployment enrols only faces captured with a liveness check, and this one had none."""
 
 
 class VaultUnavailable(EnrolmentError, Unavailable):

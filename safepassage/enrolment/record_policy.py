@@ -30,9 +30,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from safepassage.enrolment.consent import Scope, ScopeGrant, require
-from safepassage.enrolment.errors import HolderNotVerified, RecordAccessDenied
+from safepassage.enrolment.errors import FaceLivenessRequired, HolderNotVerified, RecordAccessDenied
 
-__all__ = ["Action", "Actor", "ActorKind", "Proof", "RecordFacts", "authorise", "may_see_record"]
+__all__ = [
+    "LIVE_CAPTURES",
+    "Action",
+    "Actor",
+    "ActorKind",
+    "Proof",
+    "RecordFacts",
+    "admit_enrolment_face",
+    "authorise",
+    "may_see_record",
+]
 
 
 class ActorKind(enum.StrEnum):
@@ -152,3 +162,21 @@ def authorise(action: Action, actor: Actor, record: RecordFacts, proof: Proof) -
 def may_see_record(actor: Actor, record_organisation: str) -> bool:
     """Whether a search may name this record (its id, its score) to the actor: its own organisation's only."""
     return bool(actor.organisation) and actor.organisation == record_organisation
+
+
+# The liveness checks that make an enrolment's face a live capture: a head turn (a kiosk's, or the
+# service's own on a browser's frames), or an officer's or caseworker's device stating it watched.
+LIVE_CAPTURES = frozenset({"head_turn", "supervised"})
+
+
+def admit_enrolment_face(liveness: str, live_required: bool) -> None:
+    """Return if an enrolment may store a face captured with ``liveness`` ("none": a photo); raise otherwise.
+
+    Where the deployment requires it, a record's face must be a live capture: a corrupt caseworker
+    then cannot bind a record, its credential and its PIN to a photo of someone who never came.
+    """
+    if live_required and liveness not in LIVE_CAPTURES:
+        raise FaceLivenessRequired(
+            "faces: this deployment enrols only a face captured live (the head-turn check, or a device's"
+            " signed capture statement); a photo alone is refused"
+        )

@@ -46,7 +46,14 @@ from safepassage.enrolment.kek import KeyEncryptionKeys
 from safepassage.enrolment.receipts import ReceiptKind, StationKey
 from safepassage.enrolment.record import ProtectedRecord
 from safepassage.enrolment.record_cipher import DataKey, RecordCipher
-from safepassage.enrolment.record_policy import Action, Actor, RecordFacts, authorise, may_see_record
+from safepassage.enrolment.record_policy import (
+    Action,
+    Actor,
+    RecordFacts,
+    admit_enrolment_face,
+    authorise,
+    may_see_record,
+)
 from safepassage.enrolment.referrals import ReferralDesk
 from safepassage.enrolment.vault import RecordVault
 from safepassage.enrolment.vault_consents import ConsentEntry
@@ -82,6 +89,8 @@ class EnrolmentSettings:
     replay_fraction: float = 0.15
     # channel -> caseworker client ids that read its referrals (absent: the record's organisation)
     referral_readers: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Enrol only faces captured with a liveness check (record_policy.admit_enrolment_face).
+    require_face_liveness: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,10 +265,16 @@ class ProtectedRecords:
         pin: str,
         duress_pin: str,
         credential_valid_days: int | None = None,
+        face_liveness: str = "none",
     ) -> Enrolled:
-        """Store a new record and its templates; returns the receipt, recovery code and credential."""
+        """Store a new record and its templates; returns the receipt, recovery code and credential.
+
+        ``face_liveness``: the liveness check the first face was captured with ("head_turn",
+        "supervised", "none"), as checked by the caller's layer; the consent receipt records it.
+        """
         if not actor.organisation:
             raise RecordAccessDenied("the caller's certificate names no organisation to enrol for")
+        admit_enrolment_face(face_liveness, self.settings.require_face_liveness)
         spec = self.gallery_spec(gallery_id)
         require(consent.granted, ScopeGrant(Scope.STORE))
         if not templates:
@@ -283,6 +298,7 @@ class ProtectedRecords:
                 "language": consent.language,
                 "text_sha256": consent.text_sha256,
                 "requested_by": actor.label,
+                "face_liveness": face_liveness,
             },
         )
         credential = None

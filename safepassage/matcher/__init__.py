@@ -39,7 +39,7 @@ from safepassage.matcher.index_policy import IndexPlan, IndexPolicy
 from safepassage.matcher.limits import SearchLimits
 from safepassage.matcher.metric import Metric
 from safepassage.matcher.protection import TemplateTransform, TransformKeyring
-from safepassage.matcher.search import Hits, exact_search
+from safepassage.matcher.search import Hits, exact_search, pairwise_score
 
 __all__ = [
     "ApproximateIndex",
@@ -82,6 +82,7 @@ __all__ = [
     "VectorIndex",
     "Verification",
     "exact_search",
+    "pairwise_score",
     "passes",
     "recall_at_k",
     "set_blas_threshold",

@@ -87,6 +87,8 @@ class Operation(enum.StrEnum):
     GET_CONSISTENCY_PROOF = "GetConsistencyProof"
     # CaptureService
     ASSESS_CAPTURE = "AssessCapture"
+    START_LIVENESS = "StartLiveness"
+    CHECK_LIVENESS = "CheckLiveness"
     # ProtectedIdentityService
     ENROL_RECORD = "EnrolRecord"
     GET_CONSENT = "GetConsent"
@@ -144,6 +146,10 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     # The quality of a webcam capture (the kiosk's prompts): the officer's before a search, the NGO
     # caseworker's before an enrolment. It scores an image and keeps nothing.
     Operation.ASSESS_CAPTURE: frozenset({Role.OFFICER, Role.NGO_CASEWORKER}),
+    # The service's own head-turn check, for whoever may bring a live face to a holder proof or an
+    # enrolment (server/live_capture.py): it keeps nothing but a statement only its caller can use.
+    Operation.START_LIVENESS: frozenset({Role.OFFICER, Role.NGO_CASEWORKER, Role.KIOSK}),
+    Operation.CHECK_LIVENESS: frozenset({Role.OFFICER, Role.NGO_CASEWORKER, Role.KIOSK}),
 }
 
 # Who reviews kept CCTV hits (confirm, dismiss, the queue): officers, on watchlists.
@@ -226,9 +232,10 @@ CONSOLE_DEVICE_OPERATIONS: Mapping[Role, frozenset[Operation]] = {
             Operation.CHANGE_PIN,
             Operation.ERASE_RECORD,
             Operation.GET_PUBLIC_KEYS,
-            # The holder seeing their own record needs a live capture the kiosk signed, which the
-            # console cannot send for it yet: allowed, and refused by the service without one.
+            # The holder's card + live face + PIN: the face through the service's own head-turn check.
             Operation.VERIFY_HOLDER,
+            Operation.START_LIVENESS,
+            Operation.CHECK_LIVENESS,
         }
     ),
 }

@@ -15,6 +15,7 @@ import grpc
 
 from safepassage import store
 from safepassage.api.v1 import administration_pb2 as adpb
+from safepassage.api.v1 import capture_pb2 as cpb
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2 as ppb
 from safepassage.api.v1 import travel_document_pb2 as tpb
@@ -31,6 +32,8 @@ SEARCHES = frozenset(
         Operation.VERIFY_HOLDER,
         Operation.CHECK_DUPLICATE,
         Operation.VERIFY_DOCUMENT,
+        # Not a search of anyone, but it costs as much: the detector on every frame sent.
+        Operation.CHECK_LIVENESS,
     }
 )
 WRITES = frozenset(
@@ -89,6 +92,11 @@ def outcome_of(response: Any, pseudonyms: LogPseudonyms) -> tuple[str, dict[str,
             "candidates": str(len(response.candidates)),
             "searched": str(response.searched),
         }
+    if isinstance(response, cpb.LivenessResult):
+        # Passed or the check that failed, and the frames read: what an auditor needs to see a
+        # kiosk probed with photos, and nothing of the face.
+        check = "passed" if response.passed else cpb.LivenessCheck.Name(response.failed_check).lower()
+        return "OK", {"liveness": check, "frames": str(response.frames)}
     if isinstance(response, ppb.ListReferralsResponse):
         return "OK", {"referrals": str(len(response.referrals))}
     if isinstance(response, pb.IdentifyResponse):

@@ -9,6 +9,10 @@ naming that device, the image's SHA-256, the time (at most two minutes old)
 and the liveness check the device ran; each statement is accepted once.
 A kiosk (unattended) must have run its head-turn challenge; an officer's
 desk may instead state a supervised capture (the officer sees the person).
+A caller that cannot sign (a browser behind the console) brings instead the
+service's own statement (liveness_tokens.py), earned by passing the head-turn
+check the service ran on its frames (CaptureService.CheckLiveness): bound to
+that caller, that frame, two minutes and one use, it counts as head_turn.
 
 What this proves: a device holding a live, unrevoked certificate of this
 deployment vouched for this image, now, once. What it cannot prove: that the
@@ -33,10 +37,11 @@ from safepassage.api.v1 import matching_pb2 as mpb
 from safepassage.enrolment import LiveFace, LiveFaceRefused
 from safepassage.matcher import GallerySpec
 from safepassage.server.identity import Caller, Role
+from safepassage.server.liveness_tokens import SERVICE_STATEMENT_MARKER, LivenessTokens
 from safepassage.server.peer import peer_certificate_pem
 from safepassage.server.probes import ProbeReader
 
-__all__ = ["LiveCaptureReader"]
+__all__ = ["ACCEPTED", "LiveCaptureReader", "Liveness"]
 
 Liveness = credential.Liveness
 
@@ -52,10 +57,12 @@ class LiveCaptureReader:
     def __init__(
         self,
         probes: ProbeReader,
+        tokens: LivenessTokens,
         max_age_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._probes = probes
+        self._tokens = tokens
         self._nonces = credential.NonceCache()
         self._max_age_s = max_age_s
         self._clock = clock
@@ -72,17 +79,27 @@ class LiveCaptureReader:
         """The embedded live face, once the statement over its image checked out; raises otherwise."""
         if probe.WhichOneof("kind") != "image":
             raise LiveFaceRefused(f"{field}: a live face must be an image captured now, never an embedding")
+        liveness = self.liveness_of(probe.image, statement, caller, context, field)
+        (face,) = self._probes.read(probe, spec, faces.FaceSelection.SINGLE, field)
+        return LiveFace(face.vector, str(liveness))
+
+    def liveness_of(
+        self, image: bytes, statement: bytes, caller: Caller, context: grpc.ServicerContext, field: str
+    ) -> Liveness:
+        """The liveness a statement over ``image`` vouches for, once checked (and spent); raises otherwise."""
         if not statement:
             raise LiveFaceRefused(f"{field}: the capturing device's signed statement is missing")
-        checked = credential.verify_capture(
-            statement,
-            probe.image,
-            peer_certificate_pem(context),
-            caller.client_id,
-            self._clock(),
-            self._nonces,
-            max_age_s=self._max_age_s,
-        )
+        if statement.startswith(SERVICE_STATEMENT_MARKER):
+            checked = self._tokens.verify_statement(statement, image, caller.label)
+        else:
+            checked = credential.verify_capture(
+                statement,
+                image,
+                peer_certificate_pem(context),
+                caller.client_id,
+                self._clock(),
+                self._nonces,
+                max_age_s=self._max_age_s,
+            )
         credential.require_liveness(checked, ACCEPTED.get(caller.role, frozenset()))
-        (face,) = self._probes.read(probe, spec, faces.FaceSelection.SINGLE, field)
-        return LiveFace(face.vector, str(checked.liveness))
+        return checked.liveness

@@ -48,7 +48,7 @@ from safepassage.enrolment.views import MinimalView
 from safepassage.server.call_notes import note_record
 from safepassage.server.conversion import require
 from safepassage.server.identity import Caller, Role, current_caller
-from safepassage.server.live_capture import LiveCaptureReader
+from safepassage.server.live_capture import LiveCaptureReader, Liveness
 from safepassage.server.probes import ProbeReader
 
 # Fields that are optional in the record: proto3's "" stands for "absent".
@@ -212,7 +212,8 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
     def EnrolRecord(
         self, request: pb.EnrolRecordRequest, context: grpc.ServicerContext
     ) -> pb.EnrolRecordResponse:
-        actor = actor_of(current_caller())
+        caller = current_caller()
+        actor = actor_of(caller)
         gallery_id = require(request.gallery_id, "gallery_id")
         record = record_from_pb(request.record)
         consent = decide(
@@ -221,6 +222,13 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
             _scopes(request.consent.refused, "consent.refused"),
         )
         templates = [self._image(face, gallery_id, f"faces[{n}]") for n, face in enumerate(request.faces)]
+        face_liveness = Liveness.NONE
+        if request.face_statement:
+            if not request.faces or request.faces[0].WhichOneof("kind") != "image":
+                raise InvalidInput("face_statement: it vouches for faces[0], which must be an image")
+            face_liveness = self._live.liveness_of(
+                request.faces[0].image, request.face_statement, caller, context, "face_statement"
+            )
         enrolled: Enrolled = self._records.enrol(
             actor,
             gallery_id,
@@ -230,6 +238,7 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
             request.pin,
             request.duress_pin,
             credential_valid_days=request.credential_valid_days or None,
+            face_liveness=face_liveness.value,
         )
         note_record(enrolled.record_id, actor.organisation, "")
         return pb.EnrolRecordResponse(
@@ -237,6 +246,7 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
             recovery_code=enrolled.recovery_code,
             consent_receipt=enrolled.consent_receipt,
             credential=_credential_to_pb(enrolled.credential),
+            face_liveness=face_liveness.value,
         )
 
     def GetConsent(self, request: pb.GetConsentRequest, context: grpc.ServicerContext) -> pb.ConsentState:
@@ -303,7 +313,8 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
     def CheckDuplicate(
         self, request: pb.CheckDuplicateRequest, context: grpc.ServicerContext
     ) -> pb.CheckDuplicateResponse:
-        actor = actor_of(current_caller())
+        caller = current_caller()
+        actor = actor_of(caller)
         gallery_id = require(request.gallery_id, "gallery_id")
         probe = self._image(request.probe, gallery_id, "probe")
         found = self._records.check_duplicate(actor, gallery_id, probe, request.top_k or 5)

@@ -32,6 +32,7 @@ from safepassage.server.config import Config
 from safepassage.server.decode_budget import DecodeBudget
 from safepassage.server.galleries import GalleryServicer
 from safepassage.server.live_capture import LiveCaptureReader
+from safepassage.server.liveness_tokens import LivenessTokens
 from safepassage.server.matching import MatchingServicer
 from safepassage.server.probes import ProbeReader
 from safepassage.server.protected_identity import ProtectedIdentityServicer
@@ -57,6 +58,8 @@ class Servicers:
 
 def add_servicers(server: grpc.Server, parts: Servicers) -> None:
     config, matcher, probes, stores = parts.config, parts.matcher, parts.probes, parts.stores
+    # The service's own head-turn challenges and statements: issued by CaptureService, spent by holder proofs.
+    liveness = LivenessTokens()
     matching_pb2_grpc.add_GalleryServiceServicer_to_server(
         GalleryServicer(
             matcher,
@@ -79,7 +82,7 @@ def add_servicers(server: grpc.Server, parts: Servicers) -> None:
         server,
     )
     protected_identity_pb2_grpc.add_ProtectedIdentityServiceServicer_to_server(
-        ProtectedIdentityServicer(parts.records, probes, LiveCaptureReader(probes)), server
+        ProtectedIdentityServicer(parts.records, probes, LiveCaptureReader(probes, liveness)), server
     )
     access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(), server)
     administration_pb2_grpc.add_AdministrationServiceServicer_to_server(
@@ -92,7 +95,7 @@ def add_servicers(server: grpc.Server, parts: Servicers) -> None:
         server,
     )
     capture_pb2_grpc.add_CaptureServiceServicer_to_server(
-        CaptureServicer(parts.embedder, settings.image_limits(config), parts.budget), server
+        CaptureServicer(parts.embedder, settings.image_limits(config), parts.budget, liveness), server
     )
     travel_document_pb2_grpc.add_TravelDocumentServiceServicer_to_server(
         travel_document_servicer(config, probes), server

@@ -87,6 +87,7 @@ def enrolment_settings(config: Config) -> enrolment.EnrolmentSettings:
         pin_max_failures=settings.pin_max_failures,
         pin_lock_s=settings.pin_lock_s,
         referral_readers={k: frozenset(v) for k, v in settings.referral_readers.items()},
+        require_face_liveness=settings.require_face_liveness,
     )
 
 

@@ -81,6 +81,9 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     Operation.GET_CONSISTENCY_PROOF:     ("*",  "*",   "-",   "-",  "-",  "-"),
     # A webcam capture's quality (the kiosk's prompts): officers (a search), caseworkers (an enrolment).
     Operation.ASSESS_CAPTURE:            ("-",  "-",   "*",   "-",  "-",  "*"),
+    # The service's own head-turn check: whoever brings a live face to a holder proof or an enrolment.
+    Operation.START_LIVENESS:            ("-",  "-",   "*",   "-",  "*",  "*"),
+    Operation.CHECK_LIVENESS:            ("-",  "-",   "*",   "-",  "*",  "*"),
 }
 # fmt: on
 

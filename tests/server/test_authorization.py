@@ -181,12 +181,32 @@ def _call(
         Operation.ASSESS_CAPTURE: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).AssessCapture(
             cpb.AssessCaptureRequest(image=document.probe.image)
         ),
+        Operation.START_LIVENESS: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).StartLiveness(
+            cpb.StartLivenessRequest()
+        ),
+        # A challenge drawn as an allowed role (officer) and answered with a still photo: no turn.
+        Operation.CHECK_LIVENESS: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).CheckLiveness(
+            cpb.CheckLivenessRequest(
+                challenge=_challenge(stubs),
+                frames=[cpb.LivenessFrame(image=document.probe.image, at_ms=ms) for ms in (0, 100)],
+            )
+        ),
         # Nobody holds this id: an allowed caller is answered NOT_FOUND, and nothing is revoked.
         Operation.REVOKE_CERTIFICATE: lambda: admin.RevokeCertificate(
             adpb.RevokeCertificateRequest(target=f"nobody-{case}")
         ),
     }
     return calls[operation]()
+
+
+def _challenge(stubs: Any) -> bytes:
+    """A liveness challenge drawn by the calling role, or by nobody (empty) where it may not draw one."""
+    try:
+        answer = cpb_grpc.CaptureServiceStub(stubs.channel).StartLiveness(cpb.StartLivenessRequest())
+    except grpc.RpcError:
+        return b""
+    challenge: bytes = answer.challenge
+    return challenge
 
 
 # ProtectedIdentityService has its own role tests (tests/server/test_protected_authorization.py).

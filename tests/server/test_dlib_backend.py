@@ -5,10 +5,14 @@ Admin enrols into the watchlist, an officer searches it; both servers share the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
+from safepassage.api.v1 import capture_pb2 as cpb
+from safepassage.api.v1 import capture_pb2_grpc as cpb_grpc
 from safepassage.api.v1 import matching_pb2 as pb
 
 pytestmark = pytest.mark.server
@@ -44,6 +48,19 @@ def test_dlib_enrolment_is_found_by_the_onnx_pipeline(  # type: ignore[no-untype
             )
         )
         assert verdict.decision == pb.MATCH
+        # No five-point detector: the capture quality and head-turn checks say so, and do nothing.
+        capture = cpb_grpc.CaptureServiceStub(clients.officer.channel)
+        calls: list[Callable[[], object]] = [
+            lambda: capture.AssessCapture(
+                cpb.AssessCaptureRequest(image=(fr / "obama" / "obama.jpg").read_bytes())
+            ),
+            lambda: capture.StartLiveness(cpb.StartLivenessRequest()),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refusal:
+                call()
+            assert refusal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "ONNX face pipeline" in (refusal.value.details() or "")
     dlib_service.stop(grace_s=1)
 
     _, port, _ = server_factory(data)  # same data, the default ONNX backend

@@ -25,19 +25,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n safepassage/api/v1/capture.proto\x12\x0esafepassage.v1\"%\n\x14\x41ssessCaptureRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"\xb7\x01\n\x11\x43\x61ptureAssessment\x12\r\n\x05\x66\x61\x63\x65s\x18\x01 \x01(\r\x12\x0c\n\x04size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\x12\x0c\n\x04pose\x18\x04 \x01(\x02\x12\x10\n\x08lighting\x18\x05 \x01(\x02\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12\x0f\n\x07overall\x18\x07 \x01(\x02\x12-\n\x06prompt\x18\x08 \x01(\x0e\x32\x1d.safepassage.v1.CapturePrompt*\x91\x01\n\rCapturePrompt\x12\x17\n\x13\x43\x41PTURE_PROMPT_NONE\x10\x00\x12\x12\n\x0eSTAND_IN_FRONT\x10\x01\x12\x0e\n\nONE_PERSON\x10\x02\x12\x0f\n\x0b\x43OME_CLOSER\x10\x03\x12\x12\n\x0eLOOK_AT_CAMERA\x10\x04\x12\x0e\n\nMORE_LIGHT\x10\x05\x12\x0e\n\nHOLD_STILL\x10\x06\x32j\n\x0e\x43\x61ptureService\x12X\n\rAssessCapture\x12$.safepassage.v1.AssessCaptureRequest\x1a!.safepassage.v1.CaptureAssessmentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n safepassage/api/v1/capture.proto\x12\x0esafepassage.v1\"%\n\x14\x41ssessCaptureRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"\xb7\x01\n\x11\x43\x61ptureAssessment\x12\r\n\x05\x66\x61\x63\x65s\x18\x01 \x01(\r\x12\x0c\n\x04size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\x12\x0c\n\x04pose\x18\x04 \x01(\x02\x12\x10\n\x08lighting\x18\x05 \x01(\x02\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12\x0f\n\x07overall\x18\x07 \x01(\x02\x12-\n\x06prompt\x18\x08 \x01(\x0e\x32\x1d.safepassage.v1.CapturePrompt\"\x16\n\x14StartLivenessRequest\"\x9b\x01\n\x11LivenessChallenge\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.safepassage.v1.TurnDirection\x12\x12\n\nmax_frames\x18\x03 \x01(\r\x12\x17\n\x0fmax_duration_ms\x18\x04 \x01(\r\x12\x14\n\x0c\x65xpires_in_s\x18\x05 \x01(\r\"-\n\rLivenessFrame\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05\x61t_ms\x18\x02 \x01(\r\"X\n\x14\x43heckLivenessRequest\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12-\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x1d.safepassage.v1.LivenessFrame\"\xcc\x01\n\x0eLivenessResult\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x33\n\x0c\x66\x61iled_check\x18\x02 \x01(\x0e\x32\x1d.safepassage.v1.LivenessCheck\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x11\n\tstatement\x18\x04 \x01(\x0c\x12\x19\n\x11statement_valid_s\x18\x05 \x01(\r\x12\x15\n\rpeak_parallax\x18\x06 \x01(\x02\x12\x11\n\tpeak_turn\x18\x07 \x01(\x02\x12\x0e\n\x06\x66rames\x18\x08 \x01(\r*\x91\x01\n\rCapturePrompt\x12\x17\n\x13\x43\x41PTURE_PROMPT_NONE\x10\x00\x12\x12\n\x0eSTAND_IN_FRONT\x10\x01\x12\x0e\n\nONE_PERSON\x10\x02\x12\x0f\n\x0b\x43OME_CLOSER\x10\x03\x12\x12\n\x0eLOOK_AT_CAMERA\x10\x04\x12\x0e\n\nMORE_LIGHT\x10\x05\x12\x0e\n\nHOLD_STILL\x10\x06*N\n\rTurnDirection\x12\x1e\n\x1aTURN_DIRECTION_UNSPECIFIED\x10\x00\x12\r\n\tTURN_LEFT\x10\x01\x12\x0e\n\nTURN_RIGHT\x10\x02*\x92\x01\n\rLivenessCheck\x12\x17\n\x13LIVENESS_CHECK_NONE\x10\x00\x12\x13\n\x0fNO_FRONTAL_FACE\x10\x01\x12\x0b\n\x07NO_TURN\x10\x02\x12\x11\n\rPLANAR_MOTION\x10\x03\x12\x13\n\x0fWRONG_DIRECTION\x10\x04\x12\r\n\tFACE_LOST\x10\x05\x12\x0f\n\x0b\x46\x41\x43\x45_JUMPED\x10\x06\x32\x9b\x02\n\x0e\x43\x61ptureService\x12X\n\rAssessCapture\x12$.safepassage.v1.AssessCaptureRequest\x1a!.safepassage.v1.CaptureAssessment\x12X\n\rStartLiveness\x12$.safepassage.v1.StartLivenessRequest\x1a!.safepassage.v1.LivenessChallenge\x12U\n\rCheckLiveness\x12$.safepassage.v1.CheckLivenessRequest\x1a\x1e.safepassage.v1.LivenessResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'safepassage.api.v1.capture_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAPTUREPROMPT']._serialized_start=278
-  _globals['_CAPTUREPROMPT']._serialized_end=423
+  _globals['_CAPTUREPROMPT']._serialized_start=804
+  _globals['_CAPTUREPROMPT']._serialized_end=949
+  _globals['_TURNDIRECTION']._serialized_start=951
+  _globals['_TURNDIRECTION']._serialized_end=1029
+  _globals['_LIVENESSCHECK']._serialized_start=1032
+  _globals['_LIVENESSCHECK']._serialized_end=1178
   _globals['_ASSESSCAPTUREREQUEST']._serialized_start=52
   _globals['_ASSESSCAPTUREREQUEST']._serialized_end=89
   _globals['_CAPTUREASSESSMENT']._serialized_start=92
   _globals['_CAPTUREASSESSMENT']._serialized_end=275
-  _globals['_CAPTURESERVICE']._serialized_start=425
-  _globals['_CAPTURESERVICE']._serialized_end=531
+  _globals['_STARTLIVENESSREQUEST']._serialized_start=277
+  _globals['_STARTLIVENESSREQUEST']._serialized_end=299
+  _globals['_LIVENESSCHALLENGE']._serialized_start=302
+  _globals['_LIVENESSCHALLENGE']._serialized_end=457
+  _globals['_LIVENESSFRAME']._serialized_start=459
+  _globals['_LIVENESSFRAME']._serialized_end=504
+  _globals['_CHECKLIVENESSREQUEST']._serialized_start=506
+  _globals['_CHECKLIVENESSREQUEST']._serialized_end=594
+  _globals['_LIVENESSRESULT']._serialized_start=597
+  _globals['_LIVENESSRESULT']._serialized_end=801
+  _globals['_CAPTURESERVICE']._serialized_start=1181
+  _globals['_CAPTURESERVICE']._serialized_end=1464
 # @@protoc_insertion_point(module_scope)

@@ -4,8 +4,10 @@
 isort:skip_file
 SafePassage capture API, version 1: how good a desk capture is, before it is searched."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -44,6 +46,50 @@ LOOK_AT_CAMERA: CapturePrompt.ValueType  # 4
 MORE_LIGHT: CapturePrompt.ValueType  # 5
 HOLD_STILL: CapturePrompt.ValueType  # 6
 Global___CapturePrompt: _TypeAlias = CapturePrompt  # noqa: Y015
+
+class _TurnDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TurnDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TurnDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TURN_DIRECTION_UNSPECIFIED: _TurnDirection.ValueType  # 0
+    TURN_LEFT: _TurnDirection.ValueType  # 1
+    TURN_RIGHT: _TurnDirection.ValueType  # 2
+
+class TurnDirection(_TurnDirection, metaclass=_TurnDirectionEnumTypeWrapper):
+    """The person's own side, as seen in an unmirrored camera image."""
+
+TURN_DIRECTION_UNSPECIFIED: TurnDirection.ValueType  # 0
+TURN_LEFT: TurnDirection.ValueType  # 1
+TURN_RIGHT: TurnDirection.ValueType  # 2
+Global___TurnDirection: _TypeAlias = TurnDirection  # noqa: Y015
+
+class _LivenessCheck:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LivenessCheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LivenessCheck.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIVENESS_CHECK_NONE: _LivenessCheck.ValueType  # 0
+    NO_FRONTAL_FACE: _LivenessCheck.ValueType  # 1
+    NO_TURN: _LivenessCheck.ValueType  # 2
+    PLANAR_MOTION: _LivenessCheck.ValueType  # 3
+    WRONG_DIRECTION: _LivenessCheck.ValueType  # 4
+    FACE_LOST: _LivenessCheck.ValueType  # 5
+    FACE_JUMPED: _LivenessCheck.ValueType  # 6
+
+class LivenessCheck(_LivenessCheck, metaclass=_LivenessCheckEnumTypeWrapper):
+    """Which check a failed challenge did not meet."""
+
+LIVENESS_CHECK_NONE: LivenessCheck.ValueType  # 0
+NO_FRONTAL_FACE: LivenessCheck.ValueType  # 1
+NO_TURN: LivenessCheck.ValueType  # 2
+PLANAR_MOTION: LivenessCheck.ValueType  # 3
+WRONG_DIRECTION: LivenessCheck.ValueType  # 4
+FACE_LOST: LivenessCheck.ValueType  # 5
+FACE_JUMPED: LivenessCheck.ValueType  # 6
+Global___LivenessCheck: _TypeAlias = LivenessCheck  # noqa: Y015
 
 @_typing.final
 class AssessCaptureRequest(_message.Message):
@@ -105,3 +151,147 @@ class CaptureAssessment(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CaptureAssessment: _TypeAlias = CaptureAssessment  # noqa: Y015
+
+@_typing.final
+class StartLivenessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartLivenessRequest: _TypeAlias = StartLivenessRequest  # noqa: Y015
+
+@_typing.final
+class LivenessChallenge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    MAX_FRAMES_FIELD_NUMBER: _builtins.int
+    MAX_DURATION_MS_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_S_FIELD_NUMBER: _builtins.int
+    challenge: _builtins.bytes
+    """Opaque, sealed by the service: bound to the caller, used once, valid for
+    expires_in_s. Give it back with the frames.
+    """
+    direction: Global___TurnDirection.ValueType
+    max_frames: _builtins.int
+    """At most this many frames, spanning at most max_duration_ms."""
+    max_duration_ms: _builtins.int
+    expires_in_s: _builtins.int
+    def __init__(
+        self,
+        *,
+        challenge: _builtins.bytes = ...,
+        direction: Global___TurnDirection.ValueType = ...,
+        max_frames: _builtins.int = ...,
+        max_duration_ms: _builtins.int = ...,
+        expires_in_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "direction", b"direction", "expires_in_s", b"expires_in_s", "max_duration_ms", b"max_duration_ms", "max_frames", b"max_frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LivenessChallenge: _TypeAlias = LivenessChallenge  # noqa: Y015
+
+@_typing.final
+class LivenessFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """JPEG or PNG, as the camera gave it (unmirrored)."""
+    at_ms: _builtins.int
+    """Milliseconds since the first frame; increasing."""
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LivenessFrame: _TypeAlias = LivenessFrame  # noqa: Y015
+
+@_typing.final
+class CheckLivenessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    challenge: _builtins.bytes
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___LivenessFrame]: ...
+    def __init__(
+        self,
+        *,
+        challenge: _builtins.bytes = ...,
+        frames: _abc.Iterable[Global___LivenessFrame] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckLivenessRequest: _TypeAlias = CheckLivenessRequest  # noqa: Y015
+
+@_typing.final
+class LivenessResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSED_FIELD_NUMBER: _builtins.int
+    FAILED_CHECK_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    STATEMENT_VALID_S_FIELD_NUMBER: _builtins.int
+    PEAK_PARALLAX_FIELD_NUMBER: _builtins.int
+    PEAK_TURN_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    passed: _builtins.bool
+    failed_check: Global___LivenessCheck.ValueType
+    """When not passed."""
+    image: _builtins.bytes
+    """When passed: the frontal frame the challenge started from, byte for
+    byte as sent, and the service's statement over it. Send both as a
+    LiveCapture (image, statement) within statement_valid_s, from the same
+    caller; the statement is accepted once.
+    """
+    statement: _builtins.bytes
+    statement_valid_s: _builtins.int
+    peak_parallax: _builtins.float
+    """In inter-ocular distances, towards the asked side."""
+    peak_turn: _builtins.float
+    frames: _builtins.int
+    def __init__(
+        self,
+        *,
+        passed: _builtins.bool = ...,
+        failed_check: Global___LivenessCheck.ValueType = ...,
+        image: _builtins.bytes = ...,
+        statement: _builtins.bytes = ...,
+        statement_valid_s: _builtins.int = ...,
+        peak_parallax: _builtins.float = ...,
+        peak_turn: _builtins.float = ...,
+        frames: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_check", b"failed_check", "frames", b"frames", "image", b"image", "passed", b"passed", "peak_parallax", b"peak_parallax", "peak_turn", b"peak_turn", "statement", b"statement", "statement_valid_s", b"statement_valid_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LivenessResult: _TypeAlias = LivenessResult  # noqa: Y015

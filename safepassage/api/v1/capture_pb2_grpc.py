@@ -40,6 +40,16 @@ class CaptureServiceStub:
                 request_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.AssessCaptureRequest.SerializeToString,
                 response_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.CaptureAssessment.FromString,
                 _registered_method=True)
+        self.StartLiveness = channel.unary_unary(
+                '/safepassage.v1.CaptureService/StartLiveness',
+                request_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.StartLivenessRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessChallenge.FromString,
+                _registered_method=True)
+        self.CheckLiveness = channel.unary_unary(
+                '/safepassage.v1.CaptureService/CheckLiveness',
+                request_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.CheckLivenessRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessResult.FromString,
+                _registered_method=True)
 
 
 class CaptureServiceServicer:
@@ -57,6 +67,27 @@ class CaptureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartLiveness(self, request, context):
+        """Head-turn liveness run by the service itself, for callers that cannot
+        sign a capture statement with their own key (a browser through the
+        console). StartLiveness draws the side to turn to; CheckLiveness takes
+        the frames the caller's camera recorded while the person turned, runs
+        the kiosk's head-turn challenge (safepassage/camera_edge/liveness.py)
+        on them and, when it passes, answers the frontal frame it started from
+        with the service's own statement over it: a LiveCapture that a holder
+        proof or EnrolRecord accepts, from the same caller, once, for a short
+        while. Needs the ONNX face pipeline (FAILED_PRECONDITION with dlib).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckLiveness(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaptureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +95,16 @@ def add_CaptureServiceServicer_to_server(servicer, server):
                     servicer.AssessCapture,
                     request_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.AssessCaptureRequest.FromString,
                     response_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.CaptureAssessment.SerializeToString,
+            ),
+            'StartLiveness': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartLiveness,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.StartLivenessRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessChallenge.SerializeToString,
+            ),
+            'CheckLiveness': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckLiveness,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_capture__pb2.CheckLivenessRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +134,60 @@ class CaptureService:
             '/safepassage.v1.CaptureService/AssessCapture',
             safepassage_dot_api_dot_v1_dot_capture__pb2.AssessCaptureRequest.SerializeToString,
             safepassage_dot_api_dot_v1_dot_capture__pb2.CaptureAssessment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartLiveness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.CaptureService/StartLiveness',
+            safepassage_dot_api_dot_v1_dot_capture__pb2.StartLivenessRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessChallenge.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckLiveness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.CaptureService/CheckLiveness',
+            safepassage_dot_api_dot_v1_dot_capture__pb2.CheckLivenessRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_capture__pb2.LivenessResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,18 @@ class CaptureServiceStub:
     Nothing is searched, stored or logged beyond the call itself. Needs the
     ONNX face pipeline (FAILED_PRECONDITION with the dlib backend).
     """
+    StartLiveness: _grpc.UnaryUnaryMultiCallable[_capture_pb2.StartLivenessRequest, _capture_pb2.LivenessChallenge]
+    """Head-turn liveness run by the service itself, for callers that cannot
+    sign a capture statement with their own key (a browser through the
+    console). StartLiveness draws the side to turn to; CheckLiveness takes
+    the frames the caller's camera recorded while the person turned, runs
+    the kiosk's head-turn challenge (safepassage/camera_edge/liveness.py)
+    on them and, when it passes, answers the frontal frame it started from
+    with the service's own statement over it: a LiveCapture that a holder
+    proof or EnrolRecord accepts, from the same caller, once, for a short
+    while. Needs the ONNX face pipeline (FAILED_PRECONDITION with dlib).
+    """
+    CheckLiveness: _grpc.UnaryUnaryMultiCallable[_capture_pb2.CheckLivenessRequest, _capture_pb2.LivenessResult]
 
 @_typing.type_check_only
 class CaptureServiceAsyncStub(CaptureServiceStub):
@@ -52,6 +64,18 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
     Nothing is searched, stored or logged beyond the call itself. Needs the
     ONNX face pipeline (FAILED_PRECONDITION with the dlib backend).
     """
+    StartLiveness: _aio.UnaryUnaryMultiCallable[_capture_pb2.StartLivenessRequest, _capture_pb2.LivenessChallenge]  # type: ignore[assignment]
+    """Head-turn liveness run by the service itself, for callers that cannot
+    sign a capture statement with their own key (a browser through the
+    console). StartLiveness draws the side to turn to; CheckLiveness takes
+    the frames the caller's camera recorded while the person turned, runs
+    the kiosk's head-turn challenge (safepassage/camera_edge/liveness.py)
+    on them and, when it passes, answers the frontal frame it started from
+    with the service's own statement over it: a LiveCapture that a holder
+    proof or EnrolRecord accepts, from the same caller, once, for a short
+    while. Needs the ONNX face pipeline (FAILED_PRECONDITION with dlib).
+    """
+    CheckLiveness: _aio.UnaryUnaryMultiCallable[_capture_pb2.CheckLivenessRequest, _capture_pb2.LivenessResult]  # type: ignore[assignment]
 
 class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -67,5 +91,29 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
         Nothing is searched, stored or logged beyond the call itself. Needs the
         ONNX face pipeline (FAILED_PRECONDITION with the dlib backend).
         """
+
+    @_abc_1.abstractmethod
+    def StartLiveness(
+        self,
+        request: _capture_pb2.StartLivenessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.LivenessChallenge, _abc.Awaitable[_capture_pb2.LivenessChallenge]]:
+        """Head-turn liveness run by the service itself, for callers that cannot
+        sign a capture statement with their own key (a browser through the
+        console). StartLiveness draws the side to turn to; CheckLiveness takes
+        the frames the caller's camera recorded while the person turned, runs
+        the kiosk's head-turn challenge (safepassage/camera_edge/liveness.py)
+        on them and, when it passes, answers the frontal frame it started from
+        with the service's own statement over it: a LiveCapture that a holder
+        proof or EnrolRecord accepts, from the same caller, once, for a short
+        while. Needs the ONNX face pipeline (FAILED_PRECONDITION with dlib).
+        """
+
+    @_abc_1.abstractmethod
+    def CheckLiveness(
+        self,
+        request: _capture_pb2.CheckLivenessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_capture_pb2.LivenessResult, _abc.Awaitable[_capture_pb2.LivenessResult]]: ...
 
 def add_CaptureServiceServicer_to_server(servicer: CaptureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -248,11 +248,18 @@ class EnrolRecordRequest(_message.Message):
     PIN_FIELD_NUMBER: _builtins.int
     DURESS_PIN_FIELD_NUMBER: _builtins.int
     CREDENTIAL_VALID_DAYS_FIELD_NUMBER: _builtins.int
+    FACE_STATEMENT_FIELD_NUMBER: _builtins.int
     gallery_id: _builtins.str
     pin: _builtins.str
     duress_pin: _builtins.str
     credential_valid_days: _builtins.int
     """0: the server's default validity."""
+    face_statement: _builtins.bytes
+    """Optional: a statement over faces[0].image that it was captured live: the
+    service's own (CaptureService.CheckLiveness) or the capturing device's
+    signed capture statement. Recorded in the consent receipt; required where
+    the deployment sets enrolment.require_face_liveness.
+    """
     @_builtins.property
     def record(self) -> Global___ProtectedRecord: ...
     @_builtins.property
@@ -271,10 +278,11 @@ class EnrolRecordRequest(_message.Message):
         pin: _builtins.str = ...,
         duress_pin: _builtins.str = ...,
         credential_valid_days: _builtins.int = ...,
+        face_statement: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "credential_valid_days", b"credential_valid_days", "duress_pin", b"duress_pin", "faces", b"faces", "gallery_id", b"gallery_id", "pin", b"pin", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "credential_valid_days", b"credential_valid_days", "duress_pin", b"duress_pin", "face_statement", b"face_statement", "faces", b"faces", "gallery_id", b"gallery_id", "pin", b"pin", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -317,11 +325,16 @@ class EnrolRecordResponse(_message.Message):
     RECOVERY_CODE_FIELD_NUMBER: _builtins.int
     CONSENT_RECEIPT_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    FACE_LIVENESS_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     recovery_code: _builtins.str
     """Shown once; the service keeps only a keyed hash of it."""
     consent_receipt: _builtins.str
     """JSON, signed by the enrolling station."""
+    face_liveness: _builtins.str
+    """The liveness check the first face was captured with, as the consent
+    receipt records it: "head_turn", "supervised" or "none".
+    """
     @_builtins.property
     def credential(self) -> Global___Credential:
         """Absent when "verify_at_border" was refused."""
@@ -333,10 +346,11 @@ class EnrolRecordResponse(_message.Message):
         recovery_code: _builtins.str = ...,
         consent_receipt: _builtins.str = ...,
         credential: Global___Credential | None = ...,
+        face_liveness: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_receipt", b"consent_receipt", "credential", b"credential", "record_id", b"record_id", "recovery_code", b"recovery_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_receipt", b"consent_receipt", "credential", b"credential", "face_liveness", b"face_liveness", "record_id", b"record_id", "recovery_code", b"recovery_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,8 +429,9 @@ Global___ConsentScope: _TypeAlias = ConsentScope  # noqa: Y015
 @_typing.final
 class LiveCapture(_message.Message):
     """A face captured now by the calling device: an image (never an embedding)
-    and the device's signed capture statement over it (see
-    safepassage/credential/capture_statement.py): image SHA-256, time, liveness.
+    and either the device's signed capture statement over it (see
+    safepassage/credential/capture_statement.py: image SHA-256, time,
+    liveness) or the service's own statement from CaptureService.CheckLiveness.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
