@@ -17,9 +17,7 @@ threshold would have decided (call_notes.py); which thresholds a caller may
 ask for is the access policy's (authorization.py), checked before any
 servicer runs. A kept CCTV hit records the camera, the authorisation that
 admitted its search (id, legal basis, expiry), its candidate, score and
-threshold. ConfirmMatch asks the policy whether the caller may confirm it;
-the probe store then takes two different reviewers (four eyes), and
-DismissMatch erases the hit at once. ListKeptHits is the reviewers' queue.
+threshold; its review (four eyes, the queue) is kept_hits.py's.
 """
 
 from __future__ import annotations
@@ -39,13 +37,7 @@ from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
 from safepassage.core.errors import InvalidInput, SafePassageError
 from safepassage.matcher import Identification, Matcher, ThresholdChoice, ThresholdSource, passes
-from safepassage.server.authorization import check_confirmation
-from safepassage.server.call_notes import (
-    after_logged,
-    note_search,
-    noted_authorisation,
-    noted_authorisation_terms,
-)
+from safepassage.server.call_notes import after_logged, note_search
 from safepassage.server.config import MatchingConfig
 from safepassage.server.conversion import (
     box_to_pb,
@@ -59,6 +51,7 @@ from safepassage.server.conversion import (
 from safepassage.server.errors import status_of
 from safepassage.server.galleries import model_thresholds
 from safepassage.server.identity import Caller, Role, current_caller
+from safepassage.server.kept_hits import KeptHits, timestamp
 from safepassage.server.probes import ProbeFace, ProbeReader
 from safepassage.server.review_decision import check_decision
 
@@ -105,12 +98,11 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         retention_s: float,
         reference_images: store.ReferenceImageStore,
     ) -> None:
-        self._retention_s = retention_s  # an unconfirmed hit's life, for the queue's time left
+        self._hits = KeptHits(matcher, kept_probes, retention_s)
         self._images = reference_images
         self._matcher = matcher
         self._probes = probes
         self._limits = limits
-        self._kept = kept_probes
         self._replies = replies
         self._in_flight = _InFlight()
 
@@ -238,7 +230,7 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         gallery_id = require(request.gallery_id, "gallery_id")
         self._matcher.spec(gallery_id)  # NOT_FOUND for no gallery; the interceptor checked its purpose
         image = self._images.get(gallery_id, require(request.reference_id, "reference_id"))
-        return pb.GetReferenceImageResponse(jpeg=image.jpeg, kept_at=_timestamp(image.kept_at))
+        return pb.GetReferenceImageResponse(jpeg=image.jpeg, kept_at=timestamp(image.kept_at))
 
     def CountTemplates(
         self, request: pb.CountTemplatesRequest, context: grpc.ServicerContext
@@ -361,100 +353,24 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         result, faces = self._identify(request)
         answer = pb.IdentifyStreamResponse(request_id=request.request_id, result=result)
         if caller.role is Role.CCTV_EDGE and result.decision == pb.MATCH:
-            answer.probe_id = self._keep_hit(caller, result, faces, request.face_crop)
+            answer.probe_id = self._hits.keep(caller, result, faces, request.face_crop)
         # A crop of a face that matched nobody is dropped with the request: never stored.
         return answer
-
-    def _keep_hit(
-        self, camera: Caller, result: pb.IdentifyResponse, faces: list[ProbeFace], face_crop: bytes
-    ) -> int:
-        """Keep a CCTV probe that matched, for two reviewers to confirm; purged after the retention."""
-        face, found = next((f, r) for f, r in zip(faces, result.faces, strict=True) if r.decision == pb.MATCH)
-        best = found.candidates[0]
-        legal_basis, expires = noted_authorisation_terms()
-        score = best.normalised_score if best.HasField("normalised_score") else best.score
-        evidence = store.HitEvidence(
-            score, result.threshold, legal_basis, float(expires) if expires else None
-        )
-        return self._kept.keep(
-            result.gallery_id,
-            camera.client_id,
-            face.vector,
-            best.reference_id,
-            authorisation_id=noted_authorisation(),
-            evidence=evidence,
-            face_crop=face_crop,
-        )
 
     def ConfirmMatch(
         self, request: pb.ConfirmMatchRequest, context: grpc.ServicerContext
     ) -> pb.ConfirmMatchResponse:
-        gallery_id = require(request.gallery_id, "gallery_id")
-        spec = self._matcher.spec(gallery_id)
-        # Looked up within the named gallery: another gallery's probe is NOT_FOUND, as if never kept
-        # (a dismissed one is the store's to refuse, saying so).
-        caller = current_caller()
-        try:
-            kept = self._kept.get(request.probe_id, gallery_id)
-        except store.ProbeNotFound:
-            kept = None
-        if kept is not None:
-            check_confirmation(caller, gallery_id, spec.purpose, kept.authorisation_id)
-        hit = self._kept.confirm(request.probe_id, gallery_id, caller.label)
-        return pb.ConfirmMatchResponse(
-            probe_id=hit.probe.probe_id,
-            reference_id=hit.probe.candidate,
-            state=_HIT_STATES[hit.state],
-            reviews=[_review_to_pb(r) for r in hit.reviews],
-        )
+        return self._hits.confirm(request)
 
     def DismissMatch(
         self, request: pb.DismissMatchRequest, context: grpc.ServicerContext
     ) -> pb.DismissMatchResponse:
-        gallery_id = require(request.gallery_id, "gallery_id")
-        self._matcher.spec(gallery_id)  # NOT_FOUND for no gallery; the interceptor checked its purpose
-        self._kept.dismiss(request.probe_id, gallery_id, current_caller().label)
-        return pb.DismissMatchResponse(probe_id=request.probe_id, state=pb.DISMISSED)
+        return self._hits.dismiss(request)
 
     def ListKeptHits(
         self, request: pb.ListKeptHitsRequest, context: grpc.ServicerContext
     ) -> pb.ListKeptHitsResponse:
-        gallery_id = require(request.gallery_id, "gallery_id")
-        spec = self._matcher.spec(gallery_id)
-        response = pb.ListKeptHitsResponse(
-            metric=metric_to_pb(spec.metric), retention_hours=self._retention_s / 3600
-        )
-        for hit in self._kept.queue(gallery_id, request.camera_id):
-            if request.probe_id and hit.probe.probe_id != request.probe_id:
-                continue
-            shown = self._kept_hit_to_pb(hit)
-            if request.include_face_crops and hit.evidence.has_face_crop:
-                shown.face_crop = self._kept.face_crop(hit.probe.probe_id, gallery_id) or b""
-            response.hits.append(shown)
-        return response
-
-    def _kept_hit_to_pb(self, hit: store.QueuedHit) -> pb.KeptHit:
-        probe, evidence = hit.probe, hit.evidence
-        shown = pb.KeptHit(
-            probe_id=probe.probe_id,
-            camera_id=probe.camera_id,
-            kept_at=_timestamp(probe.captured_at),
-            authorisation_id=probe.authorisation_id,
-            legal_basis=evidence.legal_basis,
-            reference_id=probe.candidate,
-            state=_HIT_STATES[hit.state],
-            reviews=[_review_to_pb(r) for r in hit.reviews],
-            has_face_crop=evidence.has_face_crop,
-        )
-        if not probe.confirmed:
-            shown.purge_at.CopyFrom(_timestamp(probe.captured_at + self._retention_s))
-        if evidence.authorisation_expires is not None:
-            shown.authorisation_expires.CopyFrom(_timestamp(evidence.authorisation_expires))
-        if evidence.score is not None:
-            shown.score = evidence.score
-        if evidence.threshold is not None:
-            shown.threshold = evidence.threshold
-        return shown
+        return self._hits.list(request)
 
     def RecordDecision(
         self, request: pb.RecordDecisionRequest, context: grpc.ServicerContext
@@ -490,15 +406,6 @@ class MatchingServicer(pb_grpc.MatchingServiceServicer):
         )
 
 
-_HIT_STATES = {
-    store.HitState.AWAITING_REVIEW: pb.AWAITING_REVIEW,
-    store.HitState.AWAITING_SECOND_REVIEW: pb.AWAITING_SECOND_REVIEW,
-    store.HitState.CONFIRMED: pb.CONFIRMED,
-    store.HitState.DISMISSED: pb.DISMISSED,
-}
-_HIT_ACTIONS = {store.ReviewAction.CONFIRM: pb.HIT_CONFIRM, store.ReviewAction.DISMISS: pb.HIT_DISMISS}
-
-
 def _check_face_crop(caller: Caller, crop: bytes) -> None:
     """A face crop comes only from a camera, as a small JPEG (its header read; nothing decoded)."""
     if not crop:
@@ -508,20 +415,6 @@ def _check_face_crop(caller: Caller, crop: bytes) -> None:
     header = faces.read_header(crop, _CROP_LIMITS)
     if header.format != "JPEG" or max(header.width, header.height) > MAX_CROP_SIDE:
         raise InvalidInput(f"face_crop must be a JPEG of at most {MAX_CROP_SIDE} pixels a side")
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    moment = Timestamp()
-    moment.FromNanoseconds(round(seconds * 1e9))
-    return moment
-
-
-def _review_to_pb(review: store.ProbeReview) -> pb.HitReview:
-    return pb.HitReview(
-        reviewer=review.reviewed_by,
-        action=_HIT_ACTIONS[review.action],
-        reviewed_at=_timestamp(review.reviewed_at),
-    )
 
 
 def _note(results: list[Identification], own: ThresholdChoice) -> None:
