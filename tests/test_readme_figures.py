@@ -475,8 +475,8 @@ SINGLE: list[Figure] = [
     # --- The service's head-turn check per call (README.md), liveness_service.json
     Figure(
         README,
-        "{n15} frames (15 a second, {kb} KB) pass in {p15} ms (p50), reading {read15} of them (the check stops"
-        " at the pass); {n30} frames (30 a second) in {p30} ms.",
+        "{n15} frames (15 a second, {kb} KB) pass in {p15} ms (p50), reading {read15} of them (the check"
+        " stops at the pass); {n30} frames (30 a second) in {p30} ms.",
         {
             "n15": v("liveness_service", "runs", "[fps=15,asked=right]", "frames_sent", fmt="int"),
             "kb": v("liveness_service", "runs", "[fps=15,asked=right]", "bytes_sent", fmt="kb"),

@@ -50,6 +50,7 @@ from safepassage.server.call_outcome import (
     DECISIONS,
     SEARCHES,
     decision_details,
+    document_decision_details,
     document_details,
     operation_class,
     outcome_of,
@@ -246,6 +247,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return decision_details(request, self._pseudonyms)
         if operation is Operation.VERIFY_DOCUMENT and request is not None:
             return document_details(request, self._pseudonyms)
+        if operation is Operation.RECORD_DOCUMENT_DECISION and request is not None:
+            return document_decision_details(request, self._pseudonyms)
         if operation is Operation.SIGN_AUTHORISATION and request is not None:
             # What was asked, granted or refused: the legal basis was typed, so only its keyed hash.
             return {

@@ -73,6 +73,7 @@ class Operation(enum.StrEnum):
     RECORD_DECISION = "RecordDecision"
     # TravelDocumentService
     VERIFY_DOCUMENT = "VerifyDocument"
+    RECORD_DOCUMENT_DECISION = "RecordDocumentDecision"
     # AccessService
     DESCRIBE_CALLER = "DescribeCaller"
     # AdministrationService
@@ -121,6 +122,8 @@ GALLERY_FREE: Mapping[Operation, frozenset[Role]] = {
     Operation.VERIFY_HOLDER: frozenset({Role.OFFICER, Role.KIOSK}),
     # A traveller against their own passport's chip photo, at a desk or an e-gate kiosk (as Verify).
     Operation.VERIFY_DOCUMENT: frozenset({Role.OFFICER, Role.KIOSK}),
+    # The officer's decision on a chip check, for the log (as RecordDecision on a search).
+    Operation.RECORD_DOCUMENT_DECISION: frozenset({Role.OFFICER}),
     # Sharing and referrals are the caseworker's, never a self-service kiosk's.
     Operation.SHARE_RECORD: frozenset({Role.NGO_CASEWORKER}),
     Operation.ERASE_RECORD: NGO,

@@ -22,6 +22,7 @@ from safepassage.api.v1 import travel_document_pb2 as tpb
 from safepassage.server.authorization import Operation
 from safepassage.server.limits import OperationClass
 from safepassage.server.pseudonyms import LogPseudonyms
+from safepassage.server.review_decision import CHECK_ID
 from safepassage.travel_document import TravelDocumentError, read_dg1
 
 SEARCHES = frozenset(
@@ -44,6 +45,7 @@ WRITES = frozenset(
         Operation.CONFIRM_MATCH,
         Operation.DISMISS_MATCH,
         Operation.RECORD_DECISION,
+        Operation.RECORD_DOCUMENT_DECISION,
         Operation.ENROL_RECORD,
         Operation.CHANGE_CONSENT,
         Operation.ISSUE_CREDENTIAL,
@@ -171,6 +173,24 @@ def decision_details(request: pb.RecordDecisionRequest, pseudonyms: LogPseudonym
     return details
 
 
+def document_decision_details(
+    request: tpb.RecordDocumentDecisionRequest, pseudonyms: LogPseudonyms
+) -> dict[str, str]:
+    """An officer's decision on a chip check as its entry shows it: the codes (enum names), the check
+    id where it has a check id's shape (so the entry joins the check's), the note by pseudonym."""
+    details = {
+        "service_decision": _enum_name(pb.Decision, request.service_decision),
+        "passive_authentication": _enum_name(tpb.PassiveAuthenticationStatus, request.passive_authentication),
+        "decision": _enum_name(pb.ReviewDecision, request.decision),
+        "reason": _enum_name(pb.ReviewReason, request.reason),
+    }
+    if CHECK_ID.fullmatch(request.check_id):
+        details["check_id"] = request.check_id
+    if request.note:
+        details["note_hmac_sha256"] = pseudonyms.note(request.note)
+    return details
+
+
 def _document_outcome(response: tpb.VerifyDocumentResponse) -> dict[str, str]:
     """A chip verification's entry: what the faces showed and what passive authentication said."""
     proof = response.passive_authentication
@@ -180,6 +200,8 @@ def _document_outcome(response: tpb.VerifyDocumentResponse) -> dict[str, str]:
         "face_record_format": _token(response.face_record_format),
         "image_format": _token(response.image_format),
     }
+    if CHECK_ID.fullmatch(response.check_id):
+        details["check_id"] = response.check_id
     if proof.status == tpb.PA_FAILED:
         details["pa_failure"] = _enum_name(tpb.PassiveAuthenticationFailure, proof.failure)
     return details

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
 from collections.abc import Callable
 
 import grpc
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from safepassage import face as faces
 from safepassage import travel_document as documents
@@ -34,6 +36,7 @@ from safepassage.server.call_notes import note_search
 from safepassage.server.config import Config
 from safepassage.server.conversion import box_to_pb, metric_to_pb, selection_from_pb
 from safepassage.server.probes import EmptyProbe, ProbeFace, ProbeReader
+from safepassage.server.review_decision import check_document_decision
 
 __all__ = ["TravelDocumentServicer", "travel_document_servicer"]
 
@@ -110,10 +113,20 @@ class TravelDocumentServicer(tpb_grpc.TravelDocumentServiceServicer):
             passive_authentication=proof,
             face_record_format=portrait.record_format.value,
             image_format=portrait.encoding.value,
+            check_id=f"chk_{secrets.token_hex(16)}",  # in the log entry too: a decision names it
         )
         if mrz is not None:
             response.document_expired = mrz.expired(now.date())
         return response
+
+    def RecordDocumentDecision(
+        self, request: tpb.RecordDocumentDecisionRequest, context: grpc.ServicerContext
+    ) -> pb.RecordDecisionResponse:
+        # Only checked here: the access interceptor's log entry is the record (review_decision.py).
+        check_document_decision(request)
+        recorded_at = Timestamp()
+        recorded_at.GetCurrentTime()
+        return pb.RecordDecisionResponse(recorded_at=recorded_at)
 
     def _authenticate(self, chip: tpb.TravelDocument, now: datetime.datetime) -> tpb.PassiveAuthentication:
         if not chip.sod:

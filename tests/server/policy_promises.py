@@ -45,6 +45,8 @@ PROMISES: dict[Operation, tuple[str, str, str, str, str, str]] = {
     Operation.GET_REFERENCE_IMAGE:       ("-",  "-",   "W",   "-",  "-",  "-"),
     # A traveller against their own passport chip's photo: officers at a desk, kiosks at an e-gate.
     Operation.VERIFY_DOCUMENT:           ("-",  "-",   "*",   "-",  "*",  "-"),
+    # The officer's decision on a chip check, for the log.
+    Operation.RECORD_DOCUMENT_DECISION:  ("-",  "-",   "*",   "-",  "-",  "-"),
     # The officer's own decision on an answer, into the log (the console's desk records it).
     Operation.RECORD_DECISION:           ("-",  "-",   "W",   "-",  "-",  "-"),
     # Protected records: the NGO's caseworkers and kiosks, under the record policy.

@@ -181,6 +181,17 @@ def _call(
         Operation.ASSESS_CAPTURE: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).AssessCapture(
             cpb.AssessCaptureRequest(image=document.probe.image)
         ),
+        Operation.RECORD_DOCUMENT_DECISION: lambda: tpb_grpc.TravelDocumentServiceStub(
+            stubs.channel
+        ).RecordDocumentDecision(
+            tpb.RecordDocumentDecisionRequest(
+                check_id="chk_" + "0" * 32,
+                service_decision=pb.MATCH,
+                passive_authentication=tpb.PA_PASSED,
+                decision=pb.REVIEW_CONFIRM,
+                reason=pb.REASON_SAME_PERSON,
+            )
+        ),
         Operation.START_LIVENESS: lambda: cpb_grpc.CaptureServiceStub(stubs.channel).StartLiveness(
             cpb.StartLivenessRequest()
         ),

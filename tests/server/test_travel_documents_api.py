@@ -187,6 +187,53 @@ def test_the_log_holds_outcomes_and_no_personal_data(world: World, faces_dir: Pa
         json.loads(text)
 
 
+def test_the_officers_decision_on_a_check_joins_its_entry_and_holds_no_note(
+    world: World, faces_dir: Path
+) -> None:
+    log = world.service.transparency_log  # type: ignore[attr-defined]
+    before = log.size()
+    chip = issue_chip(photo_of(faces_dir, HOLDER, 1), world.signer)
+    answer = verify(world.officer, chip, photo_of(faces_dir, HOLDER, 2))
+    assert answer.check_id.startswith("chk_") and len(answer.check_id) == 36
+    note = "Passport ERIKSSON L898902C3 looked re-laminated; sent to the second line"
+    decision = tpb.RecordDocumentDecisionRequest(
+        check_id=answer.check_id,
+        service_decision=answer.decision,
+        passive_authentication=answer.passive_authentication.status,
+        decision=pb.REVIEW_REFER,
+        reason=pb.REASON_SECONDARY_INSPECTION,
+        note=note,
+    )
+    assert world.officer.RecordDocumentDecision(decision).recorded_at.seconds > 0
+    events = [e.event() for e in log.entries(before, log.size())]
+    check = next(e for e in events if e.operation == OPERATION)
+    decided = next(e for e in events if e.operation.endswith("/RecordDocumentDecision"))
+    assert check.details["check_id"] == decided.details["check_id"] == answer.check_id
+    assert decided.actor == check.actor and decided.outcome == "OK"
+    assert (
+        decided.details["decision"] == "REVIEW_REFER"
+        and decided.details["reason"] == "REASON_SECONDARY_INSPECTION"
+    )
+    assert decided.details["passive_authentication"] == "PA_PASSED" and "note_hmac_sha256" in decided.details
+    logged = json.dumps(dict(decided.details))
+    assert "ERIKSSON" not in logged and "re-laminated" not in logged
+    # Incomplete or malformed decisions are refused, named, and logged as refused; kiosks decide nothing.
+    for field, bad in (("check_id", "not-a-check"), ("reason", pb.REVIEW_REASON_UNSPECIFIED)):
+        wrong = tpb.RecordDocumentDecisionRequest()
+        wrong.CopyFrom(decision)
+        setattr(wrong, field, bad)
+        with pytest.raises(grpc.RpcError) as refusal:
+            world.officer.RecordDocumentDecision(wrong)
+        assert refusal.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (
+            refusal.value.details() or ""
+        )
+    with pytest.raises(grpc.RpcError) as refusal:
+        world.kiosk.RecordDocumentDecision(decision)
+    assert refusal.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    outcomes = [e.event().outcome for e in log.entries(before, log.size())]
+    assert outcomes.count("INVALID_ARGUMENT") == 2 and outcomes.count("PERMISSION_DENIED") == 1
+
+
 def test_the_command_line_prints_decision_distance_and_proof(
     world: World, faces_dir: Path, role_pki: RolePki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,6 +219,7 @@ class VerifyDocumentResponse(_message.Message):
     FACE_RECORD_FORMAT_FIELD_NUMBER: _builtins.int
     IMAGE_FORMAT_FIELD_NUMBER: _builtins.int
     DOCUMENT_EXPIRED_FIELD_NUMBER: _builtins.int
+    CHECK_ID_FIELD_NUMBER: _builtins.int
     decision: _matching_pb2.Decision.ValueType
     """MATCH only when the faces match and passive authentication did not fail."""
     face_match: _builtins.bool
@@ -234,6 +235,10 @@ class VerifyDocumentResponse(_message.Message):
     image_format: _builtins.str
     document_expired: _builtins.bool
     """With DG1: whether the MRZ's expiry date has passed (by the server's date)."""
+    check_id: _builtins.str
+    """This check's id ("chk_" and 32 random hex digits), also in its transparency-log
+    entry: an officer's RecordDocumentDecision names it.
+    """
     @_builtins.property
     def box(self) -> _matching_pb2.FaceBox:
         """The live face compared, for image probes."""
@@ -253,10 +258,11 @@ class VerifyDocumentResponse(_message.Message):
         face_record_format: _builtins.str = ...,
         image_format: _builtins.str = ...,
         document_expired: _builtins.bool | None = ...,
+        check_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "_document_expired", b"_document_expired", "box", b"box", "document_expired", b"document_expired", "passive_authentication", b"passive_authentication"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "_document_expired", b"_document_expired", "box", b"box", "decision", b"decision", "document_expired", b"document_expired", "face_match", b"face_match", "face_record_format", b"face_record_format", "image_format", b"image_format", "metric", b"metric", "passive_authentication", b"passive_authentication", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box", b"_box", "_document_expired", b"_document_expired", "box", b"box", "check_id", b"check_id", "decision", b"decision", "document_expired", b"document_expired", "face_match", b"face_match", "face_record_format", b"face_record_format", "image_format", b"image_format", "metric", b"metric", "passive_authentication", b"passive_authentication", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box: _TypeAlias = _typing.Literal["box"]  # noqa: Y015
     _WhichOneofArgType__box: _TypeAlias = _typing.Literal["_box", b"_box"]  # noqa: Y015
@@ -268,3 +274,40 @@ class VerifyDocumentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__document_expired) -> _WhichOneofReturnType__document_expired | None: ...
 
 Global___VerifyDocumentResponse: _TypeAlias = VerifyDocumentResponse  # noqa: Y015
+
+@_typing.final
+class RecordDocumentDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_DECISION_FIELD_NUMBER: _builtins.int
+    PASSIVE_AUTHENTICATION_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    """VerifyDocumentResponse.check_id of the check decided on."""
+    service_decision: _matching_pb2.Decision.ValueType
+    """What the service answered, and what passive authentication said."""
+    passive_authentication: Global___PassiveAuthenticationStatus.ValueType
+    decision: _matching_pb2.ReviewDecision.ValueType
+    reason: _matching_pb2.ReviewReason.ValueType
+    note: _builtins.str
+    """Free text, at most 2000 characters; the log holds only its keyed hash."""
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        service_decision: _matching_pb2.Decision.ValueType = ...,
+        passive_authentication: Global___PassiveAuthenticationStatus.ValueType = ...,
+        decision: _matching_pb2.ReviewDecision.ValueType = ...,
+        reason: _matching_pb2.ReviewReason.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id", "decision", b"decision", "note", b"note", "passive_authentication", b"passive_authentication", "reason", b"reason", "service_decision", b"service_decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDocumentDecisionRequest: _TypeAlias = RecordDocumentDecisionRequest  # noqa: Y015

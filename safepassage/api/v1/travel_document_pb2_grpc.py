@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from safepassage.api.v1 import matching_pb2 as safepassage_dot_api_dot_v1_dot_matching__pb2
 from safepassage.api.v1 import travel_document_pb2 as safepassage_dot_api_dot_v1_dot_travel__document__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -47,6 +48,11 @@ class TravelDocumentServiceStub:
                 request_serializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentRequest.SerializeToString,
                 response_deserializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentResponse.FromString,
                 _registered_method=True)
+        self.RecordDocumentDecision = channel.unary_unary(
+                '/safepassage.v1.TravelDocumentService/RecordDocumentDecision',
+                request_serializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.RecordDocumentDecisionRequest.SerializeToString,
+                response_deserializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.FromString,
+                _registered_method=True)
 
 
 class TravelDocumentServiceServicer:
@@ -82,6 +88,18 @@ class TravelDocumentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDocumentDecision(self, request, context):
+        """The officer's decision on a chip check (confirm, reject, refer, cannot
+        decide) with a reason code and an optional note, naming the check by
+        the check_id its answer carried. Nothing is stored but the
+        transparency-log entry, under the officer: the codes as enum names, the
+        check id as given, the note only as a keyed pseudonym (as
+        MatchingService.RecordDecision does for searches).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TravelDocumentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +107,11 @@ def add_TravelDocumentServiceServicer_to_server(servicer, server):
                     servicer.VerifyDocument,
                     request_deserializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentRequest.FromString,
                     response_serializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentResponse.SerializeToString,
+            ),
+            'RecordDocumentDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDocumentDecision,
+                    request_deserializer=safepassage_dot_api_dot_v1_dot_travel__document__pb2.RecordDocumentDecisionRequest.FromString,
+                    response_serializer=safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -125,6 +148,33 @@ class TravelDocumentService:
             '/safepassage.v1.TravelDocumentService/VerifyDocument',
             safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentRequest.SerializeToString,
             safepassage_dot_api_dot_v1_dot_travel__document__pb2.VerifyDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDocumentDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safepassage.v1.TravelDocumentService/RecordDocumentDecision',
+            safepassage_dot_api_dot_v1_dot_travel__document__pb2.RecordDocumentDecisionRequest.SerializeToString,
+            safepassage_dot_api_dot_v1_dot_matching__pb2.RecordDecisionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ against the photo in their ePassport chip (ICAO 9303).
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from safepassage.api.v1 import matching_pb2 as _matching_pb2
 from safepassage.api.v1 import travel_document_pb2 as _travel_document_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -62,6 +63,14 @@ class TravelDocumentServiceStub:
     passive-authentication result, and the document only as a keyed hash of
     its issuing state and number: never a name or a number.
     """
+    RecordDocumentDecision: _grpc.UnaryUnaryMultiCallable[_travel_document_pb2.RecordDocumentDecisionRequest, _matching_pb2.RecordDecisionResponse]
+    """The officer's decision on a chip check (confirm, reject, refer, cannot
+    decide) with a reason code and an optional note, naming the check by
+    the check_id its answer carried. Nothing is stored but the
+    transparency-log entry, under the officer: the codes as enum names, the
+    check id as given, the note only as a keyed pseudonym (as
+    MatchingService.RecordDecision does for searches).
+    """
 
 @_typing.type_check_only
 class TravelDocumentServiceAsyncStub(TravelDocumentServiceStub):
@@ -93,6 +102,14 @@ class TravelDocumentServiceAsyncStub(TravelDocumentServiceStub):
     RESOURCE_EXHAUSTED. The transparency log records the decision and the
     passive-authentication result, and the document only as a keyed hash of
     its issuing state and number: never a name or a number.
+    """
+    RecordDocumentDecision: _aio.UnaryUnaryMultiCallable[_travel_document_pb2.RecordDocumentDecisionRequest, _matching_pb2.RecordDecisionResponse]  # type: ignore[assignment]
+    """The officer's decision on a chip check (confirm, reject, refer, cannot
+    decide) with a reason code and an optional note, naming the check by
+    the check_id its answer carried. Nothing is stored but the
+    transparency-log entry, under the officer: the codes as enum names, the
+    check id as given, the note only as a keyed pseudonym (as
+    MatchingService.RecordDecision does for searches).
     """
 
 class TravelDocumentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +145,20 @@ class TravelDocumentServiceServicer(metaclass=_abc_1.ABCMeta):
         RESOURCE_EXHAUSTED. The transparency log records the decision and the
         passive-authentication result, and the document only as a keyed hash of
         its issuing state and number: never a name or a number.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordDocumentDecision(
+        self,
+        request: _travel_document_pb2.RecordDocumentDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.RecordDecisionResponse, _abc.Awaitable[_matching_pb2.RecordDecisionResponse]]:
+        """The officer's decision on a chip check (confirm, reject, refer, cannot
+        decide) with a reason code and an optional note, naming the check by
+        the check_id its answer carried. Nothing is stored but the
+        transparency-log entry, under the officer: the codes as enum names, the
+        check id as given, the note only as a keyed pseudonym (as
+        MatchingService.RecordDecision does for searches).
         """
 
 def add_TravelDocumentServiceServicer_to_server(servicer: TravelDocumentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
