@@ -8,18 +8,22 @@ GET  /ngo/enrol           the holder's step, in the language they choose (?langu
 POST /ngo/enrol           checks the holder's answers, seals them (holder_step.py) and shows the
                           caseworker's step: personal details, a document with who holds it now, an
                           entitlement, the NGO contact and referral channel, and the face (the
-                          webcam with the kiosk's quality prompts, or a photo)
-POST /ngo/enrol/record    AssessCapture (the kiosk's quality rules): a face to retake comes back
-                          with the prompt and the caseworker's fields; a good one is enrolled
-                          (EnrolRecord, the caseworker's own call) and the page the holder keeps is
-                          shown, in their language, with a print stylesheet: the QR credential, the
-                          consent receipt, the recovery code, and what each is for
+                          holder's head turn through the webcam, or a photo)
+POST /ngo/enrol/head-turn a head-turn challenge for the page's script (JSON; head_turn.py)
+POST /ngo/enrol/record    the webcam's head turn first (CheckLiveness, as the caseworker): one that
+                          did not pass comes back with a plain prompt and nothing is enrolled; the
+                          frame it passed on (or the photo chosen) then AssessCapture (the kiosk's
+                          quality rules): a face to retake comes back with the prompt and the
+                          caseworker's fields; a good one is enrolled (EnrolRecord, the caseworker's
+                          own call; the head turn's statement as face_statement, so the service
+                          records the face as head_turn in the consent receipt) and the page the
+                          holder keeps is shown, in their language, with a print stylesheet: the QR
+                          credential, the consent receipt, the recovery code, and what each is for
 
 Consent comes before the record: nothing about the person is typed before they decided what may
-be kept. Head-turn liveness is not run here: the service takes a liveness claim only in a capture
-statement signed by the capturing device's own certificate (server/live_capture.py), and the
-console forwards a person's certificate, not a device's; an enrolment is attended by the
-caseworker, who sees the person.
+be kept. A photo chosen instead of the camera is enrolled without a liveness check (the receipt
+says "none"); a deployment that requires a live face (enrolment.require_face_liveness) refuses it,
+and the page says so.
 """
 
 from __future__ import annotations
@@ -38,17 +42,29 @@ from safepassage.console.caseworker_gateway import CaseworkerGateway, EnrolmentD
 from safepassage.console.catalogue import Catalogue
 from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.head_turn import HeadTurn, HeadTurnFailed
 from safepassage.console.holder_step import HolderAnswers, HolderStepSeal
 from safepassage.console.languages import QUERY, Language, RequestLanguage
 from safepassage.console.languages import release as release_language
 from safepassage.console.languages import use as use_language
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
-from safepassage.console.refusals import N_, FormIncomplete, RequestRefused
+from safepassage.console.refusals import N_, FormIncomplete, NotPossibleNow, RequestRefused
 from safepassage.console.upload_form import SubmittedForm, read_form
 
-__all__ = ["CaseworkerEnrolment", "consent_text"]
+__all__ = ["FACE_LIVENESS", "LIVE_FACE_REQUIRED", "CaseworkerEnrolment", "consent_text"]
 
 SEALED = "holder_step"
+# The challenge's request carries the form token alone.
+_CHALLENGE_FORM_BYTES = 64 * 1024
+# How the enrolled face was captured, as the service recorded it in the consent receipt.
+FACE_LIVENESS: Mapping[str, str] = {
+    "head_turn": N_("The face was checked live: the holder turned their head as asked."),
+    "supervised": N_("The face was captured live, watched by the capturing device's user."),
+    "none": N_("The face was enrolled from a photo, without a liveness check."),
+}
+LIVE_FACE_REQUIRED = N_(
+    "This deployment enrols only a face captured live. Use the camera: the holder turns their head as asked."
+)
 CONSENT_INTRO = N_(
     "SafePassage keeps a sealed record of who you are, your documents, your work permits and an NGO"
     " you can call, so that you can prove who you are even if your papers are taken. You decide each"
@@ -143,11 +159,13 @@ class CaseworkerEnrolment:
         renderer: Renderer,
         tokens: FormTokens,
         seal: HolderStepSeal,
+        head_turn: HeadTurn,
         max_upload: int,
     ) -> None:
         self._gateway = gateway
         self._records = CaseworkerGateway(gateway)
         self._capture = CaptureGateway(gateway)
+        self._head_turn = head_turn
         self._renderer = renderer
         self._tokens = tokens
         self._seal = seal
@@ -157,6 +175,7 @@ class CaseworkerEnrolment:
         return [
             web.get("/ngo/enrol", self.holder_step),
             web.post("/ngo/enrol", self.holder_done),
+            web.post("/ngo/enrol/head-turn", self.head_turn_challenge),
             web.post("/ngo/enrol/record", self.enrol),
         ]
 
@@ -236,6 +255,7 @@ class CaseworkerEnrolment:
         prompt: str = "",
         problem: str = "",
         status: int = 200,
+        retry: str = "",
     ) -> web.StreamResponse:
         return self._renderer.page(
             "ngo_enrol_record.html",
@@ -250,7 +270,15 @@ class CaseworkerEnrolment:
             entitlement_kinds=ENTITLEMENT_KINDS,
             prompt=PROMPTS.get(prompt, ""),
             problem=problem,
+            retry=retry,
         )
+
+    async def head_turn_challenge(self, request: web.Request) -> web.StreamResponse:
+        certificate = peer_certificate(request)
+        form = await read_form(request, _CHALLENGE_FORM_BYTES)
+        self._tokens.check(certificate, form.fields.get(FIELD))
+        await self._person(request, certificate)
+        return await self._head_turn.challenge(certificate, self._renderer.text)
 
     async def enrol(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
@@ -260,7 +288,14 @@ class CaseworkerEnrolment:
         answers = self._seal.open(certificate, sealed)
         await self._person(request, certificate)
         values = {name: form.text(name) for name in RECORD_FIELDS}
-        face = form.files.get("probe", b"")
+        try:
+            live = await self._head_turn.live_capture(certificate, form)
+        except HeadTurnFailed as failed:
+            return self._record_page(request, certificate, sealed, values, status=422, retry=failed.prompt)
+        except RequestRefused as refused:  # a challenge expired or spent, frames it cannot read
+            return self._record_page(request, certificate, sealed, values, problem=str(refused), status=422)
+        # The frame the head turn passed on, with the service's statement; else the photo chosen.
+        face = live.image if live is not None else form.files.get("probe", b"")
         if not face:
             return self._record_page(
                 request,
@@ -285,11 +320,19 @@ class CaseworkerEnrolment:
                 refused=answers.refused,
                 pin=answers.pin,
                 duress_pin=answers.duress_pin,
+                face_statement=live.statement if live is not None else b"",
             )
             enrolled = await asyncio.to_thread(self._records.enrol, certificate, draft)
         except (RequestRefused, FormIncomplete) as refused:
             # The service names the field it refused (never its value); the caseworker corrects it.
             return self._record_page(request, certificate, sealed, values, problem=str(refused), status=422)
+        except NotPossibleNow as refused:
+            if live is not None or not str(refused).startswith("faces:"):
+                raise
+            # A photo, where the deployment enrols only a face captured live.
+            return self._record_page(
+                request, certificate, sealed, values, problem=LIVE_FACE_REQUIRED, status=409
+            )
         station_id, station_key = await asyncio.to_thread(self._records.station_key, certificate)
         png = enrolled.credential_png
         with _rendered_in(self._holder_language(answers.language)):
@@ -304,6 +347,7 @@ class CaseworkerEnrolment:
                 channel=record.contact.referral_channel,
                 station_id=station_id,
                 station_key=station_key,
+                face_liveness=FACE_LIVENESS.get(enrolled.face_liveness, ""),
             )
 
 

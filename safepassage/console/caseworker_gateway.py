@@ -40,6 +40,8 @@ class EnrolmentDraft:
     refused: tuple[str, ...]
     pin: str = field(repr=False)
     duress_pin: str = field(repr=False)
+    # The service's statement that `face` passed its head-turn check (head_turn.py); b"": a photo.
+    face_statement: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Enrolment:
     credential_png: bytes = field(repr=False)
     credential_id: str
     credential_expires: str
+    face_liveness: str = ""  # as the consent receipt records it: "head_turn", "supervised" or "none"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class CaseworkerGateway:
             ),
             pin=draft.pin,
             duress_pin=draft.duress_pin,
+            face_statement=draft.face_statement,
         )
         answer = self._gateway.call(self._records.EnrolRecord, request, person)
         credential = answer.credential
@@ -135,6 +139,7 @@ class CaseworkerGateway:
             credential_png=credential.qr_png,
             credential_id=credential.credential_id,
             credential_expires=credential.expires_at,
+            face_liveness=answer.face_liveness,
         )
 
     def withdraw(

@@ -5,6 +5,8 @@ GET /desk/document          the form: DG2 (required), the SOD and DG1 (optional)
 POST /desk/document/verify  TravelDocumentService.VerifyDocument as the person (gateway.py); the
                             answer page: the decision, the face distance and the threshold, and the
                             passive-authentication result in plain words
+POST /desk/document/decision  RecordDocumentDecision: the officer's confirm / reject / refer / cannot
+                            decide on that check, a reason and an optional note, for the log
 
 The same files as `safepassage verify-document --dg2 F [--sod F] [--dg1 F] LIVE.jpg`. The files and
 the photo live in memory for the request (upload_form.py) and are gone once the answer is sent.
@@ -15,12 +17,14 @@ its log keeps keyed hashes only. The service's matrix decides who may check; a r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from aiohttp import web
 
-from safepassage.console.document_gateway import ChipFiles, DocumentGateway
+from safepassage.console.document_gateway import ChipFiles, DocumentDecision, DocumentGateway
 from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.officer_desk import DECISIONS, REASONS
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
@@ -62,6 +66,7 @@ class DocumentDesk:
         return [
             web.get("/desk/document", self.form),
             web.post("/desk/document/verify", self.verify),
+            web.post("/desk/document/decision", self.decision),
         ]
 
     async def form(self, request: web.Request) -> web.StreamResponse:
@@ -92,7 +97,44 @@ class DocumentDesk:
             "desk_document_answer.html",
             person,
             current="document",
+            form_token=self._tokens.issue(certificate),
+            may_decide=person.may("RecordDocumentDecision"),
+            decisions=DECISIONS,
+            reasons=REASONS,
             answer=answer,
             groups=", ".join(f"DG{group}" for group in answer.data_groups),
             failure=FAILURES.get(answer.failure, N_("the SOD does not prove the chip's data")),
         )
+
+    async def decision(self, request: web.Request) -> web.StreamResponse:
+        certificate = peer_certificate(request)
+        form = await read_form(request, self._max_upload)
+        self._tokens.check(certificate, form.fields.get(FIELD))
+        decided = DocumentDecision(
+            check_id=form.required("check_id", "the check"),
+            service_decision=_choice(form.text("service_decision"), ("MATCH", "NO_MATCH"), "the answer"),
+            passive_authentication=_choice(
+                form.text("passive_authentication"), ("PA_PASSED", "PA_FAILED", "PA_NOT_CHECKED"), "the proof"
+            ),
+            decision=_choice(form.text("decision"), [code for code, _ in DECISIONS], "your decision"),
+            reason=_choice(form.text("reason"), [code for code, _ in REASONS], "the reason"),
+            note=form.fields.get("note", ""),
+        )
+        # The service decides: a role that may not record one is refused, whatever page it saw.
+        await asyncio.to_thread(self._documents.record_decision, certificate, decided)
+        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
+        request[PERSON] = person
+        return self._renderer.page(
+            "document_decision_recorded.html",
+            person,
+            current="document",
+            decided=decided,
+            decision_text=dict(DECISIONS)[decided.decision],
+            reason_text=dict(REASONS)[decided.reason],
+        )
+
+
+def _choice(value: str, allowed: Sequence[str], label: str) -> str:
+    if value not in allowed:
+        raise FormIncomplete(f"{label} is missing")
+    return value

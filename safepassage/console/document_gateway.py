@@ -14,7 +14,7 @@ from safepassage.api.v1 import travel_document_pb2 as tpb
 from safepassage.api.v1 import travel_document_pb2_grpc as tpb_grpc
 from safepassage.console.gateway import ServiceGateway
 
-__all__ = ["ChipFiles", "DocumentAnswer", "DocumentGateway"]
+__all__ = ["ChipFiles", "DocumentAnswer", "DocumentDecision", "DocumentGateway"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,23 @@ class DocumentAnswer:
     face_record_format: str
     image_format: str
     document_expired: bool | None
+    check_id: str  # the check's id in the transparency log, which a decision names
 
     @property
     def matched(self) -> bool:
         return self.decision == "MATCH"
+
+
+@dataclass(frozen=True)
+class DocumentDecision:
+    """An officer's decision on a chip check, as the answer page's form gives it (the API's enum names)."""
+
+    check_id: str
+    service_decision: str  # MATCH or NO_MATCH
+    passive_authentication: str  # PA_PASSED, PA_FAILED or PA_NOT_CHECKED
+    decision: str  # REVIEW_CONFIRM, REVIEW_REJECT, REVIEW_REFER, REVIEW_CANNOT_DECIDE
+    reason: str  # REASON_SAME_PERSON, ...
+    note: str
 
 
 class DocumentGateway:
@@ -75,4 +88,16 @@ class DocumentGateway:
             face_record_format=answer.face_record_format,
             image_format=answer.image_format,
             document_expired=answer.document_expired if answer.HasField("document_expired") else None,
+            check_id=answer.check_id,
         )
+
+    def record_decision(self, person: bytes, decided: DocumentDecision) -> None:
+        request = tpb.RecordDocumentDecisionRequest(
+            check_id=decided.check_id,
+            service_decision=pb.Decision.Value(decided.service_decision),
+            passive_authentication=tpb.PassiveAuthenticationStatus.Value(decided.passive_authentication),
+            decision=pb.ReviewDecision.Value(decided.decision),
+            reason=pb.ReviewReason.Value(decided.reason),
+            note=decided.note,
+        )
+        self._gateway.call(self._documents.RecordDocumentDecision, request, person)

@@ -1,7 +1,9 @@
 """Kiosk mode: the NGO's self-service screen, where a holder manages their own protected record.
 
 GET  /kiosk                   the languages the catalogue folder holds, each named in its own script
-GET  /kiosk/{lang}            the start: the holder gives their recovery code
+GET  /kiosk/{lang}            the start: the holder gives their recovery code, or their card's code and
+                              PIN and turns their head (the service's head-turn check: a live face)
+POST /kiosk/{lang}/head-turn  a head-turn challenge for the page's script (JSON; head_turn.py)
 POST /kiosk/{lang}/record     what the record allows (GetConsent, with the holder's proof)
 POST /kiosk/{lang}/consent    withdraw or grant one scope (ChangeConsent); the signed receipt to print
 POST /kiosk/{lang}/pin        a new PIN and duress PIN (ChangePin)
@@ -11,8 +13,10 @@ POST /kiosk/{lang}/erase      erase the record (EraseRecord); the signed receipt
 Offered to the kiosk role (pages.py); the kiosk's certificate reaches only these operations through
 the console (authorization.CONSOLE_DEVICE_OPERATIONS). Every call carries the holder's proof, and
 the service decides it with the record policy (safepassage/enrolment/record_policy.py): the
-recovery code is the holder's proof; a card's code alone, or with a PIN and no live face, proves
-nothing and changes nothing. The page shows no name, photo or document number: only the scopes.
+recovery code is the holder's proof; so is a card's code with the PIN and a live face that matches,
+the frame the service's own head-turn check passed (head_turn.py), asked for afresh before every call
+(its statement is accepted once); a card's code alone, or with a PIN and no live face, proves nothing
+and changes nothing. The page shows no name, photo or document number: only the scopes.
 
 Nothing is kept between requests: the proof travels sealed in the page's forms (kiosk_proof.py)
 for the idle time and a minute; every page runs static/kiosk.js, which returns an untouched screen
@@ -27,6 +31,7 @@ import asyncio
 import base64
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +39,23 @@ from aiohttp import web
 
 from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.head_turn import HeadTurn, HeadTurnFailed
 from safepassage.console.kiosk_gateway import HolderProof, KioskGateway, RecordConsent, ScopeState
 from safepassage.console.kiosk_proof import FIELD as PROOF_FIELD
-from safepassage.console.kiosk_proof import ProofSeal
+from safepassage.console.kiosk_proof import SHOWN_FIELD, ProofSeal
 from safepassage.console.languages import Language, RequestLanguage
 from safepassage.console.languages import release as release_language
 from safepassage.console.languages import use as use_language
+from safepassage.console.liveness_gateway import LiveCapture
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
-from safepassage.console.refusals import N_, FormIncomplete, NothingThere, refusal_page
-from safepassage.console.upload_form import read_form
+from safepassage.console.refusals import N_, FormIncomplete, FormRefused, NothingThere, refusal_page
+from safepassage.console.upload_form import SubmittedForm, read_form
 from safepassage.core.errors import SafePassageError
 
 __all__ = ["HOLDER_MEANINGS", "SCOPE_NAMES", "SCOPE_TEXTS", "KioskPages", "current_scopes", "render_kiosk"]
 
 KIOSK_START = "/kiosk"
 SCRIPT = Path(__file__).resolve().parent / "static" / "kiosk.js"
-_FORM_BYTES = 64 * 1024
 # A proof's forms outlive the idle screen by this much (the holder pressing a button as it times out).
 _GRACE_S = 60.0
 # The scopes a holder may grant at the kiosk (store is the record itself; erasing ends it; sharing
@@ -148,11 +154,16 @@ def _holder_page(handler: Handler) -> Callable[[KioskPages, web.Request], Awaita
 
 
 class KioskPages:
-    def __init__(self, gateway: ServiceGateway, renderer: Renderer, idle_s: float) -> None:
+    def __init__(
+        self, gateway: ServiceGateway, renderer: Renderer, idle_s: float, head_turn: HeadTurn, max_upload: int
+    ) -> None:
         self._gateway = gateway
         self._holders = KioskGateway(gateway)
         self._renderer = renderer
         self._idle_s = idle_s
+        self._head_turn = head_turn
+        # A form may carry a head turn's frames (a few MB); the console's upload limit bounds it.
+        self._max_upload = max_upload
         self._tokens = FormTokens(idle_s + _GRACE_S)
         self._seal = ProofSeal(idle_s + _GRACE_S)
         self._script = SCRIPT.read_bytes()
@@ -161,6 +172,7 @@ class KioskPages:
         return [
             web.get("/kiosk", self.choose_language),
             web.get("/kiosk/{lang}", self.start),
+            web.post("/kiosk/{lang}/head-turn", self.head_turn),
             web.post("/kiosk/{lang}/record", self.record),
             web.post("/kiosk/{lang}/consent", self.consent),
             web.post("/kiosk/{lang}/pin", self.pin),
@@ -207,22 +219,30 @@ class KioskPages:
         consent: RecordConsent,
         done: str = "",
         receipt: str = "",
+        retry: str = "",
     ) -> web.Response:
         return self._page(
             "kiosk_record.html",
             language,
+            status=422 if retry else 200,
             consent=consent,
             scopes=current_scopes(consent),
             grantable=[scope for scope in GRANTABLE if not consent.in_force(scope)],
             done=done,
             receipt=receipt,
-            **self._forms(certificate, proof),
+            retry=retry,
+            head_turn=proof.needs_live_face,
+            **self._forms(certificate, proof, consent),
         )
 
-    def _forms(self, certificate: bytes, proof: HolderProof | None = None) -> dict[str, Any]:
+    def _forms(
+        self, certificate: bytes, proof: HolderProof | None = None, shown: RecordConsent | None = None
+    ) -> dict[str, Any]:
         fields: dict[str, Any] = {"form_token": self._tokens.issue(certificate)}
         if proof is not None:
             fields["holder_proof"] = self._seal.seal(certificate, proof)
+        if shown is not None:
+            fields["shown_record"] = self._seal.seal_shown(certificate, shown)
         return fields
 
     # -- the person and the form ------------------------------------------------------------
@@ -234,14 +254,24 @@ class KioskPages:
         check_page(person, "kiosk")
         return certificate
 
-    async def _posted(self, request: web.Request) -> tuple[bytes, Mapping[str, str]]:
+    async def _posted(self, request: web.Request) -> tuple[bytes, SubmittedForm]:
         certificate = await self._kiosk(request)
-        fields = (await read_form(request, _FORM_BYTES)).fields
-        self._tokens.check(certificate, fields.get(FIELD))
-        return certificate, fields
+        form = await read_form(request, self._max_upload)
+        self._tokens.check(certificate, form.fields.get(FIELD))
+        return certificate, form
 
     def _proof(self, certificate: bytes, fields: Mapping[str, str]) -> HolderProof:
         return self._seal.open(certificate, fields.get(PROOF_FIELD))
+
+    def _shown(self, certificate: bytes, fields: Mapping[str, str]) -> RecordConsent:
+        shown = self._seal.open_shown(certificate, fields.get(SHOWN_FIELD))
+        if shown is None:
+            raise FormRefused("the page carries no record to show: start again")
+        return shown
+
+    async def _live(self, certificate: bytes, form: SubmittedForm) -> LiveCapture | None:
+        """The fresh live face the form's head turn earned (None without one: the service decides)."""
+        return await self._head_turn.live_capture(certificate, form)
 
     # -- pages ------------------------------------------------------------------------------
 
@@ -252,12 +282,21 @@ class KioskPages:
     @_holder_page
     async def start(self, request: web.Request, language: Language) -> web.StreamResponse:
         certificate = await self._kiosk(request)
-        return self._page("kiosk_start.html", language, **self._forms(certificate))
+        return self._page("kiosk_start.html", language, retry="", **self._forms(certificate))
+
+    @_holder_page
+    async def head_turn(self, request: web.Request, language: Language) -> web.StreamResponse:
+        certificate, _ = await self._posted(request)
+        return await self._head_turn.challenge(certificate, language.catalogue.gettext)
 
     @_holder_page
     async def record(self, request: web.Request, language: Language) -> web.StreamResponse:
-        certificate, fields = await self._posted(request)
-        if fields.get(PROOF_FIELD):  # back from a later page, with the proof it carried
+        certificate, form = await self._posted(request)
+        fields = form.fields
+        if fields.get(SHOWN_FIELD):  # back from a later page: the record as last answered, no new call
+            proof = self._proof(certificate, fields)
+            return self._record_page(language, certificate, proof, self._shown(certificate, fields))
+        if fields.get(PROOF_FIELD):  # the card and PIN given, again after a head turn that did not pass
             proof = self._proof(certificate, fields)
         else:  # what the holder typed or scanned: the recovery code, or a card's code (with the PIN)
             proof = HolderProof(
@@ -265,53 +304,83 @@ class KioskPages:
                 credential=fields.get("credential", "").strip(),
                 pin=fields.get("pin", ""),
             )
-        consent = await asyncio.to_thread(self._holders.consent, certificate, proof)
+        try:
+            live = await self._live(certificate, form)
+        except HeadTurnFailed as failed:
+            # Nothing was asked of the record; the card and PIN ride sealed for the next turn.
+            forms = self._forms(certificate, proof)
+            return self._page("kiosk_start.html", language, status=422, retry=failed.prompt, **forms)
+        consent = await asyncio.to_thread(self._holders.consent, certificate, proof, live)
         return self._record_page(language, certificate, proof, consent)
 
     @_holder_page
     async def consent(self, request: web.Request, language: Language) -> web.StreamResponse:
-        certificate, fields = await self._posted(request)
-        proof = self._proof(certificate, fields)
+        certificate, form = await self._posted(request)
+        fields = form.fields
+        proof, shown = self._proof(certificate, fields), self._shown(certificate, fields)
         scope, change = fields.get("scope", ""), fields.get("change", "")
         kind = scope.partition(":")[0]
         if kind not in SCOPE_TEXTS or kind == "store" or change not in ("grant", "withdraw"):
             raise FormIncomplete("choose a scope to grant or withdraw")
         if change == "grant" and scope not in GRANTABLE:
             raise FormIncomplete("this scope is granted with a caseworker of the organisation")
+        try:
+            live = await self._live(certificate, form)
+        except HeadTurnFailed as failed:
+            return self._record_page(language, certificate, proof, shown, retry=failed.prompt)
         text = scope_text(language.catalogue.gettext, scope)
         granted, refused = ((scope,), ()) if change == "grant" else ((), (scope,))
         changed = await asyncio.to_thread(
-            self._holders.change_consent, certificate, proof, language.tag, text, granted, refused
+            self._holders.change_consent, certificate, proof, language.tag, text, granted, refused, live
         )
         done = N_("Your choice is recorded.")
         return self._record_page(language, certificate, proof, changed.consent, done, changed.receipt)
 
     @_holder_page
     async def pin(self, request: web.Request, language: Language) -> web.StreamResponse:
-        certificate, fields = await self._posted(request)
-        proof = self._proof(certificate, fields)
+        certificate, form = await self._posted(request)
+        fields = form.fields
+        proof, shown = self._proof(certificate, fields), self._shown(certificate, fields)
         new_pin, duress = fields.get("new_pin", ""), fields.get("new_duress_pin", "")
         if new_pin != fields.get("new_pin_again", "") or duress != fields.get("new_duress_pin_again", ""):
             raise FormIncomplete("the two entries of a PIN differ: type them again")
-        await asyncio.to_thread(self._holders.change_pin, certificate, proof, new_pin, duress)
-        consent = await asyncio.to_thread(self._holders.consent, certificate, proof)
-        return self._record_page(language, certificate, proof, consent, N_("Your new PIN is set."))
+        try:
+            live = await self._live(certificate, form)
+        except HeadTurnFailed as failed:
+            return self._record_page(language, certificate, proof, shown, retry=failed.prompt)
+        await asyncio.to_thread(self._holders.change_pin, certificate, proof, new_pin, duress, live)
+        if proof.needs_live_face:  # the card's proof goes on with the PIN now in force
+            proof = replace(proof, pin=new_pin)
+        return self._record_page(language, certificate, proof, shown, N_("Your new PIN is set."))
 
     @_holder_page
     async def card(self, request: web.Request, language: Language) -> web.StreamResponse:
-        certificate, fields = await self._posted(request)
-        proof = self._proof(certificate, fields)
-        issued = await asyncio.to_thread(self._holders.issue_card, certificate, proof)
+        certificate, form = await self._posted(request)
+        fields = form.fields
+        proof, shown = self._proof(certificate, fields), self._shown(certificate, fields)
+        try:
+            live = await self._live(certificate, form)
+        except HeadTurnFailed as failed:
+            return self._record_page(language, certificate, proof, shown, retry=failed.prompt)
+        issued = await asyncio.to_thread(self._holders.issue_card, certificate, proof, live)
+        if proof.needs_live_face:  # the old card is retired: the proof goes on with the new one
+            proof = replace(proof, credential=issued.text)
         qr = "data:image/png;base64," + base64.b64encode(issued.qr_png).decode("ascii")
-        return self._page("kiosk_card.html", language, card=issued, qr=qr, **self._forms(certificate, proof))
+        forms = self._forms(certificate, proof, shown)
+        return self._page("kiosk_card.html", language, card=issued, qr=qr, **forms)
 
     @_holder_page
     async def erase(self, request: web.Request, language: Language) -> web.StreamResponse:
-        certificate, fields = await self._posted(request)
-        proof = self._proof(certificate, fields)
+        certificate, form = await self._posted(request)
+        fields = form.fields
+        proof, shown = self._proof(certificate, fields), self._shown(certificate, fields)
         if fields.get("confirm") != "erase":
             raise FormIncomplete("tick the box to say you want the record erased")
-        erased = await asyncio.to_thread(self._holders.erase, certificate, proof)
+        try:
+            live = await self._live(certificate, form)
+        except HeadTurnFailed as failed:
+            return self._record_page(language, certificate, proof, shown, retry=failed.prompt)
+        erased = await asyncio.to_thread(self._holders.erase, certificate, proof, live)
         receipt_link = "data:application/json;base64," + base64.b64encode(erased.receipt.encode()).decode()
         key_link = "data:application/x-pem-file;base64," + base64.b64encode(
             erased.station_public_pem.encode()

@@ -3,9 +3,9 @@
 A holder at the NGO's kiosk names their record with what they hold: the recovery code (which is
 also the full holder proof) or a credential (which proves nothing alone: the record policy asks
 for a live face that matches and the PIN beside it, safepassage/enrolment/record_policy.py). The
-console has no live capture to send for a kiosk (a capture statement must be signed by the
-calling device's own key, which stays in the kiosk's browser), so what it forwards is what the
-holder typed; the service weighs it, and refuses a credential that comes alone or with a PIN only.
+live face is the frame the service's own head-turn check passed, with its statement (head_turn.py):
+fresh for each call, since a statement is accepted once. The service weighs what is forwarded, and
+refuses a credential that comes alone, or with a PIN and no live face.
 Protobuf types stop here: pages get the plain values below.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from safepassage.api.v1 import protected_identity_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2_grpc as pb_grpc
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.liveness_gateway import LiveCapture
 from safepassage.console.refusals import FormIncomplete
 
 __all__ = ["Changed", "Erased", "HolderProof", "IssuedCard", "KioskGateway", "RecordConsent", "ScopeState"]
@@ -38,8 +39,15 @@ class HolderProof:
             return pb.HolderRef(recovery_code=self.recovery_code)
         return pb.HolderRef(credential=self.credential)
 
-    def proof(self) -> pb.HolderProof:
-        return pb.HolderProof(pin=self.pin)
+    @property
+    def needs_live_face(self) -> bool:
+        """A card's code proves the holder only with a live face that matches (and the PIN)."""
+        return bool(self.credential)
+
+    def proof(self, live: LiveCapture | None = None) -> pb.HolderProof:
+        if live is None:
+            return pb.HolderProof(pin=self.pin)
+        return pb.HolderProof(pin=self.pin, live=pb.LiveCapture(image=live.image, statement=live.statement))
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,8 @@ class KioskGateway:
         self._gateway = gateway
         self._protected = pb_grpc.ProtectedIdentityServiceStub(gateway.channel)
 
-    def consent(self, person: bytes, proof: HolderProof) -> RecordConsent:
-        request = pb.GetConsentRequest(holder=proof.holder(), proof=proof.proof())
+    def consent(self, person: bytes, proof: HolderProof, live: LiveCapture | None = None) -> RecordConsent:
+        request = pb.GetConsentRequest(holder=proof.holder(), proof=proof.proof(live))
         return _consent(self._gateway.call(self._protected.GetConsent, request, person))
 
     def change_consent(
@@ -105,28 +113,36 @@ class KioskGateway:
         text: str,
         granted: tuple[str, ...] = (),
         refused: tuple[str, ...] = (),
+        live: LiveCapture | None = None,
     ) -> Changed:
         request = pb.ChangeConsentRequest(
             holder=proof.holder(),
             consent=pb.ConsentGiven(language=language, text=text, granted=granted, refused=refused),
-            proof=proof.proof(),
+            proof=proof.proof(live),
         )
         answer = self._gateway.call(self._protected.ChangeConsent, request, person)
         return Changed(_consent(answer.state), answer.receipt)
 
-    def change_pin(self, person: bytes, proof: HolderProof, new_pin: str, new_duress_pin: str) -> None:
+    def change_pin(
+        self,
+        person: bytes,
+        proof: HolderProof,
+        new_pin: str,
+        new_duress_pin: str,
+        live: LiveCapture | None = None,
+    ) -> None:
         request = pb.ChangePinRequest(
-            holder=proof.holder(), proof=proof.proof(), new_pin=new_pin, new_duress_pin=new_duress_pin
+            holder=proof.holder(), proof=proof.proof(live), new_pin=new_pin, new_duress_pin=new_duress_pin
         )
         self._gateway.call(self._protected.ChangePin, request, person)
 
-    def issue_card(self, person: bytes, proof: HolderProof) -> IssuedCard:
-        request = pb.IssueCredentialRequest(holder=proof.holder(), proof=proof.proof())
+    def issue_card(self, person: bytes, proof: HolderProof, live: LiveCapture | None = None) -> IssuedCard:
+        request = pb.IssueCredentialRequest(holder=proof.holder(), proof=proof.proof(live))
         answer = self._gateway.call(self._protected.IssueCredential, request, person)
         return IssuedCard(answer.text, answer.qr_png, answer.expires_at)
 
-    def erase(self, person: bytes, proof: HolderProof) -> Erased:
-        request = pb.EraseRecordRequest(holder=proof.holder(), proof=proof.proof())
+    def erase(self, person: bytes, proof: HolderProof, live: LiveCapture | None = None) -> Erased:
+        request = pb.EraseRecordRequest(holder=proof.holder(), proof=proof.proof(live))
         answer = self._gateway.call(self._protected.EraseRecord, request, person)
         keys = self._gateway.call(self._protected.GetPublicKeys, pb.GetPublicKeysRequest(), person)
         return Erased(

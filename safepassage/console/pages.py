@@ -39,6 +39,8 @@ from safepassage.core.errors import SafePassageError
 
 __all__ = [
     "HEADERS",
+    "KIOSK_HEADERS",
+    "KIOSK_HOLDER_HEADERS",
     "PAGES",
     "PERSON",
     "HomePage",
@@ -80,13 +82,14 @@ PAGE_HEADERS: Mapping[str, Mapping[str, str]] = {
         ),
         "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
     },
-    # The caseworker's enrolment takes the holder's photo with the desk's script (caseworker_enrolment.py):
-    # the record step answers POST /ngo/enrol, a retake POST /ngo/enrol/record.
+    # The caseworker's enrolment records the holder's head turn (static/liveness.js, caseworker_enrolment.py):
+    # the record step answers POST /ngo/enrol, a retake POST /ngo/enrol/record; the script asks the
+    # console for a challenge (connect-src 'self').
     **{
         path: {
             "Content-Security-Policy": (
-                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-                " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"
+                " img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
             ),
             "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
         }
@@ -103,13 +106,23 @@ PAGE_HEADERS: Mapping[str, Mapping[str, str]] = {
 }
 
 # Kiosk mode's pages (kiosk.py) run one same-origin script (static/kiosk.js: the idle timeout that
-# sends an untouched screen back to its start, and the print button); no camera.
+# sends an untouched screen back to its start, and the print button); the language choice, no camera.
 KIOSK_PATH = "/kiosk"
 KIOSK_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
         " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
+}
+# The holder's pages, below the language (/kiosk/<lang>...), also run static/liveness.js: a holder with
+# a card turns their head before each call, so these pages may use the camera and ask the console for
+# a challenge (connect-src 'self').
+KIOSK_HOLDER_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
 }
 
 ROLE_NAMES: Mapping[str, str] = {
@@ -370,8 +383,10 @@ def headers_and_refusals(renderer: Renderer) -> Middleware:
         response.headers["Content-Language"] = chosen.language.tag
         response.headers.update(HEADERS)
         response.headers.update(PAGE_HEADERS.get(request.path, {}))
-        if request.path == KIOSK_PATH or request.path.startswith(KIOSK_PATH + "/"):
+        if request.path == KIOSK_PATH:
             response.headers.update(KIOSK_HEADERS)
+        elif request.path.startswith(KIOSK_PATH + "/"):
+            response.headers.update(KIOSK_HOLDER_HEADERS)
         return response
 
     return middleware

@@ -8,7 +8,7 @@ page asks the service, which checks it on every call (server/forwarding.py).
 
 Routes: the home page, the officer desk and its webcam capture, CCTV review, administration
 (galleries, certificates, authorisations, fishing alerts), kiosk mode (kiosk.py), the stylesheet and
-the capture and kiosk pages' scripts.
+the capture, kiosk and head-turn pages' scripts.
 Every response passes the refusal and security-header middleware (pages.py). Nothing is
 logged per request: the service's transparency log records every action, under the person.
 """
@@ -34,6 +34,7 @@ from safepassage.console.caseworker_followup import CaseworkerFollowUp
 from safepassage.console.document_desk import DocumentDesk
 from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.head_turn import HeadTurn
 from safepassage.console.hit_review import HitReviewPages
 from safepassage.console.holder_step import HolderStepSeal
 from safepassage.console.kiosk import KioskPages
@@ -88,9 +89,14 @@ class Console:
         app.add_routes(DocumentDesk(gateway, self._renderer, tokens, upload).routes())
         app.add_routes(DeskCapture(gateway, self._renderer, tokens, desk, upload).routes())
         app.add_routes(HitReviewPages(gateway, self._renderer, tokens).routes())
-        app.add_routes(KioskPages(gateway, self._renderer, self.settings.kiosk_idle_s).routes())
+        # The head-turn check's script and calls, shared by the kiosk and the caseworker's enrolment.
+        head_turn = HeadTurn(gateway)
+        app.add_routes(head_turn.routes())
+        kiosk = KioskPages(gateway, self._renderer, self.settings.kiosk_idle_s, head_turn, upload)
+        app.add_routes(kiosk.routes())
         seal = HolderStepSeal(self.settings.form_lifetime_s)
-        app.add_routes(CaseworkerEnrolment(gateway, self._renderer, tokens, seal, upload).routes())
+        enrolment = CaseworkerEnrolment(gateway, self._renderer, tokens, seal, head_turn, upload)
+        app.add_routes(enrolment.routes())
         app.add_routes(CaseworkerFollowUp(gateway, self._renderer, tokens).routes())
         app.add_routes(LanguageSwitch(self._renderer.languages).routes())
         return app

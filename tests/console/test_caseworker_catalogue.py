@@ -14,6 +14,8 @@ from safepassage.console.caseworker_enrolment import (
     CONSENT_INTRO,
     DOCUMENT_KINDS,
     ENTITLEMENT_KINDS,
+    FACE_LIVENESS,
+    LIVE_FACE_REQUIRED,
     POSSESSION,
     RECORD_FIELDS,
     SCOPE_TEXTS,
@@ -22,9 +24,10 @@ from safepassage.console.caseworker_enrolment import (
 )
 from safepassage.console.caseworker_followup import CONTEXTS
 from safepassage.console.caseworker_gateway import Enrolment, ReferralRow, ScopeState
+from safepassage.console.head_turn import RETRY_PROMPTS
 from safepassage.console.languages import Languages
 from safepassage.console.pages import PAGES, Renderer
-from tests.console.test_catalogue import pseudo, untranslated
+from tests.console.test_catalogue import pseudo, script_texts, untranslated
 
 CASEWORKER = Person(
     "ngo-7",
@@ -87,8 +90,17 @@ def test_the_holders_step_comes_from_the_catalogue(problem: str) -> None:
     assert untranslated(html) == []
 
 
-@pytest.mark.parametrize("prompt", ["", "Please come a little closer"])
-def test_the_record_step_comes_from_the_catalogue(prompt: str) -> None:
+@pytest.mark.parametrize(
+    ("prompt", "problem", "retry"),
+    [
+        ("", "", ""),
+        ("Please come a little closer", "", ""),
+        ("", LIVE_FACE_REQUIRED, ""),
+        ("", "", RETRY_PROMPTS["WRONG_DIRECTION"]),
+        ("", "", RETRY_PROMPTS["PLANAR_MOTION"]),
+    ],
+)
+def test_the_record_step_comes_from_the_catalogue(prompt: str, problem: str, retry: str) -> None:
     html = rendered(
         "ngo_enrol_record.html",
         sealed="c2VhbGVk",
@@ -97,13 +109,17 @@ def test_the_record_step_comes_from_the_catalogue(prompt: str) -> None:
         possession=POSSESSION,
         entitlement_kinds=ENTITLEMENT_KINDS,
         prompt=prompt,
-        problem="",
+        problem=problem,
+        retry=retry,
     )
     assert untranslated(html) == []
+    # The texts the head-turn script shows (data- attributes, no text nodes) are the catalogue's too.
+    assert all(text.startswith("⟪") for text in script_texts(html))
 
 
+@pytest.mark.parametrize("face_liveness", ["", *sorted(FACE_LIVENESS.values())])
 @pytest.mark.parametrize("qr", ["data:image/png;base64,AAAA", ""])
-def test_the_printed_page_comes_from_the_catalogue(qr: str) -> None:
+def test_the_printed_page_comes_from_the_catalogue(qr: str, face_liveness: str) -> None:
     html = rendered(
         "ngo_enrolled.html",
         enrolled=ENROLLED,
@@ -113,6 +129,7 @@ def test_the_printed_page_comes_from_the_catalogue(qr: str) -> None:
         channel=DATA[1],
         station_id=DATA[8],
         station_key=DATA[9],
+        face_liveness=face_liveness,
     )
     assert untranslated(html) == []
 

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
@@ -114,6 +115,13 @@ def untranslated(html: str) -> list[str]:
         if text:
             left.append(text)
     return left
+
+
+def script_texts(html: str) -> list[str]:
+    """The texts static/liveness.js may show: the data- attributes of the head-turn panel's status."""
+    status = re.search(r'<p id="head-turn-status"[^>]*>', html)
+    assert status is not None, "no head-turn panel on the page"
+    return [unescape(value) for value in re.findall(r'data-[a-z]+="([^"]*)"', status.group(0))]
 
 
 PAGES_RENDERED: dict[str, dict[str, Any]] = {

@@ -6,11 +6,15 @@ page, takes the photo, and the service checks it with the kiosk's quality rules 
 it: the face in the clip, enrolled from another frame of it, is found. A frame with no face gets the
 kiosk's prompt and nothing is searched. Only this page runs a script (same-origin) and may use the
 camera; every role the matrix refuses is refused the page and the action.
+
+This module's deployment enrols protected records only from a face captured live
+(`enrolment.require_face_liveness`): a caseworker's photo is refused, and the enrolment page says so
+in words (the head-turn path itself: test_console_caseworker.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,10 @@ from safepassage.server.identity import Role
 from tests.console.conftest import WATCHLIST, ConsoleWorld, der
 from tests.console.fake_camera import frame_of, write_y4m
 from tests.console.test_console_browser import CHROMIUM, Session, _tokens
+from tests.console.test_console_caseworker import _holder_step, _record_step
+from tests.pki_helpers import RolePki
 from tests.server.policy_promises import promised
+from tests.server.protected_helpers import GALLERY, HOLDER, person
 
 pytestmark = pytest.mark.server
 
@@ -39,6 +46,11 @@ CLIP = Path("video") / "face_recognition" / "short_hamilton_clip.mp4"
 # so whichever frame the click grabs, the answer is the same.
 ENROLLED_FRAMES = (150, 130, 170)
 CAMERA_FRAMES = (146, 178)
+
+
+@pytest.fixture(scope="module")
+def console_settings() -> Callable[[RolePki, Path], dict[str, object]]:
+    return lambda pki, folder: {"enrolment.require_face_liveness": True}
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +159,29 @@ def test_only_the_capture_page_runs_a_script_and_axe_finds_nothing_serious(sessi
         assert (seen.scripts, seen.styles, seen.handlers) == (expected_scripts, 0, []), name
         serious = [v for v in seen.violations if v[1] in ("serious", "critical")]
         assert not serious, (name, serious)
+
+
+def test_where_a_live_face_is_required_the_caseworkers_photo_is_refused_and_the_page_says_so(
+    session: Session,
+) -> None:
+    world = session.world
+    with world.channel(Role.ADMIN) as channel:
+        pb_grpc.GalleryServiceStub(channel).CreateGallery(
+            pb.CreateGalleryRequest(gallery_id=GALLERY, purpose=pb.PROTECTED_IDENTITY)
+        )
+    page = session.role(Role.NGO_CASEWORKER)
+    _holder_step(session, page, (True, True, False, True))
+    session.act(page, "Done: give the device back to the caseworker")
+    _record_step(page)
+    page.get_by_label("Or choose a photo").set_input_files(str(person(world.faces, HOLDER).photos[1]))
+    log = world.service.transparency_log
+    before = log.size()
+    session.act(page, "Enrol with the chosen photo")
+    assert page.locator("#problem").inner_text() == (
+        "This deployment enrols only a face captured live. Use the camera: the holder turns their head as"
+        " asked."
+    )
+    assert page.get_by_label("Given names").input_value() == "Maya"  # kept, to enrol with the camera
+    logged = [entry.event() for entry in log.entries(before, log.size())]
+    enrolments = [e for e in logged if e.operation.endswith("/EnrolRecord")]
+    assert [e.outcome for e in enrolments] == ["FAILED_PRECONDITION"]

@@ -2,16 +2,20 @@
 
 A caseworker of "la-strada" enrols a record end to end: the holder decides each consent scope and
 types their PINs on their own step (sealed in the form: never in the caseworker's page), then the
-caseworker fills in the record and takes the face with the webcam (Chromium's fake camera playing
-the shared Hamilton clip); the printed page's QR, read back both from a screenshot of the page as
-printed and from the first page of the PDF the browser prints (Chromium's print to PDF, rasterised
-by PDFium), is the credential, and it passes `safepassage credential verify`'s checks (issuer
-signature, dates, sealed template opened with the agency's reader key, matched to another frame of
-the clip); the PDF's text holds the recovery code and the consent receipt, and no PIN. Follow-up:
-a duress referral raised at a kiosk reaches the inbox and is acknowledged; a withdrawal recorded on
-the holder's instruction and an erasure with the recovery code each give a receipt the station's
-key verifies. A caseworker of another organisation sees none of it, and
-every attempt is refused by the record policy and written to the transparency log under them.
+caseworker fills in the record and the holder turns their head in front of the webcam (Chromium's
+fake camera playing the shared Hamilton clip's head turn, fake_camera.py): the service's own
+head-turn check passes on the frames the page recorded, the frontal frame is enrolled with the
+service's statement, and the consent receipt records the face as head_turn (a photo chosen instead:
+"none"; a turn to the wrong side: nothing enrolled, the page says why); the printed page's QR, read
+back both from a screenshot of the page as printed and from the first page of the PDF the browser
+prints (Chromium's print to PDF, rasterised by PDFium), is the credential, and it passes
+`safepassage credential verify`'s checks (issuer signature, dates, sealed template opened with the
+agency's reader key, matched to another frame of the clip); the PDF's text holds the recovery code
+and the consent receipt, and no PIN. Follow-up: a duress referral raised at a kiosk reaches the
+inbox and is acknowledged; a withdrawal recorded on the holder's instruction and an erasure with the
+recovery code each give a receipt the station's key verifies. A caseworker of another organisation
+sees none of it, and every attempt is refused by the record policy and written to the transparency
+log under them.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from safepassage.api.v1 import protected_identity_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2_grpc as pb_grpc
 from safepassage.console.caseworker_enrolment import consent_text
 from safepassage.console.catalogue import Catalogue
+from safepassage.console.head_turn import RETRY_PROMPTS
 from safepassage.console.pages import HEADERS, PAGE_HEADERS
 from safepassage.enrolment import ReceiptKind, verify_receipt
 from safepassage.server.identity import Role
 from safepassage.server.pki_issuance import IssuedCert
 from tests.conftest import REPO
 from tests.console.conftest import ConsoleWorld, der
-from tests.console.fake_camera import frame_of, write_y4m
+from tests.console.fake_camera import ask_for_side, frame_of, write_head_turn
 from tests.console.test_console_browser import CHROMIUM, Session, _tokens
 from tests.pki_helpers import RolePki
 from tests.server.protected_helpers import GALLERY, HOLDER, enrol, person, signed_live
@@ -51,8 +56,7 @@ from tests.server.protected_helpers import GALLERY, HOLDER, enrol, person, signe
 pytestmark = pytest.mark.server
 
 CLIP = Path("video") / "face_recognition" / "short_hamilton_clip.mp4"
-CAMERA_FRAMES = (146, 178)  # one face, frontal and sharp (test_console_capture.py)
-LIVE_FRAME = 200  # the holder at a border, later in the clip
+LIVE_FRAME = 160  # the holder at a border: a frame of the clip the camera does not play
 PIN, DURESS_PIN = "384912", "605127"
 SCREENSHOTS = REPO / "docs" / "screenshots"
 
@@ -94,8 +98,8 @@ def caseworkers(
             "enrolment.agency_reader_keys": [str(folder / "agency-reader.pub.pem")],
         },
     )
-    camera = folder / "holder.y4m"
-    assert write_y4m(clip, camera, *CAMERA_FRAMES, step=2) == 17
+    camera = folder / "holder-turning.y4m"
+    write_head_turn(clip, camera)
     service, port = create_server(config)
     try:
         service.start()
@@ -236,24 +240,37 @@ def test_a_caseworker_enrols_a_record_end_to_end_and_the_printed_qr_is_the_crede
     assert page.locator("h1").inner_text() == "Enrol: the record"
     assert PIN not in page.content() and DURESS_PIN not in page.content()
     _record_step(page)
-    expect(page.locator("#camera-status")).to_have_text("The camera is on.")
+    expect(page.locator("#head-turn-status")).to_have_text("The camera is on.")
     response = session.load(page, "/ngo/enrol")  # headers of the pages with the camera
     for name, value in {**HEADERS, **PAGE_HEADERS["/ngo/enrol"]}.items():
         assert response.headers.get(name.lower()) == value, name
     _holder_step(session, page, (True, True, False, True))
     session.act(page, "Done: give the device back to the caseworker")
     _record_step(page)
-    expect(page.locator("#camera-status")).to_have_text("The camera is on.")
+    expect(page.locator("#head-turn-status")).to_have_text("The camera is on.")
     session.keep("ngo-enrol-record", page)
     before = world.service.transparency_log.size()
-    session.act(page, "Take the photo and enrol")
+    # The holder turns their head (the side the clip turns to: the service's draw, re-asked until then).
+    ask_for_side(page, "right")
+    with page.expect_navigation(timeout=120_000):
+        page.get_by_role("button", name="Record the head turn and enrol").click()
+        expect(page.locator("#head-turn-prompt")).to_have_text(
+            "Look at the camera, then turn your head slowly to your right"
+        )
+        page.screenshot(path=str(SCREENSHOTS / "console-caseworker-head-turn.png"))
     assert page.locator("h1").inner_text() == "Your protected identity record", page.inner_text("main")
     record_id = page.locator("#record-id").inner_text()
     recovery_code = page.locator("#recovery-code").inner_text()
     assert len(recovery_code.replace("-", "")) == 20
+    assert page.locator("#face-liveness").inner_text() == (
+        "The face was checked live: the holder turned their head as asked."
+    )
     session.keep("ngo-enrolled", page)
-    # The log names the caseworker's enrolment, and the record by hash only.
-    enrolments = [e for e in _log_since(world, before) if e.operation.endswith("/EnrolRecord")]
+    # The log names the caseworker's head turn and enrolment, and the record by hash only.
+    logged = [e for e in _log_since(world, before) if not e.operation.endswith("/DescribeCaller")]
+    checks = [e for e in logged if e.operation.endswith("/CheckLiveness")]
+    assert [e.actor for e in checks] == ["ngo_caseworker:ngo-1"] and checks[0].outcome == "OK"
+    enrolments = [e for e in logged if e.operation.endswith("/EnrolRecord")]
     assert [e.actor for e in enrolments] == ["ngo_caseworker:ngo-1"]
     assert all(e.outcome == "OK" for e in enrolments)
     # The page as printed: no console around it; its QR read back from a picture of the page.
@@ -291,6 +308,7 @@ def test_a_caseworker_enrols_a_record_end_to_end_and_the_printed_qr_is_the_crede
     # The consent receipt on the page is the station's, for this record and these scopes.
     receipt = verify_receipt(page.locator("#consent-receipt").inner_text(), bytes(keys.station_public_pem))
     assert receipt.kind is ReceiptKind.CONSENT and receipt.record_id == record_id
+    assert receipt.body["face_liveness"] == "head_turn"  # the service noted the head turn it checked
     assert "Maya" not in page.locator("#consent-receipt").inner_text()
     # The PDF holds the recovery code and the consent receipt, the station's key beside it, and no PIN.
     pdf_text = _unbroken(printed_pdf.text)
@@ -337,11 +355,34 @@ def test_the_holder_reads_the_consent_in_their_language_and_keeps_a_page_in_it(
     assert page.locator("#credential-qr").count() == 1
     receipt = verify_receipt(page.locator("#consent-receipt").inner_text(), _station_key(world))
     assert receipt.body["language"] == "ne"
+    assert receipt.body["face_liveness"] == "none"  # a photo: enrolled without a liveness check
     assert (
         receipt.body["text_sha256"]
         == hashlib.sha256(unicodedata.normalize("NFC", nepali).encode()).hexdigest()
     )
     session.keep("ngo-enrolled-nepali", page)
+
+
+def test_a_head_turn_to_the_wrong_side_enrols_nothing_and_the_page_says_why(caseworkers: Caseworkers) -> None:
+    session = caseworkers.session
+    world = session.world
+    page = session.role(Role.NGO_CASEWORKER)
+    _holder_step(session, page, (True, True, False, True))
+    session.act(page, "Done: give the device back to the caseworker")
+    _record_step(page)
+    expect(page.locator("#head-turn-status")).to_have_text("The camera is on.")
+    before = world.service.transparency_log.size()
+    ask_for_side(page, "left")  # the clip turns to his right
+    with page.expect_navigation(timeout=120_000):
+        page.get_by_role("button", name="Record the head turn and enrol").click()
+    assert page.locator("#head-turn-retry").inner_text() == RETRY_PROMPTS["WRONG_DIRECTION"]
+    assert "Nothing was enrolled." in page.locator(".head-turn-retry").inner_text()
+    assert page.get_by_label("Given names").input_value() == "Maya"  # the caseworker's fields kept
+    assert PIN not in page.content() and DURESS_PIN not in page.content()
+    logged = _log_since(world, before)
+    assert [e.outcome for e in logged if e.operation.endswith("/CheckLiveness")] == ["OK"]  # an answer
+    assert not any(e.operation.endswith("/EnrolRecord") for e in logged)
+    session.keep("ngo-enrol-retry", page)
 
 
 def test_the_holder_step_refuses_mismatched_pins_and_never_shows_them_again(caseworkers: Caseworkers) -> None:
@@ -516,7 +557,7 @@ def test_every_caseworker_page_passes_axe_and_only_the_enrolment_runs_a_script(
         seen
     )
     for name, page in seen.items():
-        expected_scripts = 1 if name == "ngo-enrol-record" else 0
+        expected_scripts = 1 if name in ("ngo-enrol-record", "ngo-enrol-retry") else 0
         assert (page.scripts, page.styles, page.handlers) == (expected_scripts, 0, []), name
         serious = [v for v in page.violations if v[1] in ("serious", "critical")]
         assert not serious, (name, serious)

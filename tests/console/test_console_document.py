@@ -127,6 +127,34 @@ def test_a_swapped_photo_is_refused_with_its_reason(
     session.keep("document-refused", page)
 
 
+def test_the_officer_records_a_decision_on_the_check_joined_to_it_in_the_log(
+    session: Session, files: Files, signer: Authority, faces_dir: Path
+) -> None:
+    page = session.role(Role.OFFICER)
+    genuine = issue_chip(photo_of(faces_dir, HOLDER, 1), signer)
+    impostor = issue_chip(photo_of(faces_dir, OTHER, 1), signer)
+    chip = files.write("decided", Chip(genuine.dg1, impostor.dg2, genuine.sod))
+    log = session.world.service.transparency_log
+    before = log.size()
+    _check(session, page, chip, photo_of(faces_dir, OTHER, 2))
+    page.get_by_label("Refer to secondary inspection").check()
+    page.get_by_label("Reason").select_option(label="The travel document does not match")
+    page.get_by_label("Note (optional)").fill(
+        "Laminate lifted at the photo; ERIKSSON sent to the second line"
+    )
+    session.act(page, "Record decision")
+    assert page.locator("h1").inner_text() == "Decision recorded"
+    session.keep("document-decision", page)
+    events = [entry.event() for entry in log.entries(before, log.size())]
+    check = next(e for e in events if e.operation.endswith("/VerifyDocument"))
+    decided = next(e for e in events if e.operation.endswith("/RecordDocumentDecision"))
+    assert decided.details["check_id"] == check.details["check_id"]
+    assert decided.actor == check.actor == "officer:officer-1" and decided.details["via"] == "console"
+    assert decided.details["passive_authentication"] == "PA_FAILED"
+    assert decided.details["service_decision"] == "NO_MATCH" and decided.details["decision"] == "REVIEW_REFER"
+    assert "Laminate" not in page.content() and "note_hmac_sha256" in decided.details
+
+
 def test_another_person_does_not_match(
     session: Session, files: Files, signer: Authority, faces_dir: Path
 ) -> None:
@@ -174,7 +202,7 @@ def test_a_role_the_matrix_refuses_is_refused_the_page_and_the_check(
 
 
 def test_axe_finds_nothing_serious_and_the_answer_is_photographed(session: Session) -> None:
-    assert {"document-form", "document-match", "document-refused"} <= set(session.seen)
+    assert {"document-form", "document-match", "document-refused", "document-decision"} <= set(session.seen)
     for name, seen in session.seen.items():
         serious = [v for v in seen.violations if v[1] in ("serious", "critical")]
         assert not serious, (name, serious)

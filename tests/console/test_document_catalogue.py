@@ -11,13 +11,15 @@ import pytest
 
 from safepassage.console.answers import Person
 from safepassage.console.document_desk import FAILURES
-from safepassage.console.document_gateway import DocumentAnswer
+from safepassage.console.document_gateway import DocumentAnswer, DocumentDecision
+from safepassage.console.officer_desk import DECISIONS, REASONS
 from safepassage.console.pages import PAGES, Renderer
 from tests.console.test_catalogue import pseudo, untranslated
 
 OFFICER = Person("officer-7", "officer", "", "1A2B", "console", (("VerifyDocument", frozenset()),))
 # The data the pages are given: a reason's code (first: "UT" is in "FUTURE"), scores, data groups, formats.
-DATA = (*FAILURES, "0.412", "0.600", "0.812", "DG1, DG2", "ISO/IEC 19794-5:2005", "JPEG", "UT")
+CHECK = "chk_0123456789abcdef0123456789abcdef"
+DATA = (*FAILURES, CHECK, "0.412", "0.600", "0.812", "DG1, DG2", "ISO/IEC 19794-5:2005", "JPEG", "UT")
 
 
 def answer(proof: str, face_match: bool, metric: str = "L2", failure: str = "") -> DocumentAnswer:
@@ -36,12 +38,13 @@ def answer(proof: str, face_match: bool, metric: str = "L2", failure: str = "") 
         face_record_format="ISO/IEC 19794-5:2005",
         image_format="JPEG",
         document_expired=face_match,
+        check_id=CHECK,
     )
 
 
 def rendered(template: str, **context: Any) -> str:
     html = Renderer(pseudo()).render(
-        template, person=OFFICER, pages=list(PAGES), current="document", **context
+        template, person=OFFICER, pages=list(PAGES), current="document", **{"may_decide": False, **context}
     )
     assert "⟪" in html
     for value in DATA:
@@ -72,3 +75,23 @@ def test_each_failure_reason_comes_from_the_catalogue(failure: str) -> None:
         failure=FAILURES[failure],
     )
     assert untranslated(html) == []
+
+
+def test_the_decision_form_and_its_record_come_from_the_catalogue() -> None:
+    html = rendered(
+        "desk_document_answer.html",
+        answer=answer("PA_PASSED", True),
+        groups="DG1, DG2",
+        failure="",
+        may_decide=True,
+        decisions=DECISIONS,
+        reasons=REASONS,
+        form_token="1.ab",
+    )
+    assert 'action="/desk/document/decision"' in html and untranslated(html) == []
+    for (code, text), (reason, why) in zip(DECISIONS, REASONS, strict=False):
+        decided = DocumentDecision(CHECK, "MATCH", "PA_PASSED", code, reason, "")
+        recorded = rendered(
+            "document_decision_recorded.html", decided=decided, decision_text=text, reason_text=why
+        )
+        assert untranslated(recorded.replace("officer-7", "")) == []
