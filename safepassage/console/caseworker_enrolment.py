@@ -32,6 +32,7 @@ import asyncio
 import base64
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -54,6 +55,9 @@ from safepassage.console.upload_form import SubmittedForm, read_form
 __all__ = ["FACE_LIVENESS", "LIVE_FACE_REQUIRED", "CaseworkerEnrolment", "consent_text"]
 
 SEALED = "holder_step"
+# The holder's language, in the challenge endpoint's address (the prompt is theirs, the page the
+# caseworker's); not "lang", which would switch the caseworker's own console language.
+HOLDER_QUERY = "holder_language"
 # The challenge's request carries the form token alone.
 _CHALLENGE_FORM_BYTES = 64 * 1024
 # How the enrolled face was captured, as the service recorded it in the consent receipt.
@@ -257,6 +261,8 @@ class CaseworkerEnrolment:
         status: int = 200,
         retry: str = "",
     ) -> web.StreamResponse:
+        # The turn's prompt is for the holder: the challenge is asked for in their language.
+        holder = self._seal.open(certificate, sealed).language
         return self._renderer.page(
             "ngo_enrol_record.html",
             request[PERSON],
@@ -264,6 +270,7 @@ class CaseworkerEnrolment:
             status=status,
             form_token=self._tokens.issue(certificate),
             sealed=sealed,
+            head_turn_endpoint=f"/ngo/enrol/head-turn?{HOLDER_QUERY}={quote(holder)}",
             values={name: values.get(name, "") for name in RECORD_FIELDS},
             document_kinds=DOCUMENT_KINDS,
             possession=POSSESSION,
@@ -278,7 +285,8 @@ class CaseworkerEnrolment:
         form = await read_form(request, _CHALLENGE_FORM_BYTES)
         self._tokens.check(certificate, form.fields.get(FIELD))
         await self._person(request, certificate)
-        return await self._head_turn.challenge(certificate, self._renderer.text)
+        holder = self._holder_language(request.query.get(HOLDER_QUERY, ""))
+        return await self._head_turn.challenge(certificate, holder.catalogue.gettext)
 
     async def enrol(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)

@@ -130,6 +130,7 @@ def ask_for_side(page: Page, side: str) -> list[str]:
                 return
         raise AssertionError(f"the service never drew {side}: {drawn}")
 
-    page.unroute("**/head-turn")
-    page.route("**/head-turn", handle)
+    # Any query too: the enrolment's endpoint names the holder's language.
+    page.unroute("**/head-turn*")
+    page.route("**/head-turn*", handle)
     return drawn

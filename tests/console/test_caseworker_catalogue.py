@@ -104,6 +104,7 @@ def test_the_record_step_comes_from_the_catalogue(prompt: str, problem: str, ret
     html = rendered(
         "ngo_enrol_record.html",
         sealed="c2VhbGVk",
+        head_turn_endpoint="/ngo/enrol/head-turn?holder_language=en",
         values=dict.fromkeys(RECORD_FIELDS, ""),
         document_kinds=DOCUMENT_KINDS,
         possession=POSSESSION,

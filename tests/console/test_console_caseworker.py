@@ -41,7 +41,7 @@ from safepassage.api.v1 import protected_identity_pb2 as pb
 from safepassage.api.v1 import protected_identity_pb2_grpc as pb_grpc
 from safepassage.console.caseworker_enrolment import consent_text
 from safepassage.console.catalogue import Catalogue
-from safepassage.console.head_turn import RETRY_PROMPTS
+from safepassage.console.head_turn import RETRY_PROMPTS, TURN_PROMPTS
 from safepassage.console.pages import HEADERS, PAGE_HEADERS
 from safepassage.enrolment import ReceiptKind, verify_receipt
 from safepassage.server.identity import Role
@@ -349,6 +349,17 @@ def test_the_holder_reads_the_consent_in_their_language_and_keeps_a_page_in_it(
         page.locator("form[method=post] button[type=submit]").click()
     assert page.locator("html").get_attribute("lang") == "en"
     _record_step(page)
+    # The head turn is the holder's to do: its prompt is asked for in their language, the page stays
+    # the caseworker's.
+    endpoint = page.locator("#head-turn").get_attribute("data-endpoint")
+    assert endpoint == "/ngo/enrol/head-turn?holder_language=ne"
+    token = page.locator("input[name=form_token]").first.input_value()
+    asked = page.request.post(world.origin + endpoint, multipart={"form_token": token})
+    assert asked.ok, asked.text()[:300]
+    assert asked.json()["prompt"] in {
+        Catalogue.load("ne").gettext(TURN_PROMPTS[side]) for side in ("left", "right")
+    }
+    assert asked.json()["prompt"] not in TURN_PROMPTS.values()
     page.get_by_label("Or choose a photo").set_input_files(str(person(world.faces, HOLDER).photos[1]))
     session.act(page, "Enrol with the chosen photo")
     assert page.locator("html").get_attribute("lang") == "ne"
