@@ -17,14 +17,13 @@ its log keeps keyed hashes only. The service's matrix decides who may check; a r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from aiohttp import web
 
 from safepassage.console.document_gateway import ChipFiles, DocumentDecision, DocumentGateway
 from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.gateway import ServiceGateway
-from safepassage.console.officer_desk import DECISIONS, REASONS
+from safepassage.console.officer_desk import DECISIONS, REASONS, choice, review_fields
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
@@ -112,13 +111,10 @@ class DocumentDesk:
         self._tokens.check(certificate, form.fields.get(FIELD))
         decided = DocumentDecision(
             check_id=form.required("check_id", "the check"),
-            service_decision=_choice(form.text("service_decision"), ("MATCH", "NO_MATCH"), "the answer"),
-            passive_authentication=_choice(
+            passive_authentication=choice(
                 form.text("passive_authentication"), ("PA_PASSED", "PA_FAILED", "PA_NOT_CHECKED"), "the proof"
             ),
-            decision=_choice(form.text("decision"), [code for code, _ in DECISIONS], "your decision"),
-            reason=_choice(form.text("reason"), [code for code, _ in REASONS], "the reason"),
-            note=form.fields.get("note", ""),
+            **review_fields(form),
         )
         # The service decides: a role that may not record one is refused, whatever page it saw.
         await asyncio.to_thread(self._documents.record_decision, certificate, decided)
@@ -132,9 +128,3 @@ class DocumentDesk:
             decision_text=dict(DECISIONS)[decided.decision],
             reason_text=dict(REASONS)[decided.reason],
         )
-
-
-def _choice(value: str, allowed: Sequence[str], label: str) -> str:
-    if value not in allowed:
-        raise FormIncomplete(f"{label} is missing")
-    return value

@@ -177,10 +177,7 @@ class OfficerDesk:
             gallery_id=form.required("gallery", "the gallery"),
             search=_kind(form.text("search")),
             reference_id=form.text("reference_id"),
-            service_decision=_choice(form.text("service_decision"), ("MATCH", "NO_MATCH"), "the answer"),
-            decision=_choice(form.text("decision"), [code for code, _ in DECISIONS], "your decision"),
-            reason=_choice(form.text("reason"), [code for code, _ in REASONS], "the reason"),
-            note=form.fields.get("note", ""),
+            **review_fields(form),
         )
         await asyncio.to_thread(self._gateway.record_decision, certificate, decided)
         person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
@@ -202,10 +199,22 @@ def _kind(value: str) -> SearchKind:
         raise FormIncomplete("the comparison is not one of 1:1, 1:N or 1:few") from None
 
 
-def _choice(value: str, allowed: Sequence[str], label: str) -> str:
+def choice(value: str, allowed: Sequence[str], label: str) -> str:
+    """``value`` if the form's choice is one of ``allowed``; FormIncomplete naming ``label`` otherwise."""
     if value not in allowed:
         raise FormIncomplete(f"{label} is missing")
     return value
+
+
+def review_fields(form: SubmittedForm) -> dict[str, str]:
+    """What every decision form gives (decision_form.html): the answer decided on, the decision, the
+    reason, the note; each code checked against its list."""
+    return {
+        "service_decision": choice(form.text("service_decision"), ("MATCH", "NO_MATCH"), "the answer"),
+        "decision": choice(form.text("decision"), [code for code, _ in DECISIONS], "your decision"),
+        "reason": choice(form.text("reason"), [code for code, _ in REASONS], "the reason"),
+        "note": form.fields.get("note", ""),
+    }
 
 
 def _manifest(text: str) -> list[str]:
