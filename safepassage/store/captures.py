@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from safepassage.core.sqlite import in_chunks
 from safepassage.store.connections import Connections
 from safepassage.store.digest import row_digests, xor_digests
 from safepassage.store.errors import InvalidTemplate, ReferenceNotFound, TooManyCaptures
@@ -215,9 +216,7 @@ class Captures:
         found: dict[str, int] = {}
         with self._db.read("count captures") as conn:
             pk = gallery_row(conn, gallery_id).pk
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in in_chunks(wanted):
                 found.update(
                     (str(ref), int(n))
                     for ref, n in conn.execute(

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from safepassage.core.sqlite import in_chunks
 from safepassage.store.captures import delete_subject_captures, rekey_captures
 from safepassage.store.cohort import rekey_cohort
 from safepassage.store.connections import Connections
@@ -45,8 +46,6 @@ __all__ = ["TemplateIds", "Templates"]
 
 _log = logging.getLogger(__name__)
 
-# Bound variables per IN (...) query; far below SQLite's limit of 32766.
-_CHUNK = 500
 _MAX_ID = 2**63 - 1
 
 
@@ -57,11 +56,6 @@ TemplateIds: TypeAlias = Sequence[int] | npt.NDArray[np.integer[Any]]
 def _valid_ids(template_ids: TemplateIds) -> list[int]:
     ids = {int(tid) for tid in template_ids}
     return sorted(tid for tid in ids if 0 < tid <= _MAX_ID)
-
-
-def _chunks(values: Sequence[object]) -> Iterator[Sequence[object]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
 
 
 class Templates:
@@ -94,8 +88,7 @@ class Templates:
             matrix = batch.matrix(gallery.record.dimension)
             if not len(batch):
                 return []
-            for chunk in _chunks(batch.reference_ids):
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in in_chunks(batch.reference_ids):
                 taken = conn.execute(
                     "SELECT reference_id, quarantined FROM templates"
                     f" WHERE gallery_pk = ? AND reference_id IN ({marks}) LIMIT 1",
@@ -233,8 +226,7 @@ class Templates:
         found: dict[int, str] = {}
         with self._db.read("map template ids") as conn:
             pk = gallery_row(conn, gallery_id).pk
-            for chunk in _chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in in_chunks(wanted):
                 found.update(
                     conn.execute(
                         # Unary + keeps SQLite on the primary key: with the
@@ -252,8 +244,7 @@ class Templates:
         found: dict[str, int] = {}
         with self._db.read("map reference ids") as conn:
             pk = gallery_row(conn, gallery_id).pk
-            for chunk in _chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in in_chunks(wanted):
                 found.update(
                     conn.execute(
                         "SELECT reference_id, template_id FROM templates"
