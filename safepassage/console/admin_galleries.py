@@ -6,24 +6,29 @@ POST /admin/galleries/create     CreateGallery (an id and a purpose)
 POST /admin/galleries/calibrate  CalibrateGallery on the faces of a multi-file upload of strangers'
                                  photos (a target FPIR, optionally a background cohort); a per-file
                                  report and the threshold and FPIR after
-POST /admin/galleries/import     BulkInsertTemplates, one photo per reference id (the file name); a
-                                 per-file report: enrolled, already present, no face, refused
+POST /admin/galleries/import     BulkInsertTemplates, one photo per reference id (the file name), run
+                                 in the background (import_jobs.py); answers with a redirect to:
+GET  /admin/galleries/import/ID  the import's page: photos sent so far of the total, refreshing
+                                 itself (a meta refresh: no script), then the per-file report
+                                 (enrolled, already present, no face, refused); its starter's alone
 
 Every action is the person's own call (admin_gateway.py): the matrix decides (administrators), the
 transparency log records it under them. The page is offered to roles that may create galleries.
 Photos live in memory for the request, as on the desk (upload_form.py). The report is rendered once
-the service has answered: the page shows no progress while it works (no script on this page).
+the service has answered, except an import's, whose page shows its progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from aiohttp import web
 
-from safepassage.console.admin_gateway import AdminGateway, FileOutcome
+from safepassage.console.admin_gateway import AdminGateway, FileOutcome, ImportReport
 from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.gateway import ServiceGateway
+from safepassage.console.import_jobs import ImportJobs
 from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, TooMuch
 from safepassage.console.upload_form import SubmittedForm, read_form
@@ -63,6 +68,7 @@ class GalleryAdministration:
         self._renderer = renderer
         self._tokens = tokens
         self._max_upload = max_upload
+        self._imports: ImportJobs[ImportReport] = ImportJobs()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -70,6 +76,7 @@ class GalleryAdministration:
             web.post("/admin/galleries/create", self.create),
             web.post("/admin/galleries/calibrate", self.calibrate),
             web.post("/admin/galleries/import", self.bulk_import),
+            web.get("/admin/galleries/import/{job}", self.import_page),
         ]
 
     async def _person(self, request: web.Request, certificate: bytes) -> None:
@@ -151,19 +158,36 @@ class GalleryAdministration:
         certificate = peer_certificate(request)
         form = await self._checked_form(request, certificate)
         gallery_id = form.required("gallery", "the gallery")
-        report = await asyncio.to_thread(
-            self._admin.bulk_import, certificate, gallery_id, _photos(form, "photos")
+        photos = _photos(form, "photos")
+        # The service decides every file, as the person, on the job's thread; the page follows it.
+        job_id = self._imports.start(
+            certificate,
+            gallery_id,
+            len(photos),
+            partial(self._admin.bulk_import, certificate, gallery_id, photos),
         )
-        galleries = await asyncio.to_thread(self._admin.list_galleries, certificate)
+        raise web.HTTPSeeOther(f"/admin/galleries/import/{job_id}")
+
+    async def import_page(self, request: web.Request) -> web.StreamResponse:
+        certificate = peer_certificate(request)
         await self._person(request, certificate)
+        check_page(request[PERSON], "galleries")
+        job = self._imports.get(certificate, request.match_info["job"])
+        if job.refusal is not None:
+            raise job.refusal  # rendered as any refusal is, in words
+        if job.report is None:
+            return self._renderer.page(
+                "admin_import_progress.html", request[PERSON], current="galleries", job=job
+            )
+        galleries = await asyncio.to_thread(self._admin.list_galleries, certificate)
         return self._renderer.page(
             "admin_done.html",
             request[PERSON],
             current="galleries",
             headline=N_("Photos imported"),
-            gallery_id=gallery_id,
-            files=report.files,
-            gallery=next((g for g in galleries if g.gallery_id == gallery_id), None),
+            gallery_id=job.gallery_id,
+            files=job.report.files,
+            gallery=next((g for g in galleries if g.gallery_id == job.gallery_id), None),
             origins=ORIGINS,
             bases=BASES,
             outcomes=OUTCOMES,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -154,9 +154,17 @@ class AdminGateway:
         return CalibrationReport(_summary(answer), files)
 
     def bulk_import(
-        self, person: bytes, gallery_id: str, photos: Sequence[tuple[str, bytes]]
+        self,
+        person: bytes,
+        gallery_id: str,
+        photos: Sequence[tuple[str, bytes]],
+        progress: Callable[[int], None] = lambda sent: None,
     ) -> ImportReport:
-        """Enrol each photo's largest face under its file name; one line per file."""
+        """Enrol each photo's largest face under its file name; one line per file.
+
+        ``progress`` is told how many photos were handed to the stream so far (gRPC's flow control
+        keeps that within a window of what the service has taken), then the total once it answered.
+        """
         named = [(name, reference_id_of(name), image) for name, image in photos]
         invalid = {
             i: FileReport(name, reference, FileOutcome.REFUSED, "the file name is not a valid reference id")
@@ -166,7 +174,8 @@ class AdminGateway:
         sent = [i for i in range(len(named)) if i not in invalid]
 
         def items() -> Iterator[pb.InsertTemplateRequest]:
-            for i in sent:
+            for count, i in enumerate(sent):
+                progress(len(invalid) + count)
                 yield pb.InsertTemplateRequest(
                     gallery_id=gallery_id,
                     reference_id=named[i][1],
@@ -185,6 +194,7 @@ class AdminGateway:
                     failures[i] = _failed(named[i][0], named[i][1], error.message)
             if answer.failed > len(answer.errors):
                 raise RequestRefused("the service reported more failures than it listed; import fewer files")
+        progress(len(named))
         files = tuple(
             invalid.get(i)
             or failures.get(i)

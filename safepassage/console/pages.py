@@ -95,6 +95,18 @@ PAGE_HEADERS: Mapping[str, Mapping[str, str]] = {
         }
         for path in ("/ngo/enrol", "/ngo/enrol/record")
     },
+    # The officer's holder check (holder_desk.py) records the traveller's head turn the same way: the
+    # form, and its answer to a turn that did not pass (POST /desk/holder/verify).
+    **{
+        path: {
+            "Content-Security-Policy": (
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"
+                " img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), interest-cohort=()",
+        }
+        for path in ("/desk/holder", "/desk/holder/verify")
+    },
     # The auditor's in-browser check of the transparency log (static/auditor_verify.js): its script
     # fetches the log's files beside the page (connect-src 'self'); the camera stays off.
     "/auditor/verify/": {
@@ -165,6 +177,16 @@ PAGES: tuple[Page, ...] = (
         N_("Passport chip check"),
         N_("Compare a traveller's live photo with their passport chip's photo, and check the chip's proof."),
         frozenset({"VerifyDocument"}),
+    ),
+    # The holder of a protected record at the border (holder_desk.py): the desk's roles that may also
+    # VerifyHolder and run the head-turn check, officers (the kiosk has its own mode).
+    Page(
+        "holder",
+        "/desk/holder",
+        N_("Holder check"),
+        N_("Check a protected record's holder by their card and a head turn; see who holds their papers."),
+        frozenset({"Verify", "Identify"}),
+        every=frozenset({"VerifyHolder", "StartLiveness", "CheckLiveness"}),
     ),
     Page(
         "review",

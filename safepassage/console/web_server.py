@@ -7,8 +7,8 @@ issued by the deployment's CA (the browser's person); the handshake cannot see r
 page asks the service, which checks it on every call (server/forwarding.py).
 
 Routes: the home page, the officer desk and its webcam capture, CCTV review, administration
-(galleries, certificates, authorisations, fishing alerts), kiosk mode (kiosk.py), the stylesheet and
-the capture, kiosk and head-turn pages' scripts.
+(galleries, certificates, authorisations, fishing alerts), kiosk mode (kiosk.py), the holder check at
+the desk (holder_desk.py), the stylesheet and the capture, kiosk and head-turn pages' scripts.
 Every response passes the refusal and security-header middleware (pages.py). Nothing is
 logged per request: the service's transparency log records every action, under the person.
 """
@@ -36,6 +36,7 @@ from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.head_turn import HeadTurn
 from safepassage.console.hit_review import HitReviewPages
+from safepassage.console.holder_desk import HolderDesk
 from safepassage.console.holder_step import HolderStepSeal
 from safepassage.console.kiosk import KioskPages
 from safepassage.console.languages import Languages, LanguageSwitch
@@ -94,6 +95,7 @@ class Console:
         app.add_routes(head_turn.routes())
         kiosk = KioskPages(gateway, self._renderer, self.settings.kiosk_idle_s, head_turn, upload)
         app.add_routes(kiosk.routes())
+        app.add_routes(HolderDesk(gateway, self._renderer, tokens, head_turn, upload).routes())
         seal = HolderStepSeal(self.settings.form_lifetime_s)
         enrolment = CaseworkerEnrolment(gateway, self._renderer, tokens, seal, head_turn, upload)
         app.add_routes(enrolment.routes())

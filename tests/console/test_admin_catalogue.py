@@ -18,6 +18,7 @@ from safepassage.console.admin_oversight import RULES
 from safepassage.console.answers import Person
 from safepassage.console.certificate_bundle import Downloads
 from safepassage.console.certificate_gateway import CertificateSummary
+from safepassage.console.import_jobs import JobState
 from safepassage.console.oversight_gateway import (
     AuthorisationView,
     FishingAlertView,
@@ -71,6 +72,9 @@ PAGES_RENDERED: dict[str, dict[str, Any]] = {
         "origins": ORIGINS,
         "bases": BASES,
         "outcomes": OUTCOMES,
+    },
+    "admin_import_progress.html": {
+        "job": JobState("job-id", "lookout-list", 40, 22, 0.0, None, None),
     },
     "admin_certificates.html": {
         "form_token": "1.ab",

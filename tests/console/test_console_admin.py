@@ -33,7 +33,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from google.protobuf.timestamp_pb2 import Timestamp
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from safepassage.api.v1 import administration_pb2 as adpb
 from safepassage.api.v1 import administration_pb2_grpc as adpb_grpc
@@ -89,6 +89,14 @@ def _report(page: Page) -> dict[str, str]:
     }
 
 
+def _imported(page: Page) -> str:
+    """Wait for the import's page to show its report (it refreshes itself while the import runs); its
+    path. Whatever the machine's pace: the page is polled until the heading says it is done."""
+    assert "/admin/galleries/import/" in page.url
+    expect(page.locator("h1")).to_have_text("Photos imported", timeout=120_000)
+    return page.url.removeprefix(page.url.split("/admin/")[0])
+
+
 def test_an_admin_creates_imports_into_and_calibrates_a_watchlist(session: Session, tmp_path: Path) -> None:
     world = session.world
     several, strangers = _people(world)
@@ -109,7 +117,7 @@ def test_an_admin_creates_imports_into_and_calibrates_a_watchlist(session: Sessi
     page.get_by_label("Watchlist to import into").select_option(LOOKOUT)
     page.get_by_label("Photos to enrol").set_input_files([str(p) for p in [*firsts[:3], blank]])
     session.act(page, "Import")
-    assert page.locator("h1").inner_text() == "Photos imported"
+    job_page = _imported(page)
     report = _report(page)
     assert report == {**{p.name: "enrolled" for p in firsts[:3]}, blank.name: "no face found"}
     session.keep("admin-import-report", page)
@@ -118,8 +126,14 @@ def test_an_admin_creates_imports_into_and_calibrates_a_watchlist(session: Sessi
     page.get_by_label("Watchlist to import into").select_option(LOOKOUT)
     page.get_by_label("Photos to enrol").set_input_files([str(firsts[0]), str(firsts[3])])
     session.act(page, "Import")
+    _imported(page)
     assert _report(page) == {firsts[0].name: "already present (not changed)", firsts[3].name: "enrolled"}
     assert page.locator("#gallery-facts").inner_text().count(str(IMPORTED)) >= 1
+
+    # An import's page is its starter's alone: another administrator is told there is no such import.
+    other = session.as_person(world.pki.pki.issue_client("admin-other", Role.ADMIN, replace=True))
+    assert session.load(other, job_page).status == 404
+    assert "no such import" in other.inner_text("main")
 
     # Calibrate from strangers, half kept as a background cohort; the faceless picture is left out.
     session.load(page, "/admin/galleries")
