@@ -9,8 +9,9 @@ when the frames come from a caller rather than the service's own camera:
   (``at_ms``, increasing); the span may not exceed the challenge's time limit, nor the time since the
   service drew the challenge (plus ``slack_s``): a caller cannot claim that two photos were shown
   slowly, which would ease the tracker's speed check, beyond the time it really had.
-- **The frames are checked as probes.** At most ``max_frames``; each within the image limits and
-  decoded within the server's decode budget, one at a time, then dropped.
+- **The frames are checked as probes.** At most ``max_frames``; each within the image limits and a
+  camera frame's size (1080p, 2 MiB), decoded within the server's decode budget, one at a time, then
+  dropped.
 - **The face that turned is the face that looked.** The reference frame (the one that passes as the
   live capture) and the frame the turn passed on are embedded and must match at the model's 1:1
   threshold: a photo of someone else held frontal, then the caller's own head turning in its place,
@@ -45,7 +46,10 @@ from safepassage.core.errors import FailedPrecondition, InvalidInput
 from safepassage.matcher import pairwise_score
 from safepassage.server.decode_budget import DecodeBudget
 
-__all__ = ["HeadTurnCheck", "HeadTurnOutcome", "RecordedFrame"]
+__all__ = ["MAX_FRAME_BYTES", "MAX_FRAME_PIXELS", "HeadTurnCheck", "HeadTurnOutcome", "RecordedFrame"]
+
+MAX_FRAME_PIXELS = 1920 * 1080
+MAX_FRAME_BYTES = 2 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,13 @@ class HeadTurnCheck:
         slack_s: float = 1.0,
     ) -> None:
         self._embedder = embedder
-        self._limits = limits
+        # A camera frame, not a photo: at most a 1080p frame's pixels and 2 MiB (the console sends
+        # 640 px JPEGs of ~20 KB), so 64 frames cannot buy minutes of detector time.
+        self._limits = faces.ImageLimits(
+            max_bytes=min(limits.max_bytes, MAX_FRAME_BYTES),
+            max_pixels=min(limits.max_pixels, MAX_FRAME_PIXELS),
+            min_side=limits.min_side,
+        )
         self._budget = budget
         self.settings = settings or LivenessSettings()
         self.max_frames = max_frames

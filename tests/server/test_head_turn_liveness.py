@@ -63,6 +63,12 @@ def jpeg(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def _frame(frame: cpb.LivenessFrame) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
 def recorded(images: list[np.ndarray], interval_ms: int = 67) -> list[cpb.LivenessFrame]:
     return [cpb.LivenessFrame(image=jpeg(image), at_ms=n * interval_ms) for n, image in enumerate(images)]
 
@@ -259,6 +265,15 @@ def test_a_challenge_is_the_callers_once_and_its_frames_take_no_more_time_than_i
     refused_as(
         kiosk.stub, cpb.CheckLivenessRequest(challenge=kiosk.challenge().challenge, frames=one), "between 2"
     )
+    # A frame bigger than a camera's (here 2,400 x 1,400: within a photo's limits) buys no detector time.
+    huge = cv2.resize(_frame(turn[0]), (2400, 1400))
+    oversized = [cpb.LivenessFrame(image=jpeg(huge), at_ms=n) for n in (0, 50)]
+    code, details = status_of(
+        lambda: kiosk.stub.CheckLiveness(
+            cpb.CheckLivenessRequest(challenge=kiosk.challenge().challenge, frames=oversized)
+        )
+    )
+    assert code in (Code.RESOURCE_EXHAUSTED, Code.INVALID_ARGUMENT) and "pixels" in details, (code, details)
     garbage = [cpb.LivenessFrame(image=b"not an image", at_ms=n) for n in (0, 50)]
     refused_as(
         kiosk.stub, cpb.CheckLivenessRequest(challenge=kiosk.challenge().challenge, frames=garbage), "image"
