@@ -9,7 +9,8 @@ A job is visible only to the certificate that started it (its SHA-256), under an
 (128 random bits); another person asking for it is told there is no such import. Jobs live in
 memory: the console keeps no data, so a restart forgets them (the service's transparency log still
 has each import's entry). At most ``max_running`` run at once, and one per person; a finished job
-is kept ``keep_s`` for its page, then forgotten. The photos are held only while their job runs.
+is kept ``keep_s`` for its page, then forgotten, and at most ``max_kept`` jobs are held (the oldest
+report goes first). The photos are held only while their job runs.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ class _Job(Generic[R]):
 
 class ImportJobs(Generic[R]):
     def __init__(
-        self, max_running: int = 4, keep_s: float = 3600.0, clock: Callable[[], float] = time.time
+        self,
+        max_running: int = 4,
+        keep_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        max_kept: int = 256,
     ) -> None:
         self._max_running = max_running
+        self._max_kept = max_kept
         self._keep_s = keep_s
         self._clock = clock
         self._jobs: dict[str, _Job[R]] = {}
@@ -85,6 +91,13 @@ class ImportJobs(Generic[R]):
                 raise TooMuch("an import of yours is still running: wait for its report, then start the next")
             if len(running) >= self._max_running:
                 raise TooMuch(f"{len(running)} imports are running: try again when one has finished")
+            finished = sorted(
+                (job.state.finished_at or 0.0, key)
+                for key, job in self._jobs.items()
+                if not job.state.running
+            )
+            for _, key in finished[: max(0, len(self._jobs) + 1 - self._max_kept)]:
+                del self._jobs[key]  # the oldest reports go first: the registry stays bounded
             state: JobState[R] = JobState(job_id, gallery_id, total, 0, now, None, None)
             self._jobs[job_id] = _Job(owner, state)
         thread = threading.Thread(

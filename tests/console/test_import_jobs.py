@@ -120,3 +120,17 @@ def test_a_finished_job_is_forgotten_after_its_time() -> None:
     now[0] += 2
     with pytest.raises(NothingThere):
         jobs.get(ALICE, job_id)
+
+
+def test_the_registry_keeps_at_most_its_bound_dropping_the_oldest_report() -> None:
+    jobs: ImportJobs[str] = ImportJobs(max_kept=3)
+    ids = []
+    for _ in range(5):
+        work = Steps(0)
+        ids.append(jobs.start(ALICE, "watchlist", 0, work))
+        work.step(0)
+        finished(jobs, ALICE, ids[-1])
+    for old in ids[:2]:
+        with pytest.raises(NothingThere):
+            jobs.get(ALICE, old)
+    assert [jobs.get(ALICE, job_id).report for job_id in ids[2:]] == ["report of 0"] * 3
