@@ -139,12 +139,20 @@ class Session:
 
 
 @contextlib.contextmanager
-def browser_session(world: ConsoleWorld, shots: Path) -> Iterator[Session]:
-    """Debian's Chromium driven by Playwright, with a context per person; closed at the end."""
+def browser_session(world: ConsoleWorld, shots: Path, camera: Path | None = None) -> Iterator[Session]:
+    """Debian's Chromium driven by Playwright, with a context per person; closed at the end. With
+    ``camera`` (a y4m file, tests/console/fake_camera.py) Chromium plays it as its camera, allowed."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)", pytrace=False)
+    args = []
+    if camera is not None:
+        args = [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+        ]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         session = Session(browser, world, shots)
         try:
             yield session

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from safepassage.api.v1 import matching_pb2 as pb
 from safepassage.api.v1 import matching_pb2_grpc as pb_grpc
@@ -31,7 +31,7 @@ from safepassage.server.authorization import Operation
 from safepassage.server.identity import Role
 from tests.console.conftest import WATCHLIST, ConsoleWorld, der
 from tests.console.fake_camera import frame_of, write_y4m
-from tests.console.test_console_browser import CHROMIUM, Session, _tokens
+from tests.console.test_console_browser import CHROMIUM, Session, _tokens, browser_session
 from tests.console.test_console_caseworker import _holder_step, _record_step
 from tests.pki_helpers import RolePki
 from tests.server.policy_promises import promised
@@ -73,22 +73,8 @@ def session(console_world: ConsoleWorld, tmp_path_factory: pytest.TempPathFactor
                     add_capture=position > 0,
                 )
             )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}",
-            ],
-        )
-        session = Session(browser, console_world, folder)
-        try:
-            yield session
-        finally:
-            for context in session.contexts:
-                context.close()
-            browser.close()
+    with browser_session(console_world, folder, camera=camera) as session:
+        yield session
 
 
 def test_the_officer_takes_the_travellers_photo_with_the_webcam_and_gets_an_answer(session: Session) -> None:

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import pypdfium2
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from safepassage import credential as holder_credential
 from safepassage.api.v1 import matching_pb2 as mpb
@@ -49,7 +49,7 @@ from safepassage.server.pki_issuance import IssuedCert
 from tests.conftest import REPO
 from tests.console.conftest import ConsoleWorld, der
 from tests.console.fake_camera import ask_for_side, frame_of, write_head_turn
-from tests.console.test_console_browser import CHROMIUM, Session, _tokens
+from tests.console.test_console_browser import CHROMIUM, Session, _tokens, browser_session
 from tests.pki_helpers import RolePki
 from tests.server.protected_helpers import GALLERY, HOLDER, enrol, person, signed_live
 
@@ -109,22 +109,10 @@ def caseworkers(
             mpb_grpc.GalleryServiceStub(channel).CreateGallery(
                 mpb.CreateGalleryRequest(gallery_id=GALLERY, purpose=mpb.PROTECTED_IDENTITY)
             )
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[
-                    "--use-fake-device-for-media-stream",
-                    "--use-fake-ui-for-media-stream",
-                    f"--use-file-for-fake-video-capture={camera}",
-                ],
-            )
-            session = Session(browser, world, tmp_path_factory.mktemp("caseworker-screenshots"))
-            try:
-                yield Caseworkers(session, reader, other)
-            finally:
-                for context in session.contexts:
-                    context.close()
-                browser.close()
+        with browser_session(
+            world, tmp_path_factory.mktemp("caseworker-screenshots"), camera=camera
+        ) as session:
+            yield Caseworkers(session, reader, other)
     finally:
         service.stop(grace_s=1)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Response, expect, sync_playwright
+from playwright.sync_api import Page, Response, expect
 
 from safepassage.api.v1 import matching_pb2 as mpb
 from safepassage.api.v1 import matching_pb2_grpc as mpb_grpc
@@ -41,7 +41,7 @@ from safepassage.console.pages import HEADERS, PAGE_HEADERS
 from safepassage.server.identity import Role
 from tests.console.conftest import ConsoleWorld, der
 from tests.console.fake_camera import ask_for_side, frame_of, write_head_turn
-from tests.console.test_console_browser import CHROMIUM, SCREENSHOTS_IN_README, Session
+from tests.console.test_console_browser import CHROMIUM, SCREENSHOTS_IN_README, Session, browser_session
 from tests.console.test_console_kiosk import CARD_HOLDER_FRAMES, CLIP
 from tests.server.protected_helpers import DURESS_PIN, PIN, record_message
 
@@ -98,22 +98,10 @@ def desk(console_world: ConsoleWorld, tmp_path_factory: pytest.TempPathFactory) 
     withdrawn = _enrol_from_clip(console_world, "PC7000002")
     camera = tmp_path_factory.mktemp("desk-camera") / "traveller-turning.y4m"
     write_head_turn(clip, camera)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}",
-            ],
-        )
-        session = Session(browser, console_world, tmp_path_factory.mktemp("holder-desk-screenshots"))
-        try:
-            yield Desk(session, holder, withdrawn)
-        finally:
-            for context in session.contexts:
-                context.close()
-            browser.close()
+    with browser_session(
+        console_world, tmp_path_factory.mktemp("holder-desk-screenshots"), camera=camera
+    ) as session:
+        yield Desk(session, holder, withdrawn)
 
 
 def _log_since(world: ConsoleWorld, before: int) -> list[Any]:

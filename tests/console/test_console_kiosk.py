@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from safepassage.api.v1 import matching_pb2 as mpb
 from safepassage.api.v1 import matching_pb2_grpc as mpb_grpc
@@ -58,7 +58,7 @@ from safepassage.server.identity import Role
 from tests.conftest import REPO
 from tests.console.conftest import ConsoleWorld, der
 from tests.console.fake_camera import ask_for_side, frame_of, write_head_turn
-from tests.console.test_console_browser import CHROMIUM, SCREENSHOTS_IN_README, Session
+from tests.console.test_console_browser import CHROMIUM, SCREENSHOTS_IN_README, Session, browser_session
 from tests.server.protected_helpers import DURESS_PIN, PIN, Person, person, record_message, signed_live
 
 pytestmark = pytest.mark.server
@@ -147,22 +147,10 @@ def kiosk(console_world: ConsoleWorld, tmp_path_factory: pytest.TempPathFactory)
     camera = tmp_path_factory.mktemp("kiosk-camera") / "holder-turning.y4m"
     write_head_turn(clip, camera)
     card_holder = _enrol_from_clip(console_world, clip)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}",
-            ],
-        )
-        session = Session(browser, console_world, tmp_path_factory.mktemp("kiosk-screenshots"))
-        try:
-            yield Kiosk(session, holders, card_holder)
-        finally:
-            for context in session.contexts:
-                context.close()
-            browser.close()
+    with browser_session(
+        console_world, tmp_path_factory.mktemp("kiosk-screenshots"), camera=camera
+    ) as session:
+        yield Kiosk(session, holders, card_holder)
 
 
 def _screen(kiosk: Kiosk) -> Page:
