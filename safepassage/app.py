@@ -91,7 +91,17 @@ def create_server(config: Config) -> tuple[Service, int]:
         server = grpc_server(config, access)
         add_servicers(
             server,
-            Servicers(config, matcher, probes, embedder, budget, stores, records, security.cctv),
+            Servicers(
+                config,
+                matcher,
+                probes,
+                embedder,
+                budget,
+                stores,
+                records,
+                security.cctv,
+                derive_key(master_key, "document-check-ids"),
+            ),
         )
         health_servicer = add_health(server)
         # The probe port before the main one: if either is taken, the main server (which would take

@@ -41,7 +41,7 @@ from safepassage.enrolment.holder_proof import HolderRef, LiveFace, Located, Pro
 from safepassage.enrolment.kek import FileKeyring, KeyEncryptionKeys, WrappedKey
 from safepassage.enrolment.receipts import ReceiptKind, StationKey, verify_receipt
 from safepassage.enrolment.record import ProtectedRecord
-from safepassage.enrolment.record_policy import Action, Actor, ActorKind, Proof
+from safepassage.enrolment.record_policy import Action, Actor, ActorKind, Proof, admit_one_person
 from safepassage.enrolment.referrals import Referral
 from safepassage.enrolment.service import (
     DuplicateCheck,
@@ -104,6 +104,7 @@ __all__ = [
     "WrappedKey",
     "WrongGallery",
     "WrongKey",
+    "admit_one_person",
     "change_consent",
     "complete_pending",
     "decide",

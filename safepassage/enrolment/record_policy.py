@@ -26,11 +26,21 @@ holder's proof.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
+from safepassage.core.metric import Metric
 from safepassage.enrolment.consent import Scope, ScopeGrant, require
-from safepassage.enrolment.errors import FaceLivenessRequired, HolderNotVerified, RecordAccessDenied
+from safepassage.enrolment.errors import (
+    FaceLivenessRequired,
+    HolderNotVerified,
+    InvalidRecord,
+    RecordAccessDenied,
+)
+from safepassage.matcher import pairwise_score
 
 __all__ = [
     "LIVE_CAPTURES",
@@ -40,6 +50,7 @@ __all__ = [
     "Proof",
     "RecordFacts",
     "admit_enrolment_face",
+    "admit_one_person",
     "authorise",
     "may_see_record",
 ]
@@ -164,9 +175,10 @@ def may_see_record(actor: Actor, record_organisation: str) -> bool:
     return bool(actor.organisation) and actor.organisation == record_organisation
 
 
-# The liveness checks that make an enrolment's face a live capture: a head turn (a kiosk's, or the
-# service's own on a browser's frames), or an officer's or caseworker's device stating it watched.
-LIVE_CAPTURES = frozenset({"head_turn", "supervised"})
+# The liveness check that makes an enrolment's face a live capture where the deployment requires one:
+# a head turn (a kiosk's, or the service's own on a browser's frames). Not "supervised": that is the
+# enrolling caseworker's own device vouching for itself, the very person this rule must not trust.
+LIVE_CAPTURES = frozenset({"head_turn"})
 
 
 def admit_enrolment_face(liveness: str, live_required: bool) -> None:
@@ -177,6 +189,23 @@ def admit_enrolment_face(liveness: str, live_required: bool) -> None:
     """
     if live_required and liveness not in LIVE_CAPTURES:
         raise FaceLivenessRequired(
-            "faces: this deployment enrols only a face captured live (the head-turn check, or a device's"
-            " signed capture statement); a photo alone is refused"
+            "faces: this deployment enrols only a face that passed a head-turn check (the service's,"
+            f" or a kiosk's); {liveness!r} is not one, and a photo alone is refused"
         )
+
+
+def admit_one_person(
+    vectors: Sequence[npt.NDArray[np.float32]], metric: Metric, threshold: float, fields: Sequence[str]
+) -> None:
+    """Return if every face of an enrolment is the first's person; InvalidRecord naming one that is not.
+
+    The first face is the one a liveness statement vouches for; the others become templates too, and
+    the record's face photo is what an officer is shown at a border: neither may be someone else (a
+    live accomplice's turn must not carry an absent person's photo into the record).
+    """
+    first = vectors[0]
+    for vector, field in zip(vectors[1:], fields[1:], strict=True):
+        if not metric.is_match(pairwise_score(first, vector, metric), threshold):
+            raise InvalidRecord(
+                f"{field}: not the same person as {fields[0]}; a record holds one person's face"
+            )

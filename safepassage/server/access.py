@@ -53,6 +53,7 @@ from safepassage.server.call_outcome import (
     document_decision_details,
     document_details,
     operation_class,
+    operation_cost,
     outcome_of,
 )
 from safepassage.server.cctv_authorisation import METADATA_KEY, Authorisation, AuthorisationVerifier
@@ -161,15 +162,20 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return caller
 
     def _admit(
-        self, caller: Caller, operation: Operation | None, context: grpc.ServicerContext, charge: bool = True
+        self,
+        caller: Caller,
+        operation: Operation | None,
+        context: grpc.ServicerContext,
+        charge: bool = True,
+        cost: int = 1,
     ) -> None:
-        """Check the role may call the operation at all; charge one call if asked."""
+        """Check the role may call the operation at all; charge ``cost`` units of its class if asked."""
         # Only the console acts for another certificate; anyone else trying is refused under their name.
         check_not_forwarded(caller, context)
         if operation is not None:
             check_call(caller, operation)
             if charge:
-                self._limiter.check(caller, operation_class(operation))
+                self._limiter.check(caller, operation_class(operation), cost)
 
     def _check_message(
         self,
@@ -352,7 +358,8 @@ class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             CALL_NOTES.set(notes)
             try:
                 caller = self._identify(context)
-                self._admit(caller, operation, context)
+                cost = operation_cost(operation, request) if operation is not None else 1
+                self._admit(caller, operation, context, cost=cost)
                 if unknown:
                     operation_of(method)  # raises PermissionDenied
                 if operation is None:

@@ -72,6 +72,18 @@ ADMINISTRATION = frozenset(
 DECISIONS = frozenset({"MATCH", "NO_MATCH"})
 
 
+# A liveness check runs the detector on every frame it is sent: it costs one search per this many
+# frames (the console's ~48 frames: 4 searches, within a kiosk's burst of 5; the most, 64: 6).
+FRAMES_PER_SEARCH = 12
+
+
+def operation_cost(operation: Operation, request: Any) -> int:
+    """How many units of its class a call costs: one, but a liveness check by the frames it sends."""
+    if operation is Operation.CHECK_LIVENESS and isinstance(request, cpb.CheckLivenessRequest):
+        return max(1, -(-len(request.frames) // FRAMES_PER_SEARCH))
+    return 1
+
+
 def operation_class(operation: Operation) -> OperationClass:
     if operation in SEARCHES:
         return OperationClass.SEARCH

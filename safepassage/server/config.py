@@ -280,8 +280,8 @@ class EnrolmentConfig(_Section):
     pin_lock_s: float = Field(900.0, ge=0)
     # channel -> caseworker client ids allowed to read its referrals (unlisted channels: every caseworker).
     referral_readers: dict[str, list[str]] = {}
-    # Enrol only faces captured live: the head-turn check (the console's webcam, a kiosk) or a device's
-    # signed capture statement. Off: a caseworker may also enrol from a photo (the receipt says "none").
+    # Enrol only faces that passed a head-turn check (the console's webcam, a kiosk); a caseworker's own
+    # "supervised" statement does not count. Off: a photo may be enrolled too (the receipt says "none").
     require_face_liveness: bool = False
 
 

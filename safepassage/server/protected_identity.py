@@ -39,6 +39,7 @@ from safepassage.enrolment import (
     RecordAccessDenied,
     Referral,
     ScopeGrant,
+    admit_one_person,
     change_consent,
     decide,
     erase,
@@ -222,6 +223,15 @@ class ProtectedIdentityServicer(pb_grpc.ProtectedIdentityServiceServicer):
             _scopes(request.consent.refused, "consent.refused"),
         )
         templates = [self._image(face, gallery_id, f"faces[{n}]") for n, face in enumerate(request.faces)]
+        if templates:
+            # One person throughout: every face, and the photo officers will be shown, is faces[0]'s.
+            vectors, fields = list(templates), [f"faces[{n}]" for n in range(len(templates))]
+            if record.face_photo:
+                photo = mpb.Probe(image=record.face_photo)
+                vectors.append(self._image(photo, gallery_id, "record.face_photo"))
+                fields.append("record.face_photo")
+            spec = self._records.gallery_spec(gallery_id)
+            admit_one_person(vectors, spec.metric, spec.threshold, fields)
         face_liveness = Liveness.NONE
         if request.face_statement:
             if not request.faces or request.faces[0].WhichOneof("kind") != "image":

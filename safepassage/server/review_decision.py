@@ -11,7 +11,10 @@ holds the pseudonym key, can check a note kept in a case file against the entry.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from typing import Any
 
 from safepassage.api.v1 import matching_pb2 as pb
@@ -19,12 +22,23 @@ from safepassage.api.v1 import travel_document_pb2 as tpb
 from safepassage.core.errors import InvalidInput
 from safepassage.matcher.vectors import REFERENCE_ID
 
-__all__ = ["CHECK_ID", "MAX_NOTE_CHARACTERS", "InvalidDecision", "check_decision", "check_document_decision"]
+__all__ = [
+    "CHECK_ID",
+    "MAX_NOTE_CHARACTERS",
+    "InvalidDecision",
+    "check_decision",
+    "check_document_decision",
+    "make_check_id",
+]
 
 MAX_NOTE_CHARACTERS = 2000
-# A chip check's id as VerifyDocument makes it: 16 random bytes in lower-case hex after "chk_" (a
-# one-case token in the log, never read as a number or a digest).
-CHECK_ID = re.compile(r"chk_[0-9a-f]{32}")
+# A chip check's id as VerifyDocument makes it: "chk_", 12 random bytes and a 12-byte tag, in
+# lower-case hex (a one-case token in the log, never read as a number or a digest). The tag is an
+# HMAC, under a key derived from the server's master key, of the officer, the nonce and what the
+# service answered: a decision can name only a check the service made for that officer, with the
+# answer it gave (not one made up, another officer's, or another answer), across restarts too.
+CHECK_ID = re.compile(r"chk_[0-9a-f]{48}")
+_NONCE_HEX = 24
 
 
 class InvalidDecision(InvalidInput):
@@ -51,10 +65,28 @@ def check_decision(request: pb.RecordDecisionRequest) -> None:
         raise InvalidDecision(f"note is longer than {MAX_NOTE_CHARACTERS} characters")
 
 
-def check_document_decision(request: tpb.RecordDocumentDecisionRequest) -> None:
-    """Raise InvalidDecision unless the request is a complete decision on a chip check."""
+def _tag(key: bytes, caller: str, nonce: str, service_decision: int, passive_authentication: int) -> str:
+    message = f"document-check:{caller}:{nonce}:{service_decision}:{passive_authentication}"
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[: len(nonce)]
+
+
+def make_check_id(key: bytes, caller: str, service_decision: int, passive_authentication: int) -> str:
+    """A new check's id, bound to ``caller`` (``role:client id``) and the answer the service gives."""
+    nonce = secrets.token_hex(_NONCE_HEX // 2)
+    return f"chk_{nonce}{_tag(key, caller, nonce, service_decision, passive_authentication)}"
+
+
+def check_document_decision(request: tpb.RecordDocumentDecisionRequest, key: bytes, caller: str) -> None:
+    """Raise InvalidDecision unless the request is a complete decision on a check made for ``caller``."""
     if not CHECK_ID.fullmatch(request.check_id):
-        raise InvalidDecision("check_id must be a VerifyDocument answer's check_id (chk_ and 32 hex digits)")
+        raise InvalidDecision("check_id must be a VerifyDocument answer's check_id (chk_ and 48 hex digits)")
+    nonce, tag = request.check_id[4 : 4 + _NONCE_HEX], request.check_id[4 + _NONCE_HEX :]
+    made = _tag(key, caller, nonce, request.service_decision, request.passive_authentication)
+    if not hmac.compare_digest(tag, made):
+        raise InvalidDecision(
+            "check_id: not a check this service made for you with that answer (service_decision and"
+            " passive_authentication as the check's answer gave them)"
+        )
     _named(tpb.PassiveAuthenticationStatus, request.passive_authentication, "passive_authentication")
     _named(pb.ReviewDecision, request.decision, "decision")
     _named(pb.ReviewReason, request.reason, "reason")

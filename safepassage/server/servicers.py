@@ -54,6 +54,8 @@ class Servicers:
     stores: Stores
     records: enrolment.ProtectedRecords
     cctv: AuthorisationVerifier
+    # Derived from the master key: the tags of chip checks' ids (review_decision.make_check_id).
+    document_check_key: bytes
 
 
 def add_servicers(server: grpc.Server, parts: Servicers) -> None:
@@ -98,5 +100,5 @@ def add_servicers(server: grpc.Server, parts: Servicers) -> None:
         CaptureServicer(parts.embedder, settings.image_limits(config), parts.budget, liveness), server
     )
     travel_document_pb2_grpc.add_TravelDocumentServiceServicer_to_server(
-        travel_document_servicer(config, probes), server
+        travel_document_servicer(config, probes, parts.document_check_key), server
     )

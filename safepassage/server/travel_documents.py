@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import secrets
 from collections.abc import Callable
 
 import grpc
@@ -35,8 +34,9 @@ from safepassage.matcher.vectors import as_vector
 from safepassage.server.call_notes import note_search
 from safepassage.server.config import Config
 from safepassage.server.conversion import box_to_pb, metric_to_pb, selection_from_pb
+from safepassage.server.identity import current_caller
 from safepassage.server.probes import EmptyProbe, ProbeFace, ProbeReader
-from safepassage.server.review_decision import check_document_decision
+from safepassage.server.review_decision import check_document_decision, make_check_id
 
 __all__ = ["TravelDocumentServicer", "travel_document_servicer"]
 
@@ -59,13 +59,13 @@ class PortraitUnreadable(InvalidInput):
     """The chip's portrait image cannot be decoded."""
 
 
-def travel_document_servicer(config: Config, probes: ProbeReader) -> TravelDocumentServicer:
+def travel_document_servicer(config: Config, probes: ProbeReader, check_key: bytes) -> TravelDocumentServicer:
     """The servicer with the deployment's CSCA certificates, read now (a bad folder refuses the start)."""
     settings = config.travel_documents
     trust = documents.CscaTrustStore.load(settings.csca_dir) if settings.csca_dir is not None else None
     if trust is None:
         log.info("travel documents: no CSCA folder configured (travel_documents.csca_dir); SODs are refused")
-    return TravelDocumentServicer(probes, trust, settings.require_passive_authentication)
+    return TravelDocumentServicer(probes, trust, check_key, settings.require_passive_authentication)
 
 
 def _utc_now() -> datetime.datetime:
@@ -77,10 +77,12 @@ class TravelDocumentServicer(tpb_grpc.TravelDocumentServiceServicer):
         self,
         probes: ProbeReader,
         trust: documents.CscaTrustStore | None,
+        check_key: bytes,
         require_passive_authentication: bool = False,
         clock: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
         self._probes = probes
+        self._check_key = check_key
         self._trust = trust
         self._require = require_passive_authentication
         self._clock = clock
@@ -113,7 +115,10 @@ class TravelDocumentServicer(tpb_grpc.TravelDocumentServiceServicer):
             passive_authentication=proof,
             face_record_format=portrait.record_format.value,
             image_format=portrait.encoding.value,
-            check_id=f"chk_{secrets.token_hex(16)}",  # in the log entry too: a decision names it
+        )
+        # In the log entry too: a decision names it, and only this officer, with this answer, can.
+        response.check_id = make_check_id(
+            self._check_key, current_caller().label, response.decision, proof.status
         )
         if mrz is not None:
             response.document_expired = mrz.expired(now.date())
@@ -123,7 +128,7 @@ class TravelDocumentServicer(tpb_grpc.TravelDocumentServiceServicer):
         self, request: tpb.RecordDocumentDecisionRequest, context: grpc.ServicerContext
     ) -> pb.RecordDecisionResponse:
         # Only checked here: the access interceptor's log entry is the record (review_decision.py).
-        check_document_decision(request)
+        check_document_decision(request, self._check_key, current_caller().label)
         recorded_at = Timestamp()
         recorded_at.GetCurrentTime()
         return pb.RecordDecisionResponse(recorded_at=recorded_at)

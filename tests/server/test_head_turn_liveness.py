@@ -255,6 +255,14 @@ def test_a_challenge_is_the_callers_once_and_its_frames_take_no_more_time_than_i
     refused_as(
         kiosk.stub, cpb.CheckLivenessRequest(challenge=kiosk.challenge().challenge, frames=stretched), "ago"
     )
+    # Frames left out (1.2 s between two): the face was not seen there, and nothing is earned.
+    gapped = [
+        cpb.LivenessFrame(image=f.image, at_ms=f.at_ms + (1200 if n >= 5 else 0)) for n, f in enumerate(turn)
+    ]
+    drawn = kiosk.challenge()
+    recording(gapped)
+    lost = kiosk.stub.CheckLiveness(cpb.CheckLivenessRequest(challenge=drawn.challenge, frames=gapped))
+    assert not lost.passed and lost.failed_check == cpb.FACE_LOST and not lost.statement
     backwards = list(reversed(turn))
     refused_as(
         kiosk.stub,
@@ -359,7 +367,7 @@ def test_a_deployment_that_requires_liveness_refuses_a_photo(
         with pytest.raises(grpc.RpcError) as refusal:
             stub.EnrolRecord(request)
         assert refusal.value.code() == Code.FAILED_PRECONDITION
-        assert "captured live" in (refusal.value.details() or "")
+        assert "head-turn check" in (refusal.value.details() or "")
         live = cpb_grpc.CaptureServiceStub(channel)
         for _ in range(64):
             drawn = live.StartLiveness(cpb.StartLivenessRequest())

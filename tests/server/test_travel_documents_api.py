@@ -194,7 +194,7 @@ def test_the_officers_decision_on_a_check_joins_its_entry_and_holds_no_note(
     before = log.size()
     chip = issue_chip(photo_of(faces_dir, HOLDER, 1), world.signer)
     answer = verify(world.officer, chip, photo_of(faces_dir, HOLDER, 2))
-    assert answer.check_id.startswith("chk_") and len(answer.check_id) == 36
+    assert answer.check_id.startswith("chk_") and len(answer.check_id) == 52
     note = "Passport ERIKSSON L898902C3 looked re-laminated; sent to the second line"
     decision = tpb.RecordDocumentDecisionRequest(
         check_id=answer.check_id,
@@ -218,7 +218,15 @@ def test_the_officers_decision_on_a_check_joins_its_entry_and_holds_no_note(
     logged = json.dumps(dict(decided.details))
     assert "ERIKSSON" not in logged and "re-laminated" not in logged
     # Incomplete or malformed decisions are refused, named, and logged as refused; kiosks decide nothing.
-    for field, bad in (("check_id", "not-a-check"), ("reason", pb.REVIEW_REASON_UNSPECIFIED)):
+    # A decision names only a check the service made for this officer, with the answer it gave.
+    invented = "chk_" + "0123456789abcdef" * 3
+    for field, bad in (
+        ("check_id", "not-a-check"),
+        ("reason", pb.REVIEW_REASON_UNSPECIFIED),
+        ("check_id", invented),
+        ("service_decision", pb.NO_MATCH),
+        ("passive_authentication", tpb.PA_NOT_CHECKED),
+    ):
         wrong = tpb.RecordDocumentDecisionRequest()
         wrong.CopyFrom(decision)
         setattr(wrong, field, bad)
@@ -227,11 +235,21 @@ def test_the_officers_decision_on_a_check_joins_its_entry_and_holds_no_note(
         assert refusal.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (
             refusal.value.details() or ""
         )
+    # Another caller's check (an e-gate kiosk's), with its own answer: not this officer's to decide on.
+    gate = verify(world.kiosk, chip, photo_of(faces_dir, HOLDER, 2))
+    theirs = tpb.RecordDocumentDecisionRequest()
+    theirs.CopyFrom(decision)
+    theirs.check_id = gate.check_id
+    with pytest.raises(grpc.RpcError) as refusal:
+        world.officer.RecordDocumentDecision(theirs)
+    assert refusal.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "made for you" in (
+        refusal.value.details() or ""
+    )
     with pytest.raises(grpc.RpcError) as refusal:
         world.kiosk.RecordDocumentDecision(decision)
     assert refusal.value.code() == grpc.StatusCode.PERMISSION_DENIED
     outcomes = [e.event().outcome for e in log.entries(before, log.size())]
-    assert outcomes.count("INVALID_ARGUMENT") == 2 and outcomes.count("PERMISSION_DENIED") == 1
+    assert outcomes.count("INVALID_ARGUMENT") == 6 and outcomes.count("PERMISSION_DENIED") == 1
 
 
 def test_the_command_line_prints_decision_distance_and_proof(
