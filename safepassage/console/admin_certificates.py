@@ -20,9 +20,9 @@ from aiohttp import web
 
 from safepassage.console.certificate_bundle import downloads_of
 from safepassage.console.certificate_gateway import CertificateGateway
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
-from safepassage.console.pages import PERSON, ROLE_NAMES, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, ROLE_NAMES, Renderer, check_page, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import SubmittedForm, read_form
 
@@ -53,11 +53,10 @@ class CertificateAdministration:
         ]
 
     async def _person(self, request: web.Request, certificate: bytes) -> None:
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
+        await identify(request, self._gateway, certificate)
 
     async def _checked_form(self, request: web.Request, certificate: bytes) -> SubmittedForm:
-        form = await read_form(request, _MAX_FORM_BYTES)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, _MAX_FORM_BYTES, self._tokens, certificate)
         return form
 
     async def show(self, request: web.Request) -> web.StreamResponse:

@@ -26,10 +26,10 @@ from functools import partial
 from aiohttp import web
 
 from safepassage.console.admin_gateway import AdminGateway, FileOutcome, ImportReport
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.import_jobs import ImportJobs
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, check_page, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, TooMuch
 from safepassage.console.upload_form import SubmittedForm, read_form
 
@@ -80,12 +80,10 @@ class GalleryAdministration:
         ]
 
     async def _person(self, request: web.Request, certificate: bytes) -> None:
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        await identify(request, self._gateway, certificate)
 
     async def _checked_form(self, request: web.Request, certificate: bytes) -> SubmittedForm:
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         return form
 
     async def show(self, request: web.Request) -> web.StreamResponse:

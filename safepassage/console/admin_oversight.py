@@ -22,10 +22,10 @@ import datetime
 
 from aiohttp import web
 
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.oversight_gateway import OversightGateway
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
 
@@ -57,8 +57,7 @@ class OversightPages:
         ]
 
     async def _person_on(self, request: web.Request, certificate: bytes, page: str) -> None:
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], page)
+        await identify(request, self._gateway, certificate, page)
 
     async def authorisations(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
@@ -79,8 +78,7 @@ class OversightPages:
 
     async def sign(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, _MAX_FORM_BYTES)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, _MAX_FORM_BYTES, self._tokens, certificate)
         cameras = [c for c in form.required("cameras", "the cameras").replace(",", " ").split() if c]
         signed = await asyncio.to_thread(
             self._oversight.sign,
@@ -93,7 +91,7 @@ class OversightPages:
             else None,
             _moment(form.required("expires", "the end of the validity"), "the end of the validity"),
         )
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
+        await identify(request, self._gateway, certificate)
         token_file = (signed.token + "\n").encode("ascii")
         return self._renderer.page(
             "admin_authorisation_signed.html",

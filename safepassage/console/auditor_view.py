@@ -32,7 +32,7 @@ from aiohttp import web
 from safepassage.api.v1 import administration_pb2 as adpb
 from safepassage.api.v1 import administration_pb2_grpc as adpb_grpc
 from safepassage.console.gateway import ServiceGateway
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, RequestRefused
 
 __all__ = ["VERIFY_MESSAGES", "AuditorPages", "EntryView", "HeadView"]
@@ -173,8 +173,7 @@ class AuditorPages:
 
     async def _person(self, request: web.Request, page: str) -> bytes:
         certificate = peer_certificate(request)
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], page)
+        await identify(request, self._gateway, certificate, page)
         return certificate
 
     def _call(self, method: Any, message: Any, certificate: bytes) -> Any:

@@ -22,10 +22,10 @@ from pathlib import Path
 from aiohttp import web
 
 from safepassage.console.capture_gateway import CaptureGateway
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.officer_desk import OfficerDesk
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
 
@@ -86,21 +86,19 @@ class DeskCapture:
 
     async def show(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], "desk")
+        await identify(request, self._gateway, certificate, "desk")
         return await self._page(request, certificate)
 
     async def take(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         image = form.files.get("probe", b"")
         if not image:
             raise FormIncomplete("no photo was taken")
         quality = await asyncio.to_thread(self._capture.assess, certificate, image)
         if quality.prompt:
             # Retake: nothing is searched; the officer keeps the fields they filled in.
-            request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
+            await identify(request, self._gateway, certificate)
             return await self._page(
                 request,
                 certificate,

@@ -41,14 +41,14 @@ from safepassage.console.capture import PROMPTS
 from safepassage.console.capture_gateway import CaptureGateway
 from safepassage.console.caseworker_gateway import CaseworkerGateway, EnrolmentDraft
 from safepassage.console.catalogue import Catalogue
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.head_turn import HeadTurn, HeadTurnFailed
 from safepassage.console.holder_step import HolderAnswers, HolderStepSeal
 from safepassage.console.languages import QUERY, Language, RequestLanguage
 from safepassage.console.languages import release as release_language
 from safepassage.console.languages import use as use_language
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, NotPossibleNow, RequestRefused
 from safepassage.console.upload_form import SubmittedForm, read_form
 
@@ -188,8 +188,7 @@ class CaseworkerEnrolment:
         return self._renderer.languages.find(code) or self._renderer.language.language
 
     async def _person(self, request: web.Request, certificate: bytes) -> None:
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], "enrol")
+        await identify(request, self._gateway, certificate, "enrol")
 
     def _holder_page(
         self, request: web.Request, certificate: bytes, tag: str, problem: str = "", status: int = 200
@@ -229,8 +228,7 @@ class CaseworkerEnrolment:
 
     async def holder_done(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         await self._person(request, certificate)
         language = self._holder_language(form.text("language"))
         organisation = request[PERSON].organisation
@@ -282,16 +280,14 @@ class CaseworkerEnrolment:
 
     async def head_turn_challenge(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, _CHALLENGE_FORM_BYTES)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        await read_form(request, _CHALLENGE_FORM_BYTES, self._tokens, certificate)  # its token, checked
         await self._person(request, certificate)
         holder = self._holder_language(request.query.get(HOLDER_QUERY, ""))
         return await self._head_turn.challenge(certificate, holder.catalogue.gettext)
 
     async def enrol(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         sealed = form.text(SEALED)
         answers = self._seal.open(certificate, sealed)
         await self._person(request, certificate)

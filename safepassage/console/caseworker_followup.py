@@ -22,9 +22,9 @@ import asyncio
 from aiohttp import web
 
 from safepassage.console.caseworker_gateway import CaseworkerGateway
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
 
@@ -57,13 +57,11 @@ class CaseworkerFollowUp:
         ]
 
     async def _person(self, request: web.Request, certificate: bytes, page: str) -> None:
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], page)
+        await identify(request, self._gateway, certificate, page)
 
     async def _posted(self, request: web.Request, page: str) -> tuple[bytes, dict[str, str]]:
         certificate = peer_certificate(request)
-        form = await read_form(request, _MAX_FORM)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, _MAX_FORM, self._tokens, certificate)
         await self._person(request, certificate, page)
         return certificate, {name: form.text(name) for name in form.fields}
 

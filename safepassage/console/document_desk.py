@@ -21,10 +21,10 @@ import asyncio
 from aiohttp import web
 
 from safepassage.console.document_gateway import ChipFiles, DocumentDecision, DocumentGateway
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.officer_desk import DECISIONS, REASONS, choice, review_fields
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.upload_form import read_form
 
@@ -70,17 +70,14 @@ class DocumentDesk:
 
     async def form(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
-        check_page(person, "document")
+        person = await identify(request, self._gateway, certificate, "document")
         return self._renderer.page(
             "desk_document.html", person, current="document", form_token=self._tokens.issue(certificate)
         )
 
     async def verify(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         dg2 = form.files.get("dg2", b"")
         if not dg2:
             raise FormIncomplete("the chip's DG2 file is missing")
@@ -90,8 +87,7 @@ class DocumentDesk:
         chip = ChipFiles(dg2, form.files.get("sod", b""), form.files.get("dg1", b""))
         # The service decides: a role that may not check documents is refused here, whatever page it saw.
         answer = await asyncio.to_thread(self._documents.verify_document, certificate, chip, live)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        person = await identify(request, self._gateway, certificate)
         return self._renderer.page(
             "desk_document_answer.html",
             person,
@@ -107,8 +103,7 @@ class DocumentDesk:
 
     async def decision(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         decided = DocumentDecision(
             check_id=form.required("check_id", "the check"),
             passive_authentication=choice(
@@ -118,8 +113,7 @@ class DocumentDesk:
         )
         # The service decides: a role that may not record one is refused, whatever page it saw.
         await asyncio.to_thread(self._documents.record_decision, certificate, decided)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        person = await identify(request, self._gateway, certificate)
         return self._renderer.page(
             "document_decision_recorded.html",
             person,

@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, NothingThere
 from safepassage.console.review_gateway import HitState, KeptHit, ReviewAction, ReviewGateway
 from safepassage.console.upload_form import read_form
@@ -109,9 +109,7 @@ class HitReviewPages:
 
     async def _person(self, request: web.Request, certificate: bytes) -> str:
         """Who the service takes the person to be; their reviewer label ("role:client id")."""
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
-        check_page(person, "review")
+        person = await identify(request, self._gateway, certificate, "review")
         return f"{person.role}:{person.client_id}"
 
     async def queue(self, request: web.Request) -> web.StreamResponse:
@@ -161,8 +159,7 @@ class HitReviewPages:
 
     async def decide(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        form = await read_form(request, _FORM_BYTES)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, _FORM_BYTES, self._tokens, certificate)
         gallery = _gallery(request.match_info["gallery"])
         probe_id = _probe_id(request.match_info["probe_id"])
         try:

@@ -33,11 +33,11 @@ from typing import Any
 from aiohttp import web
 
 from safepassage.console.caseworker_enrolment import DOCUMENT_KINDS, ENTITLEMENT_KINDS, POSSESSION
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.head_turn import HeadTurn, HeadTurnFailed
 from safepassage.console.holder_gateway import HolderCheck, HolderGateway, data_url
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, refusal_page
 from safepassage.console.upload_form import SubmittedForm, read_form
 from safepassage.core.errors import PermissionDenied, SafePassageError
@@ -87,13 +87,11 @@ class HolderDesk:
 
     async def _officer(self, request: web.Request, certificate: bytes) -> None:
         """The person, refused unless the page is offered to their role (the kiosk has its own mode)."""
-        request[PERSON] = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        check_page(request[PERSON], PAGE)
+        await identify(request, self._gateway, certificate, PAGE)
 
     async def _posted(self, request: web.Request, max_bytes: int) -> tuple[bytes, SubmittedForm]:
         certificate = peer_certificate(request)
-        form = await read_form(request, max_bytes)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, max_bytes, self._tokens, certificate)
         await self._officer(request, certificate)
         return certificate, form
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import ServiceGateway
 from safepassage.console.head_turn import HeadTurn, HeadTurnFailed
 from safepassage.console.kiosk_gateway import HolderProof, KioskGateway, RecordConsent, ScopeState
@@ -47,7 +47,7 @@ from safepassage.console.languages import Language, RequestLanguage
 from safepassage.console.languages import release as release_language
 from safepassage.console.languages import use as use_language
 from safepassage.console.liveness_gateway import LiveCapture
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import Renderer, identify, peer_certificate
 from safepassage.console.refusals import N_, FormIncomplete, FormRefused, NothingThere, refusal_page
 from safepassage.console.upload_form import SubmittedForm, read_form
 from safepassage.core.errors import SafePassageError
@@ -249,15 +249,12 @@ class KioskPages:
 
     async def _kiosk(self, request: web.Request) -> bytes:
         certificate = peer_certificate(request)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
-        check_page(person, "kiosk")
+        await identify(request, self._gateway, certificate, "kiosk")
         return certificate
 
     async def _posted(self, request: web.Request) -> tuple[bytes, SubmittedForm]:
         certificate = await self._kiosk(request)
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         return certificate, form
 
     def _proof(self, certificate: bytes, fields: Mapping[str, str]) -> HolderProof:

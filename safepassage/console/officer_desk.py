@@ -28,9 +28,9 @@ from safepassage.console.answers import (
     same_threshold,
     strangers_per_false_alarm,
 )
-from safepassage.console.form_tokens import FIELD, FormTokens
+from safepassage.console.form_tokens import FormTokens
 from safepassage.console.gateway import Decision, ServiceGateway
-from safepassage.console.pages import PERSON, Renderer, check_page, peer_certificate
+from safepassage.console.pages import PERSON, Renderer, identify, peer_certificate
 from safepassage.console.probe_crop import face_crop
 from safepassage.console.refusals import N_, FormIncomplete
 from safepassage.console.review_gateway import ReviewGateway
@@ -89,9 +89,7 @@ class OfficerDesk:
         ]
 
     async def _person_on_desk(self, request: web.Request, certificate: bytes) -> None:
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
-        check_page(person, "desk")
+        await identify(request, self._gateway, certificate, "desk")
 
     async def form(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
@@ -106,8 +104,7 @@ class OfficerDesk:
         )
 
     async def _checked_form(self, request: web.Request, certificate: bytes) -> SubmittedForm:
-        form = await read_form(request, self._max_upload)
-        self._tokens.check(certificate, form.fields.get(FIELD))
+        form = await read_form(request, self._max_upload, self._tokens, certificate)
         return form
 
     async def search(self, request: web.Request) -> web.StreamResponse:
@@ -135,8 +132,7 @@ class OfficerDesk:
                 self._gateway.identify, certificate, gallery, image, top_k, manifest
             )
         threshold = await asyncio.to_thread(self._gateway.describe_gallery, certificate, gallery)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        person = await identify(request, self._gateway, certificate)
         crops = [face_crop(image, face.box) if face.box else None for face in answer.faces]
         references = await asyncio.to_thread(self._reference_images, certificate, person, threshold, answer)
         return self._renderer.page(
@@ -180,8 +176,7 @@ class OfficerDesk:
             **review_fields(form),
         )
         await asyncio.to_thread(self._gateway.record_decision, certificate, decided)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        person = await identify(request, self._gateway, certificate)
         return self._renderer.page(
             "decision_recorded.html",
             person,

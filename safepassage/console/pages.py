@@ -294,6 +294,18 @@ def check_page(person: Person, name: str) -> Page:
     return page
 
 
+async def identify(
+    request: web.Request, gateway: ServiceGateway, certificate: bytes, page: str = ""
+) -> Person:
+    """Who the service takes the certificate's holder to be (DescribeCaller, as them), kept on the
+    request (PERSON) for the page and its refusals; RoleRefused unless their role may use ``page``."""
+    person = await asyncio.to_thread(gateway.describe_caller, certificate)
+    request[PERSON] = person
+    if page:
+        check_page(person, page)
+    return person
+
+
 def peer_certificate(request: web.Request) -> bytes:
     """The person's client certificate (DER) from the TLS connection; TLS required one."""
     transport = request.transport
@@ -423,8 +435,7 @@ class HomePage:
 
     async def show(self, request: web.Request) -> web.StreamResponse:
         certificate = peer_certificate(request)
-        person = await asyncio.to_thread(self._gateway.describe_caller, certificate)
-        request[PERSON] = person
+        person = await identify(request, self._gateway, certificate)
         subject, valid_until = certificate_facts(certificate)
         return self._renderer.page(
             "home.html",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
 
+from safepassage.console.form_tokens import FIELD, FormTokens
 from safepassage.console.refusals import FormIncomplete, TooMuch
 
 __all__ = ["SubmittedForm", "read_form"]
@@ -39,8 +40,17 @@ class SubmittedForm:
         return value
 
 
-async def read_form(request: web.Request, max_bytes: int) -> SubmittedForm:
-    """The posted form's fields and files, in memory; TooMuch past `max_bytes`."""
+async def read_form(
+    request: web.Request, max_bytes: int, tokens: FormTokens, certificate: bytes
+) -> SubmittedForm:
+    """The posted form's fields and files, in memory, once its CSRF token (FIELD) verifies for the
+    certificate presenting it (FormRefused otherwise); TooMuch past `max_bytes`."""
+    form = await _read(request, max_bytes)
+    tokens.check(certificate, form.fields.get(FIELD))
+    return form
+
+
+async def _read(request: web.Request, max_bytes: int) -> SubmittedForm:
     if request.content_type != "multipart/form-data":
         posted = await request.post()
         return SubmittedForm({name: value for name, value in posted.items() if isinstance(value, str)})
